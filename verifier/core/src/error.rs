@@ -1,0 +1,177 @@
+//! Typed verification errors, each with a stable machine-readable code.
+//!
+//! One variant per distinct check, so that a test can assert *which* check
+//! rejected the evidence. The codes are part of the CLI and HTTP contract:
+//! never rename one; add new ones instead.
+
+use time::OffsetDateTime;
+
+use crate::claims::TeeKind;
+
+/// Why evidence failed verification (authenticity), as opposed to appraisal.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The bytes do not decode as the expected structure.
+    #[error("malformed evidence: {what}")]
+    Malformed {
+        /// What could not be parsed, in words.
+        what: String,
+    },
+    /// The evidence format was recognised but its TEE is not supported here.
+    #[error("evidence for {tee} is not supported by this verifier build")]
+    UnsupportedTee {
+        /// The TEE the evidence is for.
+        tee: TeeKind,
+    },
+    /// `--tee` named one TEE but the bytes are evidence for another.
+    #[error("evidence looks like {detected} but {requested} was requested")]
+    TeeMismatch {
+        /// What the caller asked for.
+        requested: TeeKind,
+        /// What the bytes are.
+        detected: TeeKind,
+    },
+    /// The signing algorithm is not the one the format mandates.
+    #[error("unsupported signature algorithm {found}; {expected} is required")]
+    UnsupportedAlgorithm {
+        /// The algorithm found.
+        found: String,
+        /// The algorithm required.
+        expected: &'static str,
+    },
+    /// The measurement digest function is not the one supported.
+    #[error("unsupported digest {found:?}; {expected} is required")]
+    UnsupportedDigest {
+        /// The digest named in the evidence.
+        found: String,
+        /// The digest required.
+        expected: &'static str,
+    },
+    /// A measurement register has a bad index or length.
+    #[error("invalid PCR {index}: {reason}")]
+    InvalidPcr {
+        /// The register index as found (may be out of range).
+        index: i128,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A field is present but outside its allowed size or range.
+    #[error("field {field} out of range: {reason}")]
+    FieldOutOfRange {
+        /// Field name as in the format's specification.
+        field: &'static str,
+        /// What bound was violated.
+        reason: String,
+    },
+    /// The evidence signature does not verify under the signing certificate.
+    #[error("evidence signature does not verify")]
+    SignatureInvalid,
+    /// The certificate chain does not end at a trusted, pinned root.
+    #[error("certificate chain is not anchored at a trusted root: {reason}")]
+    ChainUntrusted {
+        /// Why, in words.
+        reason: String,
+    },
+    /// No path could be built: an issuer certificate is missing.
+    #[error("certificate chain is incomplete: no issuer found for a certificate")]
+    ChainIncomplete,
+    /// A certificate's signature does not verify under its issuer's key.
+    #[error("a certificate in the chain is not signed by its issuer's key")]
+    CertificateSignatureInvalid,
+    /// A certificate had expired at the verification instant.
+    #[error("certificate expired: not valid after {not_after}, verified at {at}")]
+    CertificateExpired {
+        /// The certificate's `notAfter`.
+        not_after: OffsetDateTime,
+        /// The instant of verification.
+        at: OffsetDateTime,
+    },
+    /// A certificate was not yet valid at the verification instant.
+    #[error("certificate not yet valid: not valid before {not_before}, verified at {at}")]
+    CertificateNotYetValid {
+        /// The certificate's `notBefore`.
+        not_before: OffsetDateTime,
+        /// The instant of verification.
+        at: OffsetDateTime,
+    },
+    /// An issuing certificate lacks the CA basic constraint (or a leaf claims it).
+    #[error("certificate basic constraints violated: {reason}")]
+    BasicConstraintsViolated {
+        /// Which constraint.
+        reason: &'static str,
+    },
+    /// A certificate's key usage does not allow what it is used for.
+    #[error("certificate key usage does not permit {needed}")]
+    KeyUsageInvalid {
+        /// The usage that was needed.
+        needed: &'static str,
+    },
+    /// Any other certificate defect found during path validation.
+    #[error("certificate invalid: {reason}")]
+    CertificateInvalid {
+        /// The validator's description.
+        reason: String,
+    },
+}
+
+impl VerifyError {
+    /// The stable, documented identifier of this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed { .. } => "malformed_evidence",
+            Self::UnsupportedTee { .. } => "unsupported_tee",
+            Self::TeeMismatch { .. } => "tee_mismatch",
+            Self::UnsupportedAlgorithm { .. } => "unsupported_algorithm",
+            Self::UnsupportedDigest { .. } => "unsupported_digest",
+            Self::InvalidPcr { .. } => "invalid_pcr",
+            Self::FieldOutOfRange { .. } => "field_out_of_range",
+            Self::SignatureInvalid => "signature_invalid",
+            Self::ChainUntrusted { .. } => "chain_untrusted",
+            Self::ChainIncomplete => "chain_incomplete",
+            Self::CertificateSignatureInvalid => "certificate_signature_invalid",
+            Self::CertificateExpired { .. } => "certificate_expired",
+            Self::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
+            Self::BasicConstraintsViolated { .. } => "basic_constraints_violated",
+            Self::KeyUsageInvalid { .. } => "key_usage_invalid",
+            Self::CertificateInvalid { .. } => "certificate_invalid",
+        }
+    }
+
+    pub(crate) fn malformed(what: impl Into<String>) -> Self {
+        Self::Malformed { what: what.into() }
+    }
+}
+
+/// Why verified evidence was rejected by appraisal (policy over claims).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The TEE runs in debug mode and the policy does not allow it.
+    #[error("the TEE is in debug mode, which the policy denies")]
+    DebugEnclave,
+    /// The evidence's nonce differs from the expected one.
+    #[error("nonce does not match the expected value")]
+    NonceMismatch,
+    /// The evidence's report data differs from the expected value.
+    #[error("report data does not match the expected value")]
+    ReportDataMismatch,
+    /// The platform's TCB status is not among the accepted ones.
+    #[error("TCB status {status} is not accepted by the policy")]
+    TcbStatusNotAccepted {
+        /// The status the evidence reported.
+        status: String,
+    },
+}
+
+impl Rejection {
+    /// The stable, documented identifier of this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::DebugEnclave => "debug_enclave",
+            Self::NonceMismatch => "nonce_mismatch",
+            Self::ReportDataMismatch => "report_data_mismatch",
+            Self::TcbStatusNotAccepted { .. } => "tcb_status_not_accepted",
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Attest Gate's verification core: sans-I/O, clock-free verification of TEE
+//! evidence and appraisal of the resulting claims.
+//!
+//! Data flow: bytes → [`decode_text_encoding`] / [`resolve_tee`] →
+//! [`Verifier::verify`] (per-TEE parsing, signature and chain checks to pinned
+//! roots) → [`VerifiedClaims`] → [`appraise`] → [`Appraisal`].
+//!
+//! Invariants (see ARCHITECTURE.md): no I/O, no clock reads (the caller passes
+//! the instant), no panics on any input, authenticity separate from policy.
+
+#![forbid(unsafe_code)]
+
+mod appraisal;
+mod bundle;
+mod chain;
+mod claims;
+mod collateral;
+mod error;
+mod evidence;
+pub mod nitro;
+mod trust;
+mod verifier;
+
+pub use appraisal::{appraise, Appraisal, AppraisalPolicy};
+pub use bundle::{BundleError, EvidenceBundle, BUNDLE_FORMAT, BUNDLE_VERSION};
+pub use claims::{
+    BoundData, CertificateSummary, Measurement, NamedMeasurement, PlatformClaims, TcbStatus,
+    TeeKind, TrustKind, UnknownTee, VerifiedClaims,
+};
+pub use collateral::Collateral;
+pub use error::{Rejection, VerifyError};
+pub use evidence::{decode_text_encoding, detect_tee, resolve_tee, MAX_EVIDENCE_FILE_LEN};
+pub use trust::{TrustAnchors, TrustError};
+pub use verifier::Verifier;

@@ -1,0 +1,94 @@
+//! The entry point: dispatch evidence to its TEE's verifier, then stamp the
+//! common claims (instant, trust kind, evidence hash) on the result.
+
+use time::OffsetDateTime;
+
+use crate::chain::ChainValidator;
+use crate::claims::{
+    BoundData, CertificateSummary, NamedMeasurement, PlatformClaims, TcbStatus, TeeKind,
+    Verified, VerifiedClaims,
+};
+use crate::collateral::Collateral;
+use crate::error::VerifyError;
+use crate::nitro;
+use crate::trust::TrustAnchors;
+
+/// What a per-TEE verifier yields once every signature and link has checked.
+#[derive(Debug)]
+pub(crate) struct Authenticated {
+    pub(crate) tee: TeeKind,
+    pub(crate) measurements: Vec<NamedMeasurement>,
+    pub(crate) bound: BoundData,
+    pub(crate) debug: bool,
+    pub(crate) tcb_status: Option<TcbStatus>,
+    pub(crate) platform: PlatformClaims,
+    pub(crate) chain: Vec<CertificateSummary>,
+}
+
+/// Verifies evidence against a fixed set of trust anchors.
+///
+/// Holds caches of verified issuer chains, so keep one per process and share
+/// it; it is `Send + Sync`. It performs no I/O and never reads the clock.
+#[derive(Debug)]
+pub struct Verifier {
+    anchors: TrustAnchors,
+    chains: ChainValidator,
+}
+
+impl Verifier {
+    /// A verifier that trusts exactly `anchors`.
+    pub fn new(anchors: TrustAnchors) -> Self {
+        Self {
+            anchors,
+            chains: ChainValidator::default(),
+        }
+    }
+
+    /// The anchors this verifier trusts.
+    pub fn anchors(&self) -> &TrustAnchors {
+        &self.anchors
+    }
+
+    /// Checks that `evidence` is authentic evidence from `tee`, as of `at`.
+    ///
+    /// Authenticity only: debug mode, TCB status and measurements come back as
+    /// claims for [`crate::appraise`] to judge.
+    pub fn verify(
+        &self,
+        tee: TeeKind,
+        evidence: &[u8],
+        collateral: &Collateral,
+        at: OffsetDateTime,
+    ) -> Result<VerifiedClaims, VerifyError> {
+        let _ = collateral; // Nitro needs none; TDX and SNP will.
+        let authenticated = match tee {
+            TeeKind::Nitro => nitro::verify(evidence, &self.anchors, &self.chains, at)?,
+            TeeKind::Tdx | TeeKind::Snp => return Err(VerifyError::UnsupportedTee { tee }),
+        };
+        Ok(VerifiedClaims {
+            tee: authenticated.tee,
+            measurements: authenticated.measurements,
+            bound: authenticated.bound,
+            debug: authenticated.debug,
+            tcb_status: authenticated.tcb_status,
+            platform: authenticated.platform,
+            chain: authenticated.chain,
+            verified_at: at,
+            trust: self.anchors.kind(),
+            evidence_sha384: sha384(evidence),
+            _verified: Verified,
+        })
+    }
+
+    /// Drops cached verification results, so the next call takes the cold path.
+    pub fn clear_cache(&self) {
+        self.chains.clear();
+    }
+}
+
+fn sha384(bytes: &[u8]) -> [u8; 48] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, bytes);
+    let mut out = [0u8; 48];
+    out.copy_from_slice(d.as_ref());
+    out
+}
