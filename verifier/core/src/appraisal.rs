@@ -53,7 +53,10 @@ impl Appraisal {
 }
 
 /// Judges `claims` against `policy`; on failure returns every reason.
-pub fn appraise(claims: VerifiedClaims, policy: &AppraisalPolicy) -> Result<Appraisal, Vec<Rejection>> {
+pub fn appraise(
+    claims: VerifiedClaims,
+    policy: &AppraisalPolicy,
+) -> Result<Appraisal, Vec<Rejection>> {
     let mut reasons = Vec::new();
     if claims.debug && !policy.allow_debug {
         reasons.push(Rejection::DebugEnclave);

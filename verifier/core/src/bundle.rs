@@ -114,11 +114,12 @@ impl EvidenceBundle {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let verify_at =
-            OffsetDateTime::parse(&wire.verify_at, &Rfc3339).map_err(|e| BundleError::InvalidField {
+        let verify_at = OffsetDateTime::parse(&wire.verify_at, &Rfc3339).map_err(|e| {
+            BundleError::InvalidField {
                 field: "verify_at",
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(Self {
             tee,
             evidence,
@@ -176,6 +177,9 @@ mod tests {
             Err(BundleError::UnsupportedVersion { version: 2, .. })
         ));
         let unknown = json.replacen('{', "{\"extra\": 1,", 1);
-        assert!(matches!(EvidenceBundle::from_json(unknown.as_bytes()), Err(BundleError::Json(_))));
+        assert!(matches!(
+            EvidenceBundle::from_json(unknown.as_bytes()),
+            Err(BundleError::Json(_))
+        ));
     }
 }

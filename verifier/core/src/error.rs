@@ -4,6 +4,7 @@
 //! rejected the evidence. The codes are part of the CLI and HTTP contract:
 //! never rename one; add new ones instead.
 
+use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::claims::TeeKind;
@@ -80,7 +81,11 @@ pub enum VerifyError {
     #[error("a certificate in the chain is not signed by its issuer's key")]
     CertificateSignatureInvalid,
     /// A certificate had expired at the verification instant.
-    #[error("certificate expired: not valid after {not_after}, verified at {at}")]
+    #[error(
+        "certificate expired: not valid after {}, verified at {}",
+        rfc3339(not_after),
+        rfc3339(at)
+    )]
     CertificateExpired {
         /// The certificate's `notAfter`.
         not_after: OffsetDateTime,
@@ -88,7 +93,11 @@ pub enum VerifyError {
         at: OffsetDateTime,
     },
     /// A certificate was not yet valid at the verification instant.
-    #[error("certificate not yet valid: not valid before {not_before}, verified at {at}")]
+    #[error(
+        "certificate not yet valid: not valid before {}, verified at {}",
+        rfc3339(not_before),
+        rfc3339(at)
+    )]
     CertificateNotYetValid {
         /// The certificate's `notBefore`.
         not_before: OffsetDateTime,
@@ -174,4 +183,10 @@ impl Rejection {
             Self::TcbStatusNotAccepted { .. } => "tcb_status_not_accepted",
         }
     }
+}
+
+/// RFC 3339 for messages; falls back to the Unix timestamp.
+fn rfc3339(t: &OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -27,7 +27,8 @@ pub fn decode_text_encoding(input: &[u8]) -> Vec<u8> {
             return bytes;
         }
     }
-    let base64_alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=');
+    let base64_alphabet =
+        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=');
     if compact.iter().all(base64_alphabet) {
         for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
             if let Ok(bytes) = engine.decode(&compact) {
@@ -92,6 +93,9 @@ mod tests {
         assert_eq!(detect_tee(&[0u8; 10]), None);
         let err = resolve_tee(&[0xd2, 0x84, 0x44], Some(TeeKind::Tdx)).unwrap_err();
         assert_eq!(err.code(), "tee_mismatch");
-        assert_eq!(resolve_tee(b"junk", None).unwrap_err().code(), "malformed_evidence");
+        assert_eq!(
+            resolve_tee(b"junk", None).unwrap_err().code(),
+            "malformed_evidence"
+        );
     }
 }

@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn test_roots_refuse_empty_and_garbage() {
-        assert_eq!(TrustAnchors::test_roots(vec![]).unwrap_err(), TrustError::Empty);
+        assert_eq!(
+            TrustAnchors::test_roots(vec![]).unwrap_err(),
+            TrustError::Empty
+        );
         assert!(matches!(
             TrustAnchors::test_roots(vec![vec![1, 2, 3]]).unwrap_err(),
             TrustError::NotACertificate(_)

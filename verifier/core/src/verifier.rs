@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use crate::chain::ChainValidator;
 use crate::claims::{
-    BoundData, CertificateSummary, NamedMeasurement, PlatformClaims, TcbStatus, TeeKind,
-    Verified, VerifiedClaims,
+    BoundData, CertificateSummary, NamedMeasurement, PlatformClaims, TcbStatus, TeeKind, Verified,
+    VerifiedClaims,
 };
 use crate::collateral::Collateral;
 use crate::error::VerifyError;

@@ -1,7 +1,12 @@
 //! Every recorded Nitro sample in the shared fixtures verifies at its recorded
 //! instant against the compiled-in AWS root, and is rejected one second after
 //! its leaf certificate expires.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 
@@ -15,11 +20,16 @@ use time::{Duration, OffsetDateTime};
 fn fixtures_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        });
     if dir.join("manifest.json").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)", dir.display());
+        eprintln!(
+            "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
+            dir.display()
+        );
         None
     }
 }
@@ -47,7 +57,12 @@ fn every_recorded_nitro_sample_verifies_at_its_instant_and_expires_after_its_lea
         let claims = result.unwrap_or_else(|e| panic!("{id}: {e}"));
         assert_eq!(claims.trust, TrustKind::VendorRoot);
         assert_eq!(claims.verified_at, at);
-        let PlatformClaims::Nitro { module_id, digest, .. } = &claims.platform else { panic!() };
+        let PlatformClaims::Nitro {
+            module_id, digest, ..
+        } = &claims.platform
+        else {
+            panic!()
+        };
         assert_eq!(module_id, sample["module_id"].as_str().unwrap(), "{id}");
         assert_eq!(digest, "SHA384");
         assert_eq!(
@@ -56,7 +71,11 @@ fn every_recorded_nitro_sample_verifies_at_its_instant_and_expires_after_its_lea
             "{id}"
         );
         assert_eq!(claims.chain.len(), 5, "{id}: root, 3 intermediates, leaf");
-        assert_eq!(claims.debug, claims.measurement("pcr0").unwrap().is_zero(), "{id}");
+        assert_eq!(
+            claims.debug,
+            claims.measurement("pcr0").unwrap().is_zero(),
+            "{id}"
+        );
         if claims.debug {
             let reasons = appraise(claims.clone(), &AppraisalPolicy::default()).unwrap_err();
             assert_eq!(reasons[0].code(), "debug_enclave", "{id}");
@@ -64,7 +83,12 @@ fn every_recorded_nitro_sample_verifies_at_its_instant_and_expires_after_its_lea
 
         let leaf_not_after = claims.chain.last().unwrap().not_after;
         let err = verifier
-            .verify(TeeKind::Nitro, &bytes, &Collateral::empty(), leaf_not_after + Duration::seconds(1))
+            .verify(
+                TeeKind::Nitro,
+                &bytes,
+                &Collateral::empty(),
+                leaf_not_after + Duration::seconds(1),
+            )
             .unwrap_err();
         assert_eq!(err.code(), "certificate_expired", "{id}");
         // ...and still verifies at the last second of validity.

@@ -3,7 +3,9 @@
 //! Only the protected header is trusted: its algorithm must be ES384 and it
 //! may carry no critical parameters. The unprotected header is ignored.
 
-use coset::{iana, CborSerializable, CoseSign1, RegisteredLabelWithPrivate, TaggedCborSerializable};
+use coset::{
+    iana, CborSerializable, CoseSign1, RegisteredLabelWithPrivate, TaggedCborSerializable,
+};
 
 use crate::error::VerifyError;
 

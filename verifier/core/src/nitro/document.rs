@@ -62,13 +62,17 @@ impl AttestationDocument {
             ));
         }
         let Value::Map(entries) = value else {
-            return Err(VerifyError::malformed("attestation document is not a CBOR map"));
+            return Err(VerifyError::malformed(
+                "attestation document is not a CBOR map",
+            ));
         };
 
         let mut f = Fields::default();
         for (key, value) in entries {
             let Value::Text(key) = key else {
-                return Err(VerifyError::malformed("attestation document key is not text"));
+                return Err(VerifyError::malformed(
+                    "attestation document key is not text",
+                ));
             };
             let slot = match key.as_str() {
                 "module_id" => &mut f.module_id,
@@ -142,14 +146,18 @@ fn out_of_range(field: &'static str, reason: String) -> VerifyError {
 fn text(value: Value, field: &'static str) -> Result<String, VerifyError> {
     match value {
         Value::Text(s) => Ok(s),
-        _ => Err(VerifyError::malformed(format!("{field} is not a text string"))),
+        _ => Err(VerifyError::malformed(format!(
+            "{field} is not a text string"
+        ))),
     }
 }
 
 fn bytes(value: Value, field: &'static str) -> Result<Vec<u8>, VerifyError> {
     match value {
         Value::Bytes(b) => Ok(b),
-        _ => Err(VerifyError::malformed(format!("{field} is not a byte string"))),
+        _ => Err(VerifyError::malformed(format!(
+            "{field} is not a byte string"
+        ))),
     }
 }
 
@@ -226,7 +234,9 @@ fn pcrs(value: Value) -> Result<Vec<(u8, Vec<u8>)>, VerifyError> {
             });
         }
         if out.iter().any(|(i, _)| *i == index) {
-            return Err(VerifyError::malformed(format!("duplicate PCR index {index}")));
+            return Err(VerifyError::malformed(format!(
+                "duplicate PCR index {index}"
+            )));
         }
         out.push((index, value));
     }
@@ -255,7 +265,10 @@ fn cabundle(value: Value) -> Result<Vec<Vec<u8>>, VerifyError> {
     if items.is_empty() || items.len() > MAX_CABUNDLE_LEN {
         return Err(out_of_range(
             "cabundle",
-            format!("{} certificates, expected 1..={MAX_CABUNDLE_LEN}", items.len()),
+            format!(
+                "{} certificates, expected 1..={MAX_CABUNDLE_LEN}",
+                items.len()
+            ),
         ));
     }
     items.into_iter().map(|v| cert(v, "cabundle")).collect()

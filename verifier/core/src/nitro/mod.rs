@@ -57,11 +57,7 @@ pub(crate) fn verify(
         .split_first()
         .ok_or_else(|| VerifyError::malformed("cabundle is empty"))?;
     let root_fingerprint = sha256(root);
-    if !anchors
-        .nitro()
-        .iter()
-        .any(|a| a.sha256 == root_fingerprint)
-    {
+    if !anchors.nitro().iter().any(|a| a.sha256 == root_fingerprint) {
         return Err(VerifyError::ChainUntrusted {
             reason: format!(
                 "bundle root {} is not a pinned AWS Nitro root",
@@ -85,7 +81,10 @@ pub(crate) fn verify(
     Ok(claims(doc, chain.summaries))
 }
 
-fn claims(doc: AttestationDocument, chain: Vec<crate::claims::CertificateSummary>) -> Authenticated {
+fn claims(
+    doc: AttestationDocument,
+    chain: Vec<crate::claims::CertificateSummary>,
+) -> Authenticated {
     // A debug-mode enclave reports all-zero PCR0, PCR1 and PCR2. An absent
     // register counts as zero, so a document without them is never "not debug".
     let debug = (0u8..=2).all(|i| {

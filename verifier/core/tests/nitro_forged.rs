@@ -1,0 +1,143 @@
+//! One forged document per Nitro check, each asserting its specific code, and
+//! property tests that no input (arbitrary or a mutated valid document) panics.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use attest_gate_core::{
+    appraise, resolve_tee, AppraisalPolicy, Collateral, TeeKind, TrustAnchors, TrustKind, Verifier,
+};
+use attest_gate_forge::{cases, nitro};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+fn test_verifier() -> Verifier {
+    static ROOT: OnceLock<Vec<u8>> = OnceLock::new();
+    let root = ROOT.get_or_init(|| nitro::test_root().unwrap()).clone();
+    Verifier::new(TrustAnchors::test_roots(vec![root]).unwrap())
+}
+
+fn all_cases() -> &'static [cases::Case] {
+    static CASES: OnceLock<Vec<cases::Case>> = OnceLock::new();
+    CASES.get_or_init(|| cases::nitro_cases().unwrap())
+}
+
+/// Verifies and appraises like the CLI: `Ok(())` or the first code.
+fn verdict(verifier: &Verifier, case: &cases::Case) -> Result<(), String> {
+    let tee =
+        resolve_tee(&case.evidence, Some(TeeKind::Nitro)).map_err(|e| e.code().to_string())?;
+    let claims = verifier
+        .verify(tee, &case.evidence, &Collateral::empty(), case.at())
+        .map_err(|e| e.code().to_string())?;
+    assert_eq!(claims.trust, TrustKind::TestRoot);
+    let policy = AppraisalPolicy {
+        expected_nonce: case.expected_nonce.clone(),
+        ..AppraisalPolicy::default()
+    };
+    appraise(claims, &policy)
+        .map(|_| ())
+        .map_err(|r| r[0].code().to_string())
+}
+
+#[test]
+fn every_forged_case_gets_its_expected_verdict_cold_and_warm() {
+    let all = all_cases();
+    assert!(all.len() >= 20);
+    let warm = test_verifier();
+    for case in all {
+        let expected = if case.expected == "ok" {
+            Ok(())
+        } else {
+            Err(case.expected.to_string())
+        };
+        // Cold: a fresh verifier with nothing cached.
+        assert_eq!(
+            verdict(&test_verifier(), case),
+            expected,
+            "{} (cold)",
+            case.name
+        );
+        // Warm: one long-lived verifier, after the valid case primed its cache.
+        assert_eq!(verdict(&warm, &all[0]), Ok(()), "priming");
+        assert_eq!(verdict(&warm, case), expected, "{} (warm)", case.name);
+    }
+}
+
+#[test]
+fn forged_evidence_is_refused_by_the_vendor_roots() {
+    let vendor = Verifier::new(TrustAnchors::vendor().unwrap());
+    let case = &all_cases()[0];
+    let err = vendor
+        .verify(
+            TeeKind::Nitro,
+            &case.evidence,
+            &Collateral::empty(),
+            case.at(),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "chain_untrusted");
+}
+
+#[test]
+fn warm_cache_never_outlives_the_issuer_chain() {
+    let verifier = test_verifier();
+    let case = &all_cases()[0];
+    verifier
+        .verify(
+            TeeKind::Nitro,
+            &case.evidence,
+            &Collateral::empty(),
+            case.at(),
+        )
+        .unwrap();
+    // The instance CA expires 22 hours after the forge instant; the leaf 3 hours.
+    let later = case.at() + time::Duration::hours(23);
+    let err = verifier
+        .verify(TeeKind::Nitro, &case.evidence, &Collateral::empty(), later)
+        .unwrap_err();
+    assert_eq!(err.code(), "certificate_expired");
+}
+
+/// One warm verifier shared by the property tests (exercises the cache too).
+fn verifier() -> &'static Verifier {
+    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+    VERIFIER.get_or_init(test_verifier)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = verifier().verify(TeeKind::Nitro, &bytes, &Collateral::empty(), nitro::FORGE_INSTANT);
+        let _ = attest_gate_core::nitro::unverified_timestamp(&bytes);
+        let _ = attest_gate_core::decode_text_encoding(&bytes);
+        let _ = attest_gate_core::EvidenceBundle::from_json(&bytes);
+    }
+
+    #[test]
+    fn mutated_valid_documents_never_panic_and_never_verify(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let valid = all_cases()[0].evidence.clone();
+        let mut bytes = valid.clone();
+        for (index, value) in &edits {
+            let i = index.index(bytes.len());
+            bytes[i] = *value;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let result = verifier().verify(TeeKind::Nitro, &bytes, &Collateral::empty(), nitro::FORGE_INSTANT);
+        // Every byte of the envelope is either signed, structural, or the
+        // (empty) unprotected header, which no one-byte edit keeps valid.
+        if bytes != valid {
+            prop_assert!(result.is_err(), "a mutated document verified");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The catalogue of forged evidence: one case per check the verifier makes,
+//! each naming the error code it must produce ("ok" for evidence that must
+//! verify and pass the default appraisal). Tests iterate it; the testdata
+//! writer stores it.
+
+use coset::iana;
+use rcgen::KeyUsagePurpose;
+use time::Duration;
+
+use crate::nitro::{self, DocSpec, ForgeError, FORGE_INSTANT};
+use crate::pki::CertSpec;
+
+/// One forged sample and its expected verdict.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// File-name-safe identifier.
+    pub name: &'static str,
+    /// What is wrong with it (or that nothing is).
+    pub description: &'static str,
+    /// The TEE whose format it is in.
+    pub tee: &'static str,
+    /// The evidence bytes.
+    pub evidence: Vec<u8>,
+    /// `"ok"`, or the error / rejection code the verifier must give.
+    pub expected: &'static str,
+    /// The nonce the appraisal must be given (`--nonce`), if any.
+    pub expected_nonce: Option<Vec<u8>>,
+}
+
+impl Case {
+    /// The instant the case is meant to be verified at.
+    pub fn at(&self) -> time::OffsetDateTime {
+        FORGE_INSTANT
+    }
+}
+
+fn nitro_case(
+    name: &'static str,
+    description: &'static str,
+    evidence: Vec<u8>,
+    expected: &'static str,
+) -> Case {
+    Case {
+        name,
+        description,
+        tee: "nitro",
+        evidence,
+        expected,
+        expected_nonce: None,
+    }
+}
+
+/// Replaces the first occurrence of `from` with `to` (same length).
+fn splice(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    if let Some(pos) = bytes.windows(from.len()).position(|w| w == from) {
+        if let Some(slot) = bytes.get_mut(pos..pos + to.len()) {
+            slot.copy_from_slice(to);
+        }
+    }
+    bytes
+}
+
+/// Every Nitro case.
+pub fn nitro_cases() -> Result<Vec<Case>, ForgeError> {
+    let spec = DocSpec::default();
+    let valid = spec.forge()?;
+    let chain = nitro::chain_spec().issue()?;
+    let full_bundle = nitro::bundle(&chain);
+    let mut cases = Vec::new();
+
+    let mut ok = nitro_case(
+        "valid",
+        "a well-formed, correctly signed document",
+        valid.clone(),
+        "ok",
+    );
+    ok.expected_nonce = spec.nonce.clone();
+    cases.push(ok);
+    cases.push(nitro_case(
+        "valid_tagged",
+        "the same, with CBOR tag 18",
+        DocSpec {
+            tagged: true,
+            ..spec.clone()
+        }
+        .forge()?,
+        "ok",
+    ));
+    cases.push(nitro_case(
+        "unprotected_algorithm_ignored",
+        "ES256 in the unprotected header is ignored; the protected ES384 rules",
+        DocSpec {
+            unprotected_algorithm: Some(iana::Algorithm::ES256),
+            ..spec.clone()
+        }
+        .forge()?,
+        "ok",
+    ));
+    cases.push(nitro_case(
+        "debug_enclave",
+        "authentic, but PCR0-2 are zero (debug mode); denied by default",
+        DocSpec::debug().forge()?,
+        "debug_enclave",
+    ));
+    let mut nonce_mismatch = nitro_case(
+        "nonce_mismatch",
+        "authentic, but the nonce is not the one expected",
+        valid.clone(),
+        "nonce_mismatch",
+    );
+    nonce_mismatch.expected_nonce = Some(vec![0x42; 32]);
+    cases.push(nonce_mismatch);
+
+    cases.push(nitro_case(
+        "tampered_payload",
+        "one byte of module_id changed after signing",
+        splice(valid.clone(), b"i-0test-enc0test", b"i-0test-enc1test"),
+        "signature_invalid",
+    ));
+    let mut flipped = valid.clone();
+    if let Some(last) = flipped.last_mut() {
+        *last ^= 0x01;
+    }
+    cases.push(nitro_case(
+        "flipped_signature",
+        "last signature bit flipped",
+        flipped,
+        "signature_invalid",
+    ));
+    cases.push(nitro_case(
+        "wrong_algorithm",
+        "protected header says ES256",
+        DocSpec {
+            protected_algorithm: Some(iana::Algorithm::ES256),
+            ..spec.clone()
+        }
+        .forge()?,
+        "unsupported_algorithm",
+    ));
+    cases.push(nitro_case(
+        "algorithm_only_unprotected",
+        "ES384 only in the unprotected header",
+        DocSpec {
+            protected_algorithm: None,
+            unprotected_algorithm: Some(iana::Algorithm::ES384),
+            ..spec.clone()
+        }
+        .forge()?,
+        "unsupported_algorithm",
+    ));
+
+    let mut foreign = nitro::chain_spec();
+    foreign.root.key_label = "nitro-foreign-root".into();
+    let foreign = foreign.issue()?;
+    cases.push(nitro_case(
+        "foreign_root_same_name",
+        "chain under a different root with the same subject name",
+        spec.sign(&foreign, &nitro::bundle(&foreign))?,
+        "chain_untrusted",
+    ));
+
+    let mut missing = full_bundle.clone();
+    missing.remove(2);
+    cases.push(nitro_case(
+        "missing_intermediate",
+        "the zonal intermediate is left out of cabundle",
+        spec.sign(&chain, &missing)?,
+        "chain_incomplete",
+    ));
+
+    let mut not_ca = nitro::chain_spec();
+    if let Some(zonal) = not_ca.intermediates.get_mut(1) {
+        zonal.ca_path_len = None;
+    }
+    let not_ca = not_ca.issue()?;
+    cases.push(nitro_case(
+        "intermediate_not_ca",
+        "an intermediate without the CA basic constraint",
+        spec.sign(&not_ca, &nitro::bundle(&not_ca))?,
+        "basic_constraints_violated",
+    ));
+
+    let mut no_cert_sign = nitro::chain_spec();
+    if let Some(zonal) = no_cert_sign.intermediates.get_mut(1) {
+        zonal.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    }
+    let no_cert_sign = no_cert_sign.issue()?;
+    cases.push(nitro_case(
+        "intermediate_without_key_cert_sign",
+        "an intermediate whose key usage lacks keyCertSign",
+        spec.sign(&no_cert_sign, &nitro::bundle(&no_cert_sign))?,
+        "key_usage_invalid",
+    ));
+
+    let mut wrong_signer = nitro::chain_spec();
+    wrong_signer.leaf_signed_by = Some("nitro-impostor".into());
+    let wrong_signer = wrong_signer.issue()?;
+    cases.push(nitro_case(
+        "leaf_signed_by_wrong_key",
+        "the leaf names the instance CA as issuer but another key signed it",
+        spec.sign(&wrong_signer, &nitro::bundle(&wrong_signer))?,
+        "certificate_signature_invalid",
+    ));
+
+    let with_leaf_window = |from: Duration, to: Duration| -> Result<Vec<u8>, ForgeError> {
+        let mut s = nitro::chain_spec();
+        s.leaf = CertSpec::leaf(
+            &s.leaf.common_name,
+            &s.leaf.key_label,
+            (FORGE_INSTANT + from, FORGE_INSTANT + to),
+        );
+        let c = s.issue()?;
+        spec.sign(&c, &nitro::bundle(&c))
+    };
+    cases.push(nitro_case(
+        "expired_leaf",
+        "the leaf expired an hour before the document's instant",
+        with_leaf_window(Duration::hours(-4), Duration::hours(-1))?,
+        "certificate_expired",
+    ));
+    cases.push(nitro_case(
+        "not_yet_valid_leaf",
+        "the leaf becomes valid an hour after the document's instant",
+        with_leaf_window(Duration::hours(1), Duration::hours(4))?,
+        "certificate_not_yet_valid",
+    ));
+
+    let mut short_pcr = spec.clone();
+    if let Some((_, v)) = short_pcr.pcrs.get_mut(3) {
+        *v = vec![0; 32];
+    }
+    cases.push(nitro_case(
+        "wrong_pcr_length",
+        "PCR3 is 32 bytes",
+        short_pcr.forge()?,
+        "invalid_pcr",
+    ));
+    let mut high_pcr = spec.clone();
+    high_pcr.pcrs.push((32, vec![0; 48]));
+    cases.push(nitro_case(
+        "pcr_index_out_of_range",
+        "a PCR numbered 32",
+        high_pcr.forge()?,
+        "invalid_pcr",
+    ));
+    cases.push(nitro_case(
+        "wrong_digest",
+        "digest SHA256",
+        DocSpec {
+            digest: "SHA256".into(),
+            ..spec.clone()
+        }
+        .forge()?,
+        "unsupported_digest",
+    ));
+    cases.push(nitro_case(
+        "oversized_user_data",
+        "user_data of 513 bytes (limit 512)",
+        DocSpec {
+            user_data: Some(vec![7; 513]),
+            ..spec.clone()
+        }
+        .forge()?,
+        "field_out_of_range",
+    ));
+    cases.push(nitro_case(
+        "truncated",
+        "the valid document cut in half",
+        valid.get(..valid.len() / 2).unwrap_or_default().to_vec(),
+        "malformed_evidence",
+    ));
+    let mut trailing = valid.clone();
+    trailing.push(0);
+    cases.push(nitro_case(
+        "trailing_bytes",
+        "a byte after the COSE_Sign1",
+        trailing,
+        "malformed_evidence",
+    ));
+    cases.push(nitro_case(
+        "random_bytes",
+        "512 pseudo-random bytes",
+        (0..512u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+        "malformed_evidence",
+    ));
+    Ok(cases)
+}

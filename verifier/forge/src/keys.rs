@@ -1,0 +1,95 @@
+//! Deterministic test keys: the same label always yields the same key, and
+//! signatures are deterministic (RFC 6979), so regenerated test data is
+//! byte-identical and can be checked in and compared.
+
+use p384::ecdsa::signature::Signer;
+use sha2::{Digest, Sha384};
+
+/// A P-384 key derived from a label. For tests and simulation only.
+#[derive(Clone)]
+pub struct TestKey {
+    signing: p384::ecdsa::SigningKey,
+    /// Uncompressed SEC1 point.
+    public: Vec<u8>,
+}
+
+impl std::fmt::Debug for TestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestKey(P-384, public {})", hex_prefix(&self.public))
+    }
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl TestKey {
+    /// The P-384 key for `label`: scalar = SHA-384("attest-gate test key" ‖ label ‖ counter),
+    /// the first counter giving a valid scalar.
+    pub fn p384(label: &str) -> Self {
+        let mut counter = 0u32;
+        loop {
+            let mut h = Sha384::new();
+            h.update(b"attest-gate test key\0");
+            h.update(label.as_bytes());
+            h.update(counter.to_be_bytes());
+            if let Ok(signing) = p384::ecdsa::SigningKey::from_slice(&h.finalize()) {
+                let public = signing
+                    .verifying_key()
+                    .to_encoded_point(false)
+                    .as_bytes()
+                    .to_vec();
+                return Self { signing, public };
+            }
+            counter += 1;
+        }
+    }
+
+    /// The uncompressed public point.
+    pub fn public_point(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// ECDSA P-384 / SHA-384, fixed-length r ‖ s (COSE's encoding).
+    pub fn sign_fixed(&self, msg: &[u8]) -> Vec<u8> {
+        let sig: p384::ecdsa::Signature = self.signing.sign(msg);
+        sig.to_bytes().to_vec()
+    }
+
+    /// ECDSA P-384 / SHA-384, ASN.1 DER (X.509's encoding).
+    pub fn sign_der(&self, msg: &[u8]) -> Vec<u8> {
+        let sig: p384::ecdsa::Signature = self.signing.sign(msg);
+        sig.to_der().as_bytes().to_vec()
+    }
+}
+
+impl rcgen::PublicKeyData for TestKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P384_SHA384
+    }
+}
+
+impl rcgen::SigningKey for TestKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(self.sign_der(msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_signatures_are_deterministic() {
+        let a = TestKey::p384("x");
+        let b = TestKey::p384("x");
+        assert_eq!(a.public_point(), b.public_point());
+        assert_ne!(a.public_point(), TestKey::p384("y").public_point());
+        assert_eq!(a.sign_fixed(b"m"), b.sign_fixed(b"m"));
+        assert_eq!(a.sign_fixed(b"m").len(), 96);
+    }
+}

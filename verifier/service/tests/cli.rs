@@ -1,0 +1,324 @@
+//! The `verifier` command-line contract, exercised through the real binary:
+//! exit codes, JSON shape, input encodings, bundles, and every forged case.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const FORGE_AT: &str = "2025-01-01T00:00:00Z";
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+fn test_root() -> PathBuf {
+    testdata().join("roots/nitro-test-root.pem")
+}
+
+/// Runs `verifier args...`; returns (exit code, parsed stdout or Null, stderr).
+fn run(args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap(),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
+    let index = std::fs::read_to_string(testdata().join("nitro/cases.tsv")).unwrap();
+    let root = test_root();
+    let mut n = 0;
+    for line in index.lines().filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (name, expected, nonce) = (cols[0], cols[1], cols[2]);
+        let file = testdata().join(format!("nitro/{name}.cose"));
+        let mut args = vec![
+            "verify",
+            s(&file),
+            "--tee",
+            "nitro",
+            "--at",
+            FORGE_AT,
+            "--trust-root",
+            s(&root),
+        ];
+        if nonce != "-" {
+            args.extend(["--nonce", nonce]);
+        }
+        let (code, json, stderr) = run(&args);
+        assert!(
+            stderr.contains("WARNING: trusting test roots"),
+            "{name}: test roots are announced"
+        );
+        if expected == "ok" {
+            assert_eq!(code, 0, "{name}: {json}");
+            assert_eq!(json["verified"], true);
+            assert_eq!(json["trust"], "test-root");
+            assert_eq!(json["claims"]["trust"], "test-root");
+        } else {
+            assert_eq!(code, 1, "{name}: {json}");
+            assert_eq!(json["verified"], false, "{name}");
+            assert_eq!(json["error"]["code"], expected, "{name}: {json}");
+            assert!(json["error"]["message"].as_str().unwrap().len() > 5);
+        }
+        n += 1;
+    }
+    assert!(n >= 20);
+}
+
+#[test]
+fn claims_have_the_documented_shape() {
+    let (code, json, _) = run(&[
+        "verify",
+        s(&testdata().join("nitro/valid.cose")),
+        "--at",
+        FORGE_AT,
+        "--trust-root",
+        s(&test_root()),
+    ]);
+    assert_eq!(code, 0);
+    let c = &json["claims"];
+    assert_eq!(json["tee"], "nitro");
+    assert_eq!(c["debug"], false);
+    assert_eq!(c["digest"], "SHA384");
+    assert_eq!(c["module_id"], "i-0test-enc0test");
+    assert_eq!(c["verified_at"], FORGE_AT);
+    assert_eq!(c["timestamp"], FORGE_AT);
+    assert_eq!(c["measurements"].as_object().unwrap().len(), 16);
+    assert_eq!(c["chain"].as_array().unwrap().len(), 5);
+    for hex_field in [
+        &c["measurements"]["pcr0"],
+        &c["nonce"],
+        &c["evidence_sha384"],
+        &c["chain"][0]["sha256"],
+    ] {
+        let h = hex_field.as_str().unwrap();
+        assert!(
+            h.chars()
+                .all(|ch| ch.is_ascii_digit() || ('a'..='f').contains(&ch)),
+            "lower-case hex: {h}"
+        );
+    }
+    assert_eq!(c["evidence_sha384"].as_str().unwrap().len(), 96);
+    assert_eq!(c["user_data"], Value::Null);
+}
+
+#[test]
+fn debug_is_rejected_unless_allowed() {
+    let file = testdata().join("nitro/debug_enclave.cose");
+    let root = test_root();
+    let base = [
+        "verify",
+        s(&file),
+        "--at",
+        FORGE_AT,
+        "--trust-root",
+        s(&root),
+    ];
+    let (code, json, _) = run(&base);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("debug_enclave"))
+    );
+    let (code, json, _) = run(&[&base[..], &["--allow-debug"]].concat());
+    assert_eq!(code, 0);
+    assert_eq!(json["claims"]["debug"], true);
+}
+
+#[test]
+fn vendor_roots_refuse_forged_evidence_by_default() {
+    let (code, json, stderr) = run(&[
+        "verify",
+        s(&testdata().join("nitro/valid.cose")),
+        "--at",
+        FORGE_AT,
+    ]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("chain_untrusted"))
+    );
+    assert!(!stderr.contains("WARNING"));
+}
+
+#[test]
+fn hex_and_base64_inputs_are_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = std::fs::read(testdata().join("nitro/valid.cose")).unwrap();
+    let hex_file = dir.path().join("doc.hex");
+    std::fs::write(&hex_file, hex::encode(&raw)).unwrap();
+    let b64_file = dir.path().join("doc.b64");
+    std::fs::write(&b64_file, base64_encode(&raw)).unwrap();
+    for f in [&hex_file, &b64_file] {
+        let (code, json, _) = run(&[
+            "verify",
+            s(f),
+            "--at",
+            FORGE_AT,
+            "--trust-root",
+            s(&test_root()),
+        ]);
+        assert_eq!(code, 0, "{}: {json}", f.display());
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    // Wrapped at 76 columns, as `base64` prints it, to exercise whitespace handling.
+    let out = Command::new("base64")
+        .arg("-w")
+        .arg("76")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    out.stdin.as_ref().unwrap().write_all(bytes).unwrap();
+    String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn bundle_records_and_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("valid.bundle.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args([
+            "bundle",
+            s(&testdata().join("nitro/valid.cose")),
+            "--note",
+            "forged by attest-gate-forge",
+            "-o",
+            s(&bundle),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    assert_eq!(recorded["format"], "attest-gate-evidence-bundle");
+    assert_eq!(recorded["version"], 1);
+    assert_eq!(recorded["tee"], "nitro");
+    assert_eq!(
+        recorded["verify_at"], FORGE_AT,
+        "Nitro bundles default to the document's timestamp"
+    );
+    assert_eq!(recorded["provenance"], "forged by attest-gate-forge");
+
+    // No --at: the bundle's instant is used.
+    let (code, json, _) = run(&["verify", s(&bundle), "--trust-root", s(&test_root())]);
+    assert_eq!(code, 0, "{json}");
+    // An explicit --at still wins.
+    let (code, json, _) = run(&[
+        "verify",
+        s(&bundle),
+        "--trust-root",
+        s(&test_root()),
+        "--at",
+        "2030-01-01T00:00:00Z",
+    ]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("certificate_expired"))
+    );
+    // A bundle for another TEE than --tee says.
+    let (code, json, _) = run(&[
+        "verify",
+        s(&bundle),
+        "--tee",
+        "snp",
+        "--trust-root",
+        s(&test_root()),
+    ]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("tee_mismatch"))
+    );
+    // A damaged bundle is rejected evidence, not a usage error.
+    std::fs::write(&bundle, b"{\"format\": \"something else\"}").unwrap();
+    let (code, json, _) = run(&["verify", s(&bundle)]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("malformed_evidence"))
+    );
+}
+
+#[test]
+fn at_doc_uses_the_document_timestamp() {
+    let (code, json, _) = run(&[
+        "verify",
+        s(&testdata().join("nitro/valid.cose")),
+        "--at",
+        "doc",
+        "--trust-root",
+        s(&test_root()),
+    ]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["claims"]["verified_at"], FORGE_AT);
+}
+
+#[test]
+fn usage_errors_and_unreadable_files_exit_2() {
+    let valid = testdata().join("nitro/valid.cose");
+    for args in [
+        vec!["verify", "/nonexistent/evidence"],
+        vec!["verify", s(&valid), "--at", "yesterday"],
+        vec!["verify", s(&valid), "--nonce", "xyz"],
+        vec!["verify", s(&valid), "--tee", "sgx"],
+        vec!["verify", s(&valid), "--trust-root", "/nonexistent/root.pem"],
+        vec!["verify"],
+        vec!["frobnicate"],
+    ] {
+        let (code, json, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {json} {stderr}");
+        assert!(!stderr.is_empty());
+    }
+}
+
+#[test]
+fn empty_and_garbage_files_are_rejections_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("empty", &b""[..]),
+        ("text", b"hello world"),
+        ("bin", &[0xd2, 0x84, 0xff, 0x00][..]),
+    ] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, bytes).unwrap();
+        let (code, json, stderr) = run(&["verify", s(&f)]);
+        assert_eq!(code, 1, "{name}: {json} {stderr}");
+        assert_eq!(json["error"]["code"], "malformed_evidence", "{name}");
+        assert!(!stderr.contains("panicked"));
+    }
+}
+
+#[test]
+fn tdx_and_snp_are_refused_until_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tdx");
+    let mut quote = vec![4, 0, 2, 0, 0x81, 0, 0, 0];
+    quote.resize(1000, 0);
+    std::fs::write(&f, &quote).unwrap();
+    let (code, json, _) = run(&["verify", s(&f)]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("unsupported_tee"))
+    );
+}
