@@ -241,7 +241,7 @@ const EKU_POLICY_OID: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(VerifyError::malformed("trailing bytes after certificate")),
         Err(e) => Err(VerifyError::malformed(format!("certificate: {e}"))),
     }

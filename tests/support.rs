@@ -1,0 +1,45 @@
+//! Shared helpers for the end-to-end tests: where the shared fixtures and the
+//! built binaries are.
+
+use std::path::PathBuf;
+
+/// The recorded-evidence fixtures: `$ATTEST_GATE_FIXTURES`, else
+/// `../shared/fixtures` beside the checkout. `None` (and a SKIPPED line) when absent.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    if dir.join("manifest.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A binary built by this workspace (`cargo test --workspace` builds them),
+/// found beside the running test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test-exe> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not built; run the tests with `cargo test --workspace` (or build it first)",
+        path.display()
+    );
+    path
+}
