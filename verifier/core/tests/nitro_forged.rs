@@ -83,20 +83,39 @@ fn forged_evidence_is_refused_by_the_vendor_roots() {
 
 #[test]
 fn warm_cache_never_outlives_the_issuer_chain() {
+    // A second leaf under the *same* intermediates, valid for 30 hours: longer
+    // than the instance CA (22 hours). The cache holds the intermediates after
+    // the first document; at +23 h the leaf alone is fine but its issuer has
+    // expired, and the cached path must not hide that.
+    let mut long_leaf = nitro::chain_spec();
+    long_leaf.leaf.not_after = nitro::FORGE_INSTANT + time::Duration::hours(30);
+    let chain = long_leaf.issue().unwrap();
+    let later_doc = nitro::DocSpec::default()
+        .sign(&chain, &nitro::bundle(&chain))
+        .unwrap();
+
     let verifier = test_verifier();
-    let case = &all_cases()[0];
+    let first = &all_cases()[0];
     verifier
         .verify(
             TeeKind::Nitro,
-            &case.evidence,
+            &first.evidence,
             &Collateral::empty(),
-            case.at(),
+            first.at(),
         )
         .unwrap();
-    // The instance CA expires 22 hours after the forge instant; the leaf 3 hours.
-    let later = case.at() + time::Duration::hours(23);
+    let within = first.at() + time::Duration::hours(21);
+    verifier
+        .verify(TeeKind::Nitro, &later_doc, &Collateral::empty(), within)
+        .unwrap();
+    let after_issuer = first.at() + time::Duration::hours(23);
     let err = verifier
-        .verify(TeeKind::Nitro, &case.evidence, &Collateral::empty(), later)
+        .verify(
+            TeeKind::Nitro,
+            &later_doc,
+            &Collateral::empty(),
+            after_issuer,
+        )
         .unwrap_err();
     assert_eq!(err.code(), "certificate_expired");
 }
