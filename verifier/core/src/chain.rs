@@ -13,15 +13,12 @@
 //! failure on the warm path falls back to the full (cold) validation, whose
 //! verdict is authoritative.
 
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
-
-use lru::LruCache;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::cache::WindowCache;
 use crate::claims::CertificateSummary;
 use crate::error::VerifyError;
 use crate::trust::{sha256, Anchor};
@@ -49,9 +46,6 @@ pub(crate) struct VerifiedChain {
 struct CachedIssuers {
     /// The certificate that issued the leaf, usable as a one-element anchor set.
     issuer: TrustAnchor<'static>,
-    /// Latest `notBefore` and earliest `notAfter` over the issuer chain.
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
     /// Summaries of the issuer chain, root first.
     summaries: Vec<CertificateSummary>,
 }
@@ -59,15 +53,13 @@ struct CachedIssuers {
 /// Validates chains and remembers verified issuer chains.
 #[derive(Debug)]
 pub(crate) struct ChainValidator {
-    cache: Mutex<LruCache<[u8; 32], CachedIssuers>>,
+    cache: WindowCache<CachedIssuers>,
 }
 
 impl Default for ChainValidator {
     fn default() -> Self {
         Self {
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: WindowCache::new(CACHE_CAPACITY),
         }
     }
 }
@@ -83,32 +75,19 @@ impl ChainValidator {
         algs: &[&dyn SignatureVerificationAlgorithm],
     ) -> Result<VerifiedChain, VerifyError> {
         let key = cache_key(anchors, intermediates);
-        if let Some(cached) = self.cached(&key, at) {
+        if let Some(cached) = self.cache.get(&key, at) {
             if let Ok(chain) = validate_leaf_under(&cached, leaf, at, algs) {
                 return Ok(chain);
             }
         }
-        let (chain, issuers) = validate_cold(anchors, leaf, intermediates, at, algs)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.put(key, issuers);
-        }
+        let (chain, issuers, window) = validate_cold(anchors, leaf, intermediates, at, algs)?;
+        self.cache.put(key, window.0, window.1, issuers);
         Ok(chain)
     }
 
     /// Forgets every cached issuer chain (benchmarks measure the cold path with it).
     pub(crate) fn clear(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
-    }
-
-    fn cached(&self, key: &[u8; 32], at: OffsetDateTime) -> Option<CachedIssuers> {
-        let mut cache = self.cache.lock().ok()?;
-        let entry = cache.get(key)?;
-        if at < entry.not_before || at > entry.not_after {
-            return None;
-        }
-        Some(entry.clone())
+        self.cache.clear();
     }
 }
 
@@ -161,7 +140,14 @@ fn validate_cold(
     intermediates: &[&[u8]],
     at: OffsetDateTime,
     algs: &[&dyn SignatureVerificationAlgorithm],
-) -> Result<(VerifiedChain, CachedIssuers), VerifyError> {
+) -> Result<
+    (
+        VerifiedChain,
+        CachedIssuers,
+        (OffsetDateTime, OffsetDateTime),
+    ),
+    VerifyError,
+> {
     let trust: Vec<TrustAnchor<'static>> = anchors.iter().map(|a| a.anchor.clone()).collect();
     let inter: Vec<CertificateDer<'_>> = intermediates
         .iter()
@@ -219,8 +205,6 @@ fn validate_cold(
         .to_owned();
     let cached = CachedIssuers {
         issuer,
-        not_before,
-        not_after,
         summaries: summaries.clone(),
     };
 
@@ -231,6 +215,7 @@ fn validate_cold(
             leaf_public_key: leaf_parsed.public_key().subject_public_key.data.to_vec(),
         },
         cached,
+        (not_before, not_after),
     ))
 }
 
@@ -239,7 +224,7 @@ fn validate_cold(
 /// certificate whose EKU restricts it to some other purpose.
 const EKU_POLICY_OID: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 
-fn parse(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
+pub(crate) fn parse(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
     match X509Certificate::from_der(der) {
         Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(VerifyError::malformed("trailing bytes after certificate")),
@@ -277,7 +262,7 @@ pub(crate) fn summarize(der: &[u8], cert: &X509Certificate<'_>) -> CertificateSu
     }
 }
 
-fn unix_time(at: OffsetDateTime) -> Result<UnixTime, VerifyError> {
+pub(crate) fn unix_time(at: OffsetDateTime) -> Result<UnixTime, VerifyError> {
     let secs = u64::try_from(at.unix_timestamp()).map_err(|_| VerifyError::FieldOutOfRange {
         field: "verification instant",
         reason: "before 1970".into(),

@@ -195,6 +195,8 @@ pub enum PlatformClaims {
         /// When the NSM produced the document.
         timestamp: OffsetDateTime,
     },
+    /// AMD SEV-SNP.
+    Snp(Box<crate::snp::SnpClaims>),
 }
 
 /// Verified, normalized claims: authentic evidence, not yet appraised.

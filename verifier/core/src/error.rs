@@ -116,6 +116,61 @@ pub enum VerifyError {
         /// The usage that was needed.
         needed: &'static str,
     },
+    /// The evidence format version is not one this verifier supports.
+    #[error("unsupported {what} version {version}")]
+    UnsupportedVersion {
+        /// Which structure.
+        what: &'static str,
+        /// The version found.
+        version: u32,
+    },
+    /// The processor product named by the evidence and by its certificates disagree.
+    #[error("product mismatch: {reason}")]
+    ProductMismatch {
+        /// What disagrees.
+        reason: String,
+    },
+    /// A TCB component certified by the endorsement key differs from the report's.
+    #[error(
+        "TCB mismatch: {component} is {reported} in the report but {certified} in the certificate"
+    )]
+    TcbMismatch {
+        /// The component (bootloader, tee, snp, microcode, fmc).
+        component: &'static str,
+        /// The report's REPORTED_TCB value.
+        reported: u8,
+        /// The certificate's value.
+        certified: u8,
+    },
+    /// The endorsement certificate's hardware ID is not the report's CHIP_ID.
+    #[error("the endorsement certificate's hwID does not match the report's CHIP_ID")]
+    ChipIdMismatch,
+    /// The report says one signing key kind and the certificate is another.
+    #[error("the report is signed by a {report} but the certificate is a {certificate}")]
+    SigningKeyMismatch {
+        /// What the report says.
+        report: &'static str,
+        /// What the certificate is.
+        certificate: &'static str,
+    },
+    /// A certificate in the chain is listed on its issuer's revocation list.
+    #[error("certificate {serial} is revoked")]
+    CertificateRevoked {
+        /// Serial number, hex.
+        serial: String,
+    },
+    /// A revocation list is malformed, wrongly signed, or not current.
+    #[error("revocation list unusable: {reason}")]
+    CrlInvalid {
+        /// Why.
+        reason: String,
+    },
+    /// Collateral the evidence needs was not supplied.
+    #[error("missing collateral: {what}")]
+    CollateralMissing {
+        /// What is missing.
+        what: &'static str,
+    },
     /// Any other certificate defect found during path validation.
     #[error("certificate invalid: {reason}")]
     CertificateInvalid {
@@ -144,6 +199,14 @@ impl VerifyError {
             Self::BasicConstraintsViolated { .. } => "basic_constraints_violated",
             Self::KeyUsageInvalid { .. } => "key_usage_invalid",
             Self::CertificateInvalid { .. } => "certificate_invalid",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::ProductMismatch { .. } => "product_mismatch",
+            Self::TcbMismatch { .. } => "tcb_mismatch",
+            Self::ChipIdMismatch => "chip_id_mismatch",
+            Self::SigningKeyMismatch { .. } => "signing_key_mismatch",
+            Self::CertificateRevoked { .. } => "certificate_revoked",
+            Self::CrlInvalid { .. } => "crl_invalid",
+            Self::CollateralMissing { .. } => "collateral_missing",
         }
     }
 

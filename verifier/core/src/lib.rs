@@ -12,12 +12,14 @@
 
 mod appraisal;
 mod bundle;
+mod cache;
 mod chain;
 mod claims;
 mod collateral;
 mod error;
 mod evidence;
 pub mod nitro;
+pub mod snp;
 mod trust;
 mod verifier;
 

@@ -19,6 +19,53 @@ pub(crate) const AWS_NITRO_ROOT_G1_SHA256: [u8; 32] = [
     0x7e, 0xd7, 0xcd, 0xcc, 0x3c, 0x17, 0x56, 0xe0, 0x98, 0x93, 0xf3, 0xc6, 0x8f, 0x79, 0xbb, 0x5b,
 ];
 
+/// AMD ARKs (RSA-4096, self-signed) and their SHA-256 fingerprints, per product.
+const AMD_ARKS: [(&[u8], [u8; 32]); 3] = [
+    (
+        include_bytes!("../roots/amd_ark_milan.der"),
+        hex32("69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"),
+    ),
+    (
+        include_bytes!("../roots/amd_ark_genoa.der"),
+        hex32("4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"),
+    ),
+    (
+        include_bytes!("../roots/amd_ark_turin.der"),
+        hex32("1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a"),
+    ),
+];
+/// AMD ASKs and ASVKs, used when collateral does not carry them. They are
+/// not anchors: each is still verified against its pinned ARK.
+const AMD_INTERMEDIATES: [&[u8]; 6] = [
+    include_bytes!("../roots/amd_ask_milan.der"),
+    include_bytes!("../roots/amd_ask_genoa.der"),
+    include_bytes!("../roots/amd_ask_turin.der"),
+    include_bytes!("../roots/amd_asvk_milan.der"),
+    include_bytes!("../roots/amd_asvk_genoa.der"),
+    include_bytes!("../roots/amd_asvk_turin.der"),
+];
+
+/// A 64-digit hex string as 32 bytes, at compile time (a bad literal fails the build).
+#[allow(clippy::panic, clippy::indexing_slicing)]
+const fn hex32(s: &str) -> [u8; 32] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not lower-case hex"),
+        }
+    }
+    let b = s.as_bytes();
+    assert!(b.len() == 64);
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = nibble(b[2 * i]) << 4 | nibble(b[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
 /// One trusted root certificate, parsed once.
 #[derive(Debug, Clone)]
 pub(crate) struct Anchor {
@@ -47,6 +94,8 @@ impl Anchor {
 pub struct TrustAnchors {
     kind: TrustKind,
     nitro: Vec<Anchor>,
+    amd_arks: Vec<Anchor>,
+    amd_intermediates: Vec<Vec<u8>>,
 }
 
 /// A root certificate could not be used as a trust anchor.
@@ -71,9 +120,19 @@ impl TrustAnchors {
         if nitro.sha256 != AWS_NITRO_ROOT_G1_SHA256 {
             return Err(TrustError::FingerprintMismatch(TeeKind::Nitro));
         }
+        let mut amd_arks = Vec::new();
+        for (der, pinned) in AMD_ARKS {
+            let ark = Anchor::from_der(der.to_vec())?;
+            if ark.sha256 != pinned {
+                return Err(TrustError::FingerprintMismatch(TeeKind::Snp));
+            }
+            amd_arks.push(ark);
+        }
         Ok(Self {
             kind: TrustKind::VendorRoot,
             nitro: vec![nitro],
+            amd_arks,
+            amd_intermediates: AMD_INTERMEDIATES.iter().map(|d| d.to_vec()).collect(),
         })
     }
 
@@ -90,7 +149,9 @@ impl TrustAnchors {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             kind: TrustKind::TestRoot,
+            amd_arks: anchors.clone(),
             nitro: anchors,
+            amd_intermediates: Vec::new(),
         })
     }
 
@@ -101,6 +162,16 @@ impl TrustAnchors {
 
     pub(crate) fn nitro(&self) -> &[Anchor] {
         &self.nitro
+    }
+
+    /// AMD root keys (ARKs), or the test roots.
+    pub(crate) fn amd_arks(&self) -> &[Anchor] {
+        &self.amd_arks
+    }
+
+    /// Compiled-in ASKs / ASVKs (vendor trust only).
+    pub(crate) fn amd_intermediates(&self) -> &[Vec<u8>] {
+        &self.amd_intermediates
     }
 }
 
@@ -120,6 +191,7 @@ mod tests {
         let anchors = TrustAnchors::vendor().unwrap();
         assert_eq!(anchors.kind(), TrustKind::VendorRoot);
         assert_eq!(anchors.nitro()[0].sha256, AWS_NITRO_ROOT_G1_SHA256);
+        assert_eq!(anchors.amd_arks().len(), 3);
     }
 
     #[test]

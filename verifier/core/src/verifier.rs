@@ -11,6 +11,7 @@ use crate::claims::{
 use crate::collateral::Collateral;
 use crate::error::VerifyError;
 use crate::nitro;
+use crate::snp::{self, EndorsementCache};
 use crate::trust::TrustAnchors;
 
 /// What a per-TEE verifier yields once every signature and link has checked.
@@ -33,6 +34,7 @@ pub(crate) struct Authenticated {
 pub struct Verifier {
     anchors: TrustAnchors,
     chains: ChainValidator,
+    endorsements: EndorsementCache,
 }
 
 impl Verifier {
@@ -41,6 +43,7 @@ impl Verifier {
         Self {
             anchors,
             chains: ChainValidator::default(),
+            endorsements: EndorsementCache::default(),
         }
     }
 
@@ -60,10 +63,12 @@ impl Verifier {
         collateral: &Collateral,
         at: OffsetDateTime,
     ) -> Result<VerifiedClaims, VerifyError> {
-        let _ = collateral; // Nitro needs none; TDX and SNP will.
         let authenticated = match tee {
             TeeKind::Nitro => nitro::verify(evidence, &self.anchors, &self.chains, at)?,
-            TeeKind::Tdx | TeeKind::Snp => return Err(VerifyError::UnsupportedTee { tee }),
+            TeeKind::Snp => {
+                snp::verify(evidence, collateral, &self.anchors, &self.endorsements, at)?
+            }
+            TeeKind::Tdx => return Err(VerifyError::UnsupportedTee { tee }),
         };
         Ok(VerifiedClaims {
             tee: authenticated.tee,
@@ -83,6 +88,7 @@ impl Verifier {
     /// Drops cached verification results, so the next call takes the cold path.
     pub fn clear_cache(&self) {
         self.chains.clear();
+        self.endorsements.clear();
     }
 }
 

@@ -1,0 +1,51 @@
+//! A bounded, least-recently-used cache whose entries are valid only inside a
+//! time window (the validity of the certificates they vouch for). Looking an
+//! entry up takes the verification instant, never the clock.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+use time::OffsetDateTime;
+
+/// Verified results keyed by a hash of exactly what was verified.
+#[derive(Debug)]
+pub(crate) struct WindowCache<V> {
+    entries: Mutex<LruCache<[u8; 32], (OffsetDateTime, OffsetDateTime, V)>>,
+}
+
+impl<V: Clone> WindowCache<V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// The entry for `key` if `at` lies in its window (inclusive).
+    pub(crate) fn get(&self, key: &[u8; 32], at: OffsetDateTime) -> Option<V> {
+        let mut entries = self.entries.lock().ok()?;
+        let (not_before, not_after, value) = entries.get(key)?;
+        (at >= *not_before && at <= *not_after).then(|| value.clone())
+    }
+
+    /// Remembers `value` for `key`, valid from `not_before` to `not_after`.
+    pub(crate) fn put(
+        &self,
+        key: [u8; 32],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        value: V,
+    ) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.put(key, (not_before, not_after, value));
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}

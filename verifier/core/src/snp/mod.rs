@@ -1,0 +1,468 @@
+//! AMD SEV-SNP: verify an attestation report to a pinned AMD root key (ARK).
+//!
+//! Steps: parse the report exactly (`abi`); find the endorsement certificate
+//! (VCEK or VLEK) in the collateral and check it matches the report's
+//! SIGNING_KEY; determine the product from the chain and, for version ≥ 3,
+//! from CPUID (they must agree); check VCEK ← ASK/ASVK ← ARK with RSA-PSS,
+//! validity at the instant, CA constraints, the ARK pinned by fingerprint and
+//! the optional CRL; verify the report's ECDSA P-384 signature; then require
+//! the certificate's TCB extensions to equal REPORTED_TCB and its hwID to equal
+//! CHIP_ID. Verified chains are cached by the hash of exactly what was checked.
+
+mod abi;
+mod certs;
+mod tcb;
+
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use time::OffsetDateTime;
+use x509_parser::prelude::X509Certificate;
+
+use crate::cache::WindowCache;
+use crate::chain::{parse, summarize};
+use crate::claims::{
+    BoundData, CertificateSummary, Measurement, NamedMeasurement, PlatformClaims, TeeKind,
+};
+use crate::collateral::Collateral;
+use crate::error::VerifyError;
+use crate::trust::{sha256, Anchor, TrustAnchors};
+use crate::verifier::Authenticated;
+
+pub use abi::{SigningKey, REPORT_LEN};
+pub use tcb::{Product, Tcb};
+
+use abi::Report;
+use certs::AmdExtensions;
+
+/// Guest policy bits (SNP ABI), bit number → name.
+pub const POLICY_BITS: [(u32, &str); 10] = [
+    (16, "smt"),
+    (18, "migrate_ma"),
+    (19, "debug"),
+    (20, "single_socket"),
+    (21, "cxl_allow"),
+    (22, "mem_aes_256_xts"),
+    (23, "rapl_dis"),
+    (24, "ciphertext_hiding"),
+    (25, "page_swap_disable"),
+    (17, "reserved_must_be_one"),
+];
+
+/// PLATFORM_INFO bits, bit number → name.
+pub const PLATFORM_INFO_BITS: [(u32, &str); 7] = [
+    (0, "smt_en"),
+    (1, "tsme_en"),
+    (2, "ecc_en"),
+    (3, "rapl_dis"),
+    (4, "ciphertext_hiding_dram_en"),
+    (5, "alias_check_complete"),
+    (7, "tio_en"),
+];
+
+/// Everything an SEV-SNP report says, decoded, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnpClaims {
+    /// The processor product.
+    pub product: Product,
+    /// Report format version (2, 3 or 5).
+    pub report_version: u32,
+    /// VCEK or VLEK.
+    pub signing_key: SigningKey,
+    /// GUEST_SVN.
+    pub guest_svn: u32,
+    /// Guest policy, raw (see [`POLICY_BITS`]; ABI major/minor in bits 15:8 / 7:0).
+    pub policy: u64,
+    /// VMPL the report was requested at.
+    pub vmpl: u32,
+    /// PLATFORM_INFO, raw (see [`PLATFORM_INFO_BITS`]).
+    pub platform_info: u64,
+    /// CURRENT_TCB.
+    pub current_tcb: Tcb,
+    /// REPORTED_TCB (the one the VCEK certifies).
+    pub reported_tcb: Tcb,
+    /// COMMITTED_TCB.
+    pub committed_tcb: Tcb,
+    /// LAUNCH_TCB.
+    pub launch_tcb: Tcb,
+    /// HOST_DATA.
+    pub host_data: [u8; 32],
+    /// ID_KEY_DIGEST.
+    pub id_key_digest: [u8; 48],
+    /// AUTHOR_KEY_DIGEST.
+    pub author_key_digest: [u8; 48],
+    /// AUTHOR_KEY_EN.
+    pub author_key_en: bool,
+    /// FAMILY_ID.
+    pub family_id: [u8; 16],
+    /// IMAGE_ID.
+    pub image_id: [u8; 16],
+    /// REPORT_ID.
+    pub report_id: [u8; 32],
+    /// CHIP_ID.
+    pub chip_id: [u8; 64],
+    /// CPUID family, model, stepping (version ≥ 3).
+    pub cpuid: Option<(u8, u8, u8)>,
+    /// Firmware version (major, minor, build) running now.
+    pub current_firmware: (u8, u8, u8),
+    /// Committed firmware version (major, minor, build).
+    pub committed_firmware: (u8, u8, u8),
+    /// (launch, current) mitigation vectors (version ≥ 5).
+    pub mitigation_vectors: Option<(u64, u64)>,
+    /// The VLEK's cloud-provider ID, if signed by a VLEK.
+    pub csp_id: Option<String>,
+}
+
+/// A chain that verified, remembered until its certificates (or CRL) lapse.
+#[derive(Debug, Clone)]
+struct VerifiedEndorsement {
+    summaries: Vec<CertificateSummary>,
+}
+
+/// Verified endorsement chains, keyed by anchors + VCEK + ASK (+ CRL) bytes.
+#[derive(Debug)]
+pub(crate) struct EndorsementCache(WindowCache<VerifiedEndorsement>);
+
+impl Default for EndorsementCache {
+    fn default() -> Self {
+        Self(WindowCache::new(256))
+    }
+}
+
+impl EndorsementCache {
+    pub(crate) fn clear(&self) {
+        self.0.clear();
+    }
+}
+
+/// Reads the first certificate from DER or PEM bytes.
+fn first_certificate(bytes: &[u8]) -> Vec<u8> {
+    certificates(bytes).into_iter().next().unwrap_or_default()
+}
+
+/// Every certificate in PEM bytes, or the bytes themselves if DER.
+fn certificates(bytes: &[u8]) -> Vec<Vec<u8>> {
+    if bytes.first() == Some(&0x30) {
+        return vec![bytes.to_vec()];
+    }
+    pem::parse_many(bytes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE" || p.tag() == "X509 CRL")
+        .map(pem::Pem::into_contents)
+        .collect()
+}
+
+fn endorsement_from(collateral: &Collateral) -> Option<(SigningKey, Vec<u8>)> {
+    [
+        ("vcek.der", SigningKey::Vcek),
+        ("vcek.pem", SigningKey::Vcek),
+        ("vlek.der", SigningKey::Vlek),
+        ("vlek.pem", SigningKey::Vlek),
+    ]
+    .into_iter()
+    .find_map(|(name, kind)| collateral.get(name).map(|b| (kind, first_certificate(b))))
+}
+
+fn common_name(cert: &X509Certificate<'_>, issuer: bool) -> String {
+    let name = if issuer {
+        cert.issuer()
+    } else {
+        cert.subject()
+    };
+    name.iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(crate) fn verify(
+    bytes: &[u8],
+    collateral: &Collateral,
+    anchors: &TrustAnchors,
+    cache: &EndorsementCache,
+    at: OffsetDateTime,
+) -> Result<Authenticated, VerifyError> {
+    let report = Report::parse(bytes)?;
+
+    let (file_kind, vcek_der) =
+        endorsement_from(collateral).ok_or(VerifyError::CollateralMissing {
+            what: "the endorsement certificate (vcek.der/.pem or vlek.der/.pem)",
+        })?;
+    let vcek = parse(&vcek_der)?;
+    let cert_kind = match common_name(&vcek, false).as_str() {
+        "SEV-VCEK" => SigningKey::Vcek,
+        "SEV-VLEK" => SigningKey::Vlek,
+        _ => {
+            return Err(VerifyError::malformed(
+                "the endorsement certificate is neither SEV-VCEK nor SEV-VLEK",
+            ))
+        }
+    };
+    if cert_kind != report.signing_key || cert_kind != file_kind {
+        return Err(VerifyError::SigningKeyMismatch {
+            report: report.signing_key.as_str(),
+            certificate: cert_kind.as_str(),
+        });
+    }
+
+    // The product: from the chain, and from CPUID where the report has it.
+    let issuer_cn = common_name(&vcek, true);
+    let product = Product::from_ca_name(&issuer_cn).ok_or_else(|| VerifyError::ChainUntrusted {
+        reason: format!("{issuer_cn:?} is not an AMD SEV CA"),
+    })?;
+    if let Some((family, model, _)) = report.cpuid {
+        match Product::from_cpuid(family, model) {
+            Some(p) if p == product => {}
+            found => return Err(VerifyError::ProductMismatch {
+                reason: format!(
+                    "CPUID family {family:#x} model {model:#x} is {} but the chain is {product}",
+                    found.map_or("an unknown product", Product::as_str)
+                ),
+            }),
+        }
+    }
+
+    let chain = collateral
+        .get("cert_chain.pem")
+        .map(certificates)
+        .unwrap_or_default();
+    let ask_der = match chain.first() {
+        Some(ask) => ask.clone(),
+        None => anchors
+            .amd_intermediates()
+            .iter()
+            .find(|d| parse(d).is_ok_and(|c| c.subject().as_raw() == vcek.issuer().as_raw()))
+            .cloned()
+            .ok_or(VerifyError::ChainIncomplete)?,
+    };
+    // An ARK in the collateral must be a pinned one; the pinned one is used either way.
+    if let Some(ark_der) = chain.get(1) {
+        let fingerprint = sha256(ark_der);
+        if !anchors.amd_arks().iter().any(|a| a.sha256 == fingerprint) {
+            return Err(VerifyError::ChainUntrusted {
+                reason: format!(
+                    "collateral ARK {} is not a pinned AMD root",
+                    hex::encode(fingerprint)
+                ),
+            });
+        }
+    }
+    let crl = collateral
+        .get("crl.der")
+        .or_else(|| collateral.get("crl.pem"))
+        .map(|b| first_certificate(b));
+
+    let key = cache_key(anchors.amd_arks(), &vcek_der, &ask_der, crl.as_deref());
+    let summaries = match cache.0.get(&key, at) {
+        Some(hit) => hit.summaries,
+        None => {
+            let (summaries, window) = verify_chain(
+                anchors.amd_arks(),
+                &vcek_der,
+                &vcek,
+                &ask_der,
+                crl.as_deref(),
+                at,
+            )?;
+            cache.0.put(
+                key,
+                window.0,
+                window.1,
+                VerifiedEndorsement {
+                    summaries: summaries.clone(),
+                },
+            );
+            summaries
+        }
+    };
+
+    UnparsedPublicKey::new(
+        &ECDSA_P384_SHA384_FIXED,
+        &vcek.public_key().subject_public_key.data,
+    )
+    .verify(report.signed(), &report.signature)
+    .map_err(|_| VerifyError::SignatureInvalid)?;
+
+    let ext = AmdExtensions::parse(&vcek)?;
+    check_endorsement_matches_report(&report, &ext, product, cert_kind)?;
+
+    Ok(authenticated(&report, product, ext.csp_id, summaries))
+}
+
+fn cache_key(arks: &[Anchor], vcek: &[u8], ask: &[u8], crl: Option<&[u8]>) -> [u8; 32] {
+    let mut material = Vec::new();
+    for ark in arks {
+        material.extend_from_slice(&ark.sha256);
+    }
+    for part in [vcek, ask, crl.unwrap_or_default()] {
+        material.extend_from_slice(&sha256(part));
+    }
+    sha256(&material)
+}
+
+/// VCEK ← ASK ← pinned ARK, validity, CA constraints, optional CRL. Returns the
+/// chain summaries (ARK first) and the window in which the verdict holds.
+fn verify_chain(
+    arks: &[Anchor],
+    vcek_der: &[u8],
+    vcek: &X509Certificate<'_>,
+    ask_der: &[u8],
+    crl: Option<&[u8]>,
+    at: OffsetDateTime,
+) -> Result<(Vec<CertificateSummary>, (OffsetDateTime, OffsetDateTime)), VerifyError> {
+    let ask = parse(ask_der)?;
+    certs::verify_link(vcek_der, vcek, &ask)?;
+
+    // The pinned ARK whose name issued the ASK and whose key signed it.
+    let mut last_error = VerifyError::ChainUntrusted {
+        reason: "no pinned AMD root issued this ASK".into(),
+    };
+    let mut found = None;
+    for anchor in arks {
+        let ark = parse(anchor.der.as_ref())?;
+        if ark.subject().as_raw() != ask.issuer().as_raw() {
+            continue;
+        }
+        match certs::verify_link(ask_der, &ask, &ark) {
+            Ok(()) => {
+                found = Some((anchor, ark));
+                break;
+            }
+            Err(VerifyError::CertificateSignatureInvalid) => {
+                last_error = VerifyError::ChainUntrusted {
+                    reason: "the ASK is not signed by the pinned AMD root of its name".into(),
+                }
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    let (anchor, ark) = found.ok_or(last_error)?;
+
+    for cert in [&ark, &ask, vcek] {
+        certs::check_validity(cert, at)?;
+    }
+    certs::check_ca(&ask)?;
+    certs::check_ca(&ark)?;
+
+    let mut not_before = [&ark, &ask, vcek]
+        .iter()
+        .map(|c| c.validity().not_before.to_datetime())
+        .max()
+        .unwrap_or(at);
+    let mut not_after = [&ark, &ask, vcek]
+        .iter()
+        .map(|c| c.validity().not_after.to_datetime())
+        .min()
+        .unwrap_or(at);
+    if let Some(crl) = crl {
+        certs::check_crl(crl, &ark, at, &[ask.raw_serial(), vcek.raw_serial()])?;
+        // The CRL verdict holds only at this instant's side of its update times.
+        not_before = not_before.max(at);
+        not_after = not_after.min(at);
+    }
+    let summaries = vec![
+        summarize(anchor.der.as_ref(), &ark),
+        summarize(ask_der, &ask),
+        summarize(vcek_der, vcek),
+    ];
+    Ok((summaries, (not_before, not_after)))
+}
+
+/// The certificate's TCB extensions must equal REPORTED_TCB; a VCEK's hwID must
+/// equal CHIP_ID (Turin: the first 8 bytes, the rest zero) unless MASK_CHIP_KEY.
+fn check_endorsement_matches_report(
+    report: &Report<'_>,
+    ext: &AmdExtensions,
+    product: Product,
+    kind: SigningKey,
+) -> Result<(), VerifyError> {
+    if let Some(name) = &ext.product_name {
+        if !name.starts_with(product.as_str()) {
+            return Err(VerifyError::ProductMismatch {
+                reason: format!("certificate productName {name:?} under a {product} chain"),
+            });
+        }
+    }
+    let reported = Tcb::decode(report.reported_tcb, product);
+    for (component, value) in reported.components() {
+        let certified = ext.component(component).ok_or_else(|| {
+            VerifyError::malformed(format!(
+                "the endorsement certificate lacks the {component} SPL"
+            ))
+        })?;
+        if certified != value {
+            return Err(VerifyError::TcbMismatch {
+                component,
+                reported: value,
+                certified,
+            });
+        }
+    }
+    if kind == SigningKey::Vcek && !report.mask_chip_key {
+        let hw_id = ext
+            .hw_id
+            .as_deref()
+            .ok_or_else(|| VerifyError::malformed("the VCEK has no hwID"))?;
+        let matches = match product {
+            Product::Turin => {
+                hw_id.len() == 8
+                    && report.chip_id.get(..8) == Some(hw_id)
+                    && report.chip_id.iter().skip(8).all(|b| *b == 0)
+            }
+            Product::Milan | Product::Genoa => hw_id == report.chip_id,
+        };
+        if !matches {
+            return Err(VerifyError::ChipIdMismatch);
+        }
+    }
+    Ok(())
+}
+
+fn authenticated(
+    report: &Report<'_>,
+    product: Product,
+    csp_id: Option<String>,
+    chain: Vec<CertificateSummary>,
+) -> Authenticated {
+    let claims = SnpClaims {
+        product,
+        report_version: report.version,
+        signing_key: report.signing_key,
+        guest_svn: report.guest_svn,
+        policy: report.policy,
+        vmpl: report.vmpl,
+        platform_info: report.platform_info,
+        current_tcb: Tcb::decode(report.current_tcb, product),
+        reported_tcb: Tcb::decode(report.reported_tcb, product),
+        committed_tcb: Tcb::decode(report.committed_tcb, product),
+        launch_tcb: Tcb::decode(report.launch_tcb, product),
+        host_data: report.host_data,
+        id_key_digest: report.id_key_digest,
+        author_key_digest: report.author_key_digest,
+        author_key_en: report.author_key_en,
+        family_id: report.family_id,
+        image_id: report.image_id,
+        report_id: report.report_id,
+        chip_id: report.chip_id,
+        cpuid: report.cpuid,
+        current_firmware: report.current_version,
+        committed_firmware: report.committed_version,
+        mitigation_vectors: report.mit_vectors,
+        csp_id,
+    };
+    Authenticated {
+        tee: TeeKind::Snp,
+        measurements: vec![NamedMeasurement {
+            name: "measurement".into(),
+            value: Measurement::new(report.measurement.to_vec()),
+        }],
+        bound: BoundData {
+            report_data: Some(report.report_data.to_vec()),
+            ..BoundData::default()
+        },
+        debug: report.debug_allowed(),
+        tcb_status: None,
+        platform: PlatformClaims::Snp(Box::new(claims)),
+        chain,
+    }
+}
