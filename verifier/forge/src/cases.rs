@@ -9,6 +9,7 @@ use time::Duration;
 
 use crate::nitro::{self, DocSpec, ForgeError, FORGE_INSTANT};
 use crate::pki::CertSpec;
+use crate::snp::{self as snp_forge, ChainSpec as SnpChain, ReportSpec};
 
 /// One forged sample and its expected verdict.
 #[derive(Debug, Clone)]
@@ -21,10 +22,14 @@ pub struct Case {
     pub tee: &'static str,
     /// The evidence bytes.
     pub evidence: Vec<u8>,
+    /// Collateral files by name (the `--collateral` folder).
+    pub collateral: Vec<(String, Vec<u8>)>,
     /// `"ok"`, or the error / rejection code the verifier must give.
     pub expected: &'static str,
     /// The nonce the appraisal must be given (`--nonce`), if any.
     pub expected_nonce: Option<Vec<u8>>,
+    /// The report data the appraisal must be given (`--report-data`), if any.
+    pub expected_report_data: Option<Vec<u8>>,
 }
 
 impl Case {
@@ -45,8 +50,10 @@ fn nitro_case(
         description,
         tee: "nitro",
         evidence,
+        collateral: Vec::new(),
         expected,
         expected_nonce: None,
+        expected_report_data: None,
     }
 }
 
@@ -286,4 +293,240 @@ pub fn nitro_cases() -> Result<Vec<Case>, ForgeError> {
         "malformed_evidence",
     ));
     Ok(cases)
+}
+
+fn snp_case(
+    name: &'static str,
+    description: &'static str,
+    report: &ReportSpec,
+    chain: &SnpChain,
+    expected: &'static str,
+) -> Result<Case, ForgeError> {
+    Ok(Case {
+        name,
+        description,
+        tee: "snp",
+        evidence: report.sign(&snp_forge::vcek_key()),
+        collateral: chain.collateral()?,
+        expected,
+        expected_nonce: None,
+        expected_report_data: None,
+    })
+}
+
+/// Every SEV-SNP case.
+pub fn snp_cases() -> Result<Vec<Case>, ForgeError> {
+    let report = ReportSpec::default();
+    let chain = SnpChain::default();
+    let mut cases = Vec::new();
+
+    let mut valid = snp_case(
+        "valid",
+        "a Milan v3 report signed by its VCEK",
+        &report,
+        &chain,
+        "ok",
+    )?;
+    valid.expected_report_data = Some(report.report_data.to_vec());
+    cases.push(valid.clone());
+    cases.push(snp_case(
+        "valid_v2",
+        "version 2 (no CPUID)",
+        &ReportSpec {
+            version: 2,
+            ..report.clone()
+        },
+        &chain,
+        "ok",
+    )?);
+    cases.push(snp_case(
+        "valid_v5",
+        "version 5 (mitigation vectors zero)",
+        &ReportSpec {
+            version: 5,
+            ..report.clone()
+        },
+        &chain,
+        "ok",
+    )?);
+    cases.push(snp_case(
+        "crl_not_revoked",
+        "an ARK-signed CRL that lists nothing of this chain",
+        &report,
+        &SnpChain {
+            crl_revokes_ask: Some(false),
+            ..chain.clone()
+        },
+        "ok",
+    )?);
+    cases.push(snp_case(
+        "debug_policy",
+        "guest policy allows DEBUG",
+        &ReportSpec {
+            policy: 0x30000 | 1 << 19,
+            ..report.clone()
+        },
+        &chain,
+        "debug_enclave",
+    )?);
+    let mut wrong_data = valid.clone();
+    wrong_data.name = "report_data_mismatch";
+    wrong_data.description = "authentic, but REPORT_DATA is not the expected value";
+    wrong_data.expected = "report_data_mismatch";
+    wrong_data.expected_report_data = Some(vec![0x42; 64]);
+    cases.push(wrong_data);
+
+    let mut flipped = valid.clone();
+    flipped.name = "flipped_signature";
+    flipped.description = "one bit of R flipped";
+    flipped.expected = "signature_invalid";
+    flipped.expected_report_data = None;
+    if let Some(b) = flipped.evidence.get_mut(0x2a0) {
+        *b ^= 1;
+    }
+    cases.push(flipped);
+    let mut tampered = valid.clone();
+    tampered.name = "tampered_measurement";
+    tampered.description = "one byte of MEASUREMENT changed after signing";
+    tampered.expected = "signature_invalid";
+    tampered.expected_report_data = None;
+    if let Some(b) = tampered.evidence.get_mut(0x090) {
+        *b ^= 0xff;
+    }
+    cases.push(tampered);
+    let mut truncated = valid.clone();
+    truncated.name = "truncated";
+    truncated.description = "the report without its last byte";
+    truncated.expected = "malformed_evidence";
+    truncated.expected_report_data = None;
+    truncated.evidence.pop();
+    cases.push(truncated);
+
+    cases.push(snp_case(
+        "unsupported_version",
+        "VERSION 4",
+        &ReportSpec {
+            version: 4,
+            ..report.clone()
+        },
+        &chain,
+        "unsupported_version",
+    )?);
+    cases.push(snp_case(
+        "unknown_signature_algorithm",
+        "SIGNATURE_ALGO 2",
+        &ReportSpec {
+            signature_algo: 2,
+            ..report.clone()
+        },
+        &chain,
+        "unsupported_algorithm",
+    )?);
+    cases.push(snp_case(
+        "signing_key_mismatch",
+        "the report says VLEK but a VCEK is supplied",
+        &ReportSpec {
+            signer_info: 1 << 2,
+            ..report.clone()
+        },
+        &chain,
+        "signing_key_mismatch",
+    )?);
+    cases.push(snp_case(
+        "product_mismatch",
+        "CPUID says Genoa, the chain is Milan",
+        &ReportSpec {
+            cpuid: (0x19, 0x11, 0x01),
+            ..report.clone()
+        },
+        &chain,
+        "product_mismatch",
+    )?);
+    let mut other_tcb = chain.clone();
+    other_tcb.vcek_extensions.microcode = 116;
+    cases.push(snp_case(
+        "vcek_tcb_mismatch",
+        "the VCEK certifies microcode 116, REPORTED_TCB says 115",
+        &report,
+        &other_tcb,
+        "tcb_mismatch",
+    )?);
+    let mut other_chip = chain.clone();
+    other_chip.vcek_extensions.hw_id = vec![0xab; 64];
+    cases.push(snp_case(
+        "hwid_mismatch",
+        "the VCEK's hwID is another chip's",
+        &report,
+        &other_chip,
+        "chip_id_mismatch",
+    )?);
+    cases.push(snp_case(
+        "ask_from_foreign_ark",
+        "the ASK is signed by a different key under the ARK's name",
+        &report,
+        &SnpChain {
+            ask_signer: "snp-foreign-ark".into(),
+            ark_in_chain: false,
+            ..chain.clone()
+        },
+        "chain_untrusted",
+    )?);
+    cases.push(snp_case(
+        "vcek_of_another_key",
+        "a genuine VCEK for another key than the one that signed",
+        &report,
+        &SnpChain {
+            vcek_key: "snp-other-vcek".into(),
+            ..chain.clone()
+        },
+        "signature_invalid",
+    )?);
+    cases.push(snp_case(
+        "expired_vcek",
+        "the VCEK expired a day before the instant",
+        &report,
+        &SnpChain {
+            vcek_window: (
+                FORGE_INSTANT - Duration::days(400),
+                FORGE_INSTANT - Duration::days(1),
+            ),
+            ..chain.clone()
+        },
+        "certificate_expired",
+    )?);
+    cases.push(snp_case(
+        "revoked_ask",
+        "an ARK-signed CRL revokes the ASK",
+        &report,
+        &SnpChain {
+            crl_revokes_ask: Some(true),
+            ..chain.clone()
+        },
+        "certificate_revoked",
+    )?);
+    let mut reserved = report.body();
+    if let Some(b) = reserved.get_mut(0x1f8) {
+        *b = 1;
+    }
+    cases.push(Case {
+        name: "reserved_nonzero",
+        description: "a must-be-zero byte (0x1F8 in a v3 report) set, and signed",
+        evidence: snp_forge::sign_body(reserved, &snp_forge::vcek_key()),
+        ..no_data(&valid, "malformed_evidence")
+    });
+    let mut no_vcek = no_data(&valid, "collateral_missing");
+    no_vcek.name = "missing_vcek";
+    no_vcek.description = "no endorsement certificate in the collateral";
+    no_vcek.collateral.retain(|(name, _)| name != "vcek.der");
+    cases.push(no_vcek);
+    Ok(cases)
+}
+
+/// A copy of `case` expecting `expected`, without an expected report data.
+fn no_data(case: &Case, expected: &'static str) -> Case {
+    Case {
+        expected,
+        expected_report_data: None,
+        ..case.clone()
+    }
 }

@@ -45,6 +45,16 @@ impl TestKey {
         }
     }
 
+    /// The public key as a DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> Vec<u8> {
+        use p384::pkcs8::EncodePublicKey;
+        self.signing
+            .verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
     /// The uncompressed public point.
     pub fn public_point(&self) -> &[u8] {
         &self.public

@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod amd;
 pub mod cases;
 pub mod keys;
 pub mod nitro;
 pub mod pki;
+pub mod snp;
 pub mod testdata;

@@ -211,6 +211,9 @@ pub enum ForgeError {
     /// Certificate generation failed.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// AMD test PKI generation failed.
+    #[error(transparent)]
+    Amd(#[from] crate::amd::AmdPkiError),
     /// CBOR encoding failed.
     #[error("CBOR encoding failed: {0}")]
     Cbor(String),

@@ -1,32 +1,58 @@
 //! The files this crate keeps in the repository's `testdata/` folder.
 
-use crate::cases::nitro_cases;
+use crate::cases::{nitro_cases, snp_cases, Case};
 use crate::nitro::{self, ForgeError};
+use crate::snp;
 
 /// (relative path, contents) of every generated test-data file.
 pub fn files() -> Result<Vec<(String, Vec<u8>)>, ForgeError> {
-    let root = nitro::test_root()?;
-    let mut files = vec![(
-        "roots/nitro-test-root.pem".to_string(),
-        pem_encode("CERTIFICATE", &root).into_bytes(),
-    )];
-    let cases = nitro_cases()?;
-    let mut index = String::from("# name\texpected\tnonce\tdescription\n");
-    for case in cases {
+    let mut files = vec![
+        (
+            "roots/nitro-test-root.pem".to_string(),
+            pem_encode("CERTIFICATE", &nitro::test_root()?).into_bytes(),
+        ),
+        (
+            "roots/snp-test-ark.pem".to_string(),
+            pem_encode("CERTIFICATE", &snp::test_ark()?).into_bytes(),
+        ),
+    ];
+    let nitro = nitro_cases()?;
+    for case in &nitro {
         files.push((format!("nitro/{}.cose", case.name), case.evidence.clone()));
-        index.push_str(&format!(
-            "{}\t{}\t{}\t{}\n",
+    }
+    files.push(("nitro/cases.tsv".to_string(), index(&nitro)));
+    let snp = snp_cases()?;
+    for case in &snp {
+        files.push((
+            format!("snp/{}/evidence.bin", case.name),
+            case.evidence.clone(),
+        ));
+        for (name, bytes) in &case.collateral {
+            files.push((
+                format!("snp/{}/collateral/{name}", case.name),
+                bytes.clone(),
+            ));
+        }
+    }
+    files.push(("snp/cases.tsv".to_string(), index(&snp)));
+    Ok(files)
+}
+
+/// `name, expected, --nonce, --report-data, description`, tab-separated.
+fn index(cases: &[Case]) -> Vec<u8> {
+    let mut out = String::from("# name\texpected\tnonce\treport_data\tdescription\n");
+    for case in cases {
+        let opt = |v: &Option<Vec<u8>>| v.as_deref().map(hex).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
             case.name,
             case.expected,
-            case.expected_nonce
-                .as_deref()
-                .map(hex)
-                .unwrap_or_else(|| "-".into()),
+            opt(&case.expected_nonce),
+            opt(&case.expected_report_data),
             case.description
         ));
     }
-    files.push(("nitro/cases.tsv".to_string(), index.into_bytes()));
-    Ok(files)
+    out.into_bytes()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,6 +1,7 @@
 //! The JSON the `verifier` prints: the CLI contract, rendered from typed claims.
 //! Hex is lower case everywhere; instants are RFC 3339, UTC.
 
+use attest_gate_core::snp::{SnpClaims, Tcb, PLATFORM_INFO_BITS, POLICY_BITS};
 use attest_gate_core::{
     CertificateSummary, PlatformClaims, Rejection, VerifiedClaims, VerifyError,
 };
@@ -58,6 +59,13 @@ pub fn claims(c: &VerifiedClaims) -> Value {
             out.insert("nonce".into(), hex_opt(c.bound.nonce.as_deref()));
             out.insert("public_key".into(), hex_opt(c.bound.public_key.as_deref()));
         }
+        PlatformClaims::Snp(snp) => {
+            out.insert(
+                "report_data".into(),
+                hex_opt(c.bound.report_data.as_deref()),
+            );
+            snp_claims(snp, &mut out);
+        }
         _ => {
             out.insert(
                 "report_data".into(),
@@ -75,6 +83,91 @@ pub fn claims(c: &VerifiedClaims) -> Value {
         json!(hex::encode(c.evidence_sha384)),
     );
     Value::Object(out)
+}
+
+fn bits(raw: u64, names: &[(u32, &str)]) -> Value {
+    let mut out = Map::new();
+    for (bit, name) in names {
+        out.insert((*name).into(), json!(raw >> bit & 1 == 1));
+    }
+    Value::Object(out)
+}
+
+fn tcb(t: &Tcb) -> Value {
+    let mut out = Map::new();
+    if let Some(fmc) = t.fmc {
+        out.insert("fmc".into(), json!(fmc));
+    }
+    out.insert("bootloader".into(), json!(t.bootloader));
+    out.insert("tee".into(), json!(t.tee));
+    out.insert("snp".into(), json!(t.snp));
+    out.insert("microcode".into(), json!(t.microcode));
+    out.insert("raw".into(), json!(format!("{:016x}", t.raw)));
+    Value::Object(out)
+}
+
+fn version(v: (u8, u8, u8)) -> Value {
+    json!(format!("{}.{}.{}", v.0, v.1, v.2))
+}
+
+/// The SEV-SNP claims, decoded.
+fn snp_claims(s: &SnpClaims, out: &mut Map<String, Value>) {
+    let mut policy = Map::new();
+    policy.insert("raw".into(), json!(format!("{:#x}", s.policy)));
+    policy.insert("abi_major".into(), json!(s.policy >> 8 & 0xff));
+    policy.insert("abi_minor".into(), json!(s.policy & 0xff));
+    if let Value::Object(flags) = bits(s.policy, &POLICY_BITS) {
+        policy.extend(flags);
+    }
+    let mut platform = Map::new();
+    platform.insert("raw".into(), json!(format!("{:#x}", s.platform_info)));
+    if let Value::Object(flags) = bits(s.platform_info, &PLATFORM_INFO_BITS) {
+        platform.extend(flags);
+    }
+    let fields = [
+        ("product", json!(s.product.as_str())),
+        ("report_version", json!(s.report_version)),
+        ("signing_key", json!(s.signing_key.as_str())),
+        ("host_data", json!(hex::encode(s.host_data))),
+        ("id_key_digest", json!(hex::encode(s.id_key_digest))),
+        ("author_key_digest", json!(hex::encode(s.author_key_digest))),
+        ("author_key_en", json!(s.author_key_en)),
+        ("family_id", json!(hex::encode(s.family_id))),
+        ("image_id", json!(hex::encode(s.image_id))),
+        ("report_id", json!(hex::encode(s.report_id))),
+        ("guest_svn", json!(s.guest_svn)),
+        ("policy", Value::Object(policy)),
+        ("vmpl", json!(s.vmpl)),
+        ("platform_info", Value::Object(platform)),
+        ("current_tcb", tcb(&s.current_tcb)),
+        ("reported_tcb", tcb(&s.reported_tcb)),
+        ("committed_tcb", tcb(&s.committed_tcb)),
+        ("launch_tcb", tcb(&s.launch_tcb)),
+        ("chip_id", json!(hex::encode(s.chip_id))),
+        (
+            "cpuid",
+            s.cpuid.map_or(
+                Value::Null,
+                |(f, m, st)| json!({"family": f, "model": m, "stepping": st}),
+            ),
+        ),
+        ("current_firmware", version(s.current_firmware)),
+        ("committed_firmware", version(s.committed_firmware)),
+        (
+            "mitigation_vectors",
+            s.mitigation_vectors.map_or(
+                Value::Null,
+                |(l, c)| json!({"launch": format!("{l:016x}"), "current": format!("{c:016x}")}),
+            ),
+        ),
+        (
+            "csp_id",
+            s.csp_id.as_ref().map_or(Value::Null, |c| json!(c)),
+        ),
+    ];
+    for (k, v) in fields {
+        out.insert(k.into(), v);
+    }
 }
 
 /// `{"verified": true, ...}`.

@@ -40,27 +40,36 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-#[test]
-fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
-    let index = std::fs::read_to_string(testdata().join("nitro/cases.tsv")).unwrap();
-    let root = test_root();
+/// Runs every case listed in `testdata/<tee>/cases.tsv` through the binary.
+fn run_committed_cases(
+    tee: &str,
+    root: &Path,
+    evidence_and_collateral: impl Fn(&str) -> (PathBuf, Option<PathBuf>),
+) -> usize {
+    let index = std::fs::read_to_string(testdata().join(tee).join("cases.tsv")).unwrap();
     let mut n = 0;
     for line in index.lines().filter(|l| !l.starts_with('#')) {
         let cols: Vec<&str> = line.split('\t').collect();
-        let (name, expected, nonce) = (cols[0], cols[1], cols[2]);
-        let file = testdata().join(format!("nitro/{name}.cose"));
+        let (name, expected, nonce, report_data) = (cols[0], cols[1], cols[2], cols[3]);
+        let (file, collateral) = evidence_and_collateral(name);
         let mut args = vec![
             "verify",
             s(&file),
             "--tee",
-            "nitro",
+            tee,
             "--at",
             FORGE_AT,
             "--trust-root",
-            s(&root),
+            s(root),
         ];
+        if let Some(dir) = &collateral {
+            args.extend(["--collateral", s(dir)]);
+        }
         if nonce != "-" {
             args.extend(["--nonce", nonce]);
+        }
+        if report_data != "-" {
+            args.extend(["--report-data", report_data]);
         }
         let (code, json, stderr) = run(&args);
         assert!(
@@ -68,19 +77,60 @@ fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
             "{name}: test roots are announced"
         );
         if expected == "ok" {
-            assert_eq!(code, 0, "{name}: {json}");
+            assert_eq!(code, 0, "{tee}/{name}: {json}");
             assert_eq!(json["verified"], true);
             assert_eq!(json["trust"], "test-root");
             assert_eq!(json["claims"]["trust"], "test-root");
         } else {
-            assert_eq!(code, 1, "{name}: {json}");
+            assert_eq!(code, 1, "{tee}/{name}: {json}");
             assert_eq!(json["verified"], false, "{name}");
-            assert_eq!(json["error"]["code"], expected, "{name}: {json}");
+            assert_eq!(json["error"]["code"], expected, "{tee}/{name}: {json}");
             assert!(json["error"]["message"].as_str().unwrap().len() > 5);
         }
         n += 1;
     }
-    assert!(n >= 20);
+    n
+}
+
+#[test]
+fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
+    let nitro = run_committed_cases("nitro", &test_root(), |name| {
+        (testdata().join(format!("nitro/{name}.cose")), None)
+    });
+    assert!(nitro >= 20);
+    let snp = run_committed_cases("snp", &testdata().join("roots/snp-test-ark.pem"), |name| {
+        let dir = testdata().join("snp").join(name);
+        (dir.join("evidence.bin"), Some(dir.join("collateral")))
+    });
+    assert!(snp >= 20);
+}
+
+#[test]
+fn snp_claims_are_decoded() {
+    let dir = testdata().join("snp/valid");
+    let (code, json, _) = run(&[
+        "verify",
+        s(&dir.join("evidence.bin")),
+        "--collateral",
+        s(&dir.join("collateral")),
+        "--at",
+        FORGE_AT,
+        "--trust-root",
+        s(&testdata().join("roots/snp-test-ark.pem")),
+    ]);
+    assert_eq!(code, 0, "{json}");
+    let c = &json["claims"];
+    assert_eq!(json["tee"], "snp");
+    assert_eq!(c["product"], "Milan");
+    assert_eq!(c["signing_key"], "vcek");
+    assert_eq!(c["report_version"], 3);
+    assert_eq!(c["policy"]["debug"], false);
+    assert_eq!(c["policy"]["smt"], true);
+    assert_eq!(c["reported_tcb"]["microcode"], 115);
+    assert_eq!(c["reported_tcb"]["snp"], 8);
+    assert_eq!(c["chain"].as_array().unwrap().len(), 3);
+    assert_eq!(c["measurements"]["measurement"].as_str().unwrap().len(), 96);
+    assert_eq!(c["report_data"].as_str().unwrap().len(), 128);
 }
 
 #[test]
@@ -310,7 +360,7 @@ fn empty_and_garbage_files_are_rejections_not_crashes() {
 }
 
 #[test]
-fn tdx_and_snp_are_refused_until_supported() {
+fn tdx_is_refused_until_supported() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("tdx");
     let mut quote = vec![4, 0, 2, 0, 0x81, 0, 0, 0];

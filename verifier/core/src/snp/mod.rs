@@ -213,12 +213,14 @@ pub(crate) fn verify(
     if let Some((family, model, _)) = report.cpuid {
         match Product::from_cpuid(family, model) {
             Some(p) if p == product => {}
-            found => return Err(VerifyError::ProductMismatch {
-                reason: format!(
+            found => {
+                return Err(VerifyError::ProductMismatch {
+                    reason: format!(
                     "CPUID family {family:#x} model {model:#x} is {} but the chain is {product}",
                     found.map_or("an unknown product", Product::as_str)
                 ),
-            }),
+                })
+            }
         }
     }
 
@@ -250,7 +252,7 @@ pub(crate) fn verify(
     let crl = collateral
         .get("crl.der")
         .or_else(|| collateral.get("crl.pem"))
-        .map(|b| first_certificate(b));
+        .map(first_certificate);
 
     let key = cache_key(anchors.amd_arks(), &vcek_der, &ask_der, crl.as_deref());
     let summaries = match cache.0.get(&key, at) {

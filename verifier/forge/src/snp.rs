@@ -1,0 +1,275 @@
+//! Forged SEV-SNP attestation reports, signed by a VCEK under a project-made
+//! test ARK → ASK chain that mirrors AMD's (names, PSS parameters, extensions).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use rsa::RsaPrivateKey;
+use sha2::{Digest, Sha256, Sha384};
+use time::{Duration, OffsetDateTime};
+
+use crate::amd::{self, AmdPkiError, VcekExtensions};
+use crate::keys::TestKey;
+use crate::nitro::FORGE_INSTANT;
+
+/// Report size.
+pub const REPORT_LEN: usize = 0x4a0;
+/// The test ARK's key label.
+pub const TEST_ARK_KEY: &str = "snp-test-ark-milan";
+
+/// RSA key generation is slow; each label is generated once per process.
+fn rsa_key(label: &str) -> Result<RsaPrivateKey, AmdPkiError> {
+    static KEYS: OnceLock<Mutex<HashMap<String, RsaPrivateKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(k) = keys.lock().ok().and_then(|m| m.get(label).cloned()) {
+        return Ok(k);
+    }
+    let key = amd::rsa_key(label)?;
+    if let Ok(mut m) = keys.lock() {
+        m.insert(label.to_string(), key.clone());
+    }
+    Ok(key)
+}
+
+/// A TCB_VERSION in the Milan/Genoa layout.
+pub fn milan_tcb(bootloader: u8, tee: u8, snp: u8, microcode: u8) -> u64 {
+    u64::from_le_bytes([bootloader, tee, 0, 0, 0, 0, snp, microcode])
+}
+
+/// The fields of a report to forge.
+#[derive(Debug, Clone)]
+pub struct ReportSpec {
+    /// VERSION.
+    pub version: u32,
+    /// POLICY.
+    pub policy: u64,
+    /// SIGNATURE_ALGO.
+    pub signature_algo: u32,
+    /// Signer info at 0x48 (SIGNING_KEY in bits 4:2).
+    pub signer_info: u32,
+    /// REPORT_DATA.
+    pub report_data: [u8; 64],
+    /// MEASUREMENT.
+    pub measurement: [u8; 48],
+    /// HOST_DATA.
+    pub host_data: [u8; 32],
+    /// CURRENT, REPORTED, COMMITTED and LAUNCH TCB (one value for all four).
+    pub tcb: u64,
+    /// CPUID family, model, stepping.
+    pub cpuid: (u8, u8, u8),
+    /// CHIP_ID.
+    pub chip_id: [u8; 64],
+    /// PLATFORM_INFO.
+    pub platform_info: u64,
+}
+
+/// The chip ID of the forged platform.
+pub fn chip_id() -> [u8; 64] {
+    let mut bytes = Sha384::digest(b"attest-gate test chip").to_vec();
+    bytes.extend_from_slice(&Sha256::digest(b"attest-gate test chip"));
+    array(&bytes)
+}
+
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (o, b) in out.iter_mut().zip(bytes) {
+        *o = *b;
+    }
+    out
+}
+
+impl Default for ReportSpec {
+    /// A Milan, version-3, VCEK-signed, non-debug report.
+    fn default() -> Self {
+        Self {
+            version: 3,
+            policy: 0x30000,
+            signature_algo: 1,
+            signer_info: 0,
+            report_data: array(&Sha384::digest(b"attest-gate test report data")),
+            measurement: array(&Sha384::digest(b"attest-gate test guest")),
+            host_data: [0; 32],
+            tcb: milan_tcb(3, 0, 8, 115),
+            cpuid: (0x19, 0x01, 0x01),
+            chip_id: chip_id(),
+            platform_info: 0x25,
+        }
+    }
+}
+
+impl ReportSpec {
+    /// The unsigned report bytes.
+    pub fn body(&self) -> Vec<u8> {
+        let mut r = vec![0u8; REPORT_LEN];
+        let mut put = |off: usize, bytes: &[u8]| {
+            if let Some(slot) = r.get_mut(off..off + bytes.len()) {
+                slot.copy_from_slice(bytes);
+            }
+        };
+        put(0x000, &self.version.to_le_bytes());
+        put(0x008, &self.policy.to_le_bytes());
+        put(0x034, &self.signature_algo.to_le_bytes());
+        put(0x038, &self.tcb.to_le_bytes());
+        put(0x040, &self.platform_info.to_le_bytes());
+        put(0x048, &self.signer_info.to_le_bytes());
+        put(0x050, &self.report_data);
+        put(0x090, &self.measurement);
+        put(0x0c0, &self.host_data);
+        put(0x140, &Sha256::digest(b"attest-gate test report id"));
+        put(0x180, &self.tcb.to_le_bytes());
+        if self.version >= 3 {
+            put(0x188, &[self.cpuid.0, self.cpuid.1, self.cpuid.2]);
+        }
+        put(0x1a0, &self.chip_id);
+        put(0x1e0, &self.tcb.to_le_bytes());
+        put(0x1e8, &[12, 55, 1]);
+        put(0x1ec, &[12, 55, 1]);
+        put(0x1f0, &self.tcb.to_le_bytes());
+        r
+    }
+
+    /// The report signed by `vcek`: ECDSA P-384 over bytes 0..0x2A0, r and s
+    /// little-endian in 72-byte fields.
+    pub fn sign(&self, vcek: &TestKey) -> Vec<u8> {
+        sign_body(self.body(), vcek)
+    }
+}
+
+/// Signs report bytes as the firmware does (for bodies edited by hand).
+pub fn sign_body(mut r: Vec<u8>, vcek: &TestKey) -> Vec<u8> {
+    {
+        let sig = vcek.sign_fixed(r.get(..0x2a0).unwrap_or_default());
+        for (i, half) in sig.chunks(48).enumerate() {
+            let mut le = half.to_vec();
+            le.reverse();
+            let off = 0x2a0 + 72 * i;
+            if let Some(slot) = r.get_mut(off..off + 48) {
+                slot.copy_from_slice(&le);
+            }
+        }
+    }
+    r
+}
+
+/// The endorsement chain to issue.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    /// Key label of the ARK that signs the ASK.
+    pub ask_signer: String,
+    /// Key label of the VCEK (its public key goes in the certificate).
+    pub vcek_key: String,
+    /// VCEK validity.
+    pub vcek_window: (OffsetDateTime, OffsetDateTime),
+    /// VCEK extensions.
+    pub vcek_extensions: VcekExtensions,
+    /// Include the ARK in `cert_chain.pem`.
+    pub ark_in_chain: bool,
+    /// Revoke the ASK in a `crl.der`.
+    pub crl_revokes_ask: Option<bool>,
+}
+
+impl Default for ChainSpec {
+    fn default() -> Self {
+        Self {
+            ask_signer: TEST_ARK_KEY.into(),
+            vcek_key: "snp-test-vcek".into(),
+            vcek_window: (
+                FORGE_INSTANT - Duration::days(30),
+                FORGE_INSTANT + Duration::days(7 * 365),
+            ),
+            vcek_extensions: VcekExtensions {
+                product_name: "Milan-B0".into(),
+                bootloader: 3,
+                tee: 0,
+                snp: 8,
+                microcode: 115,
+                hw_id: chip_id().to_vec(),
+            },
+            ark_in_chain: true,
+            crl_revokes_ask: None,
+        }
+    }
+}
+
+const ASK_SERIAL: u32 = 0x1_0001;
+
+fn ca_window() -> (OffsetDateTime, OffsetDateTime) {
+    (
+        FORGE_INSTANT - Duration::days(365),
+        FORGE_INSTANT + Duration::days(25 * 365),
+    )
+}
+
+/// The test ARK certificate (DER): the root to trust with `--trust-root`.
+pub fn test_ark() -> Result<Vec<u8>, AmdPkiError> {
+    let ark = rsa_key(TEST_ARK_KEY)?;
+    amd::issue(
+        "ARK-Milan",
+        "ARK-Milan",
+        0x1_0000,
+        ca_window(),
+        &amd::rsa_spki(&ark)?,
+        amd::ca_extensions(true)?,
+        &ark,
+    )
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+impl ChainSpec {
+    /// The collateral folder's files: `vcek.der`, `cert_chain.pem`, maybe `crl.der`.
+    pub fn collateral(&self) -> Result<Vec<(String, Vec<u8>)>, AmdPkiError> {
+        let ark = rsa_key(TEST_ARK_KEY)?;
+        let ask_signer = rsa_key(&self.ask_signer)?;
+        let ask = rsa_key("snp-test-ask-milan")?;
+        let ask_cert = amd::issue(
+            "SEV-Milan",
+            "ARK-Milan",
+            ASK_SERIAL,
+            ca_window(),
+            &amd::rsa_spki(&ask)?,
+            amd::ca_extensions(true)?,
+            &ask_signer,
+        )?;
+        let vcek_key = TestKey::p384(&self.vcek_key);
+        let vcek = amd::issue(
+            "SEV-VCEK",
+            "SEV-Milan",
+            0,
+            self.vcek_window,
+            &amd::ec_spki(&vcek_key),
+            self.vcek_extensions.encode()?,
+            &ask,
+        )?;
+        let mut chain = pem("CERTIFICATE", &ask_cert);
+        if self.ark_in_chain {
+            chain.push_str(&pem("CERTIFICATE", &test_ark()?));
+        }
+        let mut files = vec![
+            ("vcek.der".to_string(), vcek),
+            ("cert_chain.pem".to_string(), chain.into_bytes()),
+        ];
+        if let Some(revoke) = self.crl_revokes_ask {
+            let serials: &[u32] = if revoke { &[ASK_SERIAL] } else { &[] };
+            let window = (
+                FORGE_INSTANT - Duration::days(1),
+                FORGE_INSTANT + Duration::days(30),
+            );
+            files.push((
+                "crl.der".to_string(),
+                amd::crl("ARK-Milan", &ark, window, serials)?,
+            ));
+        }
+        Ok(files)
+    }
+}
+
+/// The VCEK key that signs reports under the default chain.
+pub fn vcek_key() -> TestKey {
+    TestKey::p384("snp-test-vcek")
+}
