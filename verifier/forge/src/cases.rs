@@ -514,6 +514,28 @@ pub fn snp_cases() -> Result<Vec<Case>, ForgeError> {
         evidence: snp_forge::sign_body(reserved, &snp_forge::vcek_key()),
         ..no_data(&valid, "malformed_evidence")
     });
+    let (vcek, ask, ark) = snp_forge::chain_ders(&valid.collateral);
+    let mut extended = valid.evidence.clone();
+    extended.extend_from_slice(&snp_forge::cert_table(&vcek, &ask, &ark));
+    cases.push(Case {
+        name: "extended_report",
+        description:
+            "report followed by its SNP_GET_EXT_REPORT certificate table; no collateral files",
+        evidence: extended.clone(),
+        collateral: Vec::new(),
+        ..no_data(&valid, "ok")
+    });
+    let mut bad_table = extended;
+    if let Some(b) = bad_table.get_mut(0x4a0 + 19) {
+        *b = 0xff; // the VCEK entry's offset now points past the table
+    }
+    cases.push(Case {
+        name: "extended_report_bad_table",
+        description: "a certificate table entry pointing outside the table",
+        evidence: bad_table,
+        collateral: Vec::new(),
+        ..no_data(&valid, "malformed_evidence")
+    });
     let mut no_vcek = no_data(&valid, "collateral_missing");
     no_vcek.name = "missing_vcek";
     no_vcek.description = "no endorsement certificate in the collateral";

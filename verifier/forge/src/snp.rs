@@ -273,3 +273,62 @@ impl ChainSpec {
 pub fn vcek_key() -> TestKey {
     TestKey::p384("snp-test-vcek")
 }
+
+/// GUIDs of the extended report's certificate table, in table byte order.
+const TABLE_GUIDS: [[u8; 16]; 3] = [
+    // VCEK 63da758d-e664-4564-adc5-f4b93be8accd
+    [
+        0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8, 0xac,
+        0xcd,
+    ],
+    // ASK 4ab7b379-bbac-4fe4-a02f-05aef327c782
+    [
+        0x4a, 0xb7, 0xb3, 0x79, 0xbb, 0xac, 0x4f, 0xe4, 0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27, 0xc7,
+        0x82,
+    ],
+    // ARK c0b406a4-a803-4952-9743-3fb6014cd0ae
+    [
+        0xc0, 0xb4, 0x06, 0xa4, 0xa8, 0x03, 0x49, 0x52, 0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c, 0xd0,
+        0xae,
+    ],
+];
+
+/// The certificate table SNP_GET_EXT_REPORT appends: VCEK, ASK, ARK entries,
+/// an all-zero terminator, then the DER certificates.
+pub fn cert_table(vcek: &[u8], ask: &[u8], ark: &[u8]) -> Vec<u8> {
+    let mut offset = (TABLE_GUIDS.len() + 1) * 24;
+    let mut table = Vec::new();
+    let mut data = Vec::new();
+    for (guid, der) in TABLE_GUIDS.iter().zip([vcek, ask, ark]) {
+        table.extend_from_slice(guid);
+        table.extend_from_slice(&u32::try_from(offset).unwrap_or(u32::MAX).to_le_bytes());
+        table.extend_from_slice(&u32::try_from(der.len()).unwrap_or(u32::MAX).to_le_bytes());
+        data.extend_from_slice(der);
+        offset += der.len();
+    }
+    table.extend_from_slice(&[0; 24]);
+    table.extend_from_slice(&data);
+    table
+}
+
+/// The certificates of a chain's collateral, DER: (VCEK, ASK, ARK).
+pub fn chain_ders(collateral: &[(String, Vec<u8>)]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let find = |name: &str| {
+        collateral
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    };
+    let chain: Vec<Vec<u8>> = pem::parse_many(find("cert_chain.pem"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(pem::Pem::into_contents)
+        .collect();
+    let mut it = chain.into_iter();
+    (
+        find("vcek.der"),
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+    )
+}

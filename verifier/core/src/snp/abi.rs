@@ -104,6 +104,7 @@ impl<'a> Report<'a> {
     /// Parses exactly one report.
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, VerifyError> {
         if bytes.len() != REPORT_LEN {
+            // Callers split an extended report first; a short one lands here.
             return Err(VerifyError::malformed(format!(
                 "an SEV-SNP report is {REPORT_LEN} bytes, found {}",
                 bytes.len()

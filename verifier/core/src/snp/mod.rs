@@ -10,6 +10,7 @@
 //! CHIP_ID. Verified chains are cached by the hash of exactly what was checked.
 
 mod abi;
+mod cert_table;
 mod certs;
 mod tcb;
 
@@ -31,6 +32,7 @@ pub use abi::{SigningKey, REPORT_LEN};
 pub use tcb::{Product, Tcb};
 
 use abi::Report;
+use cert_table::CertTable;
 use certs::AmdExtensions;
 
 /// Guest policy bits (SNP ABI), bit number → name.
@@ -182,11 +184,21 @@ pub(crate) fn verify(
     cache: &EndorsementCache,
     at: OffsetDateTime,
 ) -> Result<Authenticated, VerifyError> {
-    let report = Report::parse(bytes)?;
+    // An extended report carries its certificate table after the report.
+    let (report_bytes, table) = bytes.split_at(bytes.len().min(REPORT_LEN));
+    let report = Report::parse(report_bytes)?;
+    let table = if table.is_empty() {
+        CertTable::default()
+    } else {
+        CertTable::parse(table)?
+    };
 
-    let (file_kind, vcek_der) =
-        endorsement_from(collateral).ok_or(VerifyError::CollateralMissing {
-            what: "the endorsement certificate (vcek.der/.pem or vlek.der/.pem)",
+    // Collateral files take precedence over what the evidence carries.
+    let (file_kind, vcek_der) = endorsement_from(collateral)
+        .or_else(|| table.vcek.clone().map(|d| (SigningKey::Vcek, d)))
+        .or_else(|| table.vlek.clone().map(|d| (SigningKey::Vlek, d)))
+        .ok_or(VerifyError::CollateralMissing {
+            what: "the endorsement certificate (vcek.der/.pem, vlek.der/.pem, or an extended report's table)",
         })?;
     let vcek = parse(&vcek_der)?;
     let cert_kind = match common_name(&vcek, false).as_str() {
@@ -224,10 +236,10 @@ pub(crate) fn verify(
         }
     }
 
-    let chain = collateral
-        .get("cert_chain.pem")
-        .map(certificates)
-        .unwrap_or_default();
+    let chain = match collateral.get("cert_chain.pem") {
+        Some(pem) => certificates(pem),
+        None => table.ask.iter().chain(table.ark.iter()).cloned().collect(),
+    };
     let ask_der = match chain.first() {
         Some(ask) => ask.clone(),
         None => anchors
