@@ -101,3 +101,90 @@ fn recorded_nitro_samples_through_the_cli() {
     }
     assert_eq!(n, 8);
 }
+
+/// The binary over every recorded SEV-SNP sample, with a `--collateral`
+/// folder named as AMD's KDS names its files, and `--report-data` checked.
+#[test]
+fn recorded_snp_samples_through_the_cli() {
+    let Some(dir) = fixtures_dir() else { return };
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for sample in manifest["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tee"] == "snp")
+    {
+        let id = sample["id"].as_str().unwrap();
+        let expected: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("snp/{id}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let col = tmp.path().join(id.replace('/', "_"));
+        std::fs::create_dir_all(&col).unwrap();
+        let snp = dir.join("snp");
+        let (name, src) = match id {
+            "virtee-sev/report_milan" => ("vcek.der", snp.join("virtee-sev/vcek_milan.der")),
+            "trustee/test-report" => ("vcek.der", snp.join("trustee/test-vcek.der")),
+            "trustee/test-vlek-report" => ("vlek.der", snp.join("trustee/test-vlek.der")),
+            "trustee/az-snp-vtpm-hcl" => {
+                ("vcek.pem", snp.join("trustee/az-snp-vtpm-vcek-chain.pem"))
+            }
+            _ if snp.join(format!("{id}.vcek.der")).is_file() => {
+                ("vcek.der", snp.join(format!("{id}.vcek.der")))
+            }
+            _ => ("vcek.pem", snp.join(format!("{id}.vcek.pem"))),
+        };
+        std::fs::copy(&src, col.join(name)).unwrap();
+        let at = sample["window"][0]
+            .as_str()
+            .unwrap()
+            .replace('Z', "")
+            .to_string();
+        // One day into the endorsement key's validity.
+        let at = time_plus_one_day(&at);
+        let report = snp.join(format!("{id}.report.bin"));
+        let rd = expected["report_data"].as_str().unwrap();
+        let base = [
+            report.to_str().unwrap(),
+            "--collateral",
+            col.to_str().unwrap(),
+            "--at",
+            &at,
+            "--allow-debug",
+        ];
+        let (code, json) = verify(&[&base[..], &["--report-data", rd]].concat());
+        assert_eq!(code, 0, "{id}: {json}");
+        assert_eq!(json["tee"], "snp");
+        assert_eq!(json["trust"], "vendor-root");
+        assert_eq!(
+            json["claims"]["measurements"]["measurement"], expected["measurement"],
+            "{id}"
+        );
+        assert_eq!(
+            json["claims"]["signing_key"],
+            sample["key"].as_str().unwrap().to_lowercase(),
+            "{id}"
+        );
+        let wrong = "00".repeat(64);
+        let (code, json) = verify(&[&base[..], &["--report-data", &wrong]].concat());
+        assert_eq!(
+            (code, json["error"]["code"].as_str()),
+            (1, Some("report_data_mismatch")),
+            "{id}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 13);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) plus one day, as RFC 3339.
+fn time_plus_one_day(t: &str) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("{t}Z + 1 day"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

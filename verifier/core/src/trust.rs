@@ -95,7 +95,8 @@ pub struct TrustAnchors {
     kind: TrustKind,
     nitro: Vec<Anchor>,
     amd_arks: Vec<Anchor>,
-    amd_intermediates: Vec<Vec<u8>>,
+    /// (raw subject name, DER) of each compiled-in ASK / ASVK.
+    amd_intermediates: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A root certificate could not be used as a trust anchor.
@@ -132,7 +133,14 @@ impl TrustAnchors {
             kind: TrustKind::VendorRoot,
             nitro: vec![nitro],
             amd_arks,
-            amd_intermediates: AMD_INTERMEDIATES.iter().map(|d| d.to_vec()).collect(),
+            amd_intermediates: AMD_INTERMEDIATES
+                .iter()
+                .map(|der| {
+                    crate::chain::parse(der)
+                        .map(|c| (c.subject().as_raw().to_vec(), der.to_vec()))
+                        .map_err(|e| TrustError::NotACertificate(e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -169,9 +177,12 @@ impl TrustAnchors {
         &self.amd_arks
     }
 
-    /// Compiled-in ASKs / ASVKs (vendor trust only).
-    pub(crate) fn amd_intermediates(&self) -> &[Vec<u8>] {
-        &self.amd_intermediates
+    /// The compiled-in ASK / ASVK whose subject is `issuer` (vendor trust only).
+    pub(crate) fn amd_intermediate_named(&self, issuer: &[u8]) -> Option<&[u8]> {
+        self.amd_intermediates
+            .iter()
+            .find(|(subject, _)| subject == issuer)
+            .map(|(_, der)| der.as_slice())
     }
 }
 

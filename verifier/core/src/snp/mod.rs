@@ -243,10 +243,8 @@ pub(crate) fn verify(
     let ask_der = match chain.first() {
         Some(ask) => ask.clone(),
         None => anchors
-            .amd_intermediates()
-            .iter()
-            .find(|d| parse(d).is_ok_and(|c| c.subject().as_raw() == vcek.issuer().as_raw()))
-            .cloned()
+            .amd_intermediate_named(vcek.issuer().as_raw())
+            .map(<[u8]>::to_vec)
             .ok_or(VerifyError::ChainIncomplete)?,
     };
     // An ARK in the collateral must be a pinned one; the pinned one is used either way.
