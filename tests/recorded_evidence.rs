@@ -125,18 +125,7 @@ fn recorded_snp_samples_through_the_cli() {
         let col = tmp.path().join(id.replace('/', "_"));
         std::fs::create_dir_all(&col).unwrap();
         let snp = dir.join("snp");
-        let (name, src) = match id {
-            "virtee-sev/report_milan" => ("vcek.der", snp.join("virtee-sev/vcek_milan.der")),
-            "trustee/test-report" => ("vcek.der", snp.join("trustee/test-vcek.der")),
-            "trustee/test-vlek-report" => ("vlek.der", snp.join("trustee/test-vlek.der")),
-            "trustee/az-snp-vtpm-hcl" => {
-                ("vcek.pem", snp.join("trustee/az-snp-vtpm-vcek-chain.pem"))
-            }
-            _ if snp.join(format!("{id}.vcek.der")).is_file() => {
-                ("vcek.der", snp.join(format!("{id}.vcek.der")))
-            }
-            _ => ("vcek.pem", snp.join(format!("{id}.vcek.pem"))),
-        };
+        let (name, src) = attest_gate_tests::snp_endorsement(&dir, id);
         std::fs::copy(&src, col.join(name)).unwrap();
         let at = sample["window"][0]
             .as_str()

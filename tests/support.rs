@@ -43,3 +43,19 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The endorsement certificate of a recorded SEV-SNP sample, as the fixtures
+/// name it: (collateral file name, path under `<fixtures>/snp`).
+pub fn snp_endorsement(fixtures: &std::path::Path, id: &str) -> (&'static str, PathBuf) {
+    let snp = fixtures.join("snp");
+    match id {
+        "virtee-sev/report_milan" => ("vcek.der", snp.join("virtee-sev/vcek_milan.der")),
+        "trustee/test-report" => ("vcek.der", snp.join("trustee/test-vcek.der")),
+        "trustee/test-vlek-report" => ("vlek.der", snp.join("trustee/test-vlek.der")),
+        "trustee/az-snp-vtpm-hcl" => ("vcek.pem", snp.join("trustee/az-snp-vtpm-vcek-chain.pem")),
+        _ if snp.join(format!("{id}.vcek.der")).is_file() => {
+            ("vcek.der", snp.join(format!("{id}.vcek.der")))
+        }
+        _ => ("vcek.pem", snp.join(format!("{id}.vcek.pem"))),
+    }
+}

@@ -13,9 +13,10 @@
     missing_docs
 )]
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attest_gate_core::{Collateral, TeeKind, TrustAnchors, Verifier};
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED};
@@ -32,11 +33,7 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
+    let dir = common::fixtures();
     let path = dir.join("nitro/evervault/valid-attestation-doc-bytes.cose");
     match std::fs::read(&path) {
         Ok(bytes) => Sample {
@@ -133,64 +130,22 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    // Same-run ratios, from interleaved rounds so that drift hits all three alike.
-    let mut bare_t = Vec::new();
-    let mut warm_t = Vec::new();
-    let mut cold_t = Vec::new();
-    for _ in 0..15 {
-        bare_t.push(per_call(200, || bare.run()));
-        warm_t.push(per_call(200, || {
+    common::report_ratios(
+        &format!("Nitro verification, {}", s.name),
+        "bare checks (2 x P-384 verify):",
+        || bare.run(),
+        || {
             verifier
                 .verify(TeeKind::Nitro, &s.bytes, &empty, s.at)
                 .unwrap();
-        }));
-        cold_t.push(per_call(50, || {
+        },
+        || {
             verifier.clear_cache();
             verifier
                 .verify(TeeKind::Nitro, &s.bytes, &empty, s.at)
                 .unwrap();
-        }));
-    }
-    let (bare_m, warm_m, cold_m) = (median(bare_t), median(warm_t), median(cold_t));
-    println!(
-        "\nNitro verification, {} — medians of 15 interleaved rounds:",
-        s.name
+        },
     );
-    println!(
-        "  bare checks (2 x P-384 verify): {:>8.1} us",
-        micros(bare_m)
-    );
-    println!(
-        "  verify warm:                    {:>8.1} us  = {:.2} x bare (target <= 1.2)",
-        micros(warm_m),
-        ratio(warm_m, bare_m)
-    );
-    println!(
-        "  verify cold:                    {:>8.1} us  = {:.2} x bare",
-        micros(cold_m),
-        ratio(cold_m, bare_m)
-    );
-}
-
-fn per_call(n: u32, mut f: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed() / n
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
 }
 
 criterion_group! {

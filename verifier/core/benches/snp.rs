@@ -11,9 +11,10 @@
     missing_docs
 )]
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attest_gate_core::{Collateral, TeeKind, TrustAnchors, Verifier};
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
@@ -31,11 +32,7 @@ struct Sample {
 }
 
 fn sample() -> Sample {
-    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
+    let dir = common::fixtures();
     if let (Ok(report), Ok(vcek)) = (
         std::fs::read(dir.join("snp/oak/cb.report.bin")),
         std::fs::read(dir.join("snp/oak/cb.vcek.der")),
@@ -112,53 +109,22 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
-    let (mut bare, mut warm, mut cold) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..15 {
-        bare.push(per_call(200, || bare_check(&s.report, &key)));
-        warm.push(per_call(200, || {
+    common::report_ratios(
+        &format!("SEV-SNP verification, {}", s.name),
+        "bare check (1 x P-384 verify):",
+        || bare_check(&s.report, &key),
+        || {
             verifier
                 .verify(TeeKind::Snp, &s.report, &s.collateral, s.at)
                 .unwrap();
-        }));
-        cold.push(per_call(50, || {
+        },
+        || {
             verifier.clear_cache();
             verifier
                 .verify(TeeKind::Snp, &s.report, &s.collateral, s.at)
                 .unwrap();
-        }));
-    }
-    let (b, w, c) = (median(bare), median(warm), median(cold));
-    println!(
-        "\nSEV-SNP verification, {} — medians of 15 interleaved rounds:",
-        s.name
+        },
     );
-    println!(
-        "  bare check (1 x P-384 verify): {:>8.1} us",
-        b.as_secs_f64() * 1e6
-    );
-    println!(
-        "  verify warm:                   {:>8.1} us  = {:.2} x bare (target <= 1.2)",
-        w.as_secs_f64() * 1e6,
-        w.as_secs_f64() / b.as_secs_f64()
-    );
-    println!(
-        "  verify cold:                   {:>8.1} us  = {:.2} x bare",
-        c.as_secs_f64() * 1e6,
-        c.as_secs_f64() / b.as_secs_f64()
-    );
-}
-
-fn per_call(n: u32, mut f: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed() / n
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 criterion_group! {

@@ -8,31 +8,13 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
-
 use attest_gate_core::{
     appraise, AppraisalPolicy, Collateral, PlatformClaims, TeeKind, TrustAnchors, TrustKind,
     Verifier,
 };
+use attest_gate_tests::fixtures_dir;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
-    if dir.join("manifest.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn every_recorded_nitro_sample_verifies_at_its_instant_and_expires_after_its_leaf() {

@@ -9,47 +9,17 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use attest_gate_core::snp::Product;
 use attest_gate_core::{Collateral, PlatformClaims, TeeKind, TrustAnchors, Verifier};
+use attest_gate_tests::fixtures_dir;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
-    if dir.join("manifest.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
-}
-
-/// The endorsement certificate file of each sample, as the fixtures name it.
+/// The endorsement certificate of a sample, as a collateral item.
 fn endorsement(dir: &Path, id: &str) -> (String, Vec<u8>) {
-    let snp = dir.join("snp");
-    let (name, path) = match id {
-        "virtee-sev/report_milan" => ("vcek.der", snp.join("virtee-sev/vcek_milan.der")),
-        "trustee/test-report" => ("vcek.der", snp.join("trustee/test-vcek.der")),
-        "trustee/test-vlek-report" => ("vlek.der", snp.join("trustee/test-vlek.der")),
-        "trustee/az-snp-vtpm-hcl" => ("vcek.pem", snp.join("trustee/az-snp-vtpm-vcek-chain.pem")),
-        _ => {
-            let der = snp.join(format!("{id}.vcek.der"));
-            if der.is_file() {
-                ("vcek.der", der)
-            } else {
-                ("vcek.pem", snp.join(format!("{id}.vcek.pem")))
-            }
-        }
-    };
+    let (name, path) = attest_gate_tests::snp_endorsement(dir, id);
     (
         name.to_string(),
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),

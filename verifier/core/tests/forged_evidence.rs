@@ -1,5 +1,7 @@
-//! One forged document per Nitro check, each asserting its specific code, and
-//! property tests that no input (arbitrary or a mutated valid document) panics.
+//! Every forged case in `attest-gate-forge` (one per check, for each TEE) gets
+//! its expected verdict, cold and warm; forged evidence is refused under the
+//! vendor roots; and property tests show that no input panics and no edit of
+//! a valid piece of evidence verifies.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,34 +9,52 @@
     clippy::indexing_slicing
 )]
 
+use std::sync::OnceLock;
+
 use attest_gate_core::{
     appraise, resolve_tee, AppraisalPolicy, Collateral, TeeKind, TrustAnchors, TrustKind, Verifier,
 };
-use attest_gate_forge::{cases, nitro};
+use attest_gate_forge::{cases, nitro, snp};
 use proptest::prelude::*;
-use std::sync::OnceLock;
 
-fn test_verifier() -> Verifier {
-    static ROOT: OnceLock<Vec<u8>> = OnceLock::new();
-    let root = ROOT.get_or_init(|| nitro::test_root().unwrap()).clone();
-    Verifier::new(TrustAnchors::test_roots(vec![root]).unwrap())
-}
-
-fn all_cases() -> &'static [cases::Case] {
+fn nitro_cases() -> &'static [cases::Case] {
     static CASES: OnceLock<Vec<cases::Case>> = OnceLock::new();
     CASES.get_or_init(|| cases::nitro_cases().unwrap())
 }
 
+fn snp_cases() -> &'static [cases::Case] {
+    static CASES: OnceLock<Vec<cases::Case>> = OnceLock::new();
+    CASES.get_or_init(|| cases::snp_cases().unwrap())
+}
+
+/// A fresh verifier trusting the project's test roots (Nitro root and SNP ARK).
+fn test_verifier() -> Verifier {
+    static ROOTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| vec![nitro::test_root().unwrap(), snp::test_ark().unwrap()]);
+    Verifier::new(TrustAnchors::test_roots(roots.clone()).unwrap())
+}
+
+/// One warm verifier shared by the property tests (exercises the caches too).
+fn verifier() -> &'static Verifier {
+    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
+    VERIFIER.get_or_init(test_verifier)
+}
+
+fn tee(case: &cases::Case) -> TeeKind {
+    case.tee.parse().unwrap()
+}
+
 /// Verifies and appraises like the CLI: `Ok(())` or the first code.
 fn verdict(verifier: &Verifier, case: &cases::Case) -> Result<(), String> {
-    let tee =
-        resolve_tee(&case.evidence, Some(TeeKind::Nitro)).map_err(|e| e.code().to_string())?;
+    let tee = resolve_tee(&case.evidence, Some(tee(case))).map_err(|e| e.code().to_string())?;
+    let collateral = Collateral::from_items(case.collateral.clone());
     let claims = verifier
-        .verify(tee, &case.evidence, &Collateral::empty(), case.at())
+        .verify(tee, &case.evidence, &collateral, case.at())
         .map_err(|e| e.code().to_string())?;
     assert_eq!(claims.trust, TrustKind::TestRoot);
     let policy = AppraisalPolicy {
         expected_nonce: case.expected_nonce.clone(),
+        expected_report_data: case.expected_report_data.clone(),
         ..AppraisalPolicy::default()
     };
     appraise(claims, &policy)
@@ -42,9 +62,7 @@ fn verdict(verifier: &Verifier, case: &cases::Case) -> Result<(), String> {
         .map_err(|r| r[0].code().to_string())
 }
 
-#[test]
-fn every_forged_case_gets_its_expected_verdict_cold_and_warm() {
-    let all = all_cases();
+fn assert_every_case(all: &[cases::Case]) {
     assert!(all.len() >= 20);
     let warm = test_verifier();
     for case in all {
@@ -57,28 +75,42 @@ fn every_forged_case_gets_its_expected_verdict_cold_and_warm() {
         assert_eq!(
             verdict(&test_verifier(), case),
             expected,
-            "{} (cold)",
+            "{} {} (cold)",
+            case.tee,
             case.name
         );
         // Warm: one long-lived verifier, after the valid case primed its cache.
         assert_eq!(verdict(&warm, &all[0]), Ok(()), "priming");
-        assert_eq!(verdict(&warm, case), expected, "{} (warm)", case.name);
+        assert_eq!(
+            verdict(&warm, case),
+            expected,
+            "{} {} (warm)",
+            case.tee,
+            case.name
+        );
     }
+}
+
+#[test]
+fn every_forged_nitro_case_gets_its_expected_verdict_cold_and_warm() {
+    assert_every_case(nitro_cases());
+}
+
+#[test]
+fn every_forged_snp_case_gets_its_expected_verdict_cold_and_warm() {
+    assert_every_case(snp_cases());
 }
 
 #[test]
 fn forged_evidence_is_refused_by_the_vendor_roots() {
     let vendor = Verifier::new(TrustAnchors::vendor().unwrap());
-    let case = &all_cases()[0];
-    let err = vendor
-        .verify(
-            TeeKind::Nitro,
-            &case.evidence,
-            &Collateral::empty(),
-            case.at(),
-        )
-        .unwrap_err();
-    assert_eq!(err.code(), "chain_untrusted");
+    for case in [&nitro_cases()[0], &snp_cases()[0]] {
+        let collateral = Collateral::from_items(case.collateral.clone());
+        let err = vendor
+            .verify(tee(case), &case.evidence, &collateral, case.at())
+            .unwrap_err();
+        assert_eq!(err.code(), "chain_untrusted", "{}", case.tee);
+    }
 }
 
 #[test]
@@ -95,7 +127,7 @@ fn warm_cache_never_outlives_the_issuer_chain() {
         .unwrap();
 
     let verifier = test_verifier();
-    let first = &all_cases()[0];
+    let first = &nitro_cases()[0];
     verifier
         .verify(
             TeeKind::Nitro,
@@ -120,12 +152,6 @@ fn warm_cache_never_outlives_the_issuer_chain() {
     assert_eq!(err.code(), "certificate_expired");
 }
 
-/// One warm verifier shared by the property tests (exercises the cache too).
-fn verifier() -> &'static Verifier {
-    static VERIFIER: OnceLock<Verifier> = OnceLock::new();
-    VERIFIER.get_or_init(test_verifier)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -143,7 +169,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
     ) {
-        let valid = all_cases()[0].evidence.clone();
+        let valid = nitro_cases()[0].evidence.clone();
         let mut bytes = valid.clone();
         for (index, value) in &edits {
             let i = index.index(bytes.len());
@@ -158,5 +184,32 @@ proptest! {
         if bytes != valid {
             prop_assert!(result.is_err(), "a mutated document verified");
         }
+    }
+
+    #[test]
+    fn arbitrary_report_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
+        let case = &snp_cases()[0];
+        let collateral = Collateral::from_items(case.collateral.clone());
+        let _ = verifier().verify(TeeKind::Snp, &bytes, &collateral, case.at());
+    }
+
+    #[test]
+    fn mutated_valid_reports_never_verify(index in 0usize..0x4a0, value in any::<u8>()) {
+        let case = &snp_cases()[0];
+        let mut bytes = case.evidence.clone();
+        prop_assume!(bytes[index] != value);
+        bytes[index] = value;
+        let collateral = Collateral::from_items(case.collateral.clone());
+        let result = verifier().verify(TeeKind::Snp, &bytes, &collateral, case.at());
+        // Bytes 0x2D0..0x2E8 and 0x318..0x330 are the zero-extension of R and S;
+        // every other byte is signed or must be zero.
+        prop_assert!(result.is_err(), "a report edited at {:#x} verified", index);
+    }
+
+    #[test]
+    fn arbitrary_collateral_never_panics(vcek in proptest::collection::vec(any::<u8>(), 0..2000), chain in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let case = &snp_cases()[0];
+        let collateral = Collateral::from_items([("vcek.der".to_string(), vcek), ("cert_chain.pem".to_string(), chain)]);
+        let _ = verifier().verify(TeeKind::Snp, &case.evidence, &collateral, case.at());
     }
 }
