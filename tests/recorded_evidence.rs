@@ -29,16 +29,9 @@ fn verify(args: &[&str]) -> (i32, Value) {
 #[test]
 fn recorded_nitro_samples_through_the_cli() {
     let Some(dir) = fixtures_dir() else { return };
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut n = 0;
-    for sample in manifest["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["tee"] == "nitro")
-    {
+    for sample in attest_gate_tests::samples(&dir, "nitro") {
         let id = sample["id"].as_str().unwrap();
         // Prefer the base64 text where the source shipped it, to exercise decoding.
         let b64 = dir.join(format!("nitro/{id}.b64"));
@@ -107,16 +100,9 @@ fn recorded_nitro_samples_through_the_cli() {
 #[test]
 fn recorded_snp_samples_through_the_cli() {
     let Some(dir) = fixtures_dir() else { return };
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut n = 0;
-    for sample in manifest["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["tee"] == "snp")
-    {
+    for sample in attest_gate_tests::samples(&dir, "snp") {
         let id = sample["id"].as_str().unwrap();
         let expected: Value = serde_json::from_slice(
             &std::fs::read(dir.join(format!("snp/{id}.expected.json"))).unwrap(),

@@ -59,3 +59,13 @@ pub fn snp_endorsement(fixtures: &std::path::Path, id: &str) -> (&'static str, P
         _ => ("vcek.pem", snp.join(format!("{id}.vcek.pem"))),
     }
 }
+
+/// The samples of `manifest.json` recorded for `tee` (`nitro`, `tdx`, `snp`).
+pub fn samples(fixtures: &std::path::Path, tee: &str) -> Vec<serde_json::Value> {
+    let bytes = std::fs::read(fixtures.join("manifest.json")).unwrap_or_default();
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    manifest["samples"]
+        .as_array()
+        .map(|all| all.iter().filter(|s| s["tee"] == tee).cloned().collect())
+        .unwrap_or_default()
+}

@@ -29,16 +29,9 @@ fn endorsement(dir: &Path, id: &str) -> (String, Vec<u8>) {
 #[test]
 fn every_recorded_snp_sample_verifies_inside_its_window() {
     let Some(dir) = fixtures_dir() else { return };
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
     let mut checked = 0;
-    for sample in manifest["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["tee"] == "snp")
-    {
+    for sample in attest_gate_tests::samples(&dir, "snp") {
         let id = sample["id"].as_str().unwrap();
         let report = std::fs::read(dir.join(format!("snp/{id}.report.bin"))).unwrap();
         let collateral = Collateral::from_items([endorsement(&dir, id)]);
