@@ -64,8 +64,14 @@ pub fn snp_endorsement(fixtures: &std::path::Path, id: &str) -> (&'static str, P
 pub fn samples(fixtures: &std::path::Path, tee: &str) -> Vec<serde_json::Value> {
     let bytes = std::fs::read(fixtures.join("manifest.json")).unwrap_or_default();
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    manifest["samples"]
-        .as_array()
-        .map(|all| all.iter().filter(|s| s["tee"] == tee).cloned().collect())
+    manifest
+        .get("samples")
+        .and_then(serde_json::Value::as_array)
+        .map(|all| {
+            all.iter()
+                .filter(|s| s.get("tee").and_then(serde_json::Value::as_str) == Some(tee))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default()
 }
