@@ -30,7 +30,13 @@ fn snp_cases() -> &'static [cases::Case] {
 /// A fresh verifier trusting the project's test roots (Nitro root and SNP ARK).
 fn test_verifier() -> Verifier {
     static ROOTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    let roots = ROOTS.get_or_init(|| vec![nitro::test_root().unwrap(), snp::test_ark().unwrap()]);
+    let roots = ROOTS.get_or_init(|| {
+        vec![
+            nitro::test_root().unwrap(),
+            snp::test_ark().unwrap(),
+            snp::test_ark_for("Turin").unwrap(),
+        ]
+    });
     Verifier::new(TrustAnchors::test_roots(roots.clone()).unwrap())
 }
 

@@ -116,8 +116,10 @@ pub struct VcekExtensions {
     pub snp: u8,
     /// ucodeSPL.
     pub microcode: u8,
-    /// hwID (the chip's CHIP_ID), raw as AMD ships it.
+    /// hwID (the chip's CHIP_ID; 8 bytes on Turin), raw as AMD ships it.
     pub hw_id: Vec<u8>,
+    /// fmcSPL (Turin and later).
+    pub fmc: Option<u8>,
 }
 
 fn der_int(v: u8) -> Vec<u8> {
@@ -151,6 +153,9 @@ impl VcekExtensions {
             (8, self.microcode),
         ] {
             out.push(ext(&format!("{arc}.3.{sub}"), false, der_int(v))?);
+        }
+        if let Some(fmc) = self.fmc {
+            out.push(ext(&format!("{arc}.3.9"), false, der_int(fmc))?);
         }
         out.push(ext(&format!("{arc}.4"), false, self.hw_id.clone())?);
         Ok(out)

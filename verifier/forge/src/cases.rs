@@ -536,6 +536,31 @@ pub fn snp_cases() -> Result<Vec<Case>, ForgeError> {
         collateral: Vec::new(),
         ..no_data(&valid, "malformed_evidence")
     });
+    cases.push(snp_case(
+        "valid_turin",
+        "a Turin report: FMC in the TCB, 8-byte hwID",
+        &ReportSpec::turin(),
+        &SnpChain::turin(),
+        "ok",
+    )?);
+    let mut turin_fmc = SnpChain::turin();
+    turin_fmc.vcek_extensions.fmc = Some(2);
+    cases.push(snp_case(
+        "turin_fmc_mismatch",
+        "the Turin VCEK certifies FMC 2, REPORTED_TCB says 1",
+        &ReportSpec::turin(),
+        &turin_fmc,
+        "tcb_mismatch",
+    )?);
+    let mut turin_chip = ReportSpec::turin();
+    turin_chip.chip_id[8] = 1;
+    cases.push(snp_case(
+        "turin_chip_id_beyond_hwid",
+        "a Turin CHIP_ID whose bytes past the 8-byte hwID are not zero",
+        &turin_chip,
+        &SnpChain::turin(),
+        "chip_id_mismatch",
+    )?);
     let mut no_vcek = no_data(&valid, "collateral_missing");
     no_vcek.name = "missing_vcek";
     no_vcek.description = "no endorsement certificate in the collateral";

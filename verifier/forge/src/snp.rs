@@ -14,8 +14,10 @@ use crate::nitro::FORGE_INSTANT;
 
 /// Report size.
 pub const REPORT_LEN: usize = 0x4a0;
-/// The test ARK's key label.
+/// The test ARK's key label (Milan).
 pub const TEST_ARK_KEY: &str = "snp-test-ark-milan";
+/// The Turin test ARK's key label.
+pub const TEST_ARK_KEY_TURIN: &str = "snp-test-ark-turin";
 
 /// RSA key generation is slow; each label is generated once per process.
 fn rsa_key(label: &str) -> Result<RsaPrivateKey, AmdPkiError> {
@@ -29,6 +31,11 @@ fn rsa_key(label: &str) -> Result<RsaPrivateKey, AmdPkiError> {
         m.insert(label.to_string(), key.clone());
     }
     Ok(key)
+}
+
+/// A TCB_VERSION in the Turin layout.
+pub fn turin_tcb(fmc: u8, bootloader: u8, tee: u8, snp: u8, microcode: u8) -> u64 {
+    u64::from_le_bytes([fmc, bootloader, tee, snp, 0, 0, 0, microcode])
 }
 
 /// A TCB_VERSION in the Milan/Genoa layout.
@@ -98,6 +105,18 @@ impl Default for ReportSpec {
 }
 
 impl ReportSpec {
+    /// A Turin report: CPUID family 0x1A, Turin TCB layout, 8-byte chip ID.
+    pub fn turin() -> Self {
+        let mut chip = [0u8; 64];
+        chip[..8].copy_from_slice(&turin_chip_id());
+        Self {
+            tcb: turin_tcb(1, 3, 0, 8, 77),
+            cpuid: (0x1a, 0x02, 0x00),
+            chip_id: chip,
+            ..Self::default()
+        }
+    }
+
     /// The unsigned report bytes.
     pub fn body(&self) -> Vec<u8> {
         let mut r = vec![0u8; REPORT_LEN];
@@ -151,9 +170,16 @@ pub fn sign_body(mut r: Vec<u8>, vcek: &TestKey) -> Vec<u8> {
     r
 }
 
+/// The 8-byte chip ID of the forged Turin platform.
+pub fn turin_chip_id() -> [u8; 8] {
+    array(&Sha256::digest(b"attest-gate test turin chip"))
+}
+
 /// The endorsement chain to issue.
 #[derive(Debug, Clone)]
 pub struct ChainSpec {
+    /// `Milan` or `Turin`: names the CAs and picks the ARK.
+    pub product: &'static str,
     /// Key label of the ARK that signs the ASK.
     pub ask_signer: String,
     /// Key label of the VCEK (its public key goes in the certificate).
@@ -168,9 +194,31 @@ pub struct ChainSpec {
     pub crl_revokes_ask: Option<bool>,
 }
 
+impl ChainSpec {
+    /// A Turin chain: ARK-Turin → SEV-Turin → VCEK with fmcSPL and an 8-byte hwID.
+    pub fn turin() -> Self {
+        let mut spec = Self {
+            product: "Turin",
+            ask_signer: TEST_ARK_KEY_TURIN.into(),
+            ..Self::default()
+        };
+        spec.vcek_extensions = VcekExtensions {
+            product_name: "Turin".into(),
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 77,
+            hw_id: turin_chip_id().to_vec(),
+            fmc: Some(1),
+        };
+        spec
+    }
+}
+
 impl Default for ChainSpec {
     fn default() -> Self {
         Self {
+            product: "Milan",
             ask_signer: TEST_ARK_KEY.into(),
             vcek_key: "snp-test-vcek".into(),
             vcek_window: (
@@ -184,6 +232,7 @@ impl Default for ChainSpec {
                 snp: 8,
                 microcode: 115,
                 hw_id: chip_id().to_vec(),
+                fmc: None,
             },
             ark_in_chain: true,
             crl_revokes_ask: None,
@@ -202,16 +251,27 @@ fn ca_window() -> (OffsetDateTime, OffsetDateTime) {
 
 /// The test ARK certificate (DER): the root to trust with `--trust-root`.
 pub fn test_ark() -> Result<Vec<u8>, AmdPkiError> {
-    let ark = rsa_key(TEST_ARK_KEY)?;
+    test_ark_for("Milan")
+}
+
+/// The test ARK certificate of `product` (`Milan` or `Turin`).
+pub fn test_ark_for(product: &str) -> Result<Vec<u8>, AmdPkiError> {
+    let ark = rsa_key(&label("ark", product))?;
+    let name = format!("ARK-{product}");
     amd::issue(
-        "ARK-Milan",
-        "ARK-Milan",
+        &name,
+        &name,
         0x1_0000,
         ca_window(),
         &amd::rsa_spki(&ark)?,
         amd::ca_extensions(true)?,
         &ark,
     )
+}
+
+/// `snp-test-<role>-<product>`, lower case.
+fn label(role: &str, product: &str) -> String {
+    format!("snp-test-{role}-{}", product.to_lowercase())
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -224,12 +284,16 @@ fn pem(label: &str, der: &[u8]) -> String {
 impl ChainSpec {
     /// The collateral folder's files: `vcek.der`, `cert_chain.pem`, maybe `crl.der`.
     pub fn collateral(&self) -> Result<Vec<(String, Vec<u8>)>, AmdPkiError> {
-        let ark = rsa_key(TEST_ARK_KEY)?;
+        let (ark_name, ask_name) = (
+            format!("ARK-{}", self.product),
+            format!("SEV-{}", self.product),
+        );
+        let ark = rsa_key(&label("ark", self.product))?;
         let ask_signer = rsa_key(&self.ask_signer)?;
-        let ask = rsa_key("snp-test-ask-milan")?;
+        let ask = rsa_key(&label("ask", self.product))?;
         let ask_cert = amd::issue(
-            "SEV-Milan",
-            "ARK-Milan",
+            &ask_name,
+            &ark_name,
             ASK_SERIAL,
             ca_window(),
             &amd::rsa_spki(&ask)?,
@@ -239,7 +303,7 @@ impl ChainSpec {
         let vcek_key = TestKey::p384(&self.vcek_key);
         let vcek = amd::issue(
             "SEV-VCEK",
-            "SEV-Milan",
+            &ask_name,
             0,
             self.vcek_window,
             &amd::ec_spki(&vcek_key),
@@ -248,7 +312,7 @@ impl ChainSpec {
         )?;
         let mut chain = pem("CERTIFICATE", &ask_cert);
         if self.ark_in_chain {
-            chain.push_str(&pem("CERTIFICATE", &test_ark()?));
+            chain.push_str(&pem("CERTIFICATE", &test_ark_for(self.product)?));
         }
         let mut files = vec![
             ("vcek.der".to_string(), vcek),
@@ -262,7 +326,7 @@ impl ChainSpec {
             );
             files.push((
                 "crl.der".to_string(),
-                amd::crl("ARK-Milan", &ark, window, serials)?,
+                amd::crl(&ark_name, &ark, window, serials)?,
             ));
         }
         Ok(files)

@@ -13,7 +13,11 @@ pub fn files() -> Result<Vec<(String, Vec<u8>)>, ForgeError> {
         ),
         (
             "roots/snp-test-ark.pem".to_string(),
-            pem_encode("CERTIFICATE", &snp::test_ark()?).into_bytes(),
+            [snp::test_ark()?, snp::test_ark_for("Turin")?]
+                .iter()
+                .map(|der| pem_encode("CERTIFICATE", der))
+                .collect::<String>()
+                .into_bytes(),
         ),
     ];
     let nitro = nitro_cases()?;
