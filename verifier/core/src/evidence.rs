@@ -47,8 +47,10 @@ pub fn detect_tee(bytes: &[u8]) -> Option<TeeKind> {
         [0xd2, 0x84, ..] | [0x84, 0x40..=0x5b, ..] => Some(TeeKind::Nitro),
         // DCAP quote header: version 4|5 (u16), key type 2 (ECDSA-256), TEE type 0x81 (TDX).
         [4 | 5, 0, 2, 0, 0x81, 0, 0, 0, ..] => Some(TeeKind::Tdx),
-        // SNP attestation report: version 2, 3 or 5 (u32), then guest SVN.
-        [2 | 3 | 5, 0, 0, 0, ..] if bytes.len() >= SNP_REPORT_LEN => Some(TeeKind::Snp),
+        // SNP attestation report: a small version number (u32 LE) and at least
+        // a report's length. Any version is taken, so that the SNP parser can
+        // name an unsupported one precisely.
+        [1..=15, 0, 0, 0, ..] if bytes.len() >= SNP_REPORT_LEN => Some(TeeKind::Snp),
         _ => None,
     }
 }
@@ -91,6 +93,9 @@ mod tests {
         assert_eq!(detect_tee(&[0xd2, 0x84, 0x44]), Some(TeeKind::Nitro));
         assert_eq!(detect_tee(&[4, 0, 2, 0, 0x81, 0, 0, 0]), Some(TeeKind::Tdx));
         assert_eq!(detect_tee(&[0u8; 10]), None);
+        let mut v4_report = vec![0u8; SNP_REPORT_LEN];
+        v4_report[0] = 4;
+        assert_eq!(detect_tee(&v4_report), Some(TeeKind::Snp));
         let err = resolve_tee(&[0xd2, 0x84, 0x44], Some(TeeKind::Tdx)).unwrap_err();
         assert_eq!(err.code(), "tee_mismatch");
         assert_eq!(

@@ -110,6 +110,26 @@ fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
 }
 
 #[test]
+fn auto_detection_names_an_unsupported_snp_version() {
+    let dir = testdata().join("snp/unsupported_version");
+    let (code, json, _) = run(&[
+        "verify",
+        s(&dir.join("evidence.bin")),
+        "--collateral",
+        s(&dir.join("collateral")),
+        "--at",
+        FORGE_AT,
+        "--trust-root",
+        s(&testdata().join("roots/snp-test-ark.pem")),
+    ]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("unsupported_version")),
+        "{json}"
+    );
+}
+
+#[test]
 fn snp_claims_are_decoded() {
     let dir = testdata().join("snp/valid");
     let (code, json, _) = run(&[
