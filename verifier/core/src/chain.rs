@@ -74,7 +74,7 @@ impl ChainValidator {
         at: OffsetDateTime,
         algs: &[&dyn SignatureVerificationAlgorithm],
     ) -> Result<VerifiedChain, VerifyError> {
-        let key = cache_key(anchors, intermediates);
+        let key = cache_key(anchors, intermediates, algs);
         if let Some(cached) = self.cache.get(&key, at) {
             if let Ok(chain) = validate_leaf_under(&cached, leaf, at, algs) {
                 return Ok(chain);
@@ -91,8 +91,18 @@ impl ChainValidator {
     }
 }
 
-fn cache_key(anchors: &[Anchor], intermediates: &[&[u8]]) -> [u8; 32] {
+/// Everything a cached verdict depends on: anchors, exact intermediates, and
+/// the signature algorithms that were allowed.
+fn cache_key(
+    anchors: &[Anchor],
+    intermediates: &[&[u8]],
+    algs: &[&dyn SignatureVerificationAlgorithm],
+) -> [u8; 32] {
     let mut material = Vec::new();
+    for alg in algs {
+        material.extend_from_slice(alg.signature_alg_id().as_ref());
+        material.extend_from_slice(alg.public_key_alg_id().as_ref());
+    }
     for anchor in anchors {
         material.extend_from_slice(&anchor.sha256);
     }

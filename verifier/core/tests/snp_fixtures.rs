@@ -49,6 +49,7 @@ fn every_recorded_snp_sample_verifies_inside_its_window() {
         let PlatformClaims::Snp(snp) = &claims.platform else {
             panic!()
         };
+        assert!(!snp.revocation_checked, "{id}: no CRL was given");
         let expected: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.join(format!("snp/{id}.expected.json"))).unwrap(),
         )
@@ -185,9 +186,13 @@ fn the_amd_crl_is_checked_when_given() {
         ])
     };
     let inside = OffsetDateTime::parse("2023-01-01T00:00:00Z", &Rfc3339).unwrap();
-    verifier
+    let claims = verifier
         .verify(TeeKind::Snp, &report, &with_crl(crl.clone()), inside)
         .unwrap();
+    let PlatformClaims::Snp(snp) = &claims.platform else {
+        panic!()
+    };
+    assert!(snp.revocation_checked);
     // Past nextUpdate (2023-05-09T23:00:00Z): a stale CRL is refused, not ignored.
     let stale = OffsetDateTime::parse("2023-06-01T00:00:00Z", &Rfc3339).unwrap();
     let err = verifier

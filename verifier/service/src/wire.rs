@@ -164,6 +164,7 @@ fn snp_claims(s: &SnpClaims, out: &mut Map<String, Value>) {
             "csp_id",
             s.csp_id.as_ref().map_or(Value::Null, |c| json!(c)),
         ),
+        ("revocation_checked", json!(s.revocation_checked)),
     ];
     for (k, v) in fields {
         out.insert(k.into(), v);

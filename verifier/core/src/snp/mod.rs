@@ -111,6 +111,9 @@ pub struct SnpClaims {
     pub mitigation_vectors: Option<(u64, u64)>,
     /// The VLEK's cloud-provider ID, if signed by a VLEK.
     pub csp_id: Option<String>,
+    /// Whether an AMD CRL was supplied and checked (the CRL is optional
+    /// collateral; relying parties that need revocation must require this).
+    pub revocation_checked: bool,
 }
 
 /// A chain that verified, remembered until its certificates (or CRL) lapse.
@@ -238,7 +241,15 @@ pub(crate) fn verify(
 
     let chain = match collateral.get("cert_chain.pem") {
         Some(pem) => certificates(pem),
-        None => table.ask.iter().chain(table.ark.iter()).cloned().collect(),
+        // The table's ARK is only useful after its ASK; without one, fall back
+        // to the compiled-in intermediates.
+        None => match &table.ask {
+            Some(ask) => std::iter::once(ask)
+                .chain(table.ark.iter())
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        },
     };
     let ask_der = match chain.first() {
         Some(ask) => ask.clone(),
@@ -298,7 +309,13 @@ pub(crate) fn verify(
     let ext = AmdExtensions::parse(&vcek)?;
     check_endorsement_matches_report(&report, &ext, product, cert_kind)?;
 
-    Ok(authenticated(&report, product, ext.csp_id, summaries))
+    Ok(authenticated(
+        &report,
+        product,
+        ext.csp_id,
+        crl.is_some(),
+        summaries,
+    ))
 }
 
 fn cache_key(arks: &[Anchor], vcek: &[u8], ask: &[u8], crl: Option<&[u8]>) -> [u8; 32] {
@@ -434,6 +451,7 @@ fn authenticated(
     report: &Report<'_>,
     product: Product,
     csp_id: Option<String>,
+    revocation_checked: bool,
     chain: Vec<CertificateSummary>,
 ) -> Authenticated {
     let claims = SnpClaims {
@@ -461,6 +479,7 @@ fn authenticated(
         committed_firmware: report.committed_version,
         mitigation_vectors: report.mit_vectors,
         csp_id,
+        revocation_checked,
     };
     Authenticated {
         tee: TeeKind::Snp,
