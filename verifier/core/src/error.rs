@@ -165,6 +165,12 @@ pub enum VerifyError {
         /// Why.
         reason: String,
     },
+    /// The quoting enclave's report is not signed by the PCK key.
+    #[error("the QE report is not signed by the PCK certificate's key")]
+    QeReportSignatureInvalid,
+    /// The QE report does not bind the attestation key and QE authentication data.
+    #[error("the QE report data does not bind the attestation key")]
+    QeBindingInvalid,
     /// Collateral the evidence needs was not supplied.
     #[error("missing collateral: {what}")]
     CollateralMissing {
@@ -207,6 +213,8 @@ impl VerifyError {
             Self::CertificateRevoked { .. } => "certificate_revoked",
             Self::CrlInvalid { .. } => "crl_invalid",
             Self::CollateralMissing { .. } => "collateral_missing",
+            Self::QeReportSignatureInvalid => "qe_report_signature_invalid",
+            Self::QeBindingInvalid => "qe_binding_invalid",
         }
     }
 

@@ -20,6 +20,7 @@ mod error;
 mod evidence;
 pub mod nitro;
 pub mod snp;
+pub mod tdx;
 mod trust;
 mod verifier;
 

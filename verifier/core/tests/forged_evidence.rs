@@ -166,6 +166,7 @@ proptest! {
         let _ = verifier().verify(TeeKind::Nitro, &bytes, &Collateral::empty(), nitro::FORGE_INSTANT);
         let _ = attest_gate_core::nitro::unverified_timestamp(&bytes);
         let _ = attest_gate_core::decode_text_encoding(&bytes);
+        let _ = attest_gate_core::tdx::Quote::parse(&bytes);
         let _ = attest_gate_core::EvidenceBundle::from_json(&bytes);
     }
 
