@@ -109,9 +109,9 @@ fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
     assert!(snp >= 20);
 }
 
-#[test]
-fn auto_detection_names_an_unsupported_snp_version() {
-    let dir = testdata().join("snp/unsupported_version");
+/// `verifier verify` (no `--tee`: auto-detection) on a committed SNP case.
+fn run_snp_case(name: &str) -> (i32, Value) {
+    let dir = testdata().join("snp").join(name);
     let (code, json, _) = run(&[
         "verify",
         s(&dir.join("evidence.bin")),
@@ -122,6 +122,12 @@ fn auto_detection_names_an_unsupported_snp_version() {
         "--trust-root",
         s(&testdata().join("roots/snp-test-ark.pem")),
     ]);
+    (code, json)
+}
+
+#[test]
+fn auto_detection_names_an_unsupported_snp_version() {
+    let (code, json) = run_snp_case("unsupported_version");
     assert_eq!(
         (code, json["error"]["code"].as_str()),
         (1, Some("unsupported_version")),
@@ -131,17 +137,7 @@ fn auto_detection_names_an_unsupported_snp_version() {
 
 #[test]
 fn snp_claims_are_decoded() {
-    let dir = testdata().join("snp/valid");
-    let (code, json, _) = run(&[
-        "verify",
-        s(&dir.join("evidence.bin")),
-        "--collateral",
-        s(&dir.join("collateral")),
-        "--at",
-        FORGE_AT,
-        "--trust-root",
-        s(&testdata().join("roots/snp-test-ark.pem")),
-    ]);
+    let (code, json) = run_snp_case("valid");
     assert_eq!(code, 0, "{json}");
     let c = &json["claims"];
     assert_eq!(json["tee"], "snp");

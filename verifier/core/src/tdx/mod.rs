@@ -55,35 +55,17 @@ pub(crate) fn check_embedded_signatures(quote: &Quote<'_>) -> Result<(), VerifyE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn fixtures() -> Option<PathBuf> {
-        let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-            });
-        dir.join("manifest.json").is_file().then_some(dir)
-    }
 
     /// Every recorded TDX quote parses, carries the manifest's MRTD and
     /// version, and its embedded signatures and QE binding check out; any
     /// edit to a signed byte, the QE report or the auth data is caught.
     #[test]
     fn recorded_quotes_parse_and_their_embedded_signatures_verify() {
-        let Some(dir) = fixtures() else {
-            eprintln!("SKIPPED: no fixtures");
+        let Some(dir) = attest_gate_tests::fixtures_dir() else {
             return;
         };
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let mut n = 0;
-        for sample in manifest["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["tee"] == "tdx")
-        {
+        for sample in attest_gate_tests::samples(&dir, "tdx") {
             let id = sample["id"].as_str().unwrap();
             let bytes = std::fs::read(dir.join(format!("tdx/{id}.dat"))).unwrap();
             if id == "go-tdx-guest/tdx_prod_quote_SPR_E4" {
