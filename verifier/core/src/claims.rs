@@ -197,6 +197,8 @@ pub enum PlatformClaims {
     },
     /// AMD SEV-SNP.
     Snp(Box<crate::snp::SnpClaims>),
+    /// Intel TDX.
+    Tdx(Box<crate::tdx::TdxClaims>),
 }
 
 /// Verified, normalized claims: authentic evidence, not yet appraised.

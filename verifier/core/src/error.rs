@@ -177,6 +177,53 @@ pub enum VerifyError {
         /// What is missing.
         what: &'static str,
     },
+    /// Signed collateral (TCB info, QE identity) does not verify under its signing certificate.
+    #[error("{what} signature does not verify")]
+    CollateralSignatureInvalid {
+        /// Which collateral item.
+        what: &'static str,
+    },
+    /// Signed collateral is outside its issueDate..nextUpdate window.
+    #[error(
+        "{what} is not current: valid {} .. {}, verified at {}",
+        rfc3339(issued),
+        rfc3339(next_update),
+        rfc3339(at)
+    )]
+    CollateralExpired {
+        /// Which collateral item.
+        what: &'static str,
+        /// Its issue date.
+        issued: OffsetDateTime,
+        /// Its next update.
+        next_update: OffsetDateTime,
+        /// The instant of verification.
+        at: OffsetDateTime,
+    },
+    /// Collateral is authentic but is not for this platform or this kind of evidence.
+    #[error("collateral does not apply: {reason}")]
+    CollateralMismatch {
+        /// What disagrees.
+        reason: String,
+    },
+    /// The quoting enclave is not the one Intel's QE identity describes.
+    #[error("the quoting enclave does not match its identity: {field} differs")]
+    QeIdentityMismatch {
+        /// The field (under its mask) that differs.
+        field: &'static str,
+    },
+    /// The TDX module (MRSIGNERSEAM, SEAM attributes) is not the one the TCB info describes.
+    #[error("the TDX module does not match the TCB info: {field} differs")]
+    TdxModuleMismatch {
+        /// The field that differs.
+        field: &'static str,
+    },
+    /// No TCB level of the collateral applies to the platform's SVNs.
+    #[error("no {what} TCB level matches the platform")]
+    NoMatchingTcbLevel {
+        /// platform, QE or TDX module.
+        what: &'static str,
+    },
     /// Any other certificate defect found during path validation.
     #[error("certificate invalid: {reason}")]
     CertificateInvalid {
@@ -215,6 +262,12 @@ impl VerifyError {
             Self::CollateralMissing { .. } => "collateral_missing",
             Self::QeReportSignatureInvalid => "qe_report_signature_invalid",
             Self::QeBindingInvalid => "qe_binding_invalid",
+            Self::CollateralSignatureInvalid { .. } => "collateral_signature_invalid",
+            Self::CollateralExpired { .. } => "collateral_expired",
+            Self::CollateralMismatch { .. } => "collateral_mismatch",
+            Self::QeIdentityMismatch { .. } => "qe_identity_mismatch",
+            Self::TdxModuleMismatch { .. } => "tdx_module_mismatch",
+            Self::NoMatchingTcbLevel { .. } => "no_matching_tcb_level",
         }
     }
 

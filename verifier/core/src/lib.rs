@@ -16,6 +16,7 @@ mod cache;
 mod chain;
 mod claims;
 mod collateral;
+mod crl;
 mod error;
 mod evidence;
 pub mod nitro;

@@ -45,6 +45,20 @@ const AMD_INTERMEDIATES: [&[u8]; 6] = [
     include_bytes!("../roots/amd_asvk_turin.der"),
 ];
 
+/// Intel SGX Root CA (P-256, valid 2018-05-21 .. 2049-12-31): the root of
+/// PCK certificates, CRLs, TCB info and QE identity for TDX.
+const INTEL_SGX_ROOT_CA_DER: &[u8] = include_bytes!("../roots/intel_sgx_root_ca.der");
+/// Its SHA-256 fingerprint.
+const INTEL_SGX_ROOT_CA_SHA256: [u8; 32] =
+    hex32("44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3");
+/// Intel's TCB signing certificates (2018-2025 and its 2025-2032 renewal),
+/// used when collateral comes without its issuer chain. Not anchors: each is
+/// still verified against the pinned root.
+const INTEL_TCB_SIGNING: [&[u8]; 2] = [
+    include_bytes!("../roots/intel_tcb_signing_2018-2025.der"),
+    include_bytes!("../roots/intel_tcb_signing_2025-2032.der"),
+];
+
 /// A 64-digit hex string as 32 bytes, at compile time (a bad literal fails the build).
 #[allow(clippy::panic, clippy::indexing_slicing)]
 const fn hex32(s: &str) -> [u8; 32] {
@@ -97,6 +111,9 @@ pub struct TrustAnchors {
     amd_arks: Vec<Anchor>,
     /// (raw subject name, DER) of each compiled-in ASK / ASVK.
     amd_intermediates: Vec<(Vec<u8>, Vec<u8>)>,
+    intel: Vec<Anchor>,
+    /// DER of the compiled-in Intel TCB signing certificates.
+    intel_tcb_signing: Vec<Vec<u8>>,
 }
 
 /// A root certificate could not be used as a trust anchor.
@@ -129,8 +146,14 @@ impl TrustAnchors {
             }
             amd_arks.push(ark);
         }
+        let intel = Anchor::from_der(INTEL_SGX_ROOT_CA_DER.to_vec())?;
+        if intel.sha256 != INTEL_SGX_ROOT_CA_SHA256 {
+            return Err(TrustError::FingerprintMismatch(TeeKind::Tdx));
+        }
         Ok(Self {
             kind: TrustKind::VendorRoot,
+            intel: vec![intel],
+            intel_tcb_signing: INTEL_TCB_SIGNING.iter().map(|d| d.to_vec()).collect(),
             nitro: vec![nitro],
             amd_arks,
             amd_intermediates: AMD_INTERMEDIATES
@@ -158,6 +181,8 @@ impl TrustAnchors {
         Ok(Self {
             kind: TrustKind::TestRoot,
             amd_arks: anchors.clone(),
+            intel: anchors.clone(),
+            intel_tcb_signing: Vec::new(),
             nitro: anchors,
             amd_intermediates: Vec::new(),
         })
@@ -175,6 +200,16 @@ impl TrustAnchors {
     /// AMD root keys (ARKs), or the test roots.
     pub(crate) fn amd_arks(&self) -> &[Anchor] {
         &self.amd_arks
+    }
+
+    /// The Intel SGX Root CA, or the test roots.
+    pub(crate) fn intel(&self) -> &[Anchor] {
+        &self.intel
+    }
+
+    /// The compiled-in Intel TCB signing certificates (vendor trust only).
+    pub(crate) fn intel_tcb_signing(&self) -> impl Iterator<Item = &[u8]> {
+        self.intel_tcb_signing.iter().map(Vec::as_slice)
     }
 
     /// The compiled-in ASK / ASVK whose subject is `issuer` (vendor trust only).
@@ -203,6 +238,8 @@ mod tests {
         assert_eq!(anchors.kind(), TrustKind::VendorRoot);
         assert_eq!(anchors.nitro()[0].sha256, AWS_NITRO_ROOT_G1_SHA256);
         assert_eq!(anchors.amd_arks().len(), 3);
+        assert_eq!(anchors.intel()[0].sha256, INTEL_SGX_ROOT_CA_SHA256);
+        assert_eq!(anchors.intel_tcb_signing().count(), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::collateral::Collateral;
 use crate::error::VerifyError;
 use crate::nitro;
 use crate::snp::{self, EndorsementCache};
+use crate::tdx::{self, TdxCache};
 use crate::trust::TrustAnchors;
 
 /// What a per-TEE verifier yields once every signature and link has checked.
@@ -35,6 +36,7 @@ pub struct Verifier {
     anchors: TrustAnchors,
     chains: ChainValidator,
     endorsements: EndorsementCache,
+    tdx: TdxCache,
 }
 
 impl Verifier {
@@ -44,6 +46,7 @@ impl Verifier {
             anchors,
             chains: ChainValidator::default(),
             endorsements: EndorsementCache::default(),
+            tdx: TdxCache::default(),
         }
     }
 
@@ -68,7 +71,14 @@ impl Verifier {
             TeeKind::Snp => {
                 snp::verify(evidence, collateral, &self.anchors, &self.endorsements, at)?
             }
-            TeeKind::Tdx => return Err(VerifyError::UnsupportedTee { tee }),
+            TeeKind::Tdx => tdx::verify(
+                evidence,
+                collateral,
+                &self.anchors,
+                &self.chains,
+                &self.tdx,
+                at,
+            )?,
         };
         Ok(VerifiedClaims {
             tee: authenticated.tee,
@@ -89,6 +99,7 @@ impl Verifier {
     pub fn clear_cache(&self) {
         self.chains.clear();
         self.endorsements.clear();
+        self.tdx.clear();
     }
 }
 

@@ -10,8 +10,8 @@
 use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PSS_2048_8192_SHA384};
 use time::OffsetDateTime;
 use x509_parser::prelude::X509Certificate;
-use x509_parser::revocation_list::CertificateRevocationList;
 
+use crate::crl::RevocationList;
 use crate::error::VerifyError;
 
 /// RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48, explicit trailerField 1 (ARK, ASK, older VCEKs).
@@ -119,41 +119,17 @@ pub(crate) fn check_crl(
     at: OffsetDateTime,
     serials: &[&[u8]],
 ) -> Result<(), VerifyError> {
-    let invalid = |reason: &str| VerifyError::CrlInvalid {
-        reason: reason.into(),
-    };
-    let crl =
-        match <CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(crl_der) {
-            Ok(([], crl)) => crl,
-            _ => return Err(invalid("not a DER certificate revocation list")),
-        };
-    if crl.issuer().as_raw() != ark.subject().as_raw() {
-        return Err(invalid("not issued by the ARK"));
-    }
-    verify_pss(
-        crl_der,
-        crl.tbs_cert_list.as_ref(),
-        crl.tbs_cert_list.signature == crl.signature_algorithm,
-        &crl.signature_value.data,
-        &ark.public_key().subject_public_key.data,
-    )
-    .map_err(|_| invalid("signature does not verify with the ARK"))?;
-    if at < crl.last_update().to_datetime() {
-        return Err(invalid("issued after the verification instant"));
-    }
-    match crl.next_update() {
-        Some(next) if at < next.to_datetime() => {}
-        _ => return Err(invalid("past its nextUpdate (stale)")),
-    }
-    for revoked in crl.iter_revoked_certificates() {
-        let serial = revoked.raw_serial();
-        if serials.contains(&serial) {
-            return Err(VerifyError::CertificateRevoked {
-                serial: hex::encode(serial),
-            });
-        }
-    }
-    Ok(())
+    RevocationList::verify(crl_der, ark, at, |crl| {
+        verify_pss(
+            crl_der,
+            crl.tbs_cert_list.as_ref(),
+            crl.tbs_cert_list.signature == crl.signature_algorithm,
+            &crl.signature_value.data,
+            &ark.public_key().subject_public_key.data,
+        )
+        .is_ok()
+    })?
+    .check(serials)
 }
 
 /// The AMD extensions of a VCEK / VLEK (OID arc 1.3.6.1.4.1.3704.1).

@@ -276,3 +276,43 @@ impl<'a> Quote<'a> {
         })
     }
 }
+
+/// The fields of the QE's SGX report body that QE identity matching reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QeReport {
+    pub(crate) miscselect: u32,
+    pub(crate) attributes: [u8; 16],
+    pub(crate) mrsigner: [u8; 32],
+    pub(crate) isv_prod_id: u16,
+    pub(crate) isv_svn: u16,
+}
+
+impl QeReport {
+    /// Decodes the 384-byte SGX report body (Intel SDK `sgx_report_body_t`).
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, VerifyError> {
+        if body.len() != QE_REPORT_LEN {
+            return Err(VerifyError::malformed("QE report is not 384 bytes"));
+        }
+        let mut r = Reader {
+            bytes: body,
+            pos: 16,
+        };
+        let w = "QE report";
+        let miscselect = r.u32(w)?;
+        r.take(28, w)?;
+        let attributes = r.array(w)?;
+        r.take(32, w)?; // MRENCLAVE
+        r.take(32, w)?;
+        let mrsigner = r.array(w)?;
+        r.take(96, w)?;
+        let isv_prod_id = r.u16(w)?;
+        let isv_svn = r.u16(w)?;
+        Ok(Self {
+            miscselect,
+            attributes,
+            mrsigner,
+            isv_prod_id,
+            isv_svn,
+        })
+    }
+}

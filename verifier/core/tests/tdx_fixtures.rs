@@ -1,0 +1,201 @@
+//! Every recorded TDX quote in the shared fixtures, with each collateral
+//! bundle the staging script found applicable, gets the verdict and TCB
+//! status that `../shared/fixtures/CROSSCHECK.md` (dcap-qvl 0.7.1 and a
+//! staging computation of Intel's rules) records, at an instant inside the
+//! bundle's window, against the compiled-in Intel SGX Root CA. Outside the
+//! window the collateral is refused.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::Path;
+
+use attest_gate_core::tdx::import;
+use attest_gate_core::{Collateral, PlatformClaims, TeeKind, TrustAnchors, Verifier};
+use attest_gate_tests::fixtures_dir;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+/// A collateral folder, read as the CLI reads one.
+fn folder(dir: &Path) -> Collateral {
+    let mut items = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        for canonical in import::canonical_names(&name) {
+            items.push((canonical.to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    Collateral::from_items(items)
+}
+
+fn instant(s: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(s, &Rfc3339).unwrap()
+}
+
+/// Samples whose TCB status in CROSSCHECK.md comes only from the staging
+/// script (dcap-qvl stopped earlier, on SEPT_VE_DISABLE), which compared TDX
+/// components from index 0. Intel's rule compares them from index 2 when
+/// TEE_TCB_SVN[1] selects a module identity, and gives:
+/// - `zkdcap/quote_v4`: UpToDate. Its SVNs (TEE_TCB_SVN 04 01 07, SGX
+///   7 7 2 2 3 1 0 3, PCESVN 11) equal those of `go-tdx-guest/cos-113-tdx-quote`,
+///   which dcap-qvl itself rates UpToDate under the same collateral.
+/// - `trustee/az-tdx-vtpm-td-quote`: OutOfDate (not "no matching level"); the
+///   default appraisal rejects it either way.
+fn staging_differs(id: &str) -> Option<&'static str> {
+    match id {
+        "zkdcap/quote_v4" => Some("UpToDate"),
+        "trustee/az-tdx-vtpm-td-quote" => Some("OutOfDate"),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
+    let Some(dir) = fixtures_dir() else { return };
+    let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
+    let (mut accepted, mut rejected) = (0, 0);
+    for sample in attest_gate_tests::samples(&dir, "tdx") {
+        let id = sample["id"].as_str().unwrap();
+        let quote = std::fs::read(dir.join(format!("tdx/{id}.dat"))).unwrap();
+        let expected: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("tdx/{id}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        for check in expected["verification"].as_array().unwrap() {
+            if check["applicable"] != true {
+                continue;
+            }
+            let bundle = check["collateral_bundle"].as_str().unwrap();
+            let collateral = folder(&dir.join(bundle));
+            let at = instant(check["suggested_verify_at_utc"].as_str().unwrap());
+            let outcome = check["expected_outcome"].as_str().unwrap();
+            let result = verifier.verify(TeeKind::Tdx, &quote, &collateral, at);
+            if let Some(status) = staging_differs(id) {
+                let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
+                assert_eq!(claims.tcb_status.unwrap().as_str(), status, "{id}");
+                accepted += 1;
+                continue;
+            }
+            if outcome.starts_with("ACCEPT") {
+                let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
+                let PlatformClaims::Tdx(tdx) = &claims.platform else {
+                    panic!("{id}: not TDX claims")
+                };
+                let eval = &check["tcb_evaluation"];
+                assert_eq!(
+                    tdx.tcb_status.as_str(),
+                    eval["final_status"].as_str().unwrap(),
+                    "{id} with {bundle}"
+                );
+                let advisories: Vec<&str> = eval["advisory_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                if id == "go-tdx-guest/cos-113-tdx-quote" {
+                    // Intel's rule matches the UpToDate level (TDX components
+                    // compared from index 2, as TEE_TCB_SVN[1] = 1 selects
+                    // module TDX_01), which lists no advisories. dcap-qvl
+                    // 0.7.1 reports the advisories of a lower, OutOfDate level
+                    // beside its UpToDate verdict; the statuses agree.
+                    assert!(tdx.advisory_ids.is_empty(), "{id}");
+                    assert_eq!(tdx.platform_tcb_status.as_str(), "UpToDate");
+                } else {
+                    assert_eq!(tdx.advisory_ids, advisories, "{id} with {bundle}");
+                }
+                assert_eq!(
+                    tdx.qe_tcb_status.as_str(),
+                    eval["qe_status"][0].as_str().unwrap(),
+                    "{id} with {bundle}"
+                );
+                assert_eq!(claims.debug, expected["td_debug"] == true, "{id}");
+                assert_eq!(hex::encode(tdx.fmspc), expected["pck"]["fmspc"], "{id}");
+                assert_eq!(
+                    claims.measurement("mrtd").map(|m| m.to_string()).as_deref(),
+                    expected["mrtd"].as_str(),
+                    "{id}"
+                );
+                assert!(tdx.collateral_valid_from <= at && at < tdx.collateral_valid_until);
+                accepted += 1;
+
+                // One second after the bundle's window closes, it is stale.
+                let window = check["bundle_window"].as_array().unwrap();
+                let late = instant(window[1].as_str().unwrap()) + Duration::seconds(1);
+                let code = verifier
+                    .verify(TeeKind::Tdx, &quote, &collateral, late)
+                    .unwrap_err()
+                    .code();
+                assert!(
+                    matches!(code, "collateral_expired" | "crl_invalid"),
+                    "{id} late: {code}"
+                );
+            } else {
+                let code = result
+                    .as_ref()
+                    .map(|_| "accepted")
+                    .unwrap_or_else(|e| e.code());
+                let want = if id.ends_with("SPR_E4") {
+                    // Text, not zero padding, after the signature data.
+                    "malformed_evidence"
+                } else {
+                    "no_matching_tcb_level"
+                };
+                assert_eq!(code, want, "{id} with {bundle}: {outcome}");
+                rejected += 1;
+            }
+        }
+    }
+    assert_eq!((accepted, rejected), (14, 5));
+}
+
+/// The same collateral as dcap-qvl's single JSON file gives the same verdict.
+#[test]
+fn dcap_qvl_collateral_json_imports() {
+    let Some(dir) = fixtures_dir() else { return };
+    let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
+    let quote = std::fs::read(dir.join("tdx/go-tdx-guest/quote_v5_sample.dat")).unwrap();
+    let json = std::fs::read(
+        dir.join("tdx/_collateral/dcap-qvl-90c06f-2026-02/original_QuoteCollateralV3.json"),
+    )
+    .unwrap();
+    let collateral = Collateral::from_items(import::from_quote_collateral_v3(&json).unwrap());
+    let claims = verifier
+        .verify(
+            TeeKind::Tdx,
+            &quote,
+            &collateral,
+            instant("2026-03-05T10:50:03Z"),
+        )
+        .unwrap();
+    assert_eq!(claims.tcb_status.unwrap().as_str(), "UpToDate");
+}
+
+/// Intel's synthetic QVL sample chains to Intel's own test root, which is
+/// not the pinned Intel SGX Root CA.
+#[test]
+fn intel_synthetic_sample_is_refused_under_the_real_root() {
+    let Some(dir) = fixtures_dir() else { return };
+    let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
+    let sample = dir.join("tdx/negative/intel-qvl-synthetic");
+    let quote = std::fs::read(sample.join("quote.dat")).unwrap();
+    let err = verifier
+        .verify(
+            TeeKind::Tdx,
+            &quote,
+            &folder(&sample),
+            instant("2025-01-01T00:00:00Z"),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            "chain_untrusted" | "chain_incomplete" | "malformed_evidence"
+        ),
+        "{err}"
+    );
+}
