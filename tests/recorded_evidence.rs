@@ -1,7 +1,8 @@
 //! The `verifier` binary over every recorded Nitro sample in the shared
 //! fixtures, as a user would run it: `--at doc` accepts the genuine ones with
 //! vendor-root trust, a bundle recorded from each replays, and the real
-//! negative sample is rejected with `signature_invalid`.
+//! negative sample is rejected with `signature_invalid`. The SEV-SNP and TDX
+//! samples likewise, with their collateral.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -153,6 +154,114 @@ fn recorded_snp_samples_through_the_cli() {
         n += 1;
     }
     assert_eq!(n, 13);
+}
+
+/// Recorded TDX quotes through the binary with their Intel collateral
+/// folders: auto-detected, UpToDate accepted with the claims the issue lists,
+/// OutOfDate rejected by default (claims still shown) and accepted only when
+/// asked, Revoked never acceptable, and dcap-qvl's JSON collateral file read
+/// directly.
+#[test]
+fn recorded_tdx_quotes_through_the_cli() {
+    let Some(dir) = fixtures_dir() else { return };
+    let tdx = dir.join("tdx");
+    let quote = |id: &str| tdx.join(format!("{id}.dat")).to_str().unwrap().to_string();
+    let bundle = |name: &str| {
+        tdx.join("_collateral")
+            .join(name)
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let v5 = quote("go-tdx-guest/quote_v5_sample");
+    let col = bundle("dcap-qvl-90c06f-2026-02");
+    let at = "2026-03-05T10:50:03Z";
+    let (code, json) = verify(&[&v5, "--collateral", &col, "--at", at]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["tee"], "tdx");
+    assert_eq!(json["trust"], "vendor-root");
+    let claims = &json["claims"];
+    for key in [
+        "mrtd",
+        "rtmr0",
+        "rtmr1",
+        "rtmr2",
+        "rtmr3",
+        "mrconfigid",
+        "mrowner",
+        "mrownerconfig",
+        "mrseam",
+        "mrsignerseam",
+    ] {
+        assert_eq!(
+            claims["measurements"][key].as_str().unwrap().len(),
+            96,
+            "{key}"
+        );
+    }
+    assert_eq!(claims["quote_version"], 5);
+    assert_eq!(claims["fmspc"], "90c06f000000");
+    assert_eq!(claims["tcb_status"], "UpToDate");
+    assert_eq!(claims["qe_tcb_status"], "UpToDate");
+    assert_eq!(claims["td_attributes"]["debug"], false);
+    assert!(claims["advisory_ids"].is_array());
+    assert!(claims["collateral_validity"]["not_after"].is_string());
+    assert_eq!(claims["chain"].as_array().unwrap().len(), 3);
+    let rd = claims["report_data"].as_str().unwrap().to_string();
+    let (code, _) = verify(&[&v5, "--collateral", &col, "--at", at, "--report-data", &rd]);
+    assert_eq!(code, 0);
+
+    // The same collateral as dcap-qvl's one-file JSON.
+    let json_file = format!("{col}/original_QuoteCollateralV3.json");
+    let (code, json) = verify(&[&v5, "--tee", "tdx", "--collateral", &json_file, "--at", at]);
+    assert_eq!(code, 0, "{json}");
+
+    // OutOfDate: rejected by default, with the claims that say why.
+    let q6 = quote("trustee/tdx_quote_6");
+    let col6 = bundle("trustee-00a06d080000-2025-10");
+    let at6 = "2025-11-04T20:45:20Z";
+    let (code, json) = verify(&[&q6, "--collateral", &col6, "--at", at6]);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["error"]["code"], "tcb_status_not_accepted");
+    assert_eq!(json["claims"]["tcb_status"], "OutOfDate");
+    let (code, json) = verify(&[
+        &q6,
+        "--collateral",
+        &col6,
+        "--at",
+        at6,
+        "--accept-tcb-status",
+        "OutOfDate",
+    ]);
+    assert_eq!(code, 0, "{json}");
+    let (code, _) = verify(&[
+        &q6,
+        "--collateral",
+        &col6,
+        "--at",
+        at6,
+        "--accept-tcb-status",
+        "Revoked",
+    ]);
+    assert_eq!(code, 2, "Revoked is a usage error");
+
+    // Without collateral there is nothing to judge the TCB by.
+    let (code, json) = verify(&[&q6, "--at", at6]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("collateral_missing"))
+    );
+    // A month after the collateral's nextUpdate it is refused.
+    let (code, json) = verify(&[&q6, "--collateral", &col6, "--at", "2025-12-12T00:00:00Z"]);
+    assert_eq!(code, 1);
+    assert!(
+        matches!(
+            json["error"]["code"].as_str(),
+            Some("collateral_expired" | "crl_invalid")
+        ),
+        "{json}"
+    );
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) plus one day, as RFC 3339.

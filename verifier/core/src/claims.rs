@@ -161,6 +161,29 @@ impl TcbStatus {
     }
 }
 
+impl std::str::FromStr for TcbStatus {
+    type Err = UnknownTcbStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::UpToDate,
+            Self::SwHardeningNeeded,
+            Self::ConfigurationNeeded,
+            Self::ConfigurationAndSwHardeningNeeded,
+            Self::OutOfDate,
+            Self::OutOfDateConfigurationNeeded,
+            Self::Revoked,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or(UnknownTcbStatus)
+    }
+}
+
+/// A TCB status name that is not one of Intel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown TCB status (expected UpToDate, SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded or Revoked)")]
+pub struct UnknownTcbStatus;
+
 impl fmt::Display for TcbStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

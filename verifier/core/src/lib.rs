@@ -29,7 +29,7 @@ pub use appraisal::{appraise, Appraisal, AppraisalPolicy};
 pub use bundle::{BundleError, EvidenceBundle, BUNDLE_FORMAT, BUNDLE_VERSION};
 pub use claims::{
     BoundData, CertificateSummary, Measurement, NamedMeasurement, PlatformClaims, TcbStatus,
-    TeeKind, TrustKind, UnknownTee, VerifiedClaims,
+    TeeKind, TrustKind, UnknownTcbStatus, UnknownTee, VerifiedClaims,
 };
 pub use collateral::Collateral;
 pub use error::{Rejection, VerifyError};

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use attest_gate_core::tdx::import;
 use attest_gate_core::{Collateral, MAX_EVIDENCE_FILE_LEN};
 
 /// At most this many files are read from a collateral folder.
@@ -15,6 +16,14 @@ const MAX_COLLATERAL_FILE_LEN: usize = 4 * 1024 * 1024;
 /// A file could not be read (exit code 2 territory: not a verdict on evidence).
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// A collateral file could not be translated.
+    #[error("collateral {path}: {reason}")]
+    Collateral {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The file could not be opened or read.
     #[error("cannot read {path}")]
     Io {
@@ -77,8 +86,23 @@ pub fn read_evidence(path: &Path) -> Result<Vec<u8>, FileError> {
 }
 
 /// Reads every regular file of a collateral folder, by file name.
+///
+/// Intel collateral in other common shapes is translated to the canonical
+/// TDX names: the file names of Intel's QVL samples (`tcbInfo.json`,
+/// `rootCaCrl.der`...) and `dcap-qvl`'s `*QuoteCollateralV3.json`. A file
+/// under its canonical name wins over a translated one.
 pub fn read_collateral_dir(dir: &Path) -> Result<Collateral, FileError> {
+    if dir.is_file() {
+        let json = read_bounded(dir, MAX_COLLATERAL_FILE_LEN)?;
+        return import::from_quote_collateral_v3(&json)
+            .map(Collateral::from_items)
+            .map_err(|e| FileError::Collateral {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            });
+    }
     let mut items = Vec::new();
+    let mut translated = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let path = entry.path();
@@ -92,9 +116,21 @@ pub fn read_collateral_dir(dir: &Path) -> Result<Collateral, FileError> {
             });
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        items.push((name, read_bounded(&path, MAX_COLLATERAL_FILE_LEN)?));
+        let bytes = read_bounded(&path, MAX_COLLATERAL_FILE_LEN)?;
+        if name.ends_with("QuoteCollateralV3.json") {
+            if let Ok(imported) = import::from_quote_collateral_v3(&bytes) {
+                translated.extend(imported);
+            }
+        }
+        for canonical in import::canonical_names(&name) {
+            if *canonical != name {
+                translated.push((canonical.to_string(), bytes.clone()));
+            }
+        }
+        items.push((name, bytes));
     }
-    Ok(Collateral::from_items(items))
+    // Canonical names are inserted last, so they win.
+    Ok(Collateral::from_items(translated.into_iter().chain(items)))
 }
 
 /// Reads every certificate of a PEM file (or one DER certificate).

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use attest_gate_core::{
     appraise, decode_text_encoding, nitro, resolve_tee, AppraisalPolicy, Collateral,
-    EvidenceBundle, TeeKind, TrustAnchors, Verifier, VerifyError,
+    EvidenceBundle, TcbStatus, TeeKind, TrustAnchors, UnknownTcbStatus, Verifier, VerifyError,
 };
 use attest_gate_verifier::{clock, files, wire};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -80,6 +80,19 @@ struct VerifyArgs {
     /// Accept a debug-mode TEE (Nitro all-zero PCR0-2, TDX DEBUG, SNP policy DEBUG).
     #[arg(long = "allow-debug")]
     allow_debug: bool,
+    /// Also accept this TCB status besides UpToDate (repeatable), e.g.
+    /// SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded.
+    #[arg(long = "accept-tcb-status", value_parser = parse_tcb_status)]
+    accept_tcb_status: Vec<TcbStatus>,
+}
+
+/// A TCB status to accept besides UpToDate. Revoked is never acceptable:
+/// the platform's keys are no longer Intel's word for anything.
+fn parse_tcb_status(s: &str) -> Result<TcbStatus, String> {
+    match s.parse().map_err(|e: UnknownTcbStatus| e.to_string())? {
+        TcbStatus::Revoked => Err("a Revoked TCB is never accepted".into()),
+        status => Ok(status),
+    }
 }
 
 #[derive(Args)]
@@ -226,18 +239,20 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return reject(wire::verify_failed(&e)),
     };
-    let policy = AppraisalPolicy {
+    let mut policy = AppraisalPolicy {
         allow_debug: args.allow_debug,
         expected_nonce: args.nonce.map(|h| h.0),
         expected_report_data: args.report_data.map(|h| h.0),
         ..AppraisalPolicy::default()
     };
+    policy.accepted_tcb_statuses.extend(args.accept_tcb_status);
+    let judged = claims.clone();
     match appraise(claims, &policy) {
         Ok(appraisal) => {
             print(&wire::verified(appraisal.claims()));
             Ok(ExitCode::SUCCESS)
         }
-        Err(reasons) => reject(wire::rejected(&reasons)),
+        Err(reasons) => reject(wire::rejected(&reasons, &judged)),
     }
 }
 

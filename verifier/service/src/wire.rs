@@ -2,6 +2,7 @@
 //! Hex is lower case everywhere; instants are RFC 3339, UTC.
 
 use attest_gate_core::snp::{SnpClaims, Tcb, PLATFORM_INFO_BITS, POLICY_BITS};
+use attest_gate_core::tdx::TdxClaims;
 use attest_gate_core::{
     CertificateSummary, PlatformClaims, Rejection, VerifiedClaims, VerifyError,
 };
@@ -66,6 +67,13 @@ pub fn claims(c: &VerifiedClaims) -> Value {
             );
             snp_claims(snp, &mut out);
         }
+        PlatformClaims::Tdx(tdx) => {
+            out.insert(
+                "report_data".into(),
+                hex_opt(c.bound.report_data.as_deref()),
+            );
+            tdx_claims(tdx, &mut out);
+        }
         _ => {
             out.insert(
                 "report_data".into(),
@@ -83,6 +91,53 @@ pub fn claims(c: &VerifiedClaims) -> Value {
         json!(hex::encode(c.evidence_sha384)),
     );
     Value::Object(out)
+}
+
+fn tdx_claims(t: &TdxClaims, out: &mut Map<String, Value>) {
+    let a = &t.td_attributes;
+    out.insert("quote_version".into(), json!(t.quote_version));
+    out.insert(
+        "td_attributes".into(),
+        json!({
+            "raw": hex::encode(a.raw.to_le_bytes()),
+            "debug": a.debug,
+            "sept_ve_disable": a.sept_ve_disable,
+            "pks": a.pks,
+            "key_locker": a.key_locker,
+            "perfmon": a.perfmon,
+        }),
+    );
+    out.insert("xfam".into(), json!(hex::encode(t.xfam)));
+    out.insert("tee_tcb_svn".into(), json!(hex::encode(t.tee_tcb_svn)));
+    out.insert(
+        "seam_attributes".into(),
+        json!(hex::encode(t.seam_attributes)),
+    );
+    out.insert("fmspc".into(), json!(hex::encode(t.fmspc)));
+    out.insert("pce_id".into(), json!(hex::encode(t.pce_id)));
+    out.insert("advisory_ids".into(), json!(t.advisory_ids));
+    out.insert(
+        "platform_tcb_status".into(),
+        json!(t.platform_tcb_status.as_str()),
+    );
+    out.insert(
+        "tdx_module_tcb_status".into(),
+        t.tdx_module_tcb_status
+            .map_or(Value::Null, |s| json!(s.as_str())),
+    );
+    out.insert("qe_tcb_status".into(), json!(t.qe_tcb_status.as_str()));
+    out.insert("tcb_date".into(), instant(t.tcb_date));
+    out.insert(
+        "tcb_evaluation_data_number".into(),
+        json!(t.tcb_evaluation_data_number),
+    );
+    out.insert(
+        "collateral_validity".into(),
+        json!({
+            "not_before": instant(t.collateral_valid_from),
+            "not_after": instant(t.collateral_valid_until),
+        }),
+    );
 }
 
 fn bits(raw: u64, names: &[(u32, &str)]) -> Value {
@@ -188,15 +243,21 @@ pub fn verify_failed(e: &VerifyError) -> Value {
 
 /// `{"verified": false, ...}` for appraisal rejections; `error` is the first,
 /// `reasons` lists them all.
-pub fn rejected(reasons: &[Rejection]) -> Value {
+/// Authentic evidence that appraisal rejected: the reasons, and the verified
+/// claims they were judged on (so an operator sees, e.g., the TCB status).
+pub fn rejected(reasons: &[Rejection], verified: &VerifiedClaims) -> Value {
     let all: Vec<Value> = reasons
         .iter()
         .map(|r| json!({"code": r.code(), "message": r.to_string()}))
         .collect();
-    match reasons.first() {
+    let mut out = match reasons.first() {
         Some(first) => failure(first.code(), &first.to_string(), all),
         None => failure("rejected", "rejected", all),
+    };
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert("claims".into(), claims(verified));
     }
+    out
 }
 
 /// A failure with an explicit code (e.g. an unreadable bundle).

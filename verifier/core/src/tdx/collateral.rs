@@ -91,16 +91,8 @@ fn hex_array<const N: usize>(doc: Document, field: &str, s: &str) -> Result<[u8;
 }
 
 fn status(doc: Document, s: &str) -> Result<TcbStatus, VerifyError> {
-    Ok(match s {
-        "UpToDate" => TcbStatus::UpToDate,
-        "SWHardeningNeeded" => TcbStatus::SwHardeningNeeded,
-        "ConfigurationNeeded" => TcbStatus::ConfigurationNeeded,
-        "ConfigurationAndSWHardeningNeeded" => TcbStatus::ConfigurationAndSwHardeningNeeded,
-        "OutOfDate" => TcbStatus::OutOfDate,
-        "OutOfDateConfigurationNeeded" => TcbStatus::OutOfDateConfigurationNeeded,
-        "Revoked" => TcbStatus::Revoked,
-        other => return Err(bad(doc, format!("unknown TCB status {other:?}"))),
-    })
+    s.parse()
+        .map_err(|_| bad(doc, format!("unknown TCB status {s:?}")))
 }
 
 fn bounded<T>(doc: Document, levels: Vec<T>) -> Result<Vec<T>, VerifyError> {
