@@ -21,6 +21,7 @@ use x509_cert::{Certificate, TbsCertificate, Version};
 use crate::amd;
 use crate::keys::TestKeyP256;
 use crate::nitro::FORGE_INSTANT;
+use crate::pki::pem_encode;
 
 /// Common name of the test root (Intel's is `Intel SGX Root CA`).
 pub const ROOT_COMMON_NAME: &str = "Attest Gate Test SGX Root CA";
@@ -46,12 +47,13 @@ const ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
 pub const PCK_CRL_URL: &str =
     "https://example.invalid/attest-gate/sgx/certification/v4/pckcrl?ca=platform&encoding=der";
 /// Where the test root CA CRL "lives".
-pub const ROOT_CRL_URL: &str = "https://example.invalid/attest-gate/sgx/AttestGateTestSGXRootCA.der";
+pub const ROOT_CRL_URL: &str =
+    "https://example.invalid/attest-gate/sgx/AttestGateTestSGXRootCA.der";
 /// A serial that every PCK CRL revokes: a decoy, so an unrevoked chain is
 /// checked against a non-empty list.
 pub const DECOY_REVOKED_SERIAL: [u8; 20] = [
-    0x6f, 0xc3, 0x4e, 0x50, 0x23, 0xe7, 0x28, 0x92, 0x34, 0x35, 0xd6, 0x1a, 0xa4, 0xb8, 0x3c, 0x61,
-    0x81, 0x66, 0xad, 0x35,
+    0x5e, 0xc0, 0x7e, 0x57, 0xde, 0xc0, 0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x01,
 ];
 
 /// Forging failed (a generator defect, not an input problem).
@@ -122,7 +124,10 @@ impl Default for PlatformSpec {
     /// nothing of it.
     fn default() -> Self {
         let mut ppid = [0u8; 16];
-        for (o, b) in ppid.iter_mut().zip(Sha256::digest(b"attest-gate test ppid")) {
+        for (o, b) in ppid
+            .iter_mut()
+            .zip(Sha256::digest(b"attest-gate test ppid"))
+        {
             *o = b;
         }
         Self {
@@ -364,14 +369,6 @@ pub fn test_root() -> Result<Vec<u8>, IntelPkiError> {
     Ok(PlatformSpec::default().issue()?.root)
 }
 
-/// PEM with LF line endings.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new(label, der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
-}
-
 /// What a certificate is: a CA with a path length, or an end entity.
 enum Kind {
     Ca(u8),
@@ -513,7 +510,10 @@ pub fn crl(
 /// order (CN first), UTF8String except the PrintableString country.
 pub fn intel_name(cn: &str) -> Result<Name, IntelPkiError> {
     let rdn = |oid_str: &str, tag: u8, value: &str| -> Result<Vec<u8>, IntelPkiError> {
-        Ok(tlv(0x31, &seq(&[oid(oid_str)?, tlv(tag, value.as_bytes())])))
+        Ok(tlv(
+            0x31,
+            &seq(&[oid(oid_str)?, tlv(tag, value.as_bytes())]),
+        ))
     };
     let name = seq(&[
         rdn("2.5.4.3", 0x0c, cn)?,
@@ -707,7 +707,10 @@ mod tests {
         let tcb = Vec::<Entry>::from_der(&entries[1].value.to_der().unwrap()).unwrap();
         assert_eq!(tcb.len(), 18);
         for (i, e) in tcb.iter().take(16).enumerate() {
-            assert_eq!(e.oid.to_string(), format!("{SGX_EXTENSION_OID}.2.{}", i + 1));
+            assert_eq!(
+                e.oid.to_string(),
+                format!("{SGX_EXTENSION_OID}.2.{}", i + 1)
+            );
             assert_eq!(e.value.decode_as::<u8>().unwrap(), spec.sgx_svns[i]);
         }
         assert_eq!(tcb[16].value.decode_as::<u16>().unwrap(), spec.pcesvn);
@@ -719,10 +722,7 @@ mod tests {
         let ours = PlatformSpec::default().issue().unwrap();
         let foreign = PlatformSpec::foreign_root().issue().unwrap();
         assert_ne!(ours.root, foreign.root);
-        assert_ne!(
-            ours.pck_key.public_point(),
-            foreign.pck_key.public_point()
-        );
+        assert_ne!(ours.pck_key.public_point(), foreign.pck_key.public_point());
         assert_eq!(test_root().unwrap(), ours.root);
     }
 }

@@ -798,6 +798,9 @@ fn signed_json(
     .into_bytes()
 }
 
+/// Collateral files by name.
+pub type Collateral = Vec<(String, Vec<u8>)>;
+
 /// The collateral folder's files: `tcb_info.json`,
 /// `tcb_info_issuer_chain.pem`, `qe_identity.json`,
 /// `qe_identity_issuer_chain.pem`, `pck_crl.der`, `pck_crl_issuer_chain.pem`,
@@ -806,13 +809,10 @@ pub fn collateral(
     pki: &Pki,
     tcb_info: &TcbInfoSpec,
     qe_identity: &QeIdentitySpec,
-) -> Result<Vec<(String, Vec<u8>)>, IntelPkiError> {
+) -> Result<Collateral, IntelPkiError> {
     let chain = pki.tcb_issuer_chain_pem().into_bytes();
     Ok(vec![
-        (
-            "tcb_info.json".into(),
-            tcb_info.sign(&pki.tcb_signing_key)?,
-        ),
+        ("tcb_info.json".into(), tcb_info.sign(&pki.tcb_signing_key)?),
         ("tcb_info_issuer_chain.pem".into(), chain.clone()),
         (
             "qe_identity.json".into(),
@@ -843,7 +843,7 @@ pub struct TdxSpec {
 
 impl TdxSpec {
     /// The quote bytes and the collateral files, under one issued PKI.
-    pub fn forge(&self) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>), IntelPkiError> {
+    pub fn forge(&self) -> Result<(Vec<u8>, Collateral), IntelPkiError> {
         let pki = self.platform.issue()?;
         Ok((
             self.quote.sign(&pki),
@@ -874,4 +874,458 @@ fn upper_hex(bytes: &[u8]) -> String {
 
 fn lower_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::tdx_cases;
+    use p256::ecdsa::signature::Verifier;
+    use p256::ecdsa::{Signature, VerifyingKey};
+    use x509_cert::der::{Decode, Encode};
+    use x509_cert::Certificate;
+
+    /// A quote split along the layout in the module documentation.
+    struct Parsed {
+        version: u16,
+        qe_svn: u16,
+        pce_svn: u16,
+        signed: Vec<u8>,
+        body: Vec<u8>,
+        signature: Vec<u8>,
+        att_key: Vec<u8>,
+        qe_report: Vec<u8>,
+        qe_signature: Vec<u8>,
+        auth_data: Vec<u8>,
+        chain: Vec<Vec<u8>>,
+        trailing: Vec<u8>,
+    }
+
+    struct Cursor<'a>(&'a [u8], usize);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> &'a [u8] {
+            let s = &self.0[self.1..self.1 + n];
+            self.1 += n;
+            s
+        }
+        fn u16(&mut self) -> u16 {
+            u16::from_le_bytes(self.take(2).try_into().unwrap())
+        }
+        fn u32(&mut self) -> usize {
+            u32::from_le_bytes(self.take(4).try_into().unwrap()) as usize
+        }
+    }
+
+    fn parse(q: &[u8]) -> Parsed {
+        let mut c = Cursor(q, 0);
+        let version = c.u16();
+        assert_eq!(c.u16(), ATT_KEY_TYPE_ECDSA_P256);
+        assert_eq!(c.u32(), TEE_TYPE_TDX as usize);
+        let qe_svn = c.u16();
+        let pce_svn = c.u16();
+        assert_eq!(c.take(16), QE_VENDOR_ID);
+        c.take(20);
+        let body_len = match version {
+            4 => TD10_BODY_LEN,
+            5 => {
+                assert_eq!(c.u16(), 3);
+                assert_eq!(c.u32(), TD15_BODY_LEN);
+                TD15_BODY_LEN
+            }
+            v => panic!("version {v}"),
+        };
+        let body = c.take(body_len).to_vec();
+        let signed = q[..c.1].to_vec();
+        let sig_len = c.u32();
+        let sig_data = c.take(sig_len);
+        let trailing = q[c.1..].to_vec();
+        let mut s = Cursor(sig_data, 0);
+        let signature = s.take(64).to_vec();
+        let att_key = s.take(64).to_vec();
+        assert_eq!(s.u16(), 6);
+        let cert_len = s.u32();
+        assert_eq!(s.1 + cert_len, sig_data.len());
+        let mut d = Cursor(s.take(cert_len), 0);
+        let qe_report = d.take(QE_REPORT_LEN).to_vec();
+        let qe_signature = d.take(64).to_vec();
+        let auth_len = d.u16() as usize;
+        let auth_data = d.take(auth_len).to_vec();
+        assert_eq!(d.u16(), 5);
+        let pem_len = d.u32();
+        let pem_bytes = d.take(pem_len);
+        assert_eq!(d.1, d.0.len());
+        assert_eq!(pem_bytes.last(), Some(&0));
+        let chain = pem::parse_many(&pem_bytes[..pem_len - 1])
+            .unwrap()
+            .into_iter()
+            .map(pem::Pem::into_contents)
+            .collect();
+        Parsed {
+            version,
+            qe_svn,
+            pce_svn,
+            signed,
+            body,
+            signature,
+            att_key,
+            qe_report,
+            qe_signature,
+            auth_data,
+            chain,
+            trailing,
+        }
+    }
+
+    fn cert_key(der: &[u8]) -> VerifyingKey {
+        let cert = Certificate::from_der(der).unwrap();
+        VerifyingKey::from_sec1_bytes(
+            cert.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+        key.verify(msg, &Signature::from_slice(sig).unwrap())
+            .is_ok()
+    }
+
+    /// (quote signature, QE report signature, QE binding) validity.
+    fn checks(p: &Parsed) -> (bool, bool, bool) {
+        let mut point = vec![4];
+        point.extend_from_slice(&p.att_key);
+        let att = VerifyingKey::from_sec1_bytes(&point).unwrap();
+        let mut bound = p.att_key.clone();
+        bound.extend_from_slice(&p.auth_data);
+        let binding = p.qe_report[320..352] == Sha256::digest(&bound)[..]
+            && p.qe_report[352..].iter().all(|b| *b == 0);
+        (
+            verify(&att, &p.signed, &p.signature),
+            verify(&cert_key(&p.chain[0]), &p.qe_report, &p.qe_signature),
+            binding,
+        )
+    }
+
+    #[test]
+    fn valid_quotes_parse_and_verify() {
+        let pki = PlatformSpec::default().issue().unwrap();
+        for spec in [QuoteSpec::valid(), QuoteSpec::v5()] {
+            let p = parse(&spec.sign(&pki));
+            assert_eq!(p.version, spec.version);
+            assert_eq!((p.qe_svn, p.pce_svn), (4, DEFAULT_PCESVN));
+            assert_eq!(p.body[..16], spec.tee_tcb_svn);
+            assert_eq!(p.body[16..64], spec.mr_seam);
+            assert_eq!(p.body[120..128], spec.td_attributes);
+            assert_eq!(p.body[136..184], spec.mr_td);
+            assert_eq!(p.body[RTMR_OFFSET..RTMR_OFFSET + 48], spec.rtmr[0]);
+            assert_eq!(p.body[REPORT_DATA_OFFSET..584], spec.report_data);
+            if spec.version == 5 {
+                assert_eq!(p.body[584..600], spec.tee_tcb_svn2);
+            }
+            assert_eq!(p.auth_data, (0..32).collect::<Vec<u8>>());
+            assert_eq!(
+                p.chain,
+                [pki.pck.clone(), pki.platform_ca.clone(), pki.root.clone()]
+            );
+            assert!(p.trailing.is_empty());
+            assert_eq!(p.qe_report[256..260], [2, 0, 4, 0]);
+            assert_eq!(p.qe_report[128..160], qe_mrsigner());
+            assert_eq!(checks(&p), (true, true, true));
+        }
+        let deterministic = QuoteSpec::valid().sign(&pki);
+        assert_eq!(deterministic, QuoteSpec::valid().sign(&pki));
+    }
+
+    /// The signed value and signature hex of `{"<name>":<value>,"signature":"<hex>"}`.
+    fn split_signed(json: &[u8], name: &str) -> (Vec<u8>, Vec<u8>) {
+        let text = std::str::from_utf8(json).unwrap();
+        let rest = text.strip_prefix(&format!("{{\"{name}\":")).unwrap();
+        let at = rest.rfind(",\"signature\":\"").unwrap();
+        let hex = rest[at..]
+            .strip_prefix(",\"signature\":\"")
+            .unwrap()
+            .strip_suffix("\"}")
+            .unwrap();
+        let sig = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        (rest.as_bytes()[..at].to_vec(), sig)
+    }
+
+    #[test]
+    fn collateral_is_signed_over_the_exact_embedded_bytes() {
+        let spec = TdxSpec::default();
+        let (_, files) = spec.forge().unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tcb_info.json",
+                "tcb_info_issuer_chain.pem",
+                "qe_identity.json",
+                "qe_identity_issuer_chain.pem",
+                "pck_crl.der",
+                "pck_crl_issuer_chain.pem",
+                "root_ca_crl.der"
+            ]
+        );
+        let file = |n: &str| files.iter().find(|(f, _)| f == n).unwrap().1.clone();
+        let chain: Vec<Vec<u8>> = pem::parse_many(file("tcb_info_issuer_chain.pem"))
+            .unwrap()
+            .into_iter()
+            .map(pem::Pem::into_contents)
+            .collect();
+        let pki = spec.platform.issue().unwrap();
+        assert_eq!(chain, [pki.tcb_signing.clone(), pki.root.clone()]);
+        let key = cert_key(&chain[0]);
+        for (name, outer) in [
+            ("tcb_info.json", "tcbInfo"),
+            ("qe_identity.json", "enclaveIdentity"),
+        ] {
+            let json = file(name);
+            let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            let (value, sig) = split_signed(&json, outer);
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&value).unwrap(),
+                parsed[outer]
+            );
+            assert!(verify(&key, &value, &sig), "{name}");
+        }
+
+        let tcb: serde_json::Value = serde_json::from_slice(&file("tcb_info.json")).unwrap();
+        let info = &tcb["tcbInfo"];
+        assert_eq!(info["id"], "TDX");
+        assert_eq!(info["version"], 3);
+        assert_eq!(info["fmspc"], "90C06F000000");
+        assert_eq!(info["issueDate"], "2024-12-31T00:00:00Z");
+        assert_eq!(info["nextUpdate"], "2025-01-30T00:00:00Z");
+        assert_eq!(info["tdxModuleIdentities"][0]["id"], "TDX_03");
+        let level = &info["tcbLevels"][0];
+        assert_eq!(
+            level["tcb"]["sgxtcbcomponents"].as_array().unwrap().len(),
+            16
+        );
+        assert_eq!(
+            level["tcb"]["tdxtcbcomponents"].as_array().unwrap().len(),
+            16
+        );
+        assert_eq!(level["tcb"]["pcesvn"], 13);
+        assert_eq!(level["tcbStatus"], "UpToDate");
+        assert!(level.get("advisoryIDs").is_none());
+        assert_eq!(info["tcbLevels"][1]["advisoryIDs"][0], "INTEL-SA-00001");
+
+        // An edit after signing keeps the JSON valid and breaks the signature.
+        let mut edited = spec.tcb_info.clone();
+        edited.edit_after_signing = Some(("\"tcbType\":0".into(), "\"tcbType\":1".into()));
+        let json = edited.sign(&pki.tcb_signing_key).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(parsed["tcbInfo"]["tcbType"], 1);
+        let (value, sig) = split_signed(&json, "tcbInfo");
+        assert!(!verify(&key, &value, &sig));
+    }
+
+    /// The SGX TCB SVNs and PCESVN a PCK certificate certifies.
+    fn pck_tcb(der: &[u8]) -> (Vec<u64>, u64) {
+        use x509_cert::attr::AttributeTypeAndValue as Entry;
+        let cert = Certificate::from_der(der).unwrap();
+        let ext = cert
+            .tbs_certificate
+            .extensions
+            .unwrap()
+            .into_iter()
+            .find(|e| e.extn_id.to_string() == intel::SGX_EXTENSION_OID)
+            .unwrap();
+        let entries = Vec::<Entry>::from_der(ext.extn_value.as_bytes()).unwrap();
+        let tcb = Vec::<Entry>::from_der(&entries[1].value.to_der().unwrap()).unwrap();
+        let svns = tcb[..16]
+            .iter()
+            .map(|e| e.value.decode_as::<u8>().unwrap().into())
+            .collect();
+        (svns, tcb[16].value.decode_as::<u16>().unwrap().into())
+    }
+
+    fn svns(components: &serde_json::Value) -> Vec<u64> {
+        components
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["svn"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// Intel's TDX TCB level matching; `from_index_2` off is the naive
+    /// (wrong) comparison. Returns the platform status and, when consulted,
+    /// the module identity's.
+    fn tdx_status(
+        quote: &Parsed,
+        tcb_info: &serde_json::Value,
+        from_index_2: bool,
+    ) -> (Option<String>, Option<String>) {
+        let (sgx, pcesvn) = pck_tcb(&quote.chain[0]);
+        let tee: Vec<u64> = quote.body[..16].iter().map(|b| u64::from(*b)).collect();
+        let info = &tcb_info["tcbInfo"];
+        let mut start = 0;
+        let mut module = None;
+        if let Some(ids) = info["tdxModuleIdentities"].as_array() {
+            if tee[1] > 0 {
+                if from_index_2 {
+                    start = 2;
+                }
+                let id = format!("TDX_{:02X}", tee[1]);
+                let identity = ids.iter().find(|i| i["id"] == id.as_str()).unwrap();
+                module = identity["tcbLevels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l["tcb"]["isvsvn"].as_u64().unwrap() <= tee[0])
+                    .map(|l| l["tcbStatus"].as_str().unwrap().to_string());
+            }
+        }
+        let status = info["tcbLevels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                let t = &l["tcb"];
+                svns(&t["sgxtcbcomponents"])
+                    .iter()
+                    .zip(&sgx)
+                    .all(|(level, have)| have >= level)
+                    && pcesvn >= t["pcesvn"].as_u64().unwrap()
+                    && svns(&t["tdxtcbcomponents"])
+                        .iter()
+                        .zip(&tee)
+                        .skip(start)
+                        .all(|(level, have)| have >= level)
+            })
+            .map(|l| l["tcbStatus"].as_str().unwrap().to_string());
+        (status, module)
+    }
+
+    fn qe_status(quote: &Parsed, qe_identity: &serde_json::Value) -> Option<String> {
+        let isvsvn = u64::from(u16::from_le_bytes([
+            quote.qe_report[258],
+            quote.qe_report[259],
+        ]));
+        qe_identity["enclaveIdentity"]["tcbLevels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["tcb"]["isvsvn"].as_u64().unwrap() <= isvsvn)
+            .map(|l| l["tcbStatus"].as_str().unwrap().to_string())
+    }
+
+    /// Every case is what its name says, checked with an independent
+    /// parser and Intel's matching rules.
+    #[test]
+    fn cases_are_what_they_claim() {
+        let cases = tdx_cases().unwrap();
+        let expected: Vec<(&str, &str)> = cases.iter().map(|c| (c.name, c.expected)).collect();
+        assert_eq!(
+            expected,
+            [
+                ("valid", "ok"),
+                ("valid_v5", "ok"),
+                ("valid_module_identity", "ok"),
+                ("flipped_quote_signature", "signature_invalid"),
+                ("tampered_rtmr", "signature_invalid"),
+                ("qe_report_foreign_key", "qe_report_signature_invalid"),
+                ("qe_binding_broken", "qe_binding_invalid"),
+                ("qe_identity_mismatch", "qe_identity_mismatch"),
+                ("qe_out_of_date", "tcb_status_not_accepted"),
+                ("pck_revoked", "certificate_revoked"),
+                ("platform_ca_revoked", "certificate_revoked"),
+                ("pck_crl_stale", "crl_invalid"),
+                ("tcb_out_of_date", "tcb_status_not_accepted"),
+                ("tcb_revoked", "tcb_status_not_accepted"),
+                ("tcb_sw_hardening_needed", "tcb_status_not_accepted"),
+                ("no_matching_tcb_level", "no_matching_tcb_level"),
+                ("tcb_info_expired", "collateral_expired"),
+                ("qe_identity_expired", "collateral_expired"),
+                ("tcb_info_other_fmspc", "collateral_mismatch"),
+                ("tcb_info_edited", "collateral_signature_invalid"),
+                ("missing_tcb_info", "collateral_missing"),
+                ("foreign_root", "chain_untrusted"),
+                ("expired_pck", "certificate_expired"),
+                ("debug_td", "debug_enclave"),
+                ("report_data_mismatch", "report_data_mismatch"),
+                ("truncated", "malformed_evidence"),
+                ("nonzero_padding", "malformed_evidence"),
+            ]
+        );
+        let json = |c: &crate::cases::Case, n: &str| -> Option<serde_json::Value> {
+            c.collateral
+                .iter()
+                .find(|(f, _)| f == n)
+                .map(|(_, b)| serde_json::from_slice(b).unwrap())
+        };
+        let up = Some("UpToDate".to_string());
+        for case in &cases {
+            assert_eq!(case.tee, "tdx");
+            let name = case.name;
+            if name == "truncated" {
+                assert!(std::panic::catch_unwind(|| parse(&case.evidence)).is_err());
+                continue;
+            }
+            let quote = parse(&case.evidence);
+            let sigs = checks(&quote);
+            let expected_sigs = match name {
+                "flipped_quote_signature" | "tampered_rtmr" => (false, true, true),
+                "qe_report_foreign_key" => (true, false, true),
+                "qe_binding_broken" => (true, true, false),
+                _ => (true, true, true),
+            };
+            assert_eq!(sigs, expected_sigs, "{name}");
+            assert_eq!(
+                quote.trailing.iter().any(|b| *b != 0),
+                name == "nonzero_padding",
+                "{name}"
+            );
+            assert_eq!(quote.body[120] & 1 == 1, name == "debug_td", "{name}");
+            if name == "missing_tcb_info" {
+                assert!(json(case, "tcb_info.json").is_none());
+                continue;
+            }
+            let tcb_info = json(case, "tcb_info.json").unwrap();
+            let (status, module) = tdx_status(&quote, &tcb_info, true);
+            let want = match name {
+                "tcb_out_of_date" => Some("OutOfDate".to_string()),
+                "tcb_revoked" => Some("Revoked".to_string()),
+                "tcb_sw_hardening_needed" => Some("SWHardeningNeeded".to_string()),
+                "no_matching_tcb_level" => None,
+                _ => up.clone(),
+            };
+            assert_eq!(status, want, "{name}");
+            if name == "valid_module_identity" {
+                assert_eq!(module, up);
+                // Comparing the TDX components from index 0 must not accept it.
+                assert_ne!(tdx_status(&quote, &tcb_info, false).0, up);
+            } else {
+                assert_eq!(module, None, "{name}");
+            }
+            let qe_identity = json(case, "qe_identity.json").unwrap();
+            let want_qe = if name == "qe_out_of_date" {
+                Some("OutOfDate".to_string())
+            } else {
+                up.clone()
+            };
+            assert_eq!(qe_status(&quote, &qe_identity), want_qe, "{name}");
+            let qe_signer_matches = qe_identity["enclaveIdentity"]["mrsigner"]
+                == upper_hex(&quote.qe_report[128..160]).as_str();
+            assert_eq!(qe_signer_matches, name != "qe_identity_mismatch", "{name}");
+            assert_eq!(
+                tcb_info["tcbInfo"]["fmspc"] == "90C06F000000",
+                name != "tcb_info_other_fmspc",
+                "{name}"
+            );
+        }
+        let valid = &cases[0];
+        assert_eq!(
+            valid.expected_report_data.as_deref(),
+            Some(&parse(&valid.evidence).body[REPORT_DATA_OFFSET..584])
+        );
+    }
 }
