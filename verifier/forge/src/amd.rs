@@ -65,7 +65,7 @@ pub fn amd_name(cn: &str) -> Result<Name, AmdPkiError> {
         .map_err(err)
 }
 
-fn time(t: OffsetDateTime) -> Result<Time, AmdPkiError> {
+pub(crate) fn time(t: OffsetDateTime) -> Result<Time, AmdPkiError> {
     let since = std::time::Duration::from_secs(u64::try_from(t.unix_timestamp()).map_err(err)?);
     if t.year() < 2050 {
         UtcTime::from_unix_duration(since)
@@ -78,7 +78,7 @@ fn time(t: OffsetDateTime) -> Result<Time, AmdPkiError> {
     }
 }
 
-fn ext(oid: &str, critical: bool, value: Vec<u8>) -> Result<Extension, AmdPkiError> {
+pub(crate) fn ext(oid: &str, critical: bool, value: Vec<u8>) -> Result<Extension, AmdPkiError> {
     Ok(Extension {
         extn_id: ObjectIdentifier::new(oid).map_err(err)?,
         critical,

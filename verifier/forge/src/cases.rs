@@ -5,11 +5,13 @@
 
 use coset::iana;
 use rcgen::KeyUsagePurpose;
+use sha2::Digest;
 use time::Duration;
 
 use crate::nitro::{self, DocSpec, ForgeError, FORGE_INSTANT};
 use crate::pki::CertSpec;
 use crate::snp::{self as snp_forge, ChainSpec as SnpChain, ReportSpec};
+use crate::tdx::{self, TdxSpec};
 
 /// One forged sample and its expected verdict.
 #[derive(Debug, Clone)]
@@ -566,6 +568,273 @@ pub fn snp_cases() -> Result<Vec<Case>, ForgeError> {
     no_vcek.description = "no endorsement certificate in the collateral";
     no_vcek.collateral.retain(|(name, _)| name != "vcek.der");
     cases.push(no_vcek);
+    Ok(cases)
+}
+
+fn tdx_case(
+    name: &'static str,
+    description: &'static str,
+    spec: &TdxSpec,
+    expected: &'static str,
+) -> Result<Case, ForgeError> {
+    let (evidence, collateral) = spec.forge()?;
+    Ok(Case {
+        name,
+        description,
+        tee: "tdx",
+        evidence,
+        collateral,
+        expected,
+        expected_nonce: None,
+        expected_report_data: None,
+    })
+}
+
+/// Every TDX case. The valid evidence is a v4 quote whose platform matches
+/// the TCB info's first (UpToDate) level and whose QE matches the QE
+/// identity's UpToDate level; all collateral is current at [`FORGE_INSTANT`].
+pub fn tdx_cases() -> Result<Vec<Case>, ForgeError> {
+    let spec = TdxSpec::default();
+    let mut cases = Vec::new();
+
+    let mut valid = tdx_case(
+        "valid",
+        "a v4 quote of an UpToDate platform and QE, with current collateral",
+        &spec,
+        "ok",
+    )?;
+    valid.expected_report_data = Some(spec.quote.report_data.to_vec());
+    cases.push(valid.clone());
+    cases.push(tdx_case(
+        "valid_v5",
+        "a v5 quote with a TD 1.5 body (TEE_TCB_SVN2 = TEE_TCB_SVN)",
+        &TdxSpec {
+            quote: tdx::QuoteSpec::v5(),
+            ..spec.clone()
+        },
+        "ok",
+    )?);
+    let mut module = spec.clone();
+    let module_svn = [3, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    module.quote.tee_tcb_svn = module_svn;
+    module.quote.tee_tcb_svn2 = module_svn;
+    if let Some(level) = module.tcb_info.levels.first_mut() {
+        // Larger than the quote's SVNs where only module identity matching
+        // may look: a level that matches only when compared from index 2.
+        level.tdx = [9, 9, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    }
+    cases.push(tdx_case(
+        "valid_module_identity",
+        "TEE_TCB_SVN 03 03 03: module TDX_03, isvsvn 3 UpToDate; platform level compared from index 2",
+        &module,
+        "ok",
+    )?);
+
+    let signed_len = spec.quote.body_offset() + tdx::TD10_BODY_LEN;
+    let mut flipped = no_data(&valid, "signature_invalid");
+    flipped.name = "flipped_quote_signature";
+    flipped.description = "one bit of the quote signature's r flipped";
+    if let Some(b) = flipped.evidence.get_mut(signed_len + 4) {
+        *b ^= 1;
+    }
+    cases.push(flipped);
+    let mut tampered = no_data(&valid, "signature_invalid");
+    tampered.name = "tampered_rtmr";
+    tampered.description = "one byte of RTMR0 changed after signing";
+    if let Some(b) = tampered
+        .evidence
+        .get_mut(spec.quote.body_offset() + tdx::RTMR_OFFSET)
+    {
+        *b ^= 0xff;
+    }
+    cases.push(tampered);
+
+    let mut foreign_qe = spec.clone();
+    foreign_qe.quote.qe_report_signer = Some("tdx-test-foreign-qe-signer".into());
+    cases.push(tdx_case(
+        "qe_report_foreign_key",
+        "the QE report is signed by a key other than the PCK certificate's",
+        &foreign_qe,
+        "qe_report_signature_invalid",
+    )?);
+    let mut unbound = spec.clone();
+    unbound.quote.break_qe_binding = true;
+    cases.push(tdx_case(
+        "qe_binding_broken",
+        "the QE report's REPORT_DATA is not SHA-256(attestation key || auth data)",
+        &unbound,
+        "qe_binding_invalid",
+    )?);
+    let mut other_qe = spec.clone();
+    other_qe.qe_identity.mrsigner = sha2::Sha256::digest(b"attest-gate other QE signer").into();
+    cases.push(tdx_case(
+        "qe_identity_mismatch",
+        "the QE identity names another MRSIGNER than the QE report's",
+        &other_qe,
+        "qe_identity_mismatch",
+    )?);
+    let mut old_qe = spec.clone();
+    old_qe.quote.qe_report.isvsvn = 3;
+    old_qe.quote.qe_svn = 3;
+    cases.push(tdx_case(
+        "qe_out_of_date",
+        "QE ISVSVN 3: below the UpToDate level (4), matching the OutOfDate one (2)",
+        &old_qe,
+        "tcb_status_not_accepted",
+    )?);
+
+    let mut pck_revoked = spec.clone();
+    pck_revoked.platform.revoke_pck = true;
+    cases.push(tdx_case(
+        "pck_revoked",
+        "the PCK CRL lists the PCK certificate's serial",
+        &pck_revoked,
+        "certificate_revoked",
+    )?);
+    let mut ca_revoked = spec.clone();
+    ca_revoked.platform.revoke_platform_ca = true;
+    cases.push(tdx_case(
+        "platform_ca_revoked",
+        "the root CA CRL lists the PCK Platform CA's serial",
+        &ca_revoked,
+        "certificate_revoked",
+    )?);
+    let mut stale = spec.clone();
+    stale.platform.pck_crl_window = (
+        FORGE_INSTANT - Duration::days(31),
+        FORGE_INSTANT - Duration::days(1),
+    );
+    cases.push(tdx_case(
+        "pck_crl_stale",
+        "the PCK CRL's nextUpdate is a day before the instant",
+        &stale,
+        "crl_invalid",
+    )?);
+
+    let with_platform = |sgx: [u8; 16], pcesvn: u16| {
+        let mut s = spec.clone();
+        s.platform = s.platform.clone().with_svns(sgx, pcesvn);
+        s.quote.qe_report.cpusvn = sgx;
+        s.quote.pce_svn = pcesvn;
+        s
+    };
+    cases.push(tdx_case(
+        "tcb_out_of_date",
+        "the PCK certifies older SGX components: the OutOfDate level matches",
+        &with_platform(tdx::OUT_OF_DATE_SGX_SVNS, crate::intel::DEFAULT_PCESVN),
+        "tcb_status_not_accepted",
+    )?);
+    cases.push(tdx_case(
+        "tcb_revoked",
+        "the PCK certifies SVNs that only the Revoked level matches",
+        &with_platform(tdx::REVOKED_SGX_SVNS, tdx::REVOKED_PCESVN),
+        "tcb_status_not_accepted",
+    )?);
+    let mut hardening = spec.clone();
+    hardening.quote.tee_tcb_svn = tdx::SW_HARDENING_TEE_TCB_SVN;
+    cases.push(tdx_case(
+        "tcb_sw_hardening_needed",
+        "TDX late microcode SVN 2: the SWHardeningNeeded level (INTEL-SA-00001) matches",
+        &hardening,
+        "tcb_status_not_accepted",
+    )?);
+    cases.push(tdx_case(
+        "no_matching_tcb_level",
+        "the PCK certifies SGX SVNs and PCESVN 0, below every TCB level",
+        &with_platform([0; 16], 0),
+        "no_matching_tcb_level",
+    )?);
+
+    let mut tcb_expired = spec.clone();
+    tcb_expired.tcb_info.window = tdx::expired_window();
+    cases.push(tdx_case(
+        "tcb_info_expired",
+        "the TCB info's nextUpdate is 30 days before the instant",
+        &tcb_expired,
+        "collateral_expired",
+    )?);
+    let mut qe_expired = spec.clone();
+    qe_expired.qe_identity.window = tdx::expired_window();
+    cases.push(tdx_case(
+        "qe_identity_expired",
+        "the QE identity's nextUpdate is 30 days before the instant",
+        &qe_expired,
+        "collateral_expired",
+    )?);
+    let mut other_fmspc = spec.clone();
+    other_fmspc.tcb_info.fmspc = [0x00, 0x80, 0x6f, 0x05, 0x00, 0x00];
+    cases.push(tdx_case(
+        "tcb_info_other_fmspc",
+        "the TCB info is for FMSPC 00806F050000, the PCK certifies 90C06F000000",
+        &other_fmspc,
+        "collateral_mismatch",
+    )?);
+    let mut edited = spec.clone();
+    edited.tcb_info.edit_after_signing = Some((
+        "\"tcbEvaluationDataNumber\":17".into(),
+        "\"tcbEvaluationDataNumber\":18".into(),
+    ));
+    cases.push(tdx_case(
+        "tcb_info_edited",
+        "tcbEvaluationDataNumber changed from 17 to 18 after signing (JSON still valid)",
+        &edited,
+        "collateral_signature_invalid",
+    )?);
+    let mut missing = no_data(&valid, "collateral_missing");
+    missing.name = "missing_tcb_info";
+    missing.description = "no tcb_info.json in the collateral";
+    missing
+        .collateral
+        .retain(|(name, _)| name != "tcb_info.json");
+    cases.push(missing);
+
+    cases.push(tdx_case(
+        "foreign_root",
+        "PCK chain and collateral all under a different self-signed root",
+        &TdxSpec {
+            platform: crate::intel::PlatformSpec::foreign_root(),
+            ..spec.clone()
+        },
+        "chain_untrusted",
+    )?);
+    let mut expired_pck = spec.clone();
+    expired_pck.platform.pck_window = (
+        FORGE_INSTANT - Duration::days(400),
+        FORGE_INSTANT - Duration::days(1),
+    );
+    cases.push(tdx_case(
+        "expired_pck",
+        "the PCK certificate expired a day before the instant",
+        &expired_pck,
+        "certificate_expired",
+    )?);
+    let mut debug = spec.clone();
+    debug.quote.td_attributes[0] |= tdx::TD_ATTRIBUTES_DEBUG;
+    cases.push(tdx_case(
+        "debug_td",
+        "authentic, but TDATTRIBUTES.DEBUG is set; denied by default",
+        &debug,
+        "debug_enclave",
+    )?);
+    let mut wrong_data = valid.clone();
+    wrong_data.name = "report_data_mismatch";
+    wrong_data.description = "authentic, but REPORTDATA is not the expected value";
+    wrong_data.expected = "report_data_mismatch";
+    wrong_data.expected_report_data = Some(vec![0x42; 64]);
+    cases.push(wrong_data);
+    let mut truncated = no_data(&valid, "malformed_evidence");
+    truncated.name = "truncated";
+    truncated.description = "the quote without its last byte (the PEM chain's NUL)";
+    truncated.evidence.pop();
+    cases.push(truncated);
+    let mut padded = spec.clone();
+    padded.quote.trailing = vec![0, 0, 0, 0, 0, 0, 0, 1];
+    cases.push(tdx_case(
+        "nonzero_padding",
+        "zero padding after the signature data ending in a non-zero byte",
+        &padded,
+        "malformed_evidence",
+    )?);
     Ok(cases)
 }
 

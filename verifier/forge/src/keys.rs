@@ -3,7 +3,7 @@
 //! byte-identical and can be checked in and compared.
 
 use p384::ecdsa::signature::Signer;
-use sha2::{Digest, Sha384};
+use sha2::{Digest, Sha256, Sha384};
 
 /// A P-384 key derived from a label. For tests and simulation only.
 #[derive(Clone)]
@@ -89,6 +89,96 @@ impl rcgen::SigningKey for TestKey {
     }
 }
 
+/// A P-256 key derived from a label (Intel's curve: DCAP attestation keys,
+/// PCK and TCB-signing keys). For tests and simulation only.
+#[derive(Clone)]
+pub struct TestKeyP256 {
+    signing: p256::ecdsa::SigningKey,
+    /// Uncompressed SEC1 point.
+    public: Vec<u8>,
+}
+
+impl std::fmt::Debug for TestKeyP256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestKey(P-256, public {})", hex_prefix(&self.public))
+    }
+}
+
+impl TestKeyP256 {
+    /// The P-256 key for `label`: scalar = SHA-256("attest-gate test p256 key" ‖ label ‖ counter),
+    /// the first counter giving a valid scalar.
+    pub fn new(label: &str) -> Self {
+        let mut counter = 0u32;
+        loop {
+            let mut h = Sha256::new();
+            h.update(b"attest-gate test p256 key\0");
+            h.update(label.as_bytes());
+            h.update(counter.to_be_bytes());
+            if let Ok(signing) = p256::ecdsa::SigningKey::from_slice(&h.finalize()) {
+                let public = signing
+                    .verifying_key()
+                    .to_encoded_point(false)
+                    .as_bytes()
+                    .to_vec();
+                return Self { signing, public };
+            }
+            counter += 1;
+        }
+    }
+
+    /// The public key as a DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> Vec<u8> {
+        use p256::pkcs8::EncodePublicKey;
+        self.signing
+            .verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The uncompressed public point (65 bytes, `04 ‖ x ‖ y`).
+    pub fn public_point(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// The raw public key `x ‖ y` (64 bytes), as DCAP quotes carry it.
+    pub fn public_raw(&self) -> [u8; 64] {
+        let mut raw = [0u8; 64];
+        for (o, b) in raw.iter_mut().zip(self.public.iter().skip(1)) {
+            *o = *b;
+        }
+        raw
+    }
+
+    /// ECDSA P-256 / SHA-256, fixed-length r ‖ s (64 bytes; DCAP's encoding).
+    pub fn sign_fixed(&self, msg: &[u8]) -> Vec<u8> {
+        let sig: p256::ecdsa::Signature = self.signing.sign(msg);
+        sig.to_bytes().to_vec()
+    }
+
+    /// ECDSA P-256 / SHA-256, ASN.1 DER (X.509's encoding).
+    pub fn sign_der(&self, msg: &[u8]) -> Vec<u8> {
+        let sig: p256::ecdsa::Signature = self.signing.sign(msg);
+        sig.to_der().as_bytes().to_vec()
+    }
+}
+
+impl rcgen::PublicKeyData for TestKeyP256 {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for TestKeyP256 {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        Ok(self.sign_der(msg))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +191,22 @@ mod tests {
         assert_ne!(a.public_point(), TestKey::p384("y").public_point());
         assert_eq!(a.sign_fixed(b"m"), b.sign_fixed(b"m"));
         assert_eq!(a.sign_fixed(b"m").len(), 96);
+    }
+
+    #[test]
+    fn p256_keys_sign_deterministically_and_verify() {
+        use p256::ecdsa::signature::Verifier;
+        let a = TestKeyP256::new("x");
+        let b = TestKeyP256::new("x");
+        assert_eq!(a.public_point(), b.public_point());
+        assert_ne!(a.public_point(), TestKeyP256::new("y").public_point());
+        assert_eq!(a.sign_fixed(b"m"), b.sign_fixed(b"m"));
+        assert_eq!(a.sign_fixed(b"m").len(), 64);
+        assert_eq!(&a.public_point()[1..], &a.public_raw()[..]);
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(a.public_point()).unwrap();
+        let fixed = p256::ecdsa::Signature::from_slice(&a.sign_fixed(b"m")).unwrap();
+        vk.verify(b"m", &fixed).unwrap();
+        let der = p256::ecdsa::Signature::from_der(&a.sign_der(b"m")).unwrap();
+        vk.verify(b"m", &der).unwrap();
     }
 }

@@ -8,8 +8,10 @@
 
 pub mod amd;
 pub mod cases;
+pub mod intel;
 pub mod keys;
 pub mod nitro;
 pub mod pki;
 pub mod snp;
+pub mod tdx;
 pub mod testdata;

@@ -214,6 +214,9 @@ pub enum ForgeError {
     /// AMD test PKI generation failed.
     #[error(transparent)]
     Amd(#[from] crate::amd::AmdPkiError),
+    /// Intel test PKI or TDX collateral generation failed.
+    #[error(transparent)]
+    Intel(#[from] crate::intel::IntelPkiError),
     /// CBOR encoding failed.
     #[error("CBOR encoding failed: {0}")]
     Cbor(String),

@@ -90,6 +90,14 @@ impl CertSpec {
     }
 }
 
+/// PEM with LF line endings.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 /// A chain root → intermediates → leaf, DER-encoded, and the leaf's key.
 #[derive(Debug, Clone)]
 pub struct Chain {

@@ -11,6 +11,7 @@ use time::{Duration, OffsetDateTime};
 use crate::amd::{self, AmdPkiError, VcekExtensions};
 use crate::keys::TestKey;
 use crate::nitro::FORGE_INSTANT;
+use crate::pki::pem_encode;
 
 /// Report size.
 pub const REPORT_LEN: usize = 0x4a0;
@@ -274,13 +275,6 @@ fn label(role: &str, product: &str) -> String {
     format!("snp-test-{role}-{}", product.to_lowercase())
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new(label, der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
-}
-
 impl ChainSpec {
     /// The collateral folder's files: `vcek.der`, `cert_chain.pem`, maybe `crl.der`.
     pub fn collateral(&self) -> Result<Vec<(String, Vec<u8>)>, AmdPkiError> {
@@ -310,9 +304,9 @@ impl ChainSpec {
             self.vcek_extensions.encode()?,
             &ask,
         )?;
-        let mut chain = pem("CERTIFICATE", &ask_cert);
+        let mut chain = pem_encode("CERTIFICATE", &ask_cert);
         if self.ark_in_chain {
-            chain.push_str(&pem("CERTIFICATE", &test_ark_for(self.product)?));
+            chain.push_str(&pem_encode("CERTIFICATE", &test_ark_for(self.product)?));
         }
         let mut files = vec![
             ("vcek.der".to_string(), vcek),

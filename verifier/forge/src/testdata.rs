@@ -1,8 +1,9 @@
 //! The files this crate keeps in the repository's `testdata/` folder.
 
-use crate::cases::{nitro_cases, snp_cases, Case};
+use crate::cases::{nitro_cases, snp_cases, tdx_cases, Case};
 use crate::nitro::{self, ForgeError};
-use crate::snp;
+use crate::pki::pem_encode;
+use crate::{intel, snp};
 
 /// (relative path, contents) of every generated test-data file.
 pub fn files() -> Result<Vec<(String, Vec<u8>)>, ForgeError> {
@@ -19,26 +20,31 @@ pub fn files() -> Result<Vec<(String, Vec<u8>)>, ForgeError> {
                 .collect::<String>()
                 .into_bytes(),
         ),
+        (
+            "roots/tdx-test-root.pem".to_string(),
+            pem_encode("CERTIFICATE", &intel::test_root()?).into_bytes(),
+        ),
     ];
     let nitro = nitro_cases()?;
     for case in &nitro {
         files.push((format!("nitro/{}.cose", case.name), case.evidence.clone()));
     }
     files.push(("nitro/cases.tsv".to_string(), index(&nitro)));
-    let snp = snp_cases()?;
-    for case in &snp {
-        files.push((
-            format!("snp/{}/evidence.bin", case.name),
-            case.evidence.clone(),
-        ));
-        for (name, bytes) in &case.collateral {
+    for (tee, cases) in [("snp", snp_cases()?), ("tdx", tdx_cases()?)] {
+        for case in &cases {
             files.push((
-                format!("snp/{}/collateral/{name}", case.name),
-                bytes.clone(),
+                format!("{tee}/{}/evidence.bin", case.name),
+                case.evidence.clone(),
             ));
+            for (name, bytes) in &case.collateral {
+                files.push((
+                    format!("{tee}/{}/collateral/{name}", case.name),
+                    bytes.clone(),
+                ));
+            }
         }
+        files.push((format!("{tee}/cases.tsv"), index(&cases)));
     }
-    files.push(("snp/cases.tsv".to_string(), index(&snp)));
     Ok(files)
 }
 
@@ -61,11 +67,4 @@ fn index(cases: &[Case]) -> Vec<u8> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new(label, der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
 }
