@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use attest_gate_core::{
     appraise, resolve_tee, AppraisalPolicy, Collateral, TeeKind, TrustAnchors, TrustKind, Verifier,
 };
-use attest_gate_forge::{cases, nitro, snp};
+use attest_gate_forge::{cases, intel, nitro, snp};
 use proptest::prelude::*;
 
 fn nitro_cases() -> &'static [cases::Case] {
@@ -27,7 +27,12 @@ fn snp_cases() -> &'static [cases::Case] {
     CASES.get_or_init(|| cases::snp_cases().unwrap())
 }
 
-/// A fresh verifier trusting the project's test roots (Nitro root and SNP ARK).
+fn tdx_cases() -> &'static [cases::Case] {
+    static CASES: OnceLock<Vec<cases::Case>> = OnceLock::new();
+    CASES.get_or_init(|| cases::tdx_cases().unwrap())
+}
+
+/// A fresh verifier trusting the project's test roots (Nitro root, SNP ARKs, SGX root).
 fn test_verifier() -> Verifier {
     static ROOTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     let roots = ROOTS.get_or_init(|| {
@@ -35,6 +40,7 @@ fn test_verifier() -> Verifier {
             nitro::test_root().unwrap(),
             snp::test_ark().unwrap(),
             snp::test_ark_for("Turin").unwrap(),
+            intel::test_root().unwrap(),
         ]
     });
     Verifier::new(TrustAnchors::test_roots(roots.clone()).unwrap())
@@ -108,9 +114,14 @@ fn every_forged_snp_case_gets_its_expected_verdict_cold_and_warm() {
 }
 
 #[test]
+fn every_forged_tdx_case_gets_its_expected_verdict_cold_and_warm() {
+    assert_every_case(tdx_cases());
+}
+
+#[test]
 fn forged_evidence_is_refused_by_the_vendor_roots() {
     let vendor = Verifier::new(TrustAnchors::vendor().unwrap());
-    for case in [&nitro_cases()[0], &snp_cases()[0]] {
+    for case in [&nitro_cases()[0], &snp_cases()[0], &tdx_cases()[0]] {
         let collateral = Collateral::from_items(case.collateral.clone());
         let err = vendor
             .verify(tee(case), &case.evidence, &collateral, case.at())
@@ -219,4 +230,57 @@ proptest! {
         let collateral = Collateral::from_items([("vcek.der".to_string(), vcek), ("cert_chain.pem".to_string(), chain)]);
         let _ = verifier().verify(TeeKind::Snp, &case.evidence, &collateral, case.at());
     }
+
+    #[test]
+    fn arbitrary_quote_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..6000)) {
+        let case = &tdx_cases()[0];
+        let collateral = Collateral::from_items(case.collateral.clone());
+        let _ = verifier().verify(TeeKind::Tdx, &bytes, &collateral, case.at());
+    }
+
+    #[test]
+    fn mutated_valid_quotes_never_verify(index in 0usize..4000, value in any::<u8>()) {
+        let case = &tdx_cases()[0];
+        let mut bytes = case.evidence.clone();
+        let index = index % bytes.len();
+        prop_assume!(bytes[index] != value);
+        bytes[index] = value;
+        let collateral = Collateral::from_items(case.collateral.clone());
+        let result = verifier().verify(TeeKind::Tdx, &bytes, &collateral, case.at());
+        prop_assert!(result.is_err(), "a quote edited at {} verified", index);
+    }
+
+    #[test]
+    fn arbitrary_tdx_collateral_never_panics(
+        name in proptest::sample::select(attest_gate_core::tdx::names::ALL.to_vec()),
+        bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+    ) {
+        let case = &tdx_cases()[0];
+        let mut items = case.collateral.clone();
+        items.retain(|(n, _)| n != name);
+        items.push((name.to_string(), bytes));
+        let result = verifier().verify(TeeKind::Tdx, &case.evidence, &Collateral::from_items(items), case.at());
+        prop_assert!(result.is_err() || name == attest_gate_core::tdx::names::PCK_CRL_ISSUER_CHAIN);
+    }
+}
+
+/// Every byte of a valid quote is covered by a signature, a hash binding, a
+/// certificate, or the zero-padding rule: flipping any one is refused.
+#[test]
+fn no_single_byte_edit_of_a_valid_quote_verifies() {
+    let case = &tdx_cases()[0];
+    let collateral = Collateral::from_items(case.collateral.clone());
+    let verifier = verifier();
+    let mut accepted = Vec::new();
+    for index in 0..case.evidence.len() {
+        let mut bytes = case.evidence.clone();
+        bytes[index] ^= 0x01;
+        if verifier
+            .verify(TeeKind::Tdx, &bytes, &collateral, case.at())
+            .is_ok()
+        {
+            accepted.push(index);
+        }
+    }
+    assert!(accepted.is_empty(), "edits at {accepted:?} verified");
 }

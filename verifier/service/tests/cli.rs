@@ -98,31 +98,57 @@ fn every_committed_forged_case_gets_its_exit_code_and_error_code() {
         (testdata().join(format!("nitro/{name}.cose")), None)
     });
     assert!(nitro >= 20);
-    let snp = run_committed_cases("snp", &testdata().join("roots/snp-test-ark.pem"), |name| {
-        let dir = testdata().join("snp").join(name);
-        let collateral = dir.join("collateral");
-        (
-            dir.join("evidence.bin"),
-            collateral.is_dir().then_some(collateral),
-        )
-    });
+    let folder = |tee: &'static str| {
+        move |name: &str| {
+            let dir = testdata().join(tee).join(name);
+            let collateral = dir.join("collateral");
+            (
+                dir.join("evidence.bin"),
+                collateral.is_dir().then_some(collateral),
+            )
+        }
+    };
+    let snp = run_committed_cases(
+        "snp",
+        &testdata().join("roots/snp-test-ark.pem"),
+        folder("snp"),
+    );
     assert!(snp >= 20);
+    let tdx = run_committed_cases(
+        "tdx",
+        &testdata().join("roots/tdx-test-root.pem"),
+        folder("tdx"),
+    );
+    assert!(tdx >= 25);
 }
 
-/// `verifier verify` (no `--tee`: auto-detection) on a committed SNP case.
-fn run_snp_case(name: &str) -> (i32, Value) {
-    let dir = testdata().join("snp").join(name);
-    let (code, json, _) = run(&[
+/// `verifier verify` (no `--tee`: auto-detection) on a committed case kept
+/// as a folder (`evidence.bin`, `collateral/`), under the test root `root`.
+fn run_case(tee: &str, root: &str, name: &str, extra: &[&str]) -> (i32, Value) {
+    let dir = testdata().join(tee).join(name);
+    let (evidence, collateral) = (dir.join("evidence.bin"), dir.join("collateral"));
+    let root = testdata().join("roots").join(root);
+    let mut args = vec![
         "verify",
-        s(&dir.join("evidence.bin")),
+        s(&evidence),
         "--collateral",
-        s(&dir.join("collateral")),
+        s(&collateral),
         "--at",
         FORGE_AT,
         "--trust-root",
-        s(&testdata().join("roots/snp-test-ark.pem")),
-    ]);
+        s(&root),
+    ];
+    args.extend(extra);
+    let (code, json, _) = run(&args);
     (code, json)
+}
+
+fn run_snp_case(name: &str) -> (i32, Value) {
+    run_case("snp", "snp-test-ark.pem", name, &[])
+}
+
+fn run_tdx_case(name: &str, extra: &[&str]) -> (i32, Value) {
+    run_case("tdx", "tdx-test-root.pem", name, extra)
 }
 
 #[test]
@@ -225,6 +251,19 @@ fn vendor_roots_refuse_forged_evidence_by_default() {
         (1, Some("chain_untrusted"))
     );
     assert!(!stderr.contains("WARNING"));
+    let dir = testdata().join("tdx/valid");
+    let (code, json, _) = run(&[
+        "verify",
+        s(&dir.join("evidence.bin")),
+        "--collateral",
+        s(&dir.join("collateral")),
+        "--at",
+        FORGE_AT,
+    ]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("chain_untrusted"))
+    );
 }
 
 #[test]
@@ -380,7 +419,7 @@ fn empty_and_garbage_files_are_rejections_not_crashes() {
 }
 
 #[test]
-fn tdx_is_refused_until_supported() {
+fn a_truncated_tdx_quote_is_malformed_not_unsupported() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("tdx");
     let mut quote = vec![4, 0, 2, 0, 0x81, 0, 0, 0];
@@ -389,6 +428,49 @@ fn tdx_is_refused_until_supported() {
     let (code, json, _) = run(&["verify", s(&f)]);
     assert_eq!(
         (code, json["error"]["code"].as_str()),
-        (1, Some("unsupported_tee"))
+        (1, Some("malformed_evidence"))
     );
+}
+
+#[test]
+fn tdx_tcb_statuses_other_than_up_to_date_need_a_flag() {
+    let (code, json) = run_tdx_case("tcb_sw_hardening_needed", &[]);
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (1, Some("tcb_status_not_accepted"))
+    );
+    assert_eq!(json["claims"]["tcb_status"], "SWHardeningNeeded");
+    assert_eq!(json["claims"]["advisory_ids"][0], "INTEL-SA-00001");
+    let (code, json) = run_tdx_case(
+        "tcb_sw_hardening_needed",
+        &["--accept-tcb-status", "SWHardeningNeeded"],
+    );
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["claims"]["tcb_status"], "SWHardeningNeeded");
+    // The flag names one status; it does not open the door to others.
+    let (code, _) = run_tdx_case(
+        "tcb_out_of_date",
+        &["--accept-tcb-status", "SWHardeningNeeded"],
+    );
+    assert_eq!(code, 1);
+    let (code, json) = run_tdx_case("debug_td", &["--allow-debug"]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["claims"]["td_attributes"]["debug"], true);
+}
+
+#[test]
+fn tdx_claims_are_decoded() {
+    let (code, json) = run_tdx_case("valid_module_identity", &[]);
+    assert_eq!(code, 0, "{json}");
+    let c = &json["claims"];
+    assert_eq!(c["tee"], "tdx");
+    assert_eq!(c["quote_version"], 4);
+    assert_eq!(c["tdx_module_tcb_status"], "UpToDate");
+    assert_eq!(c["qe_tcb_status"], "UpToDate");
+    assert_eq!(c["trust"], "test-root");
+    assert_eq!(c["chain"].as_array().unwrap().len(), 3);
+    let (code, json) = run_tdx_case("valid_v5", &[]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["claims"]["quote_version"], 5);
+    assert!(json["claims"]["measurements"]["mrservicetd"].is_string());
 }

@@ -144,15 +144,47 @@ fn td_report(r: &mut Reader<'_>, td15: bool) -> Result<TdReport, VerifyError> {
 }
 
 /// PEM certificates, ignoring the NUL terminator real quotes carry.
+///
+/// Strict on purpose: the PEM text is not signed, so only one spelling of
+/// each certificate is accepted: BEGIN/END lines exactly, base64 lines with
+/// nothing else (canonical padding), `\n` or `\r\n` line ends, blank lines
+/// only between blocks.
 fn pem_chain(data: &[u8]) -> Result<Vec<Vec<u8>>, VerifyError> {
+    use base64::Engine;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let bad = |what: &str| VerifyError::malformed(format!("PCK chain PEM: {what}"));
     let end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-    let text = data.get(..end).unwrap_or_default();
-    let certs: Vec<Vec<u8>> = pem::parse_many(text)
-        .map_err(|e| VerifyError::malformed(format!("PCK chain PEM: {e}")))?
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(pem::Pem::into_contents)
-        .collect();
+    let text =
+        std::str::from_utf8(data.get(..end).unwrap_or_default()).map_err(|_| bad("not ASCII"))?;
+    let mut certs = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines() {
+        match (&mut body, line) {
+            (None, "") => {}
+            (None, BEGIN) => body = Some(String::new()),
+            (None, _) => return Err(bad("text outside a certificate block")),
+            (Some(b64), END) => {
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|_| bad("bad base64"))?;
+                certs.push(der);
+                body = None;
+            }
+            (Some(b64), line)
+                if !line.is_empty()
+                    && line
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')) =>
+            {
+                b64.push_str(line);
+            }
+            (Some(_), _) => return Err(bad("a line that is not base64")),
+        }
+    }
+    if body.is_some() {
+        return Err(bad("unterminated certificate block"));
+    }
     if certs.is_empty() {
         return Err(VerifyError::malformed("PCK chain holds no certificate"));
     }

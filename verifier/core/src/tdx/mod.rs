@@ -241,24 +241,28 @@ fn verify_pck_chain(
     if let Some(hit) = cache.pcks.get(&key, at) {
         return Ok(hit);
     }
-    let (leaf, rest) = quote
-        .pck_chain
-        .split_first()
-        .ok_or(VerifyError::ChainIncomplete)?;
-    // A root that came with the quote is not trusted for being there: only
-    // the pinned anchors are. Name a foreign root for what it is.
-    let mut intermediates = Vec::new();
+    // The chain must be exactly PCK, its CA, and optionally the root, every
+    // one of them used: nothing in the quote goes unchecked. A root that came
+    // with the quote is trusted only if it is a pinned anchor.
+    let (leaf, rest) = match quote.pck_chain.as_slice() {
+        [leaf, rest @ ..] if (1..=2).contains(&rest.len()) => (leaf, rest),
+        _ => {
+            return Err(VerifyError::malformed(
+                "the PCK chain must be PCK, CA and (optionally) root",
+            ))
+        }
+    };
     for der in rest {
-        if is_self_issued(der) {
-            if !anchors.iter().any(|a| a.der.as_ref() == der.as_slice()) {
-                return Err(VerifyError::ChainUntrusted {
-                    reason: "the quote's PCK chain ends at a root that is not pinned".into(),
-                });
-            }
-        } else {
-            intermediates.push(der.as_slice());
+        parse(der)?;
+    }
+    if let Some(root) = rest.get(1) {
+        if !anchors.iter().any(|a| a.der.as_ref() == root.as_slice()) {
+            return Err(VerifyError::ChainUntrusted {
+                reason: "the quote's PCK chain ends at a root that is not pinned".into(),
+            });
         }
     }
+    let intermediates: Vec<&[u8]> = rest.iter().take(1).map(Vec::as_slice).collect();
     let verified = chains.validate(anchors, leaf, &intermediates, at, ECDSA_ALGS)?;
     let leaf_cert = parse(leaf)?;
     let extension = PckExtension::parse(&leaf_cert)?;
