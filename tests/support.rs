@@ -75,3 +75,33 @@ pub fn samples(fixtures: &std::path::Path, tee: &str) -> Vec<serde_json::Value> 
         })
         .unwrap_or_default()
 }
+
+/// A TDX collateral folder (the `--collateral` layout) as Phala `dcap-qvl`'s
+/// `QuoteCollateralV3`, for using dcap-qvl 0.7.1 as a test oracle and a
+/// benchmark baseline on exactly the bytes our verifier reads.
+pub fn dcap_qvl_collateral(dir: &std::path::Path) -> Option<dcap_qvl::QuoteCollateralV3> {
+    #[derive(serde::Deserialize)]
+    struct Signed<'a> {
+        #[serde(borrow, alias = "tcbInfo", alias = "enclaveIdentity")]
+        body: &'a serde_json::value::RawValue,
+        signature: String,
+    }
+    let read = |name: &str| std::fs::read(dir.join(name)).ok();
+    let text = |name: &str| read(name).and_then(|b| String::from_utf8(b).ok());
+    let tcb = read("tcb_info.json")?;
+    let tcb: Signed<'_> = serde_json::from_slice(&tcb).ok()?;
+    let qe = read("qe_identity.json")?;
+    let qe: Signed<'_> = serde_json::from_slice(&qe).ok()?;
+    Some(dcap_qvl::QuoteCollateralV3 {
+        pck_crl_issuer_chain: text("pck_crl_issuer_chain.pem")?,
+        root_ca_crl: read("root_ca_crl.der")?,
+        pck_crl: read("pck_crl.der")?,
+        tcb_info_issuer_chain: text("tcb_info_issuer_chain.pem")?,
+        tcb_info: tcb.body.get().to_string(),
+        tcb_info_signature: hex::decode(&tcb.signature).ok()?,
+        qe_identity_issuer_chain: text("qe_identity_issuer_chain.pem")?,
+        qe_identity: qe.body.get().to_string(),
+        qe_identity_signature: hex::decode(&qe.signature).ok()?,
+        pck_certificate_chain: None,
+    })
+}

@@ -199,3 +199,50 @@ fn intel_synthetic_sample_is_refused_under_the_real_root() {
         "{err}"
     );
 }
+
+/// Phala's dcap-qvl 0.7.1 as an independent oracle on the same bytes: where
+/// it reaches a TCB verdict (its own policy stops some quotes earlier, on
+/// debug or SEPT_VE_DISABLE), ours agrees on acceptance and TCB status, and
+/// where it finds no matching TCB level, so do we.
+#[test]
+fn verdicts_agree_with_dcap_qvl() {
+    let Some(dir) = fixtures_dir() else { return };
+    let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
+    let (mut agreed, mut skipped) = (0, 0);
+    for sample in attest_gate_tests::samples(&dir, "tdx") {
+        let id = sample["id"].as_str().unwrap();
+        let quote = std::fs::read(dir.join(format!("tdx/{id}.dat"))).unwrap();
+        let expected: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("tdx/{id}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        for check in expected["verification"].as_array().unwrap() {
+            let bundle = dir.join(check["collateral_bundle"].as_str().unwrap());
+            let at = instant(check["suggested_verify_at_utc"].as_str().unwrap());
+            let oracle = dcap_qvl::verify::verify(
+                &quote,
+                &attest_gate_tests::dcap_qvl_collateral(&bundle).unwrap(),
+                at.unix_timestamp() as u64,
+            );
+            let ours = verifier.verify(TeeKind::Tdx, &quote, &folder(&bundle), at);
+            match oracle {
+                Ok(report) => {
+                    let claims =
+                        ours.unwrap_or_else(|e| panic!("{id}: dcap-qvl accepts, we say {e}"));
+                    assert_eq!(claims.tcb_status.unwrap().as_str(), report.status, "{id}");
+                    agreed += 1;
+                }
+                Err(e) if format!("{e:#}").contains("No matching TCB level") => {
+                    let code = ours.map(|_| "accepted").unwrap_or_else(|e| e.code());
+                    assert!(
+                        matches!(code, "no_matching_tcb_level" | "malformed_evidence"),
+                        "{id}: dcap-qvl finds no level, we say {code}"
+                    );
+                    agreed += 1;
+                }
+                Err(_) => skipped += 1,
+            }
+        }
+    }
+    assert!(agreed >= 12, "{agreed} agreed, {skipped} skipped");
+}

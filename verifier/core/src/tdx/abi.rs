@@ -192,6 +192,36 @@ fn pem_chain(data: &[u8]) -> Result<Vec<Vec<u8>>, VerifyError> {
 }
 
 impl<'a> Quote<'a> {
+    /// The bytes the attestation key signed (header and TD report body).
+    pub fn signed_bytes(&self) -> &'a [u8] {
+        self.signed
+    }
+
+    /// The quote signature, ECDSA P-256 r ‖ s.
+    pub fn quote_signature(&self) -> &'a [u8] {
+        self.quote_signature
+    }
+
+    /// The attestation key, raw x ‖ y.
+    pub fn attestation_key(&self) -> &'a [u8] {
+        self.attestation_key
+    }
+
+    /// The QE's 384-byte SGX report body.
+    pub fn qe_report(&self) -> &'a [u8] {
+        self.qe_report
+    }
+
+    /// The QE report signature by the PCK key, r ‖ s.
+    pub fn qe_report_signature(&self) -> &'a [u8] {
+        self.qe_report_signature
+    }
+
+    /// The PCK certificate chain carried in the quote, DER, leaf first (unverified).
+    pub fn pck_chain(&self) -> &[Vec<u8>] {
+        &self.pck_chain
+    }
+
     /// Parses a v4 or v5 TDX quote.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, VerifyError> {
         let mut r = Reader { bytes, pos: 0 };
