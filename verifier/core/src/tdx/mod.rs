@@ -36,7 +36,7 @@ use crate::claims::{
 use crate::collateral::Collateral;
 use crate::crl::RevocationList;
 use crate::error::VerifyError;
-use crate::trust::{sha256, Anchor, TrustAnchors};
+use crate::trust::{Anchor, TrustAnchors};
 use crate::verifier::Authenticated;
 
 use abi::QeReport;
@@ -153,6 +153,8 @@ struct VerifiedPck {
     issuer_serial: Vec<u8>,
     /// The anchor the chain ended at.
     root_der: Vec<u8>,
+    /// The exact chain this was verified from, to confirm a cache hit.
+    inputs: Vec<Vec<u8>>,
 }
 
 /// A collateral set whose signatures, chains and CRLs have all checked.
@@ -162,6 +164,8 @@ struct Endorsements {
     qe_identity: QeIdentity,
     pck_crl: RevocationList,
     root_crl: RevocationList,
+    /// The exact bytes this set was verified from, to confirm a cache hit.
+    inputs: Vec<Vec<u8>>,
 }
 
 impl Endorsements {
@@ -212,17 +216,22 @@ impl TdxCache {
     }
 }
 
-/// A hash over the anchors and length-prefixed parts: what a cached verdict depends on.
-fn cache_key<'a>(anchors: &[Anchor], parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
-    let mut material = Vec::new();
+/// A cheap cache key for large inputs: the anchors, and each part's length,
+/// head and tail (where signatures sit). Two different sets may share it,
+/// so a hit counts only if the stored parts equal the given ones byte for byte.
+fn fingerprint(anchors: &[Anchor], parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&SHA256);
     for anchor in anchors {
-        material.extend_from_slice(&anchor.sha256);
+        ctx.update(&anchor.sha256);
     }
     for part in parts {
-        material.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        material.extend_from_slice(part);
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.get(..64).unwrap_or(part));
+        ctx.update(part.get(part.len().saturating_sub(64)..).unwrap_or(part));
     }
-    sha256(&material)
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 fn is_self_issued(der: &[u8]) -> bool {
@@ -237,9 +246,17 @@ fn verify_pck_chain(
     cache: &TdxCache,
     at: OffsetDateTime,
 ) -> Result<Arc<VerifiedPck>, VerifyError> {
-    let key = cache_key(anchors, quote.pck_chain.iter().map(Vec::as_slice));
+    let parts: Vec<&[u8]> = quote.pck_chain.iter().map(Vec::as_slice).collect();
+    let key = fingerprint(anchors, &parts);
     if let Some(hit) = cache.pcks.get(&key, at) {
-        return Ok(hit);
+        if hit
+            .inputs
+            .iter()
+            .map(Vec::as_slice)
+            .eq(parts.iter().copied())
+        {
+            return Ok(hit);
+        }
     }
     // The chain must be exactly PCK, its CA, and optionally the root, every
     // one of them used: nothing in the quote goes unchecked. A root that came
@@ -292,6 +309,7 @@ fn verify_pck_chain(
         issuer_der,
         issuer_serial,
         root_der,
+        inputs: quote.pck_chain.clone(),
     });
     if let (Some(from), Some(until)) = (not_before, not_after) {
         cache.pcks.put(key, from, until, Arc::clone(&pck));
@@ -390,21 +408,21 @@ fn verify_endorsements(
     let tcb_chain = item(collateral, &[names::TCB_INFO_ISSUER_CHAIN]);
     let qe_chain = item(collateral, &[names::QE_IDENTITY_ISSUER_CHAIN]);
 
-    let key = cache_key(
-        anchors.intel(),
-        [
-            tcb_info,
-            tcb_chain.unwrap_or_default(),
-            qe_identity,
-            qe_chain.unwrap_or_default(),
-            pck_crl,
-            root_crl,
-            &pck.issuer_der,
-            &pck.root_der,
-        ],
-    );
+    let parts = [
+        tcb_info,
+        tcb_chain.unwrap_or_default(),
+        qe_identity,
+        qe_chain.unwrap_or_default(),
+        pck_crl,
+        root_crl,
+        &pck.issuer_der,
+        &pck.root_der,
+    ];
+    let key = fingerprint(anchors.intel(), &parts);
     if let Some(hit) = cache.endorsements.get(&key, at) {
-        return Ok(hit);
+        if hit.inputs.iter().map(Vec::as_slice).eq(parts) {
+            return Ok(hit);
+        }
     }
 
     let tcb_info = verify_signed(Document::TcbInfo, tcb_chain, anchors, chains, at, |k| {
@@ -430,6 +448,7 @@ fn verify_endorsements(
         qe_identity,
         pck_crl,
         root_crl,
+        inputs: parts.iter().map(|p| p.to_vec()).collect(),
     });
     let (from, until) = endorsements.window();
     // The cache window is inclusive; the documents' nextUpdate is not.
