@@ -176,7 +176,9 @@ fn dcap_qvl_collateral_json_imports() {
 }
 
 /// Intel's synthetic QVL sample chains to Intel's own test root, which is
-/// not the pinned Intel SGX Root CA.
+/// not the pinned Intel SGX Root CA; it also carries its PCK chain as DER in
+/// certification data type 5, which Intel's quote format defines as PEM, so
+/// it is refused as malformed before any trust question arises.
 #[test]
 fn intel_synthetic_sample_is_refused_under_the_real_root() {
     let Some(dir) = fixtures_dir() else { return };
