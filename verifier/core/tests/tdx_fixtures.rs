@@ -53,13 +53,25 @@ fn staging_differs(id: &str) -> Option<&'static str> {
     }
 }
 
-#[test]
-fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
-    let Some(dir) = fixtures_dir() else { return };
-    let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
-    let (mut accepted, mut rejected) = (0, 0);
-    for sample in attest_gate_tests::samples(&dir, "tdx") {
-        let id = sample["id"].as_str().unwrap();
+/// One (sample, collateral bundle) pairing the staging script recorded.
+struct Recorded {
+    id: String,
+    quote: Vec<u8>,
+    /// The sample's `.expected.json`.
+    expected: serde_json::Value,
+    /// Its `verification` entry for this bundle.
+    check: serde_json::Value,
+    /// The bundle folder.
+    bundle: std::path::PathBuf,
+    /// The instant inside the bundle's window to verify at.
+    at: OffsetDateTime,
+}
+
+/// Every applicable (recorded quote, collateral bundle) pairing.
+fn recorded(dir: &Path) -> Vec<Recorded> {
+    let mut out = Vec::new();
+    for sample in attest_gate_tests::samples(dir, "tdx") {
+        let id = sample["id"].as_str().unwrap().to_string();
         let quote = std::fs::read(dir.join(format!("tdx/{id}.dat"))).unwrap();
         let expected: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.join(format!("tdx/{id}.expected.json"))).unwrap(),
@@ -69,85 +81,104 @@ fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
             if check["applicable"] != true {
                 continue;
             }
-            let bundle = check["collateral_bundle"].as_str().unwrap();
-            let collateral = folder(&dir.join(bundle));
-            let at = instant(check["suggested_verify_at_utc"].as_str().unwrap());
-            let outcome = check["expected_outcome"].as_str().unwrap();
-            let result = verifier.verify(TeeKind::Tdx, &quote, &collateral, at);
-            if let Some(status) = staging_differs(id) {
-                let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
-                assert_eq!(claims.tcb_status.unwrap().as_str(), status, "{id}");
-                accepted += 1;
-                continue;
-            }
-            if outcome.starts_with("ACCEPT") {
-                let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
-                let PlatformClaims::Tdx(tdx) = &claims.platform else {
-                    panic!("{id}: not TDX claims")
-                };
-                let eval = &check["tcb_evaluation"];
-                assert_eq!(
-                    tdx.tcb_status.as_str(),
-                    eval["final_status"].as_str().unwrap(),
-                    "{id} with {bundle}"
-                );
-                let advisories: Vec<&str> = eval["advisory_ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap())
-                    .collect();
-                if id == "go-tdx-guest/cos-113-tdx-quote" {
-                    // Intel's rule matches the UpToDate level (TDX components
-                    // compared from index 2, as TEE_TCB_SVN[1] = 1 selects
-                    // module TDX_01), which lists no advisories. dcap-qvl
-                    // 0.7.1 reports the advisories of a lower, OutOfDate level
-                    // beside its UpToDate verdict; the statuses agree.
-                    assert!(tdx.advisory_ids.is_empty(), "{id}");
-                    assert_eq!(tdx.platform_tcb_status.as_str(), "UpToDate");
-                } else {
-                    assert_eq!(tdx.advisory_ids, advisories, "{id} with {bundle}");
-                }
-                assert_eq!(
-                    tdx.qe_tcb_status.as_str(),
-                    eval["qe_status"][0].as_str().unwrap(),
-                    "{id} with {bundle}"
-                );
-                assert_eq!(claims.debug, expected["td_debug"] == true, "{id}");
-                assert_eq!(hex::encode(tdx.fmspc), expected["pck"]["fmspc"], "{id}");
-                assert_eq!(
-                    claims.measurement("mrtd").map(|m| m.to_string()).as_deref(),
-                    expected["mrtd"].as_str(),
-                    "{id}"
-                );
-                assert!(tdx.collateral_valid_from <= at && at < tdx.collateral_valid_until);
-                accepted += 1;
+            out.push(Recorded {
+                id: id.clone(),
+                quote: quote.clone(),
+                expected: expected.clone(),
+                bundle: dir.join(check["collateral_bundle"].as_str().unwrap()),
+                at: instant(check["suggested_verify_at_utc"].as_str().unwrap()),
+                check: check.clone(),
+            });
+        }
+    }
+    out
+}
 
-                // One second after the bundle's window closes, it is stale.
-                let window = check["bundle_window"].as_array().unwrap();
-                let late = instant(window[1].as_str().unwrap()) + Duration::seconds(1);
-                let code = verifier
-                    .verify(TeeKind::Tdx, &quote, &collateral, late)
-                    .unwrap_err()
-                    .code();
-                assert!(
-                    matches!(code, "collateral_expired" | "crl_invalid"),
-                    "{id} late: {code}"
-                );
+#[test]
+fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
+    let Some(dir) = fixtures_dir() else { return };
+    let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
+    let (mut accepted, mut rejected) = (0, 0);
+    for r in recorded(&dir) {
+        let (id, quote, expected, check, at) =
+            (r.id.as_str(), &r.quote, &r.expected, &r.check, r.at);
+        let bundle = r.bundle.display();
+        let collateral = folder(&r.bundle);
+        let outcome = check["expected_outcome"].as_str().unwrap();
+        let result = verifier.verify(TeeKind::Tdx, quote, &collateral, at);
+        if let Some(status) = staging_differs(id) {
+            let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
+            assert_eq!(claims.tcb_status.unwrap().as_str(), status, "{id}");
+            accepted += 1;
+            continue;
+        }
+        if outcome.starts_with("ACCEPT") {
+            let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
+            let PlatformClaims::Tdx(tdx) = &claims.platform else {
+                panic!("{id}: not TDX claims")
+            };
+            let eval = &check["tcb_evaluation"];
+            assert_eq!(
+                tdx.tcb_status.as_str(),
+                eval["final_status"].as_str().unwrap(),
+                "{id} with {bundle}"
+            );
+            let advisories: Vec<&str> = eval["advisory_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            if id == "go-tdx-guest/cos-113-tdx-quote" {
+                // Intel's rule matches the UpToDate level (TDX components
+                // compared from index 2, as TEE_TCB_SVN[1] = 1 selects
+                // module TDX_01), which lists no advisories. dcap-qvl
+                // 0.7.1 reports the advisories of a lower, OutOfDate level
+                // beside its UpToDate verdict; the statuses agree.
+                assert!(tdx.advisory_ids.is_empty(), "{id}");
+                assert_eq!(tdx.platform_tcb_status.as_str(), "UpToDate");
             } else {
-                let code = result
-                    .as_ref()
-                    .map(|_| "accepted")
-                    .unwrap_or_else(|e| e.code());
-                let want = if id.ends_with("SPR_E4") {
-                    // Text, not zero padding, after the signature data.
-                    "malformed_evidence"
-                } else {
-                    "no_matching_tcb_level"
-                };
-                assert_eq!(code, want, "{id} with {bundle}: {outcome}");
-                rejected += 1;
+                assert_eq!(tdx.advisory_ids, advisories, "{id} with {bundle}");
             }
+            assert_eq!(
+                tdx.qe_tcb_status.as_str(),
+                eval["qe_status"][0].as_str().unwrap(),
+                "{id} with {bundle}"
+            );
+            assert_eq!(claims.debug, expected["td_debug"] == true, "{id}");
+            assert_eq!(hex::encode(tdx.fmspc), expected["pck"]["fmspc"], "{id}");
+            assert_eq!(
+                claims.measurement("mrtd").map(|m| m.to_string()).as_deref(),
+                expected["mrtd"].as_str(),
+                "{id}"
+            );
+            assert!(tdx.collateral_valid_from <= at && at < tdx.collateral_valid_until);
+            accepted += 1;
+
+            // One second after the bundle's window closes, it is stale.
+            let window = check["bundle_window"].as_array().unwrap();
+            let late = instant(window[1].as_str().unwrap()) + Duration::seconds(1);
+            let code = verifier
+                .verify(TeeKind::Tdx, quote, &collateral, late)
+                .unwrap_err()
+                .code();
+            assert!(
+                matches!(code, "collateral_expired" | "crl_invalid"),
+                "{id} late: {code}"
+            );
+        } else {
+            let code = result
+                .as_ref()
+                .map(|_| "accepted")
+                .unwrap_or_else(|e| e.code());
+            let want = if id.ends_with("SPR_E4") {
+                // Text, not zero padding, after the signature data.
+                "malformed_evidence"
+            } else {
+                "no_matching_tcb_level"
+            };
+            assert_eq!(code, want, "{id} with {bundle}: {outcome}");
+            rejected += 1;
         }
     }
     assert_eq!((accepted, rejected), (14, 5));
@@ -211,39 +242,29 @@ fn verdicts_agree_with_dcap_qvl() {
     let Some(dir) = fixtures_dir() else { return };
     let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
     let (mut agreed, mut skipped) = (0, 0);
-    for sample in attest_gate_tests::samples(&dir, "tdx") {
-        let id = sample["id"].as_str().unwrap();
-        let quote = std::fs::read(dir.join(format!("tdx/{id}.dat"))).unwrap();
-        let expected: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("tdx/{id}.expected.json"))).unwrap(),
-        )
-        .unwrap();
-        for check in expected["verification"].as_array().unwrap() {
-            let bundle = dir.join(check["collateral_bundle"].as_str().unwrap());
-            let at = instant(check["suggested_verify_at_utc"].as_str().unwrap());
-            let oracle = dcap_qvl::verify::verify(
-                &quote,
-                &attest_gate_tests::dcap_qvl_collateral(&bundle).unwrap(),
-                at.unix_timestamp() as u64,
-            );
-            let ours = verifier.verify(TeeKind::Tdx, &quote, &folder(&bundle), at);
-            match oracle {
-                Ok(report) => {
-                    let claims =
-                        ours.unwrap_or_else(|e| panic!("{id}: dcap-qvl accepts, we say {e}"));
-                    assert_eq!(claims.tcb_status.unwrap().as_str(), report.status, "{id}");
-                    agreed += 1;
-                }
-                Err(e) if format!("{e:#}").contains("No matching TCB level") => {
-                    let code = ours.map(|_| "accepted").unwrap_or_else(|e| e.code());
-                    assert!(
-                        matches!(code, "no_matching_tcb_level" | "malformed_evidence"),
-                        "{id}: dcap-qvl finds no level, we say {code}"
-                    );
-                    agreed += 1;
-                }
-                Err(_) => skipped += 1,
+    for r in recorded(&dir) {
+        let (id, quote, bundle, at) = (r.id.as_str(), &r.quote, &r.bundle, r.at);
+        let oracle = dcap_qvl::verify::verify(
+            quote,
+            &attest_gate_tests::dcap_qvl_collateral(bundle).unwrap(),
+            at.unix_timestamp() as u64,
+        );
+        let ours = verifier.verify(TeeKind::Tdx, quote, &folder(bundle), at);
+        match oracle {
+            Ok(report) => {
+                let claims = ours.unwrap_or_else(|e| panic!("{id}: dcap-qvl accepts, we say {e}"));
+                assert_eq!(claims.tcb_status.unwrap().as_str(), report.status, "{id}");
+                agreed += 1;
             }
+            Err(e) if format!("{e:#}").contains("No matching TCB level") => {
+                let code = ours.map(|_| "accepted").unwrap_or_else(|e| e.code());
+                assert!(
+                    matches!(code, "no_matching_tcb_level" | "malformed_evidence"),
+                    "{id}: dcap-qvl finds no level, we say {code}"
+                );
+                agreed += 1;
+            }
+            Err(_) => skipped += 1,
         }
     }
     assert!(agreed >= 12, "{agreed} agreed, {skipped} skipped");

@@ -5,142 +5,111 @@
 use p384::ecdsa::signature::Signer;
 use sha2::{Digest, Sha256, Sha384};
 
-/// A P-384 key derived from a label. For tests and simulation only.
-#[derive(Clone)]
-pub struct TestKey {
-    signing: p384::ecdsa::SigningKey,
-    /// Uncompressed SEC1 point.
-    public: Vec<u8>,
-}
-
-impl std::fmt::Debug for TestKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TestKey(P-384, public {})", hex_prefix(&self.public))
-    }
-}
-
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-impl TestKey {
-    /// The P-384 key for `label`: scalar = SHA-384("attest-gate test key" ‖ label ‖ counter),
-    /// the first counter giving a valid scalar.
-    pub fn p384(label: &str) -> Self {
-        let mut counter = 0u32;
-        loop {
-            let mut h = Sha384::new();
-            h.update(b"attest-gate test key\0");
-            h.update(label.as_bytes());
-            h.update(counter.to_be_bytes());
-            if let Ok(signing) = p384::ecdsa::SigningKey::from_slice(&h.finalize()) {
-                let public = signing
-                    .verifying_key()
-                    .to_encoded_point(false)
-                    .as_bytes()
-                    .to_vec();
-                return Self { signing, public };
-            }
-            counter += 1;
+/// One label-derived ECDSA key type per curve: the scalar is
+/// HASH(prefix ‖ label ‖ counter) for the first counter giving a valid scalar.
+macro_rules! label_key {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $curve:ident, $hash:ty, $ctor:ident, $prefix:literal,
+        $curve_name:literal, $rcgen_alg:path
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            signing: $curve::ecdsa::SigningKey,
+            /// Uncompressed SEC1 point.
+            public: Vec<u8>,
         }
-    }
 
-    /// The public key as a DER SubjectPublicKeyInfo.
-    pub fn spki_der(&self) -> Vec<u8> {
-        use p384::pkcs8::EncodePublicKey;
-        self.signing
-            .verifying_key()
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default()
-    }
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "TestKey({}, public {})", $curve_name, hex_prefix(&self.public))
+            }
+        }
 
-    /// The uncompressed public point.
-    pub fn public_point(&self) -> &[u8] {
-        &self.public
-    }
+        impl $name {
+            /// The key for `label` (see the type's derivation above).
+            pub fn $ctor(label: &str) -> Self {
+                let mut counter = 0u32;
+                loop {
+                    let mut h = <$hash>::new();
+                    h.update($prefix.as_bytes());
+                    h.update(label.as_bytes());
+                    h.update(counter.to_be_bytes());
+                    if let Ok(signing) = $curve::ecdsa::SigningKey::from_slice(&h.finalize()) {
+                        let public = signing
+                            .verifying_key()
+                            .to_encoded_point(false)
+                            .as_bytes()
+                            .to_vec();
+                        return Self { signing, public };
+                    }
+                    counter += 1;
+                }
+            }
 
-    /// ECDSA P-384 / SHA-384, fixed-length r ‖ s (COSE's encoding).
-    pub fn sign_fixed(&self, msg: &[u8]) -> Vec<u8> {
-        let sig: p384::ecdsa::Signature = self.signing.sign(msg);
-        sig.to_bytes().to_vec()
-    }
+            /// The public key as a DER SubjectPublicKeyInfo.
+            pub fn spki_der(&self) -> Vec<u8> {
+                use $curve::pkcs8::EncodePublicKey;
+                self.signing
+                    .verifying_key()
+                    .to_public_key_der()
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default()
+            }
 
-    /// ECDSA P-384 / SHA-384, ASN.1 DER (X.509's encoding).
-    pub fn sign_der(&self, msg: &[u8]) -> Vec<u8> {
-        let sig: p384::ecdsa::Signature = self.signing.sign(msg);
-        sig.to_der().as_bytes().to_vec()
-    }
+            /// The uncompressed public point (`04 ‖ x ‖ y`).
+            pub fn public_point(&self) -> &[u8] {
+                &self.public
+            }
+
+            /// ECDSA with the curve's hash, fixed-length r ‖ s (COSE's and DCAP's encoding).
+            pub fn sign_fixed(&self, msg: &[u8]) -> Vec<u8> {
+                let sig: $curve::ecdsa::Signature = self.signing.sign(msg);
+                sig.to_bytes().to_vec()
+            }
+
+            /// ECDSA with the curve's hash, ASN.1 DER (X.509's encoding).
+            pub fn sign_der(&self, msg: &[u8]) -> Vec<u8> {
+                let sig: $curve::ecdsa::Signature = self.signing.sign(msg);
+                sig.to_der().as_bytes().to_vec()
+            }
+        }
+
+        impl rcgen::PublicKeyData for $name {
+            fn der_bytes(&self) -> &[u8] {
+                &self.public
+            }
+
+            fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+                &$rcgen_alg
+            }
+        }
+
+        impl rcgen::SigningKey for $name {
+            fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+                Ok(self.sign_der(msg))
+            }
+        }
+    };
 }
 
-impl rcgen::PublicKeyData for TestKey {
-    fn der_bytes(&self) -> &[u8] {
-        &self.public
-    }
+label_key!(
+    /// A P-384 key derived from a label. For tests and simulation only.
+    TestKey, p384, Sha384, p384, "attest-gate test key\0", "P-384", rcgen::PKCS_ECDSA_P384_SHA384
+);
 
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P384_SHA384
-    }
-}
-
-impl rcgen::SigningKey for TestKey {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        Ok(self.sign_der(msg))
-    }
-}
-
-/// A P-256 key derived from a label (Intel's curve: DCAP attestation keys,
-/// PCK and TCB-signing keys). For tests and simulation only.
-#[derive(Clone)]
-pub struct TestKeyP256 {
-    signing: p256::ecdsa::SigningKey,
-    /// Uncompressed SEC1 point.
-    public: Vec<u8>,
-}
-
-impl std::fmt::Debug for TestKeyP256 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TestKey(P-256, public {})", hex_prefix(&self.public))
-    }
-}
+label_key!(
+    /// A P-256 key derived from a label (Intel's curve: DCAP attestation keys,
+    /// PCK and TCB-signing keys). For tests and simulation only.
+    TestKeyP256, p256, Sha256, new, "attest-gate test p256 key\0", "P-256", rcgen::PKCS_ECDSA_P256_SHA256
+);
 
 impl TestKeyP256 {
-    /// The P-256 key for `label`: scalar = SHA-256("attest-gate test p256 key" ‖ label ‖ counter),
-    /// the first counter giving a valid scalar.
-    pub fn new(label: &str) -> Self {
-        let mut counter = 0u32;
-        loop {
-            let mut h = Sha256::new();
-            h.update(b"attest-gate test p256 key\0");
-            h.update(label.as_bytes());
-            h.update(counter.to_be_bytes());
-            if let Ok(signing) = p256::ecdsa::SigningKey::from_slice(&h.finalize()) {
-                let public = signing
-                    .verifying_key()
-                    .to_encoded_point(false)
-                    .as_bytes()
-                    .to_vec();
-                return Self { signing, public };
-            }
-            counter += 1;
-        }
-    }
-
-    /// The public key as a DER SubjectPublicKeyInfo.
-    pub fn spki_der(&self) -> Vec<u8> {
-        use p256::pkcs8::EncodePublicKey;
-        self.signing
-            .verifying_key()
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// The uncompressed public point (65 bytes, `04 ‖ x ‖ y`).
-    pub fn public_point(&self) -> &[u8] {
-        &self.public
-    }
-
     /// The raw public key `x ‖ y` (64 bytes), as DCAP quotes carry it.
     pub fn public_raw(&self) -> [u8; 64] {
         let mut raw = [0u8; 64];
@@ -148,34 +117,6 @@ impl TestKeyP256 {
             *o = *b;
         }
         raw
-    }
-
-    /// ECDSA P-256 / SHA-256, fixed-length r ‖ s (64 bytes; DCAP's encoding).
-    pub fn sign_fixed(&self, msg: &[u8]) -> Vec<u8> {
-        let sig: p256::ecdsa::Signature = self.signing.sign(msg);
-        sig.to_bytes().to_vec()
-    }
-
-    /// ECDSA P-256 / SHA-256, ASN.1 DER (X.509's encoding).
-    pub fn sign_der(&self, msg: &[u8]) -> Vec<u8> {
-        let sig: p256::ecdsa::Signature = self.signing.sign(msg);
-        sig.to_der().as_bytes().to_vec()
-    }
-}
-
-impl rcgen::PublicKeyData for TestKeyP256 {
-    fn der_bytes(&self) -> &[u8] {
-        &self.public
-    }
-
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P256_SHA256
-    }
-}
-
-impl rcgen::SigningKey for TestKeyP256 {
-    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        Ok(self.sign_der(msg))
     }
 }
 
