@@ -289,6 +289,12 @@ pub enum Rejection {
     /// The evidence's report data differs from the expected value.
     #[error("report data does not match the expected value")]
     ReportDataMismatch,
+    /// The evidence does not bind the challenge nonce, the agent's key and its model.
+    #[error("the evidence's {field} does not bind this nonce, key and model")]
+    BindingMismatch {
+        /// The evidence field that differs.
+        field: &'static str,
+    },
     /// The platform's TCB status is not among the accepted ones.
     #[error("TCB status {status} is not accepted by the policy")]
     TcbStatusNotAccepted {
@@ -305,6 +311,7 @@ impl Rejection {
             Self::NonceMismatch => "nonce_mismatch",
             Self::ReportDataMismatch => "report_data_mismatch",
             Self::TcbStatusNotAccepted { .. } => "tcb_status_not_accepted",
+            Self::BindingMismatch { .. } => "binding_mismatch",
         }
     }
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod appraisal;
+mod binding;
 mod bundle;
 mod cache;
 mod chain;
@@ -19,6 +20,7 @@ mod collateral;
 mod crl;
 mod error;
 mod evidence;
+mod jwk;
 pub mod nitro;
 pub mod snp;
 pub mod tdx;
@@ -26,6 +28,7 @@ mod trust;
 mod verifier;
 
 pub use appraisal::{appraise, Appraisal, AppraisalPolicy};
+pub use binding::{Binding, ModelDigest, BINDING_DOMAIN, MAX_NONCE_LEN};
 pub use bundle::{BundleError, EvidenceBundle, BUNDLE_FORMAT, BUNDLE_VERSION};
 pub use claims::{
     BoundData, CertificateSummary, Measurement, NamedMeasurement, PlatformClaims, TcbStatus,
@@ -34,5 +37,6 @@ pub use claims::{
 pub use collateral::Collateral;
 pub use error::{Rejection, VerifyError};
 pub use evidence::{decode_text_encoding, detect_tee, resolve_tee, MAX_EVIDENCE_FILE_LEN};
+pub use jwk::{AgentKey, JwkError};
 pub use trust::{TrustAnchors, TrustError};
 pub use verifier::Verifier;

@@ -284,3 +284,78 @@ fn no_single_byte_edit_of_a_valid_quote_verifies() {
     }
     assert!(accepted.is_empty(), "edits at {accepted:?} verified");
 }
+
+/// The binding check over real verified claims: evidence made with the
+/// binding of (nonce, key, model) passes; any other nonce, key or model is
+/// `binding_mismatch`, naming the field. Nitro also checks its `nonce` and
+/// `public_key` fields when present.
+#[test]
+fn binding_is_checked_against_verified_evidence() {
+    use attest_gate_core::{AgentKey, Binding, ModelDigest};
+    use attest_gate_forge::tdx::TdxSpec;
+
+    let key = AgentKey::Ed25519 { x: [7; 32] };
+    let binding = Binding::new(b"challenge", key.clone(), ModelDigest([9; 48])).unwrap();
+    let others = [
+        Binding::new(b"challengf", key.clone(), ModelDigest([9; 48])).unwrap(),
+        Binding::new(
+            b"challenge",
+            AgentKey::Ed25519 { x: [8; 32] },
+            ModelDigest([9; 48]),
+        )
+        .unwrap(),
+        Binding::new(b"challenge", key.clone(), ModelDigest([1; 48])).unwrap(),
+    ];
+
+    let mut spec = TdxSpec::default();
+    spec.quote.report_data = binding.report_data();
+    let (quote, collateral) = spec.forge().unwrap();
+    let claims = verifier()
+        .verify(
+            TeeKind::Tdx,
+            &quote,
+            &Collateral::from_items(collateral),
+            cases::tdx_cases().unwrap()[0].at(),
+        )
+        .unwrap();
+    assert_eq!(binding.check(&claims), Ok(()));
+    for other in &others {
+        assert_eq!(other.check(&claims).unwrap_err().code(), "binding_mismatch");
+    }
+
+    let doc = nitro::DocSpec {
+        user_data: Some(binding.report_data().to_vec()),
+        nonce: Some(b"challenge".to_vec()),
+        public_key: Some(key.raw_public_key()),
+        ..nitro::DocSpec::default()
+    };
+    let at = nitro_cases()[0].at();
+    let claims = verifier()
+        .verify(
+            TeeKind::Nitro,
+            &doc.forge().unwrap(),
+            &Collateral::empty(),
+            at,
+        )
+        .unwrap();
+    assert_eq!(binding.check(&claims), Ok(()));
+    for other in &others {
+        assert_eq!(other.check(&claims).unwrap_err().code(), "binding_mismatch");
+    }
+    let wrong_nonce_field = nitro::DocSpec {
+        nonce: Some(b"other".to_vec()),
+        ..doc.clone()
+    };
+    let claims = verifier()
+        .verify(
+            TeeKind::Nitro,
+            &wrong_nonce_field.forge().unwrap(),
+            &Collateral::empty(),
+            at,
+        )
+        .unwrap();
+    assert_eq!(
+        binding.check(&claims),
+        Err(attest_gate_core::Rejection::BindingMismatch { field: "nonce" })
+    );
+}
