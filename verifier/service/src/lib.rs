@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod challenge;
 pub mod clock;
 pub mod files;
 pub mod wire;
