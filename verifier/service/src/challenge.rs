@@ -93,13 +93,14 @@ pub fn issue(
     ttl: Duration,
 ) -> Result<Challenge, aws_lc_rs::error::Unspecified> {
     let expires_at = now + ttl;
+    let mut random = [0u8; RANDOM_LEN];
+    SystemRandom::new().fill(&mut random)?;
+    let expiry = (expires_at.unix_timestamp().max(0) as u64).to_be_bytes();
+    let body = [&[VERSION][..], &expiry, &random].concat();
     let mut nonce = [0u8; NONCE_LEN];
-    let (body, tag) = nonce.split_at_mut(NONCE_LEN - TAG_LEN);
-    let (head, random) = body.split_at_mut(9);
-    head[0] = VERSION;
-    head[1..].copy_from_slice(&(expires_at.unix_timestamp().max(0) as u64).to_be_bytes());
-    SystemRandom::new().fill(random)?;
-    tag.copy_from_slice(&key.tag(body));
+    for (out, b) in nonce.iter_mut().zip(body.iter().chain(&key.tag(&body))) {
+        *out = *b;
+    }
     Ok(Challenge {
         nonce,
         expires_at: OffsetDateTime::from_unix_timestamp(expires_at.unix_timestamp())
