@@ -295,6 +295,22 @@ pub enum Rejection {
         /// The evidence field that differs.
         field: &'static str,
     },
+    /// No allowed workload has these measurements.
+    #[error("no allowed workload has these measurements")]
+    MeasurementNotAllowed,
+    /// The workload may not serve this model.
+    #[error("the model digest is not allowed for this workload")]
+    ModelNotAllowed,
+    /// A TCB component (or VMPL) is outside the workload's bounds.
+    #[error("{component} is {have}, outside the workload's bound {minimum}")]
+    TcbBelowMinimum {
+        /// The component.
+        component: &'static str,
+        /// Its value.
+        have: u32,
+        /// The bound.
+        minimum: u32,
+    },
     /// The platform's TCB status is not among the accepted ones.
     #[error("TCB status {status} is not accepted by the policy")]
     TcbStatusNotAccepted {
@@ -312,6 +328,9 @@ impl Rejection {
             Self::ReportDataMismatch => "report_data_mismatch",
             Self::TcbStatusNotAccepted { .. } => "tcb_status_not_accepted",
             Self::BindingMismatch { .. } => "binding_mismatch",
+            Self::MeasurementNotAllowed => "measurement_not_allowed",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::TcbBelowMinimum { .. } => "tcb_below_minimum",
         }
     }
 }

@@ -5,6 +5,10 @@ use crate::nitro::{self, ForgeError};
 use crate::pki::pem_encode;
 use crate::{intel, snp};
 
+/// The example "model" whose SHA-384 the example reference values in
+/// `measurements/` allow (what enclave-agent hashes in the examples).
+pub const EXAMPLE_MODEL: &[u8] = b"Attest Gate example model: not a real model, a fixed file whose SHA-384 the example reference values in measurements/ allow.\n";
+
 /// (relative path, contents) of every generated test-data file.
 pub fn files() -> Result<Vec<(String, Vec<u8>)>, ForgeError> {
     let mut files = vec![
@@ -25,6 +29,10 @@ pub fn files() -> Result<Vec<(String, Vec<u8>)>, ForgeError> {
             pem_encode("CERTIFICATE", &intel::test_root()?).into_bytes(),
         ),
     ];
+    files.push((
+        "models/example-model.txt".to_string(),
+        EXAMPLE_MODEL.to_vec(),
+    ));
     let nitro = nitro_cases()?;
     for case in &nitro {
         files.push((format!("nitro/{}.cose", case.name), case.evidence.clone()));

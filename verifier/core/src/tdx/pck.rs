@@ -56,9 +56,7 @@ fn fields<'a>(seq: &'a BerObject<'a>) -> Result<Vec<(&'a [u8], &'a BerObject<'a>
 
 fn octets<const N: usize>(value: &BerObject<'_>, what: &str) -> Result<[u8; N], VerifyError> {
     match &value.content {
-        BerObjectContent::OctetString(bytes) => bytes
-            .as_ref()
-            .try_into()
+        BerObjectContent::OctetString(bytes) => <[u8; N]>::try_from(AsRef::<[u8]>::as_ref(bytes))
             .map_err(|_| bad(&format!("{what} is not {N} bytes"))),
         _ => Err(bad(&format!("{what} is not an OCTET STRING"))),
     }

@@ -1,0 +1,173 @@
+//! The example reference values shipped in `measurements/` match the
+//! project's forged evidence for every TEE and its example model, and each
+//! appraisal rule rejects with its own code; malformed files are refused
+//! at load time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use attest_gate_core::{
+    Collateral, ModelDigest, ReferenceValues, TeeKind, TrustAnchors, VerifiedClaims, Verifier,
+};
+use attest_gate_forge::{cases, intel, nitro, snp, testdata::EXAMPLE_MODEL};
+
+fn shipped() -> Vec<(String, String)> {
+    let dir = attest_gate_tests::workspace_root().join("measurements");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn load(files: &[(String, String)]) -> Result<ReferenceValues, String> {
+    ReferenceValues::from_files(files.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+        .map_err(|e| e.to_string())
+}
+
+fn model() -> ModelDigest {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, EXAMPLE_MODEL);
+    ModelDigest(d.as_ref().try_into().unwrap())
+}
+
+/// Verified claims of the named forged case of `tee`.
+fn claims(tee: &str, name: &str) -> VerifiedClaims {
+    let all = match tee {
+        "nitro" => cases::nitro_cases(),
+        "snp" => cases::snp_cases(),
+        _ => cases::tdx_cases(),
+    }
+    .unwrap();
+    let case = all.into_iter().find(|c| c.name == name).unwrap();
+    let roots = vec![
+        nitro::test_root().unwrap(),
+        snp::test_ark().unwrap(),
+        intel::test_root().unwrap(),
+    ];
+    Verifier::new(TrustAnchors::test_roots(roots).unwrap())
+        .verify(
+            case.tee.parse::<TeeKind>().unwrap(),
+            &case.evidence,
+            &Collateral::from_items(case.collateral.clone()),
+            case.at(),
+        )
+        .unwrap()
+}
+
+fn code(values: &ReferenceValues, claims: &VerifiedClaims, model: &ModelDigest) -> &'static str {
+    match values.appraise(claims, model) {
+        Ok(_) => "ok",
+        Err(r) => r.code(),
+    }
+}
+
+#[test]
+fn shipped_examples_match_the_forged_evidence_of_every_tee() {
+    let values = load(&shipped()).unwrap();
+    for tee in ["nitro", "snp", "tdx"] {
+        let workload = values.appraise(&claims(tee, "valid"), &model()).unwrap();
+        assert_eq!(workload.name, format!("example-{tee}-agent"));
+        assert!(workload.grant.max_ttl_seconds > 0);
+        assert_eq!(
+            code(&values, &claims(tee, "valid"), &ModelDigest([0; 48])),
+            "model_not_allowed",
+            "{tee}"
+        );
+    }
+}
+
+#[test]
+fn each_appraisal_rule_rejects_with_its_own_code() {
+    let files = shipped();
+    let values = load(&files).unwrap();
+    // All-zero PCRs: a debug document measures nothing an example allows.
+    assert_eq!(
+        code(&values, &claims("nitro", "debug_enclave"), &model()),
+        "measurement_not_allowed"
+    );
+    // Same MRTD as the example, other properties judged by the workload.
+    assert_eq!(
+        code(&values, &claims("tdx", "debug_td"), &model()),
+        "debug_enclave"
+    );
+    assert_eq!(
+        code(&values, &claims("tdx", "tcb_sw_hardening_needed"), &model()),
+        "tcb_status_not_accepted"
+    );
+
+    let edit = |file: &str, from: &str, to: &str| -> ReferenceValues {
+        let edited: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, t)| {
+                let t = if n == file {
+                    t.replacen(from, to, 1)
+                } else {
+                    t.clone()
+                };
+                assert!(n != file || t.contains(to), "{file}: {from} not found");
+                (n.clone(), t)
+            })
+            .collect();
+        load(&edited).unwrap()
+    };
+    let snp_higher = edit("example-snp-agent.toml", "min_snp = 8", "min_snp = 9");
+    assert_eq!(
+        code(&snp_higher, &claims("snp", "valid"), &model()),
+        "tcb_below_minimum"
+    );
+    let tdx_other = edit("example-tdx-agent.toml", "mrtd = \"d3", "mrtd = \"e3");
+    assert_eq!(
+        code(&tdx_other, &claims("tdx", "valid"), &model()),
+        "measurement_not_allowed"
+    );
+    let tdx_sw = edit(
+        "example-tdx-agent.toml",
+        "[\"UpToDate\"]",
+        "[\"UpToDate\", \"SWHardeningNeeded\"]",
+    );
+    assert_eq!(
+        code(&tdx_sw, &claims("tdx", "tcb_sw_hardening_needed"), &model()),
+        "ok"
+    );
+}
+
+#[test]
+fn malformed_reference_files_are_refused() {
+    let (name, good) = shipped()
+        .into_iter()
+        .find(|(n, _)| n.contains("tdx"))
+        .unwrap();
+    for (from, to, why) in [
+        ("schema = 1", "schema = 2", "schema"),
+        ("mrtd =", "mrtdd =", "unknown register"),
+        ("mrtd =", "rtmr0 =", "primary register missing"),
+        ("[\"UpToDate\"]", "[\"Revoked\"]", "Revoked"),
+        ("tee = \"tdx\"", "tee = \"sgx\"", "unknown tee"),
+        ("max_ttl_seconds = 600", "max_ttl_seconds = 0", "zero ttl"),
+        (
+            "version = \"1\"",
+            "version = \"1\"\nextra = true",
+            "unknown field",
+        ),
+        ("models = [\"", "models = [\"zz", "model not hex"),
+    ] {
+        let text = good.replacen(from, to, 1);
+        assert_ne!(text, good, "{why}");
+        assert!(load(&[(name.clone(), text)]).is_err(), "{why} accepted");
+    }
+    assert!(
+        load(&[(name.clone(), good.clone()), ("again.toml".into(), good)]).is_err(),
+        "duplicate names accepted"
+    );
+}
