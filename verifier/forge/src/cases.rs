@@ -699,6 +699,88 @@ pub fn tdx_cases() -> Result<Vec<Case>, ForgeError> {
         &ca_revoked,
         "certificate_revoked",
     )?);
+    let mut other_prod = spec.clone();
+    other_prod.qe_identity.isvprodid = spec.qe_identity.isvprodid + 1;
+    cases.push(tdx_case(
+        "qe_identity_isvprodid_mismatch",
+        "the QE identity names another ISVPRODID than the QE report's",
+        &other_prod,
+        "qe_identity_mismatch",
+    )?);
+    let mut other_seam = spec.clone();
+    other_seam.quote.mr_signer_seam = [0x5e; 48];
+    cases.push(tdx_case(
+        "tdx_module_signer_mismatch",
+        "MRSIGNERSEAM is not the TCB info's tdxModule.mrsigner",
+        &other_seam,
+        "tdx_module_mismatch",
+    )?);
+    let mut unknown_module = spec.clone();
+    let unknown_svn = [3, 0x0a, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    unknown_module.quote.tee_tcb_svn = unknown_svn;
+    unknown_module.quote.tee_tcb_svn2 = unknown_svn;
+    cases.push(tdx_case(
+        "tdx_module_identity_unknown",
+        "TEE_TCB_SVN[1] = 0x0a selects module identity TDX_0A, which the TCB info does not list",
+        &unknown_module,
+        "tdx_module_mismatch",
+    )?);
+    let mut other_pce = spec.clone();
+    other_pce.tcb_info.pce_id = [0x01, 0x00];
+    cases.push(tdx_case(
+        "tcb_info_other_pce_id",
+        "TCB info for another PCE-ID than the PCK certificate's",
+        &other_pce,
+        "collateral_mismatch",
+    )?);
+    let mut signer_revoked = spec.clone();
+    signer_revoked.platform.revoke_tcb_signing = true;
+    cases.push(tdx_case(
+        "tcb_signer_revoked",
+        "the root CA CRL lists the TCB signing certificate that signed TCB info and QE identity",
+        &signer_revoked,
+        "certificate_revoked",
+    )?);
+    // A PCK key (e.g. extracted from an out-of-date platform) signs its own
+    // TCB info / QE identity: only Intel's TCB signing certificate may.
+    let pki = spec.platform.issue()?;
+    for (name, description, file, chain_file) in [
+        (
+            "tcb_info_signed_by_pck",
+            "TCB info signed by the PCK key, with the PCK chain as its issuer chain",
+            "tcb_info.json",
+            "tcb_info_issuer_chain.pem",
+        ),
+        (
+            "qe_identity_signed_by_pck",
+            "QE identity signed by the PCK key, with the PCK chain as its issuer chain",
+            "qe_identity.json",
+            "qe_identity_issuer_chain.pem",
+        ),
+    ] {
+        let mut collateral = tdx::collateral(&pki, &spec.tcb_info, &spec.qe_identity)?;
+        for (n, bytes) in collateral.iter_mut() {
+            if n == file {
+                *bytes = if file == "tcb_info.json" {
+                    spec.tcb_info.sign(&pki.pck_key)?
+                } else {
+                    spec.qe_identity.sign(&pki.pck_key)?
+                };
+            } else if n == chain_file {
+                *bytes = pki.pck_chain_pem().into_bytes();
+            }
+        }
+        cases.push(Case {
+            name,
+            description,
+            tee: "tdx",
+            evidence: spec.quote.sign(&pki),
+            collateral,
+            expected: "chain_untrusted",
+            expected_nonce: None,
+            expected_report_data: None,
+        });
+    }
     let mut stale = spec.clone();
     stale.platform.pck_crl_window = (
         FORGE_INSTANT - Duration::days(31),

@@ -101,6 +101,8 @@ pub struct PlatformSpec {
     pub revoke_pck: bool,
     /// The root CA CRL revokes the PCK Platform CA.
     pub revoke_platform_ca: bool,
+    /// Put the TCB signing certificate on the root CA CRL.
+    pub revoke_tcb_signing: bool,
 }
 
 /// The default platform's SGX TCB component SVNs.
@@ -162,6 +164,7 @@ impl Default for PlatformSpec {
             ),
             revoke_pck: false,
             revoke_platform_ca: false,
+            revoke_tcb_signing: false,
         }
     }
 }
@@ -303,11 +306,13 @@ impl PlatformSpec {
             self.pck_crl_window,
             &pck_revoked,
         )?;
-        let root_revoked: Vec<[u8; 20]> = if self.revoke_platform_ca {
-            vec![ca_serial]
-        } else {
-            Vec::new()
-        };
+        let mut root_revoked: Vec<[u8; 20]> = Vec::new();
+        if self.revoke_platform_ca {
+            root_revoked.push(ca_serial);
+        }
+        if self.revoke_tcb_signing {
+            root_revoked.push(tcb_serial);
+        }
         let root_ca_crl = crl(root_cn, &root_key, self.root_crl_window, &root_revoked)?;
         Ok(Pki {
             root,

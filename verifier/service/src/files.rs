@@ -118,9 +118,12 @@ pub fn read_collateral_dir(dir: &Path) -> Result<Collateral, FileError> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let bytes = read_bounded(&path, MAX_COLLATERAL_FILE_LEN)?;
         if name.ends_with("QuoteCollateralV3.json") {
-            if let Ok(imported) = import::from_quote_collateral_v3(&bytes) {
-                translated.extend(imported);
-            }
+            let imported =
+                import::from_quote_collateral_v3(&bytes).map_err(|e| FileError::Collateral {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            translated.extend(imported);
         }
         for canonical in import::canonical_names(&name) {
             if *canonical != name {

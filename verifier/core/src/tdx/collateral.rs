@@ -160,7 +160,7 @@ pub(crate) struct TcbInfo {
     pub(crate) fmspc: [u8; 6],
     pub(crate) pce_id: [u8; 2],
     pub(crate) evaluation_data_number: u32,
-    pub(crate) tdx_module: Option<ModuleIdentity>,
+    pub(crate) tdx_module: ModuleIdentity,
     pub(crate) module_identities: Vec<ModuleIdentity>,
     pub(crate) levels: Vec<Level<PlatformTcb>>,
 }
@@ -175,7 +175,7 @@ struct TcbInfoJson {
     fmspc: String,
     pce_id: String,
     tcb_evaluation_data_number: u32,
-    tdx_module: Option<ModuleJson>,
+    tdx_module: ModuleJson,
     #[serde(default)]
     tdx_module_identities: Vec<ModuleJson>,
     tcb_levels: Vec<LevelJson<TcbJson>>,
@@ -282,7 +282,7 @@ impl TcbInfo {
             fmspc: hex_array(doc, "fmspc", &json.fmspc)?,
             pce_id: hex_array(doc, "pceId", &json.pce_id)?,
             evaluation_data_number: json.tcb_evaluation_data_number,
-            tdx_module: json.tdx_module.map(ModuleIdentity::from_json).transpose()?,
+            tdx_module: ModuleIdentity::from_json(json.tdx_module)?,
             module_identities: bounded(doc, json.tdx_module_identities)?
                 .into_iter()
                 .map(ModuleIdentity::from_json)
@@ -352,8 +352,9 @@ impl QeIdentity {
                 issued: instant(doc, &json.issue_date)?,
                 next_update: instant(doc, &json.next_update)?,
             },
-            miscselect: u32::from_be_bytes(hex_array(doc, "miscselect", &json.miscselect)?),
-            miscselect_mask: u32::from_be_bytes(hex_array(
+            // Little-endian, as the QE report carries it (Intel QVL, go-tdx-guest).
+            miscselect: u32::from_le_bytes(hex_array(doc, "miscselect", &json.miscselect)?),
+            miscselect_mask: u32::from_le_bytes(hex_array(
                 doc,
                 "miscselectMask",
                 &json.miscselect_mask,

@@ -164,24 +164,33 @@ struct Endorsements {
     qe_identity: QeIdentity,
     pck_crl: RevocationList,
     root_crl: RevocationList,
+    /// The TCB signing certificates (of TCB info, of QE identity): their
+    /// validity bounds the window too.
+    signers: [Signer; 2],
     /// The exact bytes this set was verified from, to confirm a cache hit.
     inputs: Vec<Vec<u8>>,
 }
 
 impl Endorsements {
-    /// The window in which every part is current.
+    /// The window in which every part is current (documents' nextUpdate
+    /// exclusive; a signer's notAfter is inclusive, so one second is added).
     fn window(&self) -> (OffsetDateTime, OffsetDateTime) {
+        let [a, b] = &self.signers;
         let from = [
             self.tcb_info.window.issued,
             self.qe_identity.window.issued,
             self.pck_crl.this_update,
             self.root_crl.this_update,
+            a.not_before,
+            b.not_before,
         ];
         let until = [
             self.tcb_info.window.next_update,
             self.qe_identity.window.next_update,
             self.pck_crl.next_update,
             self.root_crl.next_update,
+            a.not_after + time::Duration::seconds(1),
+            b.not_after + time::Duration::seconds(1),
         ];
         (
             from.into_iter().max().unwrap_or(OffsetDateTime::UNIX_EPOCH),
@@ -232,10 +241,6 @@ fn fingerprint(anchors: &[Anchor], parts: &[&[u8]]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-fn is_self_issued(der: &[u8]) -> bool {
-    parse(der).is_ok_and(|c| c.subject().as_raw() == c.issuer().as_raw())
 }
 
 /// Validates the quote's PCK chain to a pinned root (cached by its exact bytes).
@@ -332,59 +337,113 @@ fn pem_certificates(bytes: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Verifies a signed document under the TCB signing certificate: the one in
-/// its issuer chain when given, else the compiled-in ones (vendor trust only).
+/// Largest issuer-chain file accepted (a TCB signing certificate and the root).
+const MAX_ISSUER_CHAIN: usize = 16 * 1024;
+
+/// The TCB signing certificate that signed a document, for the root CA CRL
+/// check and the cache window.
+#[derive(Debug, Clone)]
+struct Signer {
+    serial: Vec<u8>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+/// A certificate's first common name, if any.
+fn common_name(der: &[u8]) -> Option<String> {
+    let cert = parse(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
+}
+
+/// Verifies a signed document under Intel's TCB signing certificate, as
+/// Intel's QVL does: the signer must be issued *directly* by the root the PCK
+/// chain ended at, and be named a TCB signing certificate (`SGX TCB Signing`
+/// in its CN), so no other certificate under the root (a PCK, a CA) can vouch
+/// for TCB levels. The signer comes from the issuer-chain file (exactly the
+/// signer, optionally followed by that root), else from the compiled-in ones.
 fn verify_signed<T>(
     doc: Document,
     issuer_chain: Option<&[u8]>,
+    root: &Anchor,
     anchors: &TrustAnchors,
     chains: &ChainValidator,
     at: OffsetDateTime,
     verify: impl Fn(&[u8]) -> Result<T, VerifyError>,
-) -> Result<T, VerifyError> {
-    let roots = anchors.intel();
-    let signers: Vec<Vec<u8>> = match issuer_chain {
-        Some(pem) => {
-            let certs = pem_certificates(pem);
-            let (leaf, rest) = certs.split_first().ok_or_else(|| {
-                VerifyError::malformed(format!("{} issuer chain holds no certificate", doc.name()))
-            })?;
-            let rest: Vec<&[u8]> = rest
-                .iter()
-                .filter(|d| !is_self_issued(d))
-                .map(Vec::as_slice)
-                .collect();
-            vec![
-                chains
-                    .validate(roots, leaf, &rest, at, ECDSA_ALGS)?
-                    .leaf_public_key,
-            ]
+) -> Result<(T, Signer), VerifyError> {
+    let untrusted = |reason: String| VerifyError::ChainUntrusted { reason };
+    let candidates: Vec<Vec<u8>> = match issuer_chain {
+        Some(pem) if pem.len() > MAX_ISSUER_CHAIN => {
+            return Err(VerifyError::malformed(format!(
+                "{} issuer chain is larger than 16 KiB",
+                doc.name()
+            )))
         }
-        None => {
-            let mut keys = Vec::new();
-            let mut last_err = VerifyError::CollateralMissing {
-                what: "the TCB signing certificate (tcb_info_issuer_chain.pem / qe_identity_issuer_chain.pem)",
-            };
-            for der in anchors.intel_tcb_signing() {
-                match chains.validate(roots, der, &[], at, ECDSA_ALGS) {
-                    Ok(v) => keys.push(v.leaf_public_key),
-                    Err(e) => last_err = e,
-                }
+        Some(pem) => match pem_certificates(pem).as_slice() {
+            [signer] => vec![signer.clone()],
+            [signer, copy] if copy.as_slice() == root.der.as_ref() => vec![signer.clone()],
+            [_, _] => {
+                return Err(untrusted(format!(
+                    "the {} issuer chain ends at another root than the PCK chain",
+                    doc.name()
+                )))
             }
-            if keys.is_empty() {
-                return Err(last_err);
-            }
-            keys
-        }
+            _ => return Err(untrusted(format!(
+                "the {} issuer chain must be the TCB signing certificate and optionally the root",
+                doc.name()
+            ))),
+        },
+        None => anchors.intel_tcb_signing().map(<[u8]>::to_vec).collect(),
     };
-    let mut result = Err(VerifyError::CollateralSignatureInvalid { what: doc.name() });
-    for key in &signers {
-        result = verify(key);
-        if !matches!(result, Err(VerifyError::CollateralSignatureInvalid { .. })) {
-            break;
+    let mut last_err = VerifyError::CollateralMissing {
+        what:
+            "the TCB signing certificate (tcb_info_issuer_chain.pem / qe_identity_issuer_chain.pem)",
+    };
+    for der in &candidates {
+        let chain = match chains.validate(std::slice::from_ref(root), der, &[], at, ECDSA_ALGS) {
+            Ok(chain) => chain,
+            Err(e) => {
+                last_err = e;
+                continue;
+            }
+        };
+        if !common_name(der).is_some_and(|cn| cn.contains("SGX TCB Signing")) {
+            last_err = untrusted(format!(
+                "{} is signed by a certificate that is not a TCB signing certificate",
+                doc.name()
+            ));
+            continue;
+        }
+        match verify(&chain.leaf_public_key) {
+            Ok(value) => {
+                let signer = Signer {
+                    serial: parse(der)?.raw_serial().to_vec(),
+                    not_before: chain
+                        .summaries
+                        .iter()
+                        .map(|s| s.not_before)
+                        .max()
+                        .unwrap_or(at),
+                    not_after: chain
+                        .summaries
+                        .iter()
+                        .map(|s| s.not_after)
+                        .min()
+                        .unwrap_or(at),
+                };
+                return Ok((value, signer));
+            }
+            Err(e @ VerifyError::CollateralSignatureInvalid { .. }) => last_err = e,
+            Err(e) => return Err(e),
         }
     }
-    result
+    Err(last_err)
 }
 
 /// Verifies the collateral set (cached by its exact bytes and the PCK's issuer).
@@ -408,7 +467,11 @@ fn verify_endorsements(
     let tcb_chain = item(collateral, &[names::TCB_INFO_ISSUER_CHAIN]);
     let qe_chain = item(collateral, &[names::QE_IDENTITY_ISSUER_CHAIN]);
 
+    // Absent and empty issuer chains differ (absent selects the compiled-in
+    // signers), so their presence is part of what the verdict depends on.
+    let present = [u8::from(tcb_chain.is_some()), u8::from(qe_chain.is_some())];
     let parts = [
+        &present[..],
         tcb_info,
         tcb_chain.unwrap_or_default(),
         qe_identity,
@@ -425,13 +488,32 @@ fn verify_endorsements(
         }
     }
 
-    let tcb_info = verify_signed(Document::TcbInfo, tcb_chain, anchors, chains, at, |k| {
-        TcbInfo::verify(tcb_info, k)
-    })?;
+    // TCB info, QE identity and CRLs must come from the root the PCK chain
+    // ended at, never from another anchor.
+    let root_anchor = anchors
+        .intel()
+        .iter()
+        .find(|a| a.der.as_ref() == pck.root_der.as_slice())
+        .ok_or(VerifyError::ChainIncomplete)?;
+    let (tcb_info, tcb_signer) = verify_signed(
+        Document::TcbInfo,
+        tcb_chain,
+        root_anchor,
+        anchors,
+        chains,
+        at,
+        |k| TcbInfo::verify(tcb_info, k),
+    )?;
     tcb_info.window.check(Document::TcbInfo, at)?;
-    let qe_identity = verify_signed(Document::QeIdentity, qe_chain, anchors, chains, at, |k| {
-        QeIdentity::verify(qe_identity, k)
-    })?;
+    let (qe_identity, qe_signer) = verify_signed(
+        Document::QeIdentity,
+        qe_chain,
+        root_anchor,
+        anchors,
+        chains,
+        at,
+        |k| QeIdentity::verify(qe_identity, k),
+    )?;
     qe_identity.window.check(Document::QeIdentity, at)?;
 
     let issuer = parse(&pck.issuer_der)?;
@@ -442,12 +524,15 @@ fn verify_endorsements(
     let root_crl = RevocationList::verify(root_crl, &root, at, |crl| {
         ecdsa_p256_signed(crl, &root.public_key().subject_public_key.data)
     })?;
+    // A revoked TCB signer vouches for nothing.
+    root_crl.check(&[&tcb_signer.serial, &qe_signer.serial])?;
 
     let endorsements = Arc::new(Endorsements {
         tcb_info,
         qe_identity,
         pck_crl,
         root_crl,
+        signers: [tcb_signer, qe_signer],
         inputs: parts.iter().map(|p| p.to_vec()).collect(),
     });
     let (from, until) = endorsements.window();

@@ -35,16 +35,16 @@ fn all_at_least(a: &[u8], b: &[u8]) -> bool {
 
 /// The first (highest) platform level the PCK certificate and TEE_TCB_SVN reach.
 ///
-/// Intel's rule that trips implementations: when the TCB info lists TDX
-/// module identities and TEE_TCB_SVN[1] (the module's major version) is
-/// non-zero, the first two TDX components describe the module, which is
-/// judged by its identity instead, so comparison starts at index 2.
+/// Intel's rule that trips implementations: when TEE_TCB_SVN[1] (the TDX
+/// module's major version) is non-zero, the first two TDX components describe
+/// the module, which is judged by its identity `TDX_<nn>` instead
+/// ([`module_level`] requires one), so comparison starts at index 2.
 fn platform_level<'a>(
     info: &'a TcbInfo,
     pck: &PckExtension,
     tee_tcb_svn: &[u8; 16],
 ) -> Result<&'a Level<PlatformTcb>, VerifyError> {
-    let from = if module_version(info, tee_tcb_svn).is_some() {
+    let from = if module_version(tee_tcb_svn).is_some() {
         2
     } else {
         0
@@ -62,10 +62,10 @@ fn platform_level<'a>(
         .ok_or(VerifyError::NoMatchingTcbLevel { what: "platform" })
 }
 
-/// TEE_TCB_SVN[1] when it selects a module identity.
-fn module_version(info: &TcbInfo, tee_tcb_svn: &[u8; 16]) -> Option<u8> {
+/// TEE_TCB_SVN[1] when it selects a module identity (non-zero).
+fn module_version(tee_tcb_svn: &[u8; 16]) -> Option<u8> {
     match tee_tcb_svn {
-        [_, version, ..] if *version > 0 && !info.module_identities.is_empty() => Some(*version),
+        [_, version, ..] if *version > 0 => Some(*version),
         _ => None,
     }
 }
@@ -96,10 +96,8 @@ fn module_level<'a>(
     info: &'a TcbInfo,
     report: &TdReport,
 ) -> Result<Option<&'a Level<u8>>, VerifyError> {
-    let Some(version) = module_version(info, &report.tee_tcb_svn) else {
-        if let Some(base) = &info.tdx_module {
-            check_module(base, report)?;
-        }
+    let Some(version) = module_version(&report.tee_tcb_svn) else {
+        check_module(&info.tdx_module, report)?;
         return Ok(None);
     };
     let id = format!("TDX_{version:02X}");
