@@ -394,10 +394,12 @@ fn verify_signed<T>(
                     doc.name()
                 )))
             }
-            _ => return Err(untrusted(format!(
-                "the {} issuer chain must be the TCB signing certificate and optionally the root",
-                doc.name()
-            ))),
+            _ => {
+                return Err(untrusted(format!(
+                    "the {} issuer chain is not [TCB signer, optional root]",
+                    doc.name()
+                )))
+            }
         },
         None => anchors.intel_tcb_signing().map(<[u8]>::to_vec).collect(),
     };
