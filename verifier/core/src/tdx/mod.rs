@@ -266,34 +266,34 @@ fn verify_pck_chain(
     // The chain must be exactly PCK, its CA, and optionally the root, every
     // one of them used: nothing in the quote goes unchecked. A root that came
     // with the quote is trusted only if it is a pinned anchor.
-    let (leaf, rest) = match quote.pck_chain.as_slice() {
-        [leaf, rest @ ..] if (1..=2).contains(&rest.len()) => (leaf, rest),
+    let (leaf, ca, root) = match quote.pck_chain.as_slice() {
+        [leaf, ca] => (leaf, ca, None),
+        [leaf, ca, root] => (leaf, ca, Some(root)),
         _ => {
             return Err(VerifyError::malformed(
                 "the PCK chain must be PCK, CA and (optionally) root",
             ))
         }
     };
-    for der in rest {
-        parse(der)?;
-    }
-    if let Some(root) = rest.get(1) {
+    let ca_cert = parse(ca)?;
+    if let Some(root) = root {
+        parse(root)?;
         if !anchors.iter().any(|a| a.der.as_ref() == root.as_slice()) {
             return Err(VerifyError::ChainUntrusted {
                 reason: "the quote's PCK chain ends at a root that is not pinned".into(),
             });
         }
     }
-    let intermediates: Vec<&[u8]> = rest.iter().take(1).map(Vec::as_slice).collect();
-    let verified = chains.validate(anchors, leaf, &intermediates, at, ECDSA_ALGS)?;
+    let verified = chains.validate(anchors, leaf, &[ca.as_slice()], at, ECDSA_ALGS)?;
     let leaf_cert = parse(leaf)?;
     let extension = PckExtension::parse(&leaf_cert)?;
-    let issuer_der = intermediates
-        .iter()
-        .find(|der| parse(der).is_ok_and(|c| c.subject().as_raw() == leaf_cert.issuer().as_raw()))
-        .ok_or(VerifyError::ChainIncomplete)?
-        .to_vec();
-    let issuer_serial = parse(&issuer_der)?.raw_serial().to_vec();
+    // The CA must be the PCK's issuer (not a spare certificate beside a
+    // PCK signed by the root itself): its serial goes to the root CA CRL.
+    if ca_cert.subject().as_raw() != leaf_cert.issuer().as_raw() {
+        return Err(VerifyError::ChainIncomplete);
+    }
+    let issuer_der = ca.clone();
+    let issuer_serial = ca_cert.raw_serial().to_vec();
     let root_sha = verified
         .summaries
         .first()
