@@ -22,7 +22,7 @@ pub fn decode_text_encoding(input: &[u8]) -> Vec<u8> {
     if compact.is_empty() {
         return input.to_vec();
     }
-    if compact.len() % 2 == 0 && compact.iter().all(u8::is_ascii_hexdigit) {
+    if compact.len().is_multiple_of(2) && compact.iter().all(u8::is_ascii_hexdigit) {
         if let Ok(bytes) = hex::decode(&compact) {
             return bytes;
         }

@@ -10,6 +10,7 @@ pub mod amd;
 pub mod cases;
 pub mod intel;
 pub mod keys;
+pub mod live;
 pub mod nitro;
 pub mod pki;
 pub mod snp;

@@ -20,11 +20,16 @@ pub const ROOT_COMMON_NAME: &str = "aws.nitro-enclaves";
 
 /// The chain the NSM's certificates mirror; the leaf lives three hours.
 pub fn chain_spec() -> ChainSpec {
+    chain_spec_at(FORGE_INSTANT)
+}
+
+/// The standard chain with its intermediates and leaf current at `at`; the
+/// root (and so `test_root()`) is the same whatever `at` is.
+pub fn chain_spec_at(at: OffsetDateTime) -> ChainSpec {
     let long = (
         datetime!(2020-01-01 00:00:00 UTC),
         datetime!(2050-01-01 00:00:00 UTC),
     );
-    let at = FORGE_INSTANT;
     ChainSpec {
         organization: "Amazon (Attest Gate test)".into(),
         root: CertSpec::ca(ROOT_COMMON_NAME, TEST_ROOT_KEY, None, long),

@@ -1,4 +1,5 @@
-//! `verifier`: verify recorded TEE evidence offline, or record it in a bundle.
+//! `verifier`: verify recorded TEE evidence offline, record it in a bundle,
+//! or serve the attestation API over HTTPS (`verifier serve`).
 //!
 //! Exit codes: 0 verified; 1 evidence rejected (for any reason, including not
 //! parsing), with a JSON verdict on stdout; 2 usage error or unreadable file.
@@ -11,7 +12,7 @@ use attest_gate_core::{
     appraise, decode_text_encoding, nitro, resolve_tee, AppraisalPolicy, Collateral,
     EvidenceBundle, TcbStatus, TeeKind, TrustAnchors, UnknownTcbStatus, Verifier, VerifyError,
 };
-use attest_gate_verifier::{clock, files, wire};
+use attest_gate_verifier::{clock, files, serve, wire};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -33,6 +34,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Record evidence and its collateral in a portable bundle file.
     Bundle(BundleArgs),
+    /// Run the HTTPS attestation service.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => verify(args),
         Command::Bundle(args) => bundle(args),
+        Command::Serve(args) => serve_forever(args),
     };
     match result {
         Ok(code) => code,
@@ -166,6 +170,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs the service on a multi-threaded runtime until it is told to stop.
+fn serve_forever(args: serve::ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve::run(args))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the verdict. A closed stdout (e.g. `| head`) is not worth a panic:

@@ -1,0 +1,147 @@
+//! The HTTP API's request and response bodies, and its error shape:
+//! `{"error": {"code": "...", "message": "..."}}` with 400 for a malformed
+//! request, 401 for missing admin credentials, 403 for a denial, 413 for an
+//! oversized body, 500/503 for the service's own failures. Messages never
+//! carry secrets (keys, tokens, nonces' MACs).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/attest`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// `nitro`, `tdx` or `snp`.
+    pub tee: String,
+    /// The evidence, base64 (standard or URL-safe alphabet).
+    pub evidence: String,
+    /// Collateral files by name, each base64 (TDX / SNP; optional).
+    #[serde(default)]
+    pub collateral: BTreeMap<String, String>,
+    /// The nonce from `POST /v1/challenge`, base64url.
+    pub nonce: String,
+    /// The agent's ephemeral public key, a JWK.
+    pub public_key: serde_json::Value,
+    /// SHA-384 of the model the agent serves, hex.
+    pub model_digest: String,
+    /// On whose behalf the agent acts: `user:<id>`, `service:<id>` or `system`.
+    pub principal: String,
+    /// What it intends to do.
+    pub intent: IntentRequest,
+    /// A PKCS#10 CSR for the same key (PEM or base64 DER): asks for an X.509-SVID.
+    #[serde(default)]
+    pub csr: Option<String>,
+    /// A shorter lifetime than the workload's maximum, seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
+}
+
+/// The declared intent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentRequest {
+    /// The task identifier.
+    pub task_id: String,
+    /// Scopes asked for.
+    pub scopes: Vec<String>,
+    /// The relying party the token is for.
+    pub audience: String,
+}
+
+/// `POST /v1/challenge` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChallengeResponse {
+    /// The nonce, base64url.
+    pub nonce: String,
+    /// When it stops being accepted (RFC 3339).
+    pub expires_at: String,
+}
+
+/// `POST /v1/attest` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttestResponse {
+    /// The JWT access token.
+    pub access_token: String,
+    /// `DPoP`: present it with a proof signed by the bound key (RFC 9449).
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// The session ID.
+    pub session_id: String,
+    /// The X.509-SVID chain (PEM), when a CSR was sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub svid: Option<String>,
+    /// True when the evidence chained to a test root (`--dev`).
+    pub test_root: bool,
+}
+
+/// How a failure maps to HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400.
+    Malformed,
+    /// 401.
+    Unauthorized,
+    /// 403.
+    Denied,
+    /// 404.
+    NotFound,
+    /// 413.
+    TooLarge,
+    /// 500.
+    Internal,
+    /// 503.
+    Unavailable,
+}
+
+/// An API failure: a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Which HTTP class.
+    pub kind: ErrorKind,
+    /// Stable, machine-readable.
+    pub code: String,
+    /// For people; never a secret.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A malformed request (400).
+    pub fn malformed(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Malformed, code, message)
+    }
+
+    /// A denial (403).
+    pub fn denied(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Denied, code, message)
+    }
+
+    /// The service's own failure (500); the detail goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            ErrorKind::Internal,
+            "internal_error",
+            "the verifier failed; see its log",
+        )
+    }
+
+    /// Any kind.
+    pub fn new(kind: ErrorKind, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}

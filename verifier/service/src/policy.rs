@@ -1,0 +1,138 @@
+//! Policy over the agent's identity claims, in Cedar: which of the scopes a
+//! workload's grant allows may be issued for this principal, intent and time.
+//! Evaluated once per requested scope; a scope is granted only on `Allow`
+//! (Cedar denies by default, a `forbid` wins, and a policy that errors is
+//! skipped, so mistakes deny).
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use attest_gate_core::{ModelDigest, TrustKind, VerifiedClaims, Workload};
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicySet, Request, RestrictedExpression,
+};
+use time::OffsetDateTime;
+
+/// The policy the service uses when `--policy` is not given.
+pub const DEFAULT_POLICY: &str = include_str!("../default.cedar");
+
+/// A policy file that does not parse, or a request Cedar cannot form.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("policy: {0}")]
+pub struct PolicyError(String);
+
+/// What the policy is asked about one attestation.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyQuery<'a> {
+    /// The workload the evidence proved.
+    pub workload: &'a Workload,
+    /// Its verified claims.
+    pub claims: &'a VerifiedClaims,
+    /// The model it serves.
+    pub model: &'a ModelDigest,
+    /// On whose behalf it acts (`user:alice`, `system`).
+    pub act_for: &'a str,
+    /// The task it declares.
+    pub task_id: &'a str,
+    /// The audience it asks a token for.
+    pub audience: &'a str,
+    /// The scopes it asks for.
+    pub scopes: &'a [String],
+    /// The time of the decision.
+    pub now: OffsetDateTime,
+}
+
+/// A parsed policy set.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    set: PolicySet,
+}
+
+fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let ty = EntityTypeName::from_str(type_name).map_err(|e| PolicyError(e.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_string())
+}
+
+impl Policy {
+    /// Parses Cedar policy text.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let set = PolicySet::from_str(text).map_err(|e| PolicyError(format!("{e:?}")))?;
+        Ok(Self { set })
+    }
+
+    /// The scopes among `query.scopes` that the policy permits, in request order.
+    pub fn permitted_scopes(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, PolicyError> {
+        let principal = uid("AttestGate::Workload", &query.workload.name)?;
+        let action = uid("AttestGate::Action", "issue")?;
+        let tcb_status = query
+            .claims
+            .tcb_status
+            .map_or_else(|| "none".to_string(), |s| s.to_string());
+        let attrs = HashMap::from([
+            ("name".to_string(), string(&query.workload.name)),
+            ("version".to_string(), string(&query.workload.version)),
+            ("tee".to_string(), string(&query.claims.tee.to_string())),
+            ("model".to_string(), string(&query.model.to_hex())),
+            ("tcb_status".to_string(), string(&tcb_status)),
+            (
+                "debug".to_string(),
+                RestrictedExpression::new_bool(query.claims.debug),
+            ),
+            (
+                "test_root".to_string(),
+                RestrictedExpression::new_bool(query.claims.trust == TrustKind::TestRoot),
+            ),
+        ]);
+        let workload = Entity::new(principal.clone(), attrs, HashSet::new())
+            .map_err(|e| PolicyError(e.to_string()))?;
+        let context = Context::from_pairs([
+            ("act_for".to_string(), string(query.act_for)),
+            ("task_id".to_string(), string(query.task_id)),
+            ("audience".to_string(), string(query.audience)),
+            (
+                "scopes".to_string(),
+                RestrictedExpression::new_set(query.scopes.iter().map(|s| string(s))),
+            ),
+            (
+                "now".to_string(),
+                RestrictedExpression::new_long(query.now.unix_timestamp()),
+            ),
+        ])
+        .map_err(|e| PolicyError(e.to_string()))?;
+
+        let authorizer = Authorizer::new();
+        let mut permitted = Vec::new();
+        for scope in query.scopes {
+            let resource = uid("AttestGate::Scope", scope)?;
+            let scope_entity = Entity::new(
+                resource.clone(),
+                HashMap::from([("name".to_string(), string(scope))]),
+                HashSet::new(),
+            )
+            .map_err(|e| PolicyError(e.to_string()))?;
+            let entities = Entities::from_entities([workload.clone(), scope_entity], None)
+                .map_err(|e| PolicyError(e.to_string()))?;
+            let request = Request::new(
+                principal.clone(),
+                action.clone(),
+                resource,
+                context.clone(),
+                None,
+            )
+            .map_err(|e| PolicyError(e.to_string()))?;
+            let response = authorizer.is_authorized(&request, &self.set, &entities);
+            for error in response.diagnostics().errors() {
+                tracing::warn!(scope = %scope, error = %error, "a policy failed to evaluate (treated as not permitting)");
+            }
+            if response.decision() == Decision::Allow && !permitted.contains(scope) {
+                permitted.push(scope.clone());
+            }
+        }
+        Ok(permitted)
+    }
+}

@@ -1,0 +1,241 @@
+//! `verifier serve`: start-up (data directory, database, keys, TLS), the
+//! HTTPS listener, signals (SIGHUP reloads, SIGINT/SIGTERM drain and stop)
+//! and housekeeping.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::Duration;
+use tracing_subscriber::EnvFilter;
+
+use crate::ca;
+use crate::clock;
+use crate::collateral_source::{CollateralSources, DirectorySource};
+use crate::http;
+use crate::secrets;
+use crate::service::{Service, ServiceConfig};
+use crate::store::Store;
+
+/// `verifier serve` flags (other tools depend on their names).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the log says which).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Keys, CA, TLS certificate and the default database live here.
+    #[arg(long = "data-dir", default_value = "./attest-gate-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH` or `postgres://...` (default: SQLite in the data directory).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Reference-value folder (default: `./measurements`, else the repository's).
+    #[arg(long)]
+    pub measurements: Option<PathBuf>,
+    /// Cedar policy file (default: the built-in policy, `verifier/service/default.cedar`).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Also trust the project's test roots. Never in production: every
+    /// credential issued under them says `test_root: true`.
+    #[arg(long)]
+    pub dev: bool,
+    /// TLS certificate chain (PEM); default: generated in `<data-dir>/tls/`.
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Collateral folder with `tdx/` and `snp/` subfolders (default: `<data-dir>/collateral`).
+    #[arg(long)]
+    pub collateral: Option<PathBuf>,
+    /// Issuer URL in tokens (default: `https://<listen address>`).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Challenge nonce lifetime, seconds.
+    #[arg(long = "nonce-ttl", default_value_t = 60)]
+    pub nonce_ttl: u32,
+    /// Log format.
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written (to stderr).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn default_measurements() -> PathBuf {
+    let here = PathBuf::from("measurements");
+    if here.is_dir() {
+        here
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../measurements")
+    }
+}
+
+fn tls_config(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<rustls::ServerConfig> {
+    let (cert_pem, key_pem) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (
+            std::fs::read_to_string(cert).with_context(|| format!("{}", cert.display()))?,
+            String::from_utf8(secrets::read_secret(key)?).context("TLS key is not PEM text")?,
+        ),
+        _ => ca::load_or_create_tls(
+            &args.data_dir.join("tls"),
+            &[addr.ip().to_string()],
+            clock::now(),
+        )?,
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("TLS certificate PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("TLS key PEM")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    secrets::private_dir(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("attest-gate.db").display()));
+    let store = Store::open(&database)
+        .await
+        .context("opening the database")?;
+
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("https://{addr}"));
+    let config = ServiceConfig {
+        issuer,
+        data_dir: data_dir.clone(),
+        measurements_dir: args
+            .measurements
+            .clone()
+            .unwrap_or_else(default_measurements),
+        policy_file: args.policy.clone(),
+        dev: args.dev,
+        nonce_ttl: Duration::seconds(i64::from(args.nonce_ttl.max(1))),
+        default_token_ttl: 600,
+    };
+    let collateral_dir = args
+        .collateral
+        .clone()
+        .unwrap_or_else(|| data_dir.join("collateral"));
+    let sources = CollateralSources::new().with(DirectorySource::new(collateral_dir));
+    let (service, new_admin_token) = Service::start(config, store, sources, clock::now())?;
+    if let Some(token) = new_admin_token {
+        // Shown once, on the terminal, never through the log pipeline.
+        eprintln!(
+            "attest-gate: new admin token (shown once; only its hash is kept in {}): {token}",
+            data_dir.join("admin-token.sha256").display()
+        );
+    }
+    if args.dev {
+        tracing::warn!(
+            "--dev: the project's TEST ROOTS are trusted besides the vendor roots; \
+             credentials for evidence under them say test_root: true. Never use in production."
+        );
+    }
+    let service = Arc::new(service);
+
+    let tls = tls_config(&args, addr)?;
+    let handle = axum_server::Handle::new();
+    tokio::spawn(signals(Arc::clone(&service), handle.clone()));
+    tokio::spawn(prune_nonces(Arc::clone(&service)));
+
+    let app = http::router(Arc::clone(&service));
+    let server = axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+    )
+    .handle(handle)
+    .serve(app.into_make_service());
+    tracing::info!(
+        database = service.store().kind(),
+        workloads = service.workload_count(),
+        dev = args.dev,
+        tls_cert = %data_dir.join("tls/cert.pem").display(),
+        "attest-gate verifier listening on https://{addr}"
+    );
+    server.await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP reloads reference values and policy; SIGINT / SIGTERM stop
+/// accepting and give in-flight requests ten seconds.
+async fn signals(service: Arc<Service>, handle: axum_server::Handle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match service.reload(clock::now()).await {
+                    Ok(_) => tracing::info!(workloads = service.workload_count(), "reloaded on SIGHUP"),
+                    Err(e) => tracing::error!(error = %e.message, "SIGHUP reload failed; keeping the previous configuration"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+}
+
+/// Forgets expired nonces once a minute.
+async fn prune_nonces(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = service
+            .store()
+            .prune_nonces(clock::now().unix_timestamp())
+            .await
+        {
+            tracing::warn!(error = %e, "pruning consumed nonces failed");
+        }
+    }
+}

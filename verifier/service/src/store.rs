@@ -1,0 +1,239 @@
+//! The service's state that must survive restarts and be shared by replicas:
+//! consumed nonces, issued credentials and the audit log. SQLite (embedded,
+//! the default) or PostgreSQL (multi-replica), one schema and one set of
+//! migrations (`migrations/`, portable SQL) for both.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A storage failure (the database is unreachable, or refused a statement).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL (use sqlite:PATH or postgres://...)")]
+    UnsupportedUrl,
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrating the schema failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The database behind the service.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded SQLite (one process).
+    Sqlite(SqlitePool),
+    /// PostgreSQL (any number of replicas).
+    Postgres(PgPool),
+}
+
+/// One issued credential, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRecord {
+    /// The token's `jti`.
+    pub jti: String,
+    /// The SPIFFE ID it names.
+    pub subject: String,
+    /// The session it belongs to.
+    pub session_id: String,
+    /// The credential it was delegated from, if any.
+    pub parent_jti: Option<String>,
+    /// The workload (measurements file) name.
+    pub workload: String,
+    /// The agent key's thumbprint.
+    pub jkt: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The audience.
+    pub audience: String,
+    /// Issued at, Unix seconds.
+    pub issued_at: i64,
+    /// Expires at, Unix seconds.
+    pub expires_at: i64,
+    /// Whether test roots anchored the evidence.
+    pub test_root: bool,
+}
+
+/// One audited decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Random identifier.
+    pub id: String,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// What was asked (`attest`, `admin.reload`, ...).
+    pub action: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// `ok` or the rejection code.
+    pub code: String,
+    /// The TEE, when known.
+    pub tee: Option<String>,
+    /// The workload, when appraised.
+    pub workload: Option<String>,
+    /// The SPIFFE ID, when issued.
+    pub subject: Option<String>,
+    /// The credential, when issued.
+    pub jti: Option<String>,
+    /// A human-readable detail (never a secret).
+    pub detail: String,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:PATH` or `postgres://...`) and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(5));
+            Self::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options)
+                    .await?,
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            Self::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(std::time::Duration::from_secs(5))
+                    .connect_with(options)
+                    .await?,
+            )
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        match &store {
+            Self::Sqlite(pool) => MIGRATOR.run(pool).await?,
+            Self::Postgres(pool) => MIGRATOR.run(pool).await?,
+        }
+        Ok(store)
+    }
+
+    /// Which database this is, for the log (never the URL: it may hold a password).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Records `nonce_id` as used until `expires_at`. True if this call is the
+    /// first use; false if it was already used (by any replica).
+    pub async fn consume_nonce(&self, nonce_id: &str, expires_at: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "INSERT INTO consumed_nonces (nonce_id, expires_at) VALUES ($1, $2) \
+                           ON CONFLICT (nonce_id) DO NOTHING";
+        let affected = match self {
+            Self::Sqlite(pool) => sqlx::query(SQL)
+                .bind(nonce_id)
+                .bind(expires_at)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Self::Postgres(pool) => sqlx::query(SQL)
+                .bind(nonce_id)
+                .bind(expires_at)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(affected == 1)
+    }
+
+    /// Forgets nonces that expired before `now` (they can no longer verify).
+    pub async fn prune_nonces(&self, now: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM consumed_nonces WHERE expires_at < $1";
+        Ok(match self {
+            Self::Sqlite(pool) => sqlx::query(SQL)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Self::Postgres(pool) => sqlx::query(SQL)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Records an issued credential.
+    pub async fn record_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO credentials (jti, subject, session_id, parent_jti, \
+                           workload, jkt, scope, audience, issued_at, expires_at, test_root) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        macro_rules! run {
+            ($pool:expr) => {{
+                sqlx::query(SQL)
+                    .bind(&c.jti)
+                    .bind(&c.subject)
+                    .bind(&c.session_id)
+                    .bind(&c.parent_jti)
+                    .bind(&c.workload)
+                    .bind(&c.jkt)
+                    .bind(&c.scope)
+                    .bind(&c.audience)
+                    .bind(c.issued_at)
+                    .bind(c.expires_at)
+                    .bind(c.test_root)
+                    .execute($pool)
+                    .await?;
+            }};
+        }
+        match self {
+            Self::Sqlite(pool) => run!(pool),
+            Self::Postgres(pool) => run!(pool),
+        };
+        Ok(())
+    }
+
+    /// Appends an audit event.
+    pub async fn audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO audit_events (id, at, action, decision, code, tee, \
+                           workload, subject, jti, detail) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        macro_rules! run {
+            ($pool:expr) => {{
+                sqlx::query(SQL)
+                    .bind(&e.id)
+                    .bind(e.at)
+                    .bind(&e.action)
+                    .bind(&e.decision)
+                    .bind(&e.code)
+                    .bind(&e.tee)
+                    .bind(&e.workload)
+                    .bind(&e.subject)
+                    .bind(&e.jti)
+                    .bind(&e.detail)
+                    .execute($pool)
+                    .await?;
+            }};
+        }
+        match self {
+            Self::Sqlite(pool) => run!(pool),
+            Self::Postgres(pool) => run!(pool),
+        };
+        Ok(())
+    }
+
+    /// The most recent audit events' (action, decision, code), newest first.
+    pub async fn recent_audit(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        const SQL: &str = "SELECT action, decision, code FROM audit_events \
+                           ORDER BY at DESC, id DESC LIMIT $1";
+        Ok(match self {
+            Self::Sqlite(pool) => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?,
+            Self::Postgres(pool) => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?,
+        })
+    }
+}

@@ -1,0 +1,948 @@
+//! End-to-end tests of `verifier serve` over real HTTPS on loopback: the
+//! binary is started as a child process with its own data directory, and
+//! the tests play the agent with evidence the forge makes *now* under the
+//! project's test roots.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attest_gate_core::{AgentKey, Binding, ModelDigest};
+use attest_gate_forge::{live, nitro::DocSpec, snp::ReportSpec, tdx::TdxSpec};
+use attest_gate_verifier::challenge::{self, NonceKey};
+use attest_gate_verifier::store::Store;
+use aws_lc_rs::digest::{digest, SHA384};
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running `verifier serve` child, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    admin_token: String,
+    data_dir: tempfile::TempDir,
+    client: reqwest::Client,
+    _measurements: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Options for one server.
+#[derive(Default)]
+struct Options {
+    vendor_only: bool,
+    extra_workloads: Vec<(&'static str, String)>,
+    policy: Option<&'static str>,
+    database: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+fn start(options: Options) -> Server {
+    let data_dir = tempfile::tempdir().unwrap();
+    let data_path = options
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.path().to_path_buf());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_verifier"));
+    command
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(&data_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let measurements = if options.extra_workloads.is_empty() {
+        command
+            .arg("--measurements")
+            .arg(repo().join("measurements"));
+        None
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(repo().join("measurements")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        for (name, text) in &options.extra_workloads {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        command.arg("--measurements").arg(dir.path());
+        Some(dir)
+    };
+    if !options.vendor_only {
+        command.arg("--dev");
+    }
+    if let Some(policy) = options.policy {
+        let path = data_dir.path().join("test-policy.cedar");
+        std::fs::write(&path, policy).unwrap();
+        command.arg("--policy").arg(path);
+    }
+    if let Some(db) = &options.database {
+        command.arg("--database").arg(db);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[verifier] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let (mut url, mut admin_token) = (None, String::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while url.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the verifier did not say it was listening");
+        if let Some(token) = line
+            .split("): ")
+            .nth(1)
+            .filter(|_| line.contains("admin token"))
+        {
+            admin_token = token.trim().to_string();
+        }
+        if let Some(at) = line.find("listening on https://") {
+            let rest = &line[at + "listening on ".len()..];
+            url = Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    let cert = std::fs::read(data_path.join("tls/cert.pem")).unwrap();
+    let client = client_trusting(&cert);
+    Server {
+        child,
+        url: url.unwrap(),
+        admin_token,
+        data_dir,
+        client,
+        _measurements: measurements,
+    }
+}
+
+fn client_trusting(cert_pem: &[u8]) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn nonce(&self) -> Vec<u8> {
+        let (status, body) = self.post("/v1/challenge", &json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        URL_SAFE_NO_PAD
+            .decode(body["nonce"].as_str().unwrap())
+            .unwrap()
+    }
+
+    fn nonce_key(&self) -> NonceKey {
+        let secret = std::fs::read(self.data_dir.path().join("keys/nonce.key")).unwrap();
+        NonceKey::new(&secret.try_into().unwrap())
+    }
+}
+
+/// The agent: an ephemeral P-256 key and the model it serves.
+struct Agent {
+    key: KeyPair,
+    jwk: AgentKey,
+    model: ModelDigest,
+}
+
+fn example_model() -> ModelDigest {
+    let bytes = std::fs::read(repo().join("testdata/models/example-model.txt")).unwrap();
+    ModelDigest(digest(&SHA384, &bytes).as_ref().try_into().unwrap())
+}
+
+impl Agent {
+    fn new() -> Self {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = key.public_key_raw().to_vec();
+        let jwk = AgentKey::P256 {
+            x: point[1..33].try_into().unwrap(),
+            y: point[33..65].try_into().unwrap(),
+        };
+        Self {
+            key,
+            jwk,
+            model: example_model(),
+        }
+    }
+
+    fn report_data(&self, nonce: &[u8], model: &ModelDigest) -> [u8; 64] {
+        Binding::new(nonce, self.jwk.clone(), *model)
+            .unwrap()
+            .report_data()
+    }
+
+    fn csr(&self) -> String {
+        CertificateParams::default()
+            .serialize_request(&self.key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+}
+
+/// Which evidence to make, and how to spoil it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tee {
+    Nitro,
+    Snp,
+    Tdx,
+}
+
+fn evidence(
+    tee: Tee,
+    report_data: [u8; 64],
+    edit: impl FnOnce(&mut Spec),
+) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let now = OffsetDateTime::now_utc();
+    let mut spec = match tee {
+        Tee::Nitro => Spec::Nitro(DocSpec::default()),
+        Tee::Snp => Spec::Snp(ReportSpec::default()),
+        Tee::Tdx => Spec::Tdx(Box::default()),
+    };
+    match &mut spec {
+        Spec::Nitro(doc) => {
+            doc.user_data = Some(report_data.to_vec());
+            doc.nonce = None;
+        }
+        Spec::Snp(report) => report.report_data = report_data,
+        Spec::Tdx(tdx) => tdx.quote.report_data = report_data,
+    }
+    edit(&mut spec);
+    match spec {
+        Spec::Nitro(doc) => (live::nitro(&doc, now).unwrap(), vec![]),
+        Spec::Snp(report) => live::snp(&report).unwrap(),
+        Spec::Tdx(tdx) => live::tdx(&tdx, now).unwrap(),
+    }
+}
+
+enum Spec {
+    Nitro(DocSpec),
+    Snp(ReportSpec),
+    Tdx(Box<TdxSpec>),
+}
+
+fn tee_name(tee: Tee) -> &'static str {
+    match tee {
+        Tee::Nitro => "nitro",
+        Tee::Snp => "snp",
+        Tee::Tdx => "tdx",
+    }
+}
+
+fn request(
+    tee: Tee,
+    agent: &Agent,
+    nonce: &[u8],
+    evidence: &(Vec<u8>, Vec<(String, Vec<u8>)>),
+    model: &ModelDigest,
+) -> Value {
+    let collateral: serde_json::Map<String, Value> = evidence
+        .1
+        .iter()
+        .map(|(name, bytes)| (name.clone(), json!(STANDARD.encode(bytes))))
+        .collect();
+    json!({
+        "tee": tee_name(tee),
+        "evidence": STANDARD.encode(&evidence.0),
+        "collateral": collateral,
+        "nonce": URL_SAFE_NO_PAD.encode(nonce),
+        "public_key": agent.jwk.to_jwk(),
+        "model_digest": model.to_hex(),
+        "principal": "user:alice",
+        "intent": {
+            "task_id": "task-42",
+            "scopes": ["inference:invoke", "tools:search"],
+            "audience": "https://rp.attest-gate.test",
+        },
+    })
+}
+
+/// A fresh challenge, evidence bound to it, and the request carrying both.
+async fn bound_request(
+    server: &Server,
+    tee: Tee,
+    agent: &Agent,
+    edit: impl FnOnce(&mut Spec),
+) -> Value {
+    let nonce = server.nonce().await;
+    let ev = evidence(tee, agent.report_data(&nonce, &agent.model), edit);
+    request(tee, agent, &nonce, &ev, &agent.model)
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// Verifies a compact ES256 JWS against a JWKS, independently of the service.
+fn verify_jwt(token: &str, jwks: &Value) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the token's kid is in the JWKS");
+    let point = [
+        &[4u8][..],
+        &URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap(),
+        &URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap(),
+    ]
+    .concat();
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("the token verifies against the JWKS");
+    (header, claims)
+}
+
+async fn full_flow(tee: Tee) {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    let mut body = bound_request(&server, tee, &agent, |_| {}).await;
+    body["csr"] = json!(agent.csr());
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+
+    let (_, jwks) = server.get("/.well-known/jwks.json").await;
+    let jwks: Value = serde_json::from_str(&jwks).unwrap();
+    let (header, claims) = verify_jwt(response["access_token"].as_str().unwrap(), &jwks);
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+    let name = tee_name(tee);
+    assert_eq!(claims["iss"], server.url.as_str());
+    assert_eq!(
+        claims["sub"],
+        format!(
+            "spiffe://attest-gate.test/example-{name}-agent/{}",
+            agent.jwk.jkt()
+        )
+    );
+    assert_eq!(claims["aud"], "https://rp.attest-gate.test");
+    assert_eq!(claims["scope"], "inference:invoke tools:search");
+    assert_eq!(claims["cnf"]["jkt"], agent.jwk.jkt());
+    assert_eq!(claims["act_for"], "user:alice");
+    assert_eq!(claims["intent"]["task_id"], "task-42");
+    assert_eq!(claims["provenance"]["tee"], name);
+    assert_eq!(
+        claims["provenance"]["workload"],
+        format!("example-{name}-agent")
+    );
+    assert_eq!(claims["provenance"]["model_digest"], agent.model.to_hex());
+    assert_eq!(claims["provenance"]["test_root"], true);
+    assert_eq!(claims["session"]["chain"][0], claims["sub"]);
+    let exp = claims["exp"].as_i64().unwrap();
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(exp - iat, 600);
+    assert_eq!(claims["nbf"], claims["iat"]);
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+    // A test root is never an affirming appraisal.
+    assert_eq!(claims["ear"]["submods"][name]["ear.status"], "warning");
+    assert_eq!(response["token_type"], "DPoP");
+    assert_eq!(response["test_root"], true);
+
+    // The X.509-SVID names the SPIFFE ID, lives as long, and chains to the bundle.
+    let svid_pem = response["svid"].as_str().unwrap();
+    let chain = pem::parse_many(svid_pem).unwrap();
+    assert_eq!(chain.len(), 2);
+    let (_, svid) = x509_parser::parse_x509_certificate(chain[0].contents()).unwrap();
+    let uri = svid
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(uri, claims["sub"].as_str().unwrap());
+    assert_eq!(svid.validity().not_after.timestamp(), exp);
+    assert_eq!(
+        svid.public_key().subject_public_key.data.as_ref(),
+        agent.key.public_key_raw()
+    );
+    let (_, bundle) = server.get("/v1/bundle").await;
+    let root = pem::parse(&bundle).unwrap();
+    let (_, root) = x509_parser::parse_x509_certificate(root.contents()).unwrap();
+    let (_, intermediate) = x509_parser::parse_x509_certificate(chain[1].contents()).unwrap();
+    svid.verify_signature(Some(intermediate.public_key()))
+        .unwrap();
+    intermediate
+        .verify_signature(Some(root.public_key()))
+        .unwrap();
+
+    let audit = Store::open(&format!(
+        "sqlite://{}",
+        server.data_dir.path().join("attest-gate.db").display()
+    ))
+    .await
+    .unwrap()
+    .recent_audit(10)
+    .await
+    .unwrap();
+    assert!(
+        audit.contains(&("attest".into(), "allow".into(), "ok".into())),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn nitro_challenge_attest_token_and_svid() {
+    full_flow(Tee::Nitro).await;
+}
+
+#[tokio::test]
+async fn snp_challenge_attest_token_and_svid() {
+    full_flow(Tee::Snp).await;
+}
+
+#[tokio::test]
+async fn tdx_challenge_attest_token_and_svid() {
+    full_flow(Tee::Tdx).await;
+}
+
+#[tokio::test]
+async fn a_nonce_is_single_use() {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    let body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    assert_eq!(server.post("/v1/attest", &body).await.0, 200);
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "nonce_replayed"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_or_foreign_nonce_is_refused() {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    let past = OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    let expired = challenge::issue(&server.nonce_key(), past, time::Duration::seconds(60))
+        .unwrap()
+        .nonce;
+    let ev = evidence(
+        Tee::Nitro,
+        agent.report_data(&expired, &agent.model),
+        |_| {},
+    );
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Nitro, &agent, &expired, &ev, &agent.model),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "nonce_expired"),
+        "{response}"
+    );
+
+    let foreign = challenge::issue(
+        &NonceKey::new(&[7; 32]),
+        OffsetDateTime::now_utc(),
+        time::Duration::seconds(60),
+    )
+    .unwrap()
+    .nonce;
+    let ev = evidence(
+        Tee::Nitro,
+        agent.report_data(&foreign, &agent.model),
+        |_| {},
+    );
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Nitro, &agent, &foreign, &ev, &agent.model),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "nonce_unknown"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn evidence_bound_to_another_nonce_key_or_model_is_refused() {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    // Evidence bound to one challenge, presented with another.
+    let first = server.nonce().await;
+    let second = server.nonce().await;
+    let ev = evidence(Tee::Snp, agent.report_data(&first, &agent.model), |_| {});
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Snp, &agent, &second, &ev, &agent.model),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "binding_mismatch"),
+        "{response}"
+    );
+    // Bound to the right nonce but presented with another agent's key.
+    let other = Agent::new();
+    let ev = evidence(Tee::Tdx, agent.report_data(&second, &agent.model), |_| {});
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Tdx, &other, &second, &ev, &agent.model),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "binding_mismatch"),
+        "{response}"
+    );
+    // A CSR for another key than the bound one.
+    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    body["csr"] = json!(other.csr());
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "csr_key_mismatch"),
+        "{response}"
+    );
+    // The nonce of a refused attempt is still good: a refusal changes no state.
+    body.as_object_mut().unwrap().remove("csr");
+    assert_eq!(server.post("/v1/attest", &body).await.0, 200);
+}
+
+/// An SNP workload stricter than the example: another launch measurement
+/// (first byte 0xff), SNP firmware SPL at least 9. Returns the file and the
+/// measurement.
+fn strict_snp_workload() -> (String, [u8; 48]) {
+    let text = std::fs::read_to_string(repo().join("measurements/example-snp-agent.toml")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("measurement = "))
+        .unwrap();
+    let example = line.split('"').nth(1).unwrap();
+    let strict = format!("ff{}", &example[2..]);
+    let text = text
+        .replace(example, &strict)
+        .replace(
+            "name = \"example-snp-agent\"",
+            "name = \"strict-snp-agent\"",
+        )
+        .replace("min_snp = 8", "min_snp = 9");
+    assert!(text.contains("strict-snp-agent") && text.contains("min_snp = 9"));
+    (text, hex::decode(strict).unwrap().try_into().unwrap())
+}
+
+#[tokio::test]
+async fn appraisal_rejections_each_have_their_code() {
+    let (strict, measurement) = strict_snp_workload();
+    let server = start(Options {
+        extra_workloads: vec![("strict-snp-agent.toml", strict)],
+        ..Options::default()
+    });
+    let agent = Agent::new();
+
+    // Another launch measurement than any workload allows.
+    let body = bound_request(&server, Tee::Snp, &agent, |s| {
+        if let Spec::Snp(r) = s {
+            r.measurement = [0x55; 48];
+        }
+    })
+    .await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "measurement_not_allowed"),
+        "{response}"
+    );
+
+    // A model the workload does not serve.
+    let nonce = server.nonce().await;
+    let other_model = ModelDigest([0x11; 48]);
+    let ev = evidence(Tee::Nitro, agent.report_data(&nonce, &other_model), |_| {});
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Nitro, &agent, &nonce, &ev, &other_model),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "model_not_allowed"),
+        "{response}"
+    );
+
+    // The strict workload's measurement, on firmware below its minimum.
+    let body = bound_request(&server, Tee::Snp, &agent, |s| {
+        if let Spec::Snp(r) = s {
+            r.measurement = measurement;
+        }
+    })
+    .await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "tcb_below_minimum"),
+        "{response}"
+    );
+
+    // A debug-mode guest (SNP policy DEBUG) of an allowed image.
+    let body = bound_request(&server, Tee::Snp, &agent, |s| {
+        if let Spec::Snp(r) = s {
+            r.policy |= 1 << 19;
+        }
+    })
+    .await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "debug_enclave"),
+        "{response}"
+    );
+
+    // A scope outside the workload's grant is not granted; the rest are.
+    let mut body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    body["intent"]["scopes"] = json!(["inference:invoke", "admin:everything"]);
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["scope"], "inference:invoke");
+
+    // An audience the workload may not address.
+    let mut body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    body["intent"]["audience"] = json!("https://elsewhere.example");
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "audience_not_allowed"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn policy_decides_which_granted_scopes_are_issued() {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    // The default policy lets agents act for users and the system only.
+    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    body["principal"] = json!("service:batch");
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "scope_not_allowed"),
+        "{response}"
+    );
+
+    // An operator's policy that forbids one scope narrows the grant.
+    let server = start(Options {
+        policy: Some(
+            r#"permit (principal, action == AttestGate::Action::"issue", resource);
+               forbid (principal, action, resource == AttestGate::Scope::"tools:search")
+               when { context.act_for != "system" };"#,
+        ),
+        ..Options::default()
+    });
+    let body = bound_request(&server, Tee::Snp, &agent, |_| {}).await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["scope"], "inference:invoke");
+    let mut body = bound_request(&server, Tee::Snp, &agent, |_| {}).await;
+    body["intent"]["scopes"] = json!(["tools:search"]);
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "scope_not_allowed"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn without_dev_test_root_evidence_is_untrusted() {
+    let server = start(Options {
+        vendor_only: true,
+        ..Options::default()
+    });
+    let agent = Agent::new();
+    for tee in [Tee::Nitro, Tee::Snp, Tee::Tdx] {
+        let body = bound_request(&server, tee, &agent, |_| {}).await;
+        let (status, response) = server.post("/v1/attest", &body).await;
+        assert_eq!(
+            (status, code(&response)),
+            (403, "chain_untrusted"),
+            "{tee:?}: {response}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_json_errors() {
+    let server = start(Options::default());
+    let response = server
+        .client
+        .post(format!("{}/v1/attest", server.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "malformed_request");
+
+    let agent = Agent::new();
+    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    body["evidence"] = json!("A".repeat(300 * 1024));
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (413, "body_too_large"),
+        "{response}"
+    );
+
+    for (field, value, expected) in [
+        ("tee", json!("sgx"), "malformed_request"),
+        ("evidence", json!("%%%"), "malformed_request"),
+        ("nonce", json!("%%%"), "malformed_request"),
+        ("model_digest", json!("abcd"), "malformed_request"),
+        ("principal", json!("root"), "malformed_request"),
+        ("public_key", json!({"kty": "RSA"}), "invalid_public_key"),
+        ("csr", json!("not a csr"), "malformed_request"),
+        ("unexpected", json!(1), "malformed_request"),
+    ] {
+        let mut bad = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+        bad[field] = value;
+        let (status, response) = server.post("/v1/attest", &bad).await;
+        assert_eq!(
+            (status, code(&response)),
+            (400, expected),
+            "{field}: {response}"
+        );
+    }
+    let (status, _) = server.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_token() {
+    let server = start(Options::default());
+    assert!(
+        server.admin_token.starts_with("agadm_"),
+        "the first start prints the token"
+    );
+    for path in ["/v1/admin/reload", "/v1/admin/rotate-signing-key"] {
+        let response = server
+            .client
+            .post(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path} without a token");
+        let response = server
+            .client
+            .post(format!("{}{path}", server.url))
+            .bearer_auth("agadm_not-the-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path} with a wrong token");
+    }
+    let (_, before) = server.get("/.well-known/jwks.json").await;
+    let before: Value = serde_json::from_str(&before).unwrap();
+    let response = server
+        .client
+        .post(format!("{}/v1/admin/rotate-signing-key", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (_, after) = server.get("/.well-known/jwks.json").await;
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(after["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(after["keys"][1]["kid"], before["keys"][0]["kid"]);
+
+    let response = server
+        .client
+        .post(format!("{}/v1/admin/reload", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["workloads"], 3);
+
+    let (status, discovery) = server.get("/.well-known/openid-configuration").await;
+    assert_eq!(status, 200);
+    let discovery: Value = serde_json::from_str(&discovery).unwrap();
+    assert_eq!(discovery["issuer"], server.url.as_str());
+    assert_eq!(
+        discovery["jwks_uri"],
+        format!("{}/.well-known/jwks.json", server.url)
+    );
+}
+
+#[test]
+fn keys_at_rest_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = start(Options::default());
+    let data = server.data_dir.path();
+    for file in [
+        "keys/nonce.key",
+        "keys/jwt/current.p8",
+        "keys/ca/root.key.pem",
+        "keys/ca/intermediate.key.pem",
+        "tls/key.pem",
+        "admin-token.sha256",
+    ] {
+        let mode = std::fs::metadata(data.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+}
+
+/// PostgreSQL for the shared-store test: `ATTEST_GATE_TEST_POSTGRES`, else the
+/// development machines' server; `None` (test skipped, said aloud) if unreachable.
+fn postgres_url() -> Option<String> {
+    let url = std::env::var("ATTEST_GATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5432".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_err()
+        && std::env::var("ATTEST_GATE_TEST_POSTGRES").is_err()
+    {
+        return None;
+    }
+    Some(url)
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
+    let Some(base) = postgres_url() else {
+        eprintln!("SKIPPED: no PostgreSQL on 127.0.0.1:5432 (set ATTEST_GATE_TEST_POSTGRES)");
+        return;
+    };
+    // A schema of its own, so runs never see each other's rows.
+    let schema = format!("ag_test_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+
+    let shared = tempfile::tempdir().unwrap();
+    let first = start(Options {
+        database: Some(url.clone()),
+        data_dir: Some(shared.path().to_path_buf()),
+        ..Options::default()
+    });
+    let second = start(Options {
+        database: Some(url),
+        data_dir: Some(shared.path().to_path_buf()),
+        ..Options::default()
+    });
+    let agent = Agent::new();
+    let body = bound_request(&first, Tee::Snp, &agent, |_| {}).await;
+    let (status, response) = first.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let (status, response) = second.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "nonce_replayed"),
+        "{response}"
+    );
+    // And the other way round, with a nonce from the second replica.
+    let body = bound_request(&second, Tee::Tdx, &agent, |_| {}).await;
+    assert_eq!(second.post("/v1/attest", &body).await.0, 200);
+    let (status, response) = first.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "nonce_replayed"),
+        "{response}"
+    );
+
+    drop((first, second));
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
