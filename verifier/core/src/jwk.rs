@@ -66,22 +66,44 @@ impl AgentKey {
                 .as_deref()
                 .ok_or_else(|| JwkError(format!("`y` missing for {n}")))
         };
-        match (raw.kty.as_str(), raw.crv.as_str()) {
-            ("EC", "P-256") => Ok(Self::P256 {
+        let key = match (raw.kty.as_str(), raw.crv.as_str()) {
+            ("EC", "P-256") => Self::P256 {
                 x: coordinate("x", &raw.x)?,
                 y: coordinate("y", y("P-256")?)?,
-            }),
-            ("EC", "P-384") => Ok(Self::P384 {
+            },
+            ("EC", "P-384") => Self::P384 {
                 x: coordinate("x", &raw.x)?,
                 y: coordinate("y", y("P-384")?)?,
-            }),
-            ("OKP", "Ed25519") if raw.y.is_none() => Ok(Self::Ed25519 {
+            },
+            ("OKP", "Ed25519") if raw.y.is_none() => Self::Ed25519 {
                 x: coordinate("x", &raw.x)?,
-            }),
-            (kty, crv) => Err(JwkError(format!(
-                "kty {kty:?} / crv {crv:?} (P-256, P-384 or Ed25519 required)"
-            ))),
-        }
+            },
+            // The values are attacker-chosen and unbounded: not echoed.
+            _ => {
+                return Err(JwkError(
+                    "unsupported kty / crv (EC P-256, EC P-384 or OKP Ed25519 required)".into(),
+                ))
+            }
+        };
+        key.check_on_curve()?;
+        Ok(key)
+    }
+
+    /// A point not on its curve (or a malformed Ed25519 key) is refused here,
+    /// not when it is first used.
+    fn check_on_curve(&self) -> Result<(), JwkError> {
+        use aws_lc_rs::signature::{
+            ParsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_FIXED,
+            ECDSA_P384_SHA384_FIXED, ED25519,
+        };
+        let algorithm: &'static dyn VerificationAlgorithm = match self {
+            Self::P256 { .. } => &ECDSA_P256_SHA256_FIXED,
+            Self::P384 { .. } => &ECDSA_P384_SHA384_FIXED,
+            Self::Ed25519 { .. } => &ED25519,
+        };
+        ParsedPublicKey::new(algorithm, self.raw_public_key())
+            .map(|_| ())
+            .map_err(|_| JwkError("the public key is not a valid point of its curve".into()))
     }
 
     /// The JWK members RFC 7638 hashes, in its required (lexicographic) order.
@@ -150,8 +172,11 @@ mod tests {
 
     #[test]
     fn member_order_and_extra_members_do_not_change_the_thumbprint() {
-        let x = URL_SAFE_NO_PAD.encode([1u8; 32]);
-        let y = URL_SAFE_NO_PAD.encode([2u8; 32]);
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref();
+        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
         let a = AgentKey::from_jwk(&json!({"kty": "EC", "crv": "P-256", "x": x, "y": y})).unwrap();
         let b =
             AgentKey::from_jwk(&json!({"y": y, "use": "sig", "x": x, "crv": "P-256", "kty": "EC"}))
@@ -167,6 +192,8 @@ mod tests {
             json!({"kty": "OKP", "crv": "Ed25519", "x": x, "d": x}),
             json!({"kty": "EC", "crv": "P-384", "x": x, "y": x}),
             json!({"kty": "EC", "crv": "P-256", "x": x}),
+            // Right sizes, but (1, 1) is not a point of P-256.
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": x}),
             json!({"kty": "EC", "crv": "secp256k1", "x": x, "y": x}),
             json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}),
             json!("not an object"),

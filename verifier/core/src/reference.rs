@@ -127,6 +127,38 @@ pub struct ReferenceError {
     pub reason: String,
 }
 
+/// The SPIFFE ID rules (SPIFFE-ID spec §2.1, §2.2) for the parts of
+/// `spiffe://<trust_domain>/<workload>/<instance>` a file names: a trust
+/// domain of lower-case letters, digits, `.`, `-`, `_`; a path segment of
+/// letters, digits, `.`, `-`, `_`, neither `.` nor `..`.
+fn check_spiffe(grant: &Grant) -> Result<(), String> {
+    let td = &grant.trust_domain;
+    let td_ok = !td.is_empty()
+        && td.len() <= 255
+        && td
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c));
+    if !td_ok {
+        return Err(format!(
+            "grant.trust_domain {td:?} is not a SPIFFE trust domain (a-z, 0-9, '.', '-', '_')"
+        ));
+    }
+    let seg = &grant.workload;
+    let seg_ok = !seg.is_empty()
+        && seg.len() <= 255
+        && seg != "."
+        && seg != ".."
+        && seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+    if !seg_ok {
+        return Err(format!(
+            "grant.workload {seg:?} is not one SPIFFE path segment (A-Z, a-z, 0-9, '.', '-', '_')"
+        ));
+    }
+    Ok(())
+}
+
 /// Register names a workload may constrain, per TEE; the first is required.
 fn registers(tee: TeeKind) -> Vec<String> {
     match tee {
@@ -219,6 +251,11 @@ impl Workload {
         }
         if w.grant.max_ttl_seconds == 0 {
             return Err(err("grant.max_ttl_seconds must be positive".into()));
+        }
+        check_spiffe(&w.grant).map_err(err)?;
+        if w.grant.audiences.is_empty() {
+            // An empty list must never mean "any relying party".
+            return Err(err("grant.audiences must name at least one audience".into()));
         }
         Ok(Self {
             name: w.name,

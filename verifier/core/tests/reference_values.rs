@@ -161,6 +161,36 @@ fn malformed_reference_files_are_refused() {
             "unknown field",
         ),
         ("models = [\"", "models = [\"zz", "model not hex"),
+        (
+            "audiences = [\"https://rp.attest-gate.test\"]",
+            "audiences = []",
+            "no audience (never \"any\")",
+        ),
+        (
+            "trust_domain = \"attest-gate.test\"",
+            "trust_domain = \"Attest-Gate.test\"",
+            "upper-case trust domain",
+        ),
+        (
+            "trust_domain = \"attest-gate.test\"",
+            "trust_domain = \"attest-gate.test/x\"",
+            "slash in trust domain",
+        ),
+        (
+            "workload = \"example-tdx-agent\"",
+            "workload = \"a/b\"",
+            "two path segments",
+        ),
+        (
+            "workload = \"example-tdx-agent\"",
+            "workload = \"..\"",
+            "dot-dot segment",
+        ),
+        (
+            "workload = \"example-tdx-agent\"",
+            "workload = \"\"",
+            "empty segment",
+        ),
     ] {
         let text = good.replacen(from, to, 1);
         assert_ne!(text, good, "{why}");

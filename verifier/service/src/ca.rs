@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
+use attest_gate_core::AgentKey;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
-    SanType, PKCS_ECDSA_P256_SHA256,
+    SanType, SerialNumber, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use time::{Duration, OffsetDateTime};
@@ -49,20 +50,30 @@ impl std::fmt::Debug for CheckedCsr {
     }
 }
 
-/// Parses a CSR (DER) and checks that it is self-signed by `agent_key` (SEC1
-/// uncompressed point). Only the key is used: names come from the appraisal.
-pub fn check_csr(der: &[u8], agent_key: &[u8]) -> Result<CheckedCsr, CsrError> {
+/// Parses a CSR (DER) and checks that it is self-signed by the agent's key.
+/// Only the key is used: names come from the appraisal. rcgen labels the key
+/// by the CSR's signature algorithm, so the label must match the JWK's curve
+/// too (a P-384 key signing with SHA-256 would otherwise be called P-256).
+pub fn check_csr(der: &[u8], agent_key: &AgentKey) -> Result<CheckedCsr, CsrError> {
     let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
         .map_err(|e| CsrError::Invalid(e.to_string()))?;
     let alg = csr.public_key.algorithm();
-    if alg != &PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ECDSA_P384_SHA384 {
+    if alg != &PKCS_ECDSA_P256_SHA256 && alg != &PKCS_ECDSA_P384_SHA384 {
         return Err(CsrError::UnsupportedKey);
     }
-    if csr.public_key.der_bytes() != agent_key {
+    let curve_matches = match agent_key {
+        AgentKey::P256 { .. } => alg == &PKCS_ECDSA_P256_SHA256,
+        AgentKey::P384 { .. } => alg == &PKCS_ECDSA_P384_SHA384,
+        AgentKey::Ed25519 { .. } => return Err(CsrError::UnsupportedKey),
+    };
+    if !curve_matches || csr.public_key.der_bytes() != agent_key.raw_public_key().as_slice() {
         return Err(CsrError::KeyMismatch);
     }
     Ok(CheckedCsr(csr))
 }
+
+/// The subject OU of an SVID issued for test-root evidence.
+pub const TEST_ROOT_MARK: &str = "attest-gate test-root evidence";
 
 /// The SVID CA.
 pub struct SvidCa {
@@ -168,17 +179,30 @@ impl SvidCa {
     }
 
     /// Issues an X.509-SVID for `csr`'s key: the SPIFFE ID as the only URI
-    /// SAN, the same lifetime as the token, client and server auth. Returns
-    /// the chain (SVID, then intermediate) as PEM.
+    /// SAN, the same lifetime as the token, client and server auth, a random
+    /// serial. Evidence under a test root (`--dev`) is said so in the subject
+    /// (`OU=attest-gate test-root evidence`), since the SVID has no other
+    /// place for it. Returns the chain (SVID, then intermediate) as PEM.
     pub fn issue(
         &self,
         csr: &CheckedCsr,
         spiffe_id: &str,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
+        test_root: bool,
     ) -> Result<String, PkiError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
+        if test_root {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, TEST_ROOT_MARK);
+        }
+        let mut serial = secrets::random_bytes::<16>()?;
+        if let Some(first) = serial.first_mut() {
+            *first &= 0x7f; // positive, as RFC 5280 requires
+        }
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
         params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -1,16 +1,18 @@
-//! Where the service finds TDX and SNP collateral: behind one trait, tried in
-//! order (the request's own collateral first, then the service's collateral
-//! directory). Sources do the I/O; verification stays free of it and checks
-//! whatever a source returns (signatures, windows, FMSPC / chip binding), so
-//! a source is trusted for availability only, never for correctness.
+//! Where the service finds TDX and SNP collateral: behind one trait, the
+//! service's own sources first (its collateral directory, keyed by FMSPC and
+//! by chip ID + TCB), and the request's collateral only when they have none —
+//! so an agent cannot swap in older, still-valid TCB info that predates a TCB
+//! recovery. Sources do the I/O; verification stays free of it and checks
+//! whatever a source returns (signatures, windows, FMSPC / chip binding), so a
+//! source is trusted for availability only, never for correctness.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use attest_gate_core::{Collateral, TeeKind};
+use attest_gate_core::{snp, tdx, Collateral, TeeKind};
 
-use crate::files;
+use crate::files::{self, FileError};
 
 /// A source failed (not "has nothing": that is `Ok(None)`).
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +37,20 @@ pub trait CollateralSource: Send + Sync + std::fmt::Debug {
     fn find<'a>(&'a self, tee: TeeKind, evidence: &'a [u8]) -> Pending<'a>;
 }
 
-/// A folder laid out like the CLI's `--collateral` folder, with one
-/// subfolder per TEE (`tdx/`, `snp/`); files are read on each request so
-/// an operator can replace them without a restart.
+/// A folder with one subfolder per TEE, each laid out like the CLI's
+/// `--collateral` folder (the service's files win over a request's):
+///
+/// ```text
+/// <root>/tdx/               shared: pck_crl.der, root_ca_crl.der, qe_identity.json, ...
+/// <root>/tdx/<fmspc>/       per platform type: tcb_info.json, ... (12 hex digits)
+/// <root>/snp/               shared: cert_chain.pem (ASK, ARK), crl.der
+/// <root>/snp/<chip_id>-<reported_tcb>/   per chip and TCB: vcek.der
+///                           (128 and 16 hex digits, lower case)
+/// ```
+///
+/// A file in the keyed folder wins over the shared one of the same name.
+/// Files are read on each request, so an operator can replace them without a
+/// restart.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     root: PathBuf,
@@ -48,6 +61,30 @@ impl DirectorySource {
     pub fn new(root: PathBuf) -> Self {
         Self { root }
     }
+
+    /// The keyed subfolder's name for this evidence, if its key can be read
+    /// (unverified: the key only chooses files; verification checks them).
+    fn key(tee: TeeKind, evidence: &[u8]) -> Option<String> {
+        match tee {
+            TeeKind::Nitro => None,
+            TeeKind::Tdx => tdx::unverified_fmspc(evidence).ok().map(hex::encode),
+            TeeKind::Snp => snp::unverified_chip_and_tcb(evidence)
+                .ok()
+                .map(|(chip, tcb)| format!("{}-{tcb:016x}", hex::encode(chip))),
+        }
+    }
+
+    fn read(shared: &Path, keyed: Option<&Path>) -> Result<Collateral, FileError> {
+        let mut items: Vec<(String, Vec<u8>)> = Vec::new();
+        for dir in std::iter::once(shared).chain(keyed) {
+            if dir.is_dir() {
+                let found = files::read_collateral_dir(dir)?;
+                items.extend(found.iter().map(|(n, b)| (n.to_string(), b.to_vec())));
+            }
+        }
+        // Later (keyed) items win in `from_items`.
+        Ok(Collateral::from_items(items))
+    }
 }
 
 impl CollateralSource for DirectorySource {
@@ -55,16 +92,14 @@ impl CollateralSource for DirectorySource {
         "directory"
     }
 
-    fn find<'a>(&'a self, tee: TeeKind, _evidence: &'a [u8]) -> Pending<'a> {
+    fn find<'a>(&'a self, tee: TeeKind, evidence: &'a [u8]) -> Pending<'a> {
         Box::pin(async move {
             if tee == TeeKind::Nitro {
                 return Ok(None);
             }
-            let dir = self.root.join(tee.to_string());
-            if !dir.is_dir() {
-                return Ok(None);
-            }
-            let read = tokio::task::spawn_blocking(move || files::read_collateral_dir(&dir))
+            let shared = self.root.join(tee.to_string());
+            let keyed = Self::key(tee, evidence).map(|k| shared.join(k));
+            let read = tokio::task::spawn_blocking(move || Self::read(&shared, keyed.as_deref()))
                 .await
                 .map_err(|e| CollateralError {
                     source_name: "directory",
@@ -100,23 +135,30 @@ impl CollateralSources {
         self
     }
 
-    /// The request's collateral when it sent any, else the first source's
-    /// that has some, else none (verification then says what is missing).
+    /// The request's collateral overlaid, file by file, with the first
+    /// source's that has any: what the service holds always wins, and the
+    /// request only fills gaps (e.g. a VCEK the folder lacks). Verification
+    /// then checks the result as one set.
     pub async fn resolve(
         &self,
         tee: TeeKind,
         evidence: &[u8],
         from_request: Collateral,
     ) -> Result<Collateral, CollateralError> {
-        if !from_request.is_empty() || tee == TeeKind::Nitro {
+        if tee == TeeKind::Nitro {
             return Ok(from_request);
         }
         for source in &self.sources {
             if let Some(found) = source.find(tee, evidence).await? {
                 tracing::debug!(source = source.name(), %tee, "collateral found");
-                return Ok(found);
+                let merged: Vec<(String, Vec<u8>)> = from_request
+                    .iter()
+                    .chain(found.iter())
+                    .map(|(n, b)| (n.to_string(), b.to_vec()))
+                    .collect();
+                return Ok(Collateral::from_items(merged));
             }
         }
-        Ok(Collateral::empty())
+        Ok(from_request)
     }
 }

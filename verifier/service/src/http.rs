@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -73,8 +74,34 @@ pub fn router(service: Arc<Service>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
+        .layer(axum::middleware::map_response(json_for_bare_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(service)
+}
+
+/// Responses made by axum or tower themselves (405, 408) have no body; give
+/// them the API's JSON error shape.
+async fn json_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (kind, code) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorKind::NotFound, "method_not_allowed"),
+        StatusCode::REQUEST_TIMEOUT => (ErrorKind::Unavailable, "timeout"),
+        _ => (ErrorKind::Malformed, "bad_request"),
+    };
+    let mut fixed =
+        ApiError::new(kind, code, status.canonical_reason().unwrap_or("error")).into_response();
+    *fixed.status_mut() = status;
+    fixed
 }
 
 async fn challenge(State(service): State<Arc<Service>>) -> Response {
@@ -92,9 +119,13 @@ async fn attest(
         Ok(Json(r)) => r,
         Err(rejection) => return body_error(&rejection).into_response(),
     };
-    match service.attest(request, clock::now()).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => e.into_response(),
+    // Its own task: a client that hangs up cannot cut a decision (and its
+    // audit record) in half once the nonce is consumed.
+    let decided = tokio::spawn(async move { service.attest(request, clock::now()).await }).await;
+    match decided {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Policy over the agent's identity claims, in Cedar: which of the scopes a
 //! workload's grant allows may be issued for this principal, intent and time.
 //! Evaluated once per requested scope; a scope is granted only on `Allow`
-//! (Cedar denies by default, a `forbid` wins, and a policy that errors is
-//! skipped, so mistakes deny).
+//! with no evaluation error at all. Cedar denies by default and a `forbid`
+//! wins, but Cedar *skips* a policy that errors — a `forbid` included — so an
+//! error anywhere denies the scope here: a mistake never grants.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -126,10 +127,12 @@ impl Policy {
             )
             .map_err(|e| PolicyError(e.to_string()))?;
             let response = authorizer.is_authorized(&request, &self.set, &entities);
+            let mut clean = true;
             for error in response.diagnostics().errors() {
-                tracing::warn!(scope = %scope, error = %error, "a policy failed to evaluate (treated as not permitting)");
+                clean = false;
+                tracing::warn!(scope = %scope, error = %error, "a policy failed to evaluate: scope denied");
             }
-            if response.decision() == Decision::Allow && !permitted.contains(scope) {
+            if clean && response.decision() == Decision::Allow && !permitted.contains(scope) {
                 permitted.push(scope.clone());
             }
         }

@@ -119,9 +119,49 @@ fn tls_config(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<rustls::Serv
     Ok(config)
 }
 
+/// `https://host[:port][/path]`, without a trailing slash (RFC 8414 issuers
+/// are compared as strings).
+fn normalize_issuer(url: &str) -> anyhow::Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let host = trimmed.strip_prefix("https://").unwrap_or_default();
+    if host.is_empty() || trimmed.contains(['?', '#', ' ']) {
+        anyhow::bail!("--issuer {url:?} must be an https:// URL without query or fragment");
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A new admin token is shown once: on the terminal when there is one, else
+/// (under a service manager, whose stderr is the log pipeline) in a one-time
+/// file, mode 0600, that the operator reads and deletes.
+fn show_admin_token_once(data_dir: &Path, token: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let hash_file = data_dir.join("admin-token.sha256");
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "attest-gate: new admin token (shown once; only its hash is kept in {}): {token}",
+            hash_file.display()
+        );
+    } else {
+        let once = data_dir.join("admin-token.new");
+        secrets::write_new_secret(&once, format!("{token}\n").as_bytes())?;
+        tracing::warn!(
+            file = %once.display(),
+            "a new admin token was written once to this file (mode 0600): read it, store it, delete the file"
+        );
+    }
+    Ok(())
+}
+
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    if args.dev && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--dev trusts publicly derivable test keys; it only listens on a loopback address \
+             (127.0.0.1 or ::1), not {}",
+            args.listen
+        );
+    }
     secrets::private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let database = args
@@ -136,10 +176,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let issuer = args
-        .issuer
-        .clone()
-        .unwrap_or_else(|| format!("https://{addr}"));
+    let issuer = match &args.issuer {
+        Some(url) => normalize_issuer(url)?,
+        None if addr.ip().is_unspecified() => format!("https://localhost:{}", addr.port()),
+        None => format!("https://{addr}"),
+    };
     let config = ServiceConfig {
         issuer,
         data_dir: data_dir.clone(),
@@ -159,11 +200,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sources = CollateralSources::new().with(DirectorySource::new(collateral_dir));
     let (service, new_admin_token) = Service::start(config, store, sources, clock::now())?;
     if let Some(token) = new_admin_token {
-        // Shown once, on the terminal, never through the log pipeline.
-        eprintln!(
-            "attest-gate: new admin token (shown once; only its hash is kept in {}): {token}",
-            data_dir.join("admin-token.sha256").display()
-        );
+        show_admin_token_once(&data_dir, &token)?;
     }
     if args.dev {
         tracing::warn!(
@@ -225,16 +262,19 @@ async fn signals(service: Arc<Service>, handle: axum_server::Handle) {
     handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
 }
 
-/// Forgets expired nonces once a minute.
+/// How long past expiry a consumed nonce is remembered.
+const PRUNE_GRACE_SECONDS: i64 = 600;
+
+/// Forgets long-expired nonces once a minute.
 async fn prune_nonces(service: Arc<Service>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
-        if let Err(e) = service
-            .store()
-            .prune_nonces(clock::now().unix_timestamp())
-            .await
-        {
+        // A consumed nonce is kept well past its expiry (longer than a
+        // request may take, plus clock skew between replicas), so a request
+        // in flight across expiry can never find its nonce forgotten.
+        let horizon = clock::now().unix_timestamp() - PRUNE_GRACE_SECONDS;
+        if let Err(e) = service.store().prune_nonces(horizon).await {
             tracing::warn!(error = %e, "pruning consumed nonces failed");
         }
     }

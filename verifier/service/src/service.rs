@@ -42,6 +42,8 @@ const MAX_FIELD_LEN: usize = 256;
 const MAX_SCOPES: usize = 32;
 /// Most collateral files one request may carry.
 const MAX_COLLATERAL_FILES: usize = 16;
+/// Longest audit detail stored (details can echo request input).
+const MAX_AUDIT_DETAIL: usize = 512;
 
 /// How the service is set up (from flags).
 #[derive(Debug, Clone)]
@@ -85,14 +87,31 @@ pub struct Service {
     config: ServiceConfig,
     vendor: Verifier,
     test: Option<Verifier>,
-    references: RwLock<Arc<ReferenceValues>>,
-    policy: RwLock<Arc<Policy>>,
+    /// Reference values and policy, swapped together on reload.
+    appraiser: RwLock<Arc<Appraiser>>,
+    /// Bounds concurrent evidence verifications (CPU-bound, in
+    /// `spawn_blocking`), so a flood of requests queues instead of piling up
+    /// blocking threads.
+    verify_slots: Arc<tokio::sync::Semaphore>,
     nonce_key: NonceKey,
     tokens: RwLock<Arc<TokenKeys>>,
     ca: SvidCa,
     store: Store,
     collateral: CollateralSources,
     admin: AdminTokenHash,
+}
+
+/// What appraisal judges against; reloaded as one.
+#[derive(Debug)]
+struct Appraiser {
+    references: ReferenceValues,
+    policy: Policy,
+}
+
+/// Where keys live: `keys/`, or `keys-dev/` under `--dev`, so a production
+/// data directory's keys never sign credentials for test-root evidence.
+pub fn keys_dir(data_dir: &Path, dev: bool) -> PathBuf {
+    data_dir.join(if dev { "keys-dev" } else { "keys" })
 }
 
 /// Reads every `*.toml` in `dir`, in name order.
@@ -293,7 +312,7 @@ impl Service {
         collateral: CollateralSources,
         now: OffsetDateTime,
     ) -> Result<(Self, Option<String>), StartError> {
-        let keys_dir = config.data_dir.join("keys");
+        let keys_dir = keys_dir(&config.data_dir, config.dev);
         secrets::private_dir(&keys_dir)?;
         let (nonce_secret, _) = secrets::load_or_create(&keys_dir.join("nonce.key"), || {
             Ok(secrets::random_bytes::<32>()?.to_vec())
@@ -315,12 +334,13 @@ impl Service {
         } else {
             None
         };
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         Ok((
             Self {
                 vendor: Verifier::new(TrustAnchors::vendor()?),
                 test,
-                references: RwLock::new(Arc::new(references)),
-                policy: RwLock::new(Arc::new(policy)),
+                appraiser: RwLock::new(Arc::new(Appraiser { references, policy })),
+                verify_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
                 nonce_key: NonceKey::new(&nonce_secret),
                 tokens: RwLock::new(Arc::new(tokens)),
                 ca,
@@ -345,7 +365,7 @@ impl Service {
 
     /// How many workloads the reference values allow.
     pub fn workload_count(&self) -> usize {
-        read(&self.references).workloads().len()
+        read(&self.appraiser).references.workloads().len()
     }
 
     /// Whether `token` is the admin token.
@@ -379,38 +399,47 @@ impl Service {
     /// `GET /.well-known/openid-configuration` (the parts that apply).
     pub fn discovery(&self) -> serde_json::Value {
         let iss = &self.config.issuer;
+        // Authorization-server metadata (RFC 8414) for what this service is:
+        // a token endpoint that takes attestation evidence, no authorization
+        // endpoint, no ID tokens. Relying parties need `issuer` and `jwks_uri`.
         serde_json::json!({
             "issuer": iss,
             "jwks_uri": format!("{iss}/.well-known/jwks.json"),
             "token_endpoint": format!("{iss}/v1/attest"),
             "grant_types_supported": ["urn:attest-gate:grant-type:attestation"],
             "token_endpoint_auth_methods_supported": ["none"],
-            "id_token_signing_alg_values_supported": ["ES256"],
-            "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA"],
-            "subject_types_supported": ["public"],
-            "response_types_supported": ["token"],
+            "response_types_supported": [],
+            "access_token_signing_alg_values_supported": ["ES256"],
+            "challenge_endpoint": format!("{iss}/v1/challenge"),
             "x509_svid_bundle_uri": format!("{iss}/v1/bundle"),
         })
     }
 
-    /// Re-reads reference values and policy; on any error keeps the old ones.
+    /// Re-reads reference values, policy and the token-signing keys (so a
+    /// rotation on one replica reaches the others); on any error keeps the
+    /// old ones.
     pub async fn reload(&self, now: OffsetDateTime) -> Result<serde_json::Value, ApiError> {
-        let result = load_references(&self.config.measurements_dir)
-            .and_then(|r| Ok((r, load_policy(self.config.policy_file.as_deref())?)));
+        let jwt_dir = keys_dir(&self.config.data_dir, self.config.dev).join("jwt");
+        let result = load_references(&self.config.measurements_dir).and_then(|references| {
+            let policy = load_policy(self.config.policy_file.as_deref())?;
+            let tokens = TokenKeys::load_or_create(&jwt_dir)?;
+            Ok((Appraiser { references, policy }, tokens))
+        });
         let (code, outcome) = match result {
-            Ok((references, policy)) => {
-                let workloads = references.workloads().len();
-                write(&self.references, references);
-                write(&self.policy, policy);
+            Ok((appraiser, tokens)) => {
+                let workloads = appraiser.references.workloads().len();
+                write(&self.appraiser, appraiser);
+                write(&self.tokens, tokens);
                 (
                     "ok",
                     Ok(serde_json::json!({"reloaded": true, "workloads": workloads})),
                 )
             }
+            // The operator's own files are broken: say why (admin-only endpoint).
             Err(e) => (
                 "reload_failed",
                 Err(ApiError::new(
-                    ErrorKind::Malformed,
+                    ErrorKind::Internal,
                     "reload_failed",
                     e.to_string(),
                 )),
@@ -426,7 +455,7 @@ impl Service {
         &self,
         now: OffsetDateTime,
     ) -> Result<serde_json::Value, ApiError> {
-        let keys = TokenKeys::rotate(&self.config.data_dir.join("keys").join("jwt"))
+        let keys = TokenKeys::rotate(&keys_dir(&self.config.data_dir, self.config.dev).join("jwt"))
             .map_err(ApiError::internal)?;
         let kid = keys.current.kid().to_string();
         write(&self.tokens, keys);
@@ -459,7 +488,7 @@ impl Service {
             workload: trail.workload,
             subject: trail.subject,
             jti: trail.jti,
-            detail: detail.to_string(),
+            detail: detail.chars().take(MAX_AUDIT_DETAIL).collect(),
         };
         if let Err(e) = self.store.audit(&event).await {
             tracing::error!(error = %e, action, code, "could not write the audit log");
@@ -494,7 +523,7 @@ impl Service {
         let csr = parsed
             .csr
             .as_deref()
-            .map(|der| check_csr(der, &parsed.key.raw_public_key()))
+            .map(|der| check_csr(der, &parsed.key))
             .transpose()
             .map_err(|e| match e {
                 crate::ca::CsrError::KeyMismatch => ApiError::denied(e.code(), e.to_string()),
@@ -508,10 +537,11 @@ impl Service {
             .resolve(parsed.tee, &parsed.evidence, parsed.collateral.clone())
             .await
             .map_err(|e| {
+                tracing::error!(error = %e, "collateral source failed");
                 ApiError::new(
                     ErrorKind::Unavailable,
                     "collateral_unavailable",
-                    e.to_string(),
+                    "the verifier's collateral could not be read; see its log",
                 )
             })?;
         let claims = self
@@ -525,12 +555,27 @@ impl Service {
             .check(&claims)
             .map_err(|r| ApiError::denied(r.code(), r.to_string()))?;
 
-        let references = read(&self.references);
-        let workload = references
+        let appraiser = read(&self.appraiser);
+        let workload = appraiser
+            .references
             .appraise(&claims, &parsed.model)
             .map_err(|r| ApiError::denied(r.code(), r.to_string()))?;
         trail.workload = Some(workload.name.clone());
-        let scopes = self.grant_scopes(workload, &claims, &parsed.model, &req, now)?;
+        let scopes = grant_scopes(
+            &appraiser.policy,
+            workload,
+            &claims,
+            &parsed.model,
+            &req,
+            now,
+        )?;
+
+        // `now` was read when the request arrived; the nonce must still be
+        // current when it is consumed, or a slow request could outlive its
+        // expiry and the pruning of consumed nonces.
+        if crate::clock::now() >= nonce_expiry {
+            return Err(nonce_denial(NonceError::Expired));
+        }
 
         let nonce_id = hex::encode(digest(&SHA256, &parsed.nonce));
         let first_use = self
@@ -564,7 +609,12 @@ impl Service {
         now: OffsetDateTime,
     ) -> Result<VerifiedClaims, ApiError> {
         let this = Arc::clone(self);
+        let slot = Arc::clone(&self.verify_slots)
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             match this.vendor.verify(tee, &evidence, &collateral, now) {
                 Err(e) if e.code() == "chain_untrusted" => match &this.test {
                     Some(test) => test.verify(tee, &evidence, &collateral, now),
@@ -591,56 +641,56 @@ impl Service {
         }
         Ok(())
     }
+}
 
-    /// requested ∩ the workload's grant ∩ what policy permits; the audience
-    /// must be one the grant names.
-    fn grant_scopes(
-        &self,
-        workload: &Workload,
-        claims: &VerifiedClaims,
-        model: &ModelDigest,
-        req: &AttestRequest,
-        now: OffsetDateTime,
-    ) -> Result<Vec<String>, ApiError> {
-        let intent = &req.intent;
-        if !workload.grant.audiences.is_empty()
-            && !workload.grant.audiences.contains(&intent.audience)
-        {
-            return Err(ApiError::denied(
-                "audience_not_allowed",
-                format!(
-                    "workload {} may not get tokens for this audience",
-                    workload.name
-                ),
-            ));
-        }
-        let allowed: Vec<String> = intent
-            .scopes
-            .iter()
-            .filter(|s| workload.grant.scopes.contains(s))
-            .cloned()
-            .collect();
-        let permitted = read(&self.policy)
-            .permitted_scopes(&PolicyQuery {
-                workload,
-                claims,
-                model,
-                act_for: &req.principal,
-                task_id: &intent.task_id,
-                audience: &intent.audience,
-                scopes: &allowed,
-                now,
-            })
-            .map_err(ApiError::internal)?;
-        if permitted.is_empty() {
-            return Err(ApiError::denied(
-                "scope_not_allowed",
-                "no requested scope is allowed by the workload's grant and the policy",
-            ));
-        }
-        Ok(permitted)
+/// requested ∩ the workload's grant ∩ what policy permits; the audience must
+/// be one the grant names (a grant always names at least one).
+fn grant_scopes(
+    policy: &Policy,
+    workload: &Workload,
+    claims: &VerifiedClaims,
+    model: &ModelDigest,
+    req: &AttestRequest,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, ApiError> {
+    let intent = &req.intent;
+    if !workload.grant.audiences.contains(&intent.audience) {
+        return Err(ApiError::denied(
+            "audience_not_allowed",
+            format!(
+                "workload {} may not get tokens for this audience",
+                workload.name
+            ),
+        ));
     }
+    let allowed: Vec<String> = intent
+        .scopes
+        .iter()
+        .filter(|s| workload.grant.scopes.contains(s))
+        .cloned()
+        .collect();
+    let permitted = policy
+        .permitted_scopes(&PolicyQuery {
+            workload,
+            claims,
+            model,
+            act_for: &req.principal,
+            task_id: &intent.task_id,
+            audience: &intent.audience,
+            scopes: &allowed,
+            now,
+        })
+        .map_err(ApiError::internal)?;
+    if permitted.is_empty() {
+        return Err(ApiError::denied(
+            "scope_not_allowed",
+            "no requested scope is allowed by the workload's grant and the policy",
+        ));
+    }
+    Ok(permitted)
+}
 
+impl Service {
     #[allow(clippy::too_many_arguments)]
     async fn issue(
         &self,
@@ -693,7 +743,7 @@ impl Service {
             .sign_jwt("at+jwt", &grant.access_claims())
             .map_err(ApiError::internal)?;
         let svid = csr
-            .map(|csr| self.ca.issue(csr, &sub, now, expires_at))
+            .map(|csr| self.ca.issue(csr, &sub, now, expires_at, test_root))
             .transpose()
             .map_err(ApiError::internal)?;
         self.store

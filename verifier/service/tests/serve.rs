@@ -132,6 +132,10 @@ fn start(options: Options) -> Server {
             url = Some(rest.split_whitespace().next().unwrap().to_string());
         }
     }
+    // Stderr is a pipe here, so a new admin token goes to a one-time file.
+    if let Ok(token) = std::fs::read_to_string(data_path.join("admin-token.new")) {
+        admin_token = token.trim().to_string();
+    }
     let cert = std::fs::read(data_path.join("tls/cert.pem")).unwrap();
     let client = client_trusting(&cert);
     Server {
@@ -196,7 +200,7 @@ impl Server {
     }
 
     fn nonce_key(&self) -> NonceKey {
-        let secret = std::fs::read(self.data_dir.path().join("keys/nonce.key")).unwrap();
+        let secret = std::fs::read(self.data_dir.path().join("keys-dev/nonce.key")).unwrap();
         NonceKey::new(&secret.try_into().unwrap())
     }
 }
@@ -424,6 +428,23 @@ async fn full_flow(tee: Tee) {
         })
         .unwrap();
     assert_eq!(uri, claims["sub"].as_str().unwrap());
+    let san = svid.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(
+        san.value.general_names.len(),
+        1,
+        "the SPIFFE ID is the only SAN"
+    );
+    let basic = svid.basic_constraints().unwrap().unwrap();
+    assert!(!basic.value.ca);
+    let eku = svid.extended_key_usage().unwrap().unwrap();
+    assert!(eku.value.client_auth && eku.value.server_auth);
+    let ku = svid.key_usage().unwrap().unwrap();
+    assert!(ku.value.digital_signature() && !ku.value.key_cert_sign());
+    // Test-root evidence is said so in the SVID too.
+    assert!(svid
+        .subject()
+        .to_string()
+        .contains("attest-gate test-root evidence"));
     assert_eq!(svid.validity().not_after.timestamp(), exp);
     assert_eq!(
         svid.public_key().subject_public_key.data.as_ref(),
@@ -438,6 +459,15 @@ async fn full_flow(tee: Tee) {
     intermediate
         .verify_signature(Some(root.public_key()))
         .unwrap();
+
+    // A second SVID for the same key has another serial (RFC 5280 §4.1.2.2).
+    let mut again = bound_request(&server, tee, &agent, |_| {}).await;
+    again["csr"] = json!(agent.csr());
+    let (status, second) = server.post("/v1/attest", &again).await;
+    assert_eq!(status, 200, "{second}");
+    let second_pem = pem::parse_many(second["svid"].as_str().unwrap()).unwrap();
+    let (_, second_svid) = x509_parser::parse_x509_certificate(second_pem[0].contents()).unwrap();
+    assert_ne!(second_svid.raw_serial(), svid.raw_serial());
 
     let audit = Store::open(&format!(
         "sqlite://{}",
@@ -481,6 +511,57 @@ async fn a_nonce_is_single_use() {
         (403, "nonce_replayed"),
         "{response}"
     );
+
+    // Eight copies at once: exactly one wins.
+    let body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    let statuses = race(&[&server], &body, 8).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == (200, "ok".into()))
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == (403, "nonce_replayed".into()))
+            .count(),
+        7,
+        "{statuses:?}"
+    );
+}
+
+/// Sends `body` `copies` times at once, spread over `servers`; returns each
+/// (status, code), `ok` for success.
+async fn race(servers: &[&Server], body: &Value, copies: usize) -> Vec<(u16, String)> {
+    let mut attempts = Vec::new();
+    for i in 0..copies {
+        let server = servers[i % servers.len()];
+        let (client, url, body) = (server.client.clone(), server.url.clone(), body.clone());
+        attempts.push(tokio::spawn(async move {
+            let response = client
+                .post(format!("{url}/v1/attest"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            let code = if status == 200 {
+                "ok".to_string()
+            } else {
+                code(&body).to_string()
+            };
+            (status, code)
+        }));
+    }
+    let mut out = Vec::new();
+    for attempt in attempts {
+        out.push(attempt.await.unwrap());
+    }
+    out
 }
 
 #[tokio::test]
@@ -566,6 +647,24 @@ async fn evidence_bound_to_another_nonce_key_or_model_is_refused() {
         (403, "binding_mismatch"),
         "{response}"
     );
+    // Bound to one model, presented as serving another (allowed or not).
+    let third = server.nonce().await;
+    let ev = evidence(
+        Tee::Nitro,
+        agent.report_data(&third, &ModelDigest([0x33; 48])),
+        |_| {},
+    );
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Nitro, &agent, &third, &ev, &agent.model),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "binding_mismatch"),
+        "{response}"
+    );
     // A CSR for another key than the bound one.
     let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
     body["csr"] = json!(other.csr());
@@ -575,8 +674,18 @@ async fn evidence_bound_to_another_nonce_key_or_model_is_refused() {
         (403, "csr_key_mismatch"),
         "{response}"
     );
-    // The nonce of a refused attempt is still good: a refusal changes no state.
+    // The nonce of a refused attempt is still good: a refusal changes no
+    // state, even one made after the evidence verified and matched.
     body.as_object_mut().unwrap().remove("csr");
+    let audience = body["intent"]["audience"].clone();
+    body["intent"]["audience"] = json!("https://elsewhere.example");
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "audience_not_allowed"),
+        "{response}"
+    );
+    body["intent"]["audience"] = audience;
     assert_eq!(server.post("/v1/attest", &body).await.0, 200);
 }
 
@@ -722,6 +831,64 @@ async fn policy_decides_which_granted_scopes_are_issued() {
         (403, "scope_not_allowed"),
         "{response}"
     );
+
+    // A forbid that fails to evaluate denies (Cedar itself would skip it).
+    let server = start(Options {
+        policy: Some(
+            r#"permit (principal, action == AttestGate::Action::"issue", resource);
+               forbid (principal, action, resource) when { principal.no_such_attribute == 1 };"#,
+        ),
+        ..Options::default()
+    });
+    let body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "scope_not_allowed"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn the_default_policy_keeps_admin_scopes_from_test_root_evidence() {
+    // The Nitro example, granted an admin scope as well.
+    let nitro = std::fs::read_to_string(repo().join("measurements/example-nitro-agent.toml"))
+        .unwrap()
+        .replace(
+            "scopes = [\"inference:invoke\"",
+            "scopes = [\"admin:ops\", \"inference:invoke\"",
+        );
+    assert!(nitro.contains("admin:ops"));
+    let server = start(Options {
+        extra_workloads: vec![("example-nitro-agent.toml", nitro)],
+        ..Options::default()
+    });
+    let agent = Agent::new();
+    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    body["intent"]["scopes"] = json!(["admin:ops", "inference:invoke"]);
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["scope"], "inference:invoke");
+    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    body["intent"]["scopes"] = json!(["admin:ops"]);
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "scope_not_allowed"),
+        "{response}"
+    );
+}
+
+#[test]
+fn dev_mode_listens_on_loopback_only() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(["serve", "--dev", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
 }
 
 #[tokio::test]
@@ -786,8 +953,15 @@ async fn malformed_and_oversized_requests_get_json_errors() {
             "{field}: {response}"
         );
     }
-    let (status, _) = server.get("/v1/nothing-here").await;
+    let (status, body) = server.get("/v1/nothing-here").await;
     assert_eq!(status, 404);
+    assert_eq!(code(&serde_json::from_str(&body).unwrap()), "not_found");
+    let (status, body) = server.get("/v1/attest").await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        code(&serde_json::from_str(&body).unwrap()),
+        "method_not_allowed"
+    );
 }
 
 #[tokio::test]
@@ -856,12 +1030,13 @@ fn keys_at_rest_are_private() {
     let server = start(Options::default());
     let data = server.data_dir.path();
     for file in [
-        "keys/nonce.key",
-        "keys/jwt/current.p8",
-        "keys/ca/root.key.pem",
-        "keys/ca/intermediate.key.pem",
+        "keys-dev/nonce.key",
+        "keys-dev/jwt/current.p8",
+        "keys-dev/ca/root.key.pem",
+        "keys-dev/ca/intermediate.key.pem",
         "tls/key.pem",
         "admin-token.sha256",
+        "admin-token.new",
     ] {
         let mode = std::fs::metadata(data.join(file))
             .unwrap()
@@ -892,6 +1067,11 @@ fn postgres_url() -> Option<String> {
 #[tokio::test]
 async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
     let Some(base) = postgres_url() else {
+        // CI machines run PostgreSQL: there, its absence is a failure.
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide PostgreSQL on 127.0.0.1:5432"
+        );
         eprintln!("SKIPPED: no PostgreSQL on 127.0.0.1:5432 (set ATTEST_GATE_TEST_POSTGRES)");
         return;
     };
@@ -938,6 +1118,21 @@ async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
         (status, code(&response)),
         (403, "nonce_replayed"),
         "{response}"
+    );
+
+    // Both replicas at once, four copies each: exactly one wins.
+    let body = bound_request(&first, Tee::Nitro, &agent, |_| {}).await;
+    let statuses = race(&[&first, &second], &body, 8).await;
+    assert_eq!(
+        statuses.iter().filter(|s| s.0 == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.0 == 200 || s.1 == "nonce_replayed"),
+        "{statuses:?}"
     );
 
     drop((first, second));

@@ -180,6 +180,14 @@ fn common_name(cert: &X509Certificate<'_>, issuer: bool) -> String {
         .to_owned()
 }
 
+/// CHIP_ID and REPORTED_TCB of a report, *unverified*: only for finding the
+/// VCEK that endorses this chip at this TCB. Verification later checks that
+/// the VCEK's hwID and TCB extensions match the signed report.
+pub fn unverified_chip_and_tcb(bytes: &[u8]) -> Result<([u8; 64], u64), VerifyError> {
+    let report = Report::parse(bytes.get(..REPORT_LEN).unwrap_or(bytes))?;
+    Ok((report.chip_id, report.reported_tcb))
+}
+
 pub(crate) fn verify(
     bytes: &[u8],
     collateral: &Collateral,

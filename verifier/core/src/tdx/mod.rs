@@ -600,6 +600,18 @@ fn measurement(name: &str, bytes: &[u8]) -> NamedMeasurement {
 }
 
 /// Verifies a TDX quote with its collateral at `at`.
+/// The FMSPC named by the PCK certificate a quote carries, *unverified*: only
+/// for finding the platform's collateral. Verification later checks the PCK
+/// chain and that the TCB info is for this very FMSPC.
+pub fn unverified_fmspc(evidence: &[u8]) -> Result<[u8; 6], VerifyError> {
+    let quote = Quote::parse(evidence)?;
+    let leaf = quote
+        .pck_chain
+        .first()
+        .ok_or_else(|| VerifyError::malformed("the quote carries no PCK certificate"))?;
+    Ok(PckExtension::parse(&parse(leaf)?)?.fmspc)
+}
+
 pub(crate) fn verify(
     evidence: &[u8],
     collateral: &Collateral,
