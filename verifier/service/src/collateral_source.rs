@@ -67,10 +67,12 @@ impl DirectorySource {
     fn key(tee: TeeKind, evidence: &[u8]) -> Option<String> {
         match tee {
             TeeKind::Nitro => None,
-            TeeKind::Tdx => tdx::unverified_fmspc(evidence).ok().map(hex::encode),
-            TeeKind::Snp => snp::unverified_chip_and_tcb(evidence)
+            TeeKind::Tdx => tdx::unverified_pck_lookup(evidence)
                 .ok()
-                .map(|(chip, tcb)| format!("{}-{tcb:016x}", hex::encode(chip))),
+                .map(|(fmspc, _)| hex::encode(fmspc)),
+            TeeKind::Snp => snp::unverified_vcek_lookup(evidence)
+                .ok()
+                .map(|l| format!("{}-{:016x}", hex::encode(l.chip_id), l.reported_tcb)),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod challenge;
 pub mod clock;
 pub mod collateral_source;
 pub mod credentials;
+pub mod fetch;
 pub mod files;
 pub mod http;
 pub mod policy;

@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 use crate::ca;
 use crate::clock;
 use crate::collateral_source::{CollateralSources, DirectorySource};
+use crate::fetch;
 use crate::http;
 use crate::secrets;
 use crate::service::{Service, ServiceConfig};
@@ -52,6 +53,23 @@ pub struct ServeArgs {
     /// Collateral folder with `tdx/` and `snp/` subfolders (default: `<data-dir>/collateral`).
     #[arg(long)]
     pub collateral: Option<PathBuf>,
+    /// Fetch TDX collateral from Intel PCS or a PCCS at this URL (e.g.
+    /// `https://api.trustedservices.intel.com`) when the folder has none.
+    #[arg(long = "pcs-url")]
+    pub pcs_url: Option<String>,
+    /// Where the Intel SGX root CA's CRL is fetched from (with `--pcs-url`).
+    #[arg(long = "root-ca-crl-url", default_value = fetch::INTEL_ROOT_CA_CRL_URL)]
+    pub root_ca_crl_url: String,
+    /// Fetch SEV-SNP VCEKs, chain and CRL from AMD KDS at this URL (e.g.
+    /// `https://kdsintf.amd.com`) when the folder has none.
+    #[arg(long = "kds-url")]
+    pub kds_url: Option<String>,
+    /// At least this many milliseconds between two KDS requests (its rate limit).
+    #[arg(long = "kds-interval-ms", default_value_t = 1000)]
+    pub kds_interval_ms: u64,
+    /// Also trust this CA (PEM) for collateral fetches (e.g. a PCCS's own).
+    #[arg(long = "fetch-ca")]
+    pub fetch_ca: Option<PathBuf>,
     /// Issuer URL in tokens (default: `https://<listen address>`).
     #[arg(long)]
     pub issuer: Option<String>,
@@ -152,6 +170,35 @@ fn show_admin_token_once(data_dir: &Path, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The collateral folder, then (when enabled) Intel PCS and AMD KDS.
+fn collateral_sources(args: &ServeArgs, dir: PathBuf) -> anyhow::Result<CollateralSources> {
+    let mut sources = CollateralSources::new().with(DirectorySource::new(dir));
+    if args.pcs_url.is_none() && args.kds_url.is_none() {
+        return Ok(sources);
+    }
+    let extra = match &args.fetch_ca {
+        Some(path) => std::fs::read(path).with_context(|| format!("{}", path.display()))?,
+        None => Vec::new(),
+    };
+    let tls = fetch::tls_client(&extra, true).map_err(anyhow::Error::msg)?;
+    let http = fetch::Http::new(tls).map_err(anyhow::Error::msg)?;
+    let clock: fetch::Clock = Arc::new(clock::now);
+    if let Some(url) = &args.pcs_url {
+        sources = sources.with(fetch::PcsSource::new(
+            url,
+            &args.root_ca_crl_url,
+            http.clone(),
+            Arc::clone(&clock),
+        ));
+    }
+    if let Some(url) = &args.kds_url {
+        let mut http = http;
+        http.min_interval = std::time::Duration::from_millis(args.kds_interval_ms);
+        sources = sources.with(fetch::KdsSource::new(url, http, clock));
+    }
+    Ok(sources)
+}
+
 /// Runs the service until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
@@ -197,7 +244,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .collateral
         .clone()
         .unwrap_or_else(|| data_dir.join("collateral"));
-    let sources = CollateralSources::new().with(DirectorySource::new(collateral_dir));
+    let sources = collateral_sources(&args, collateral_dir)?;
     let (service, new_admin_token) = Service::start(config, store, sources, clock::now())?;
     if let Some(token) = new_admin_token {
         show_admin_token_once(&data_dir, &token)?;

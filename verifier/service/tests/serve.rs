@@ -57,6 +57,7 @@ struct Options {
     policy: Option<&'static str>,
     database: Option<String>,
     data_dir: Option<PathBuf>,
+    collateral_dir: Option<PathBuf>,
 }
 
 fn start(options: Options) -> Server {
@@ -104,6 +105,9 @@ fn start(options: Options) -> Server {
     }
     if let Some(db) = &options.database {
         command.arg("--database").arg(db);
+    }
+    if let Some(dir) = &options.collateral_dir {
+        command.arg("--collateral").arg(dir);
     }
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -1140,4 +1144,106 @@ async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
         .execute(&admin)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_collateral_folder_is_keyed_by_fmspc_and_chip_and_wins_over_the_request() {
+    let agent = Agent::new();
+    let folder = tempfile::tempdir().unwrap();
+    let server = start(Options {
+        collateral_dir: Some(folder.path().to_path_buf()),
+        ..Options::default()
+    });
+    // TDX: TCB info under tdx/<fmspc>/, the rest shared in tdx/.
+    let nonce = server.nonce().await;
+    let (quote, collateral) = evidence(Tee::Tdx, agent.report_data(&nonce, &agent.model), |_| {});
+    let fmspc = attest_gate_core::tdx::unverified_pck_lookup(&quote)
+        .unwrap()
+        .0;
+    let keyed = folder.path().join("tdx").join(hex::encode(fmspc));
+    std::fs::create_dir_all(&keyed).unwrap();
+    for (name, bytes) in &collateral {
+        let dir = if name.starts_with("tcb_info") {
+            &keyed
+        } else {
+            &folder.path().join("tdx")
+        };
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(
+                Tee::Tdx,
+                &agent,
+                &nonce,
+                &(quote.clone(), vec![]),
+                &agent.model,
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
+
+    // A request that brings other (stale) TCB info does not replace the folder's.
+    let nonce = server.nonce().await;
+    let ev = evidence(Tee::Tdx, agent.report_data(&nonce, &agent.model), |_| {});
+    let stale = live::tdx(
+        &TdxSpec::default(),
+        OffsetDateTime::now_utc() - time::Duration::days(90),
+    )
+    .unwrap()
+    .1;
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(
+                Tee::Tdx,
+                &agent,
+                &nonce,
+                &(ev.0, stale.clone()),
+                &agent.model,
+            ),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "the folder's current collateral wins: {response}"
+    );
+    // Without the folder, that stale set is refused.
+    let bare = start(Options::default());
+    let nonce = bare.nonce().await;
+    let ev = evidence(Tee::Tdx, agent.report_data(&nonce, &agent.model), |_| {});
+    let (status, response) = bare
+        .post(
+            "/v1/attest",
+            &request(Tee::Tdx, &agent, &nonce, &(ev.0, stale), &agent.model),
+        )
+        .await;
+    assert_eq!(status, 403, "{response}");
+
+    // SNP: the VCEK under snp/<chip_id>-<reported_tcb>/, the chain shared.
+    let nonce = server.nonce().await;
+    let (report, collateral) = evidence(Tee::Snp, agent.report_data(&nonce, &agent.model), |_| {});
+    let lookup = attest_gate_core::snp::unverified_vcek_lookup(&report).unwrap();
+    let keyed = folder.path().join("snp").join(format!(
+        "{}-{:016x}",
+        hex::encode(lookup.chip_id),
+        lookup.reported_tcb
+    ));
+    std::fs::create_dir_all(&keyed).unwrap();
+    for (name, bytes) in &collateral {
+        let dir = if name.starts_with("vcek") {
+            &keyed
+        } else {
+            &folder.path().join("snp")
+        };
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let (status, response) = server
+        .post(
+            "/v1/attest",
+            &request(Tee::Snp, &agent, &nonce, &(report, vec![]), &agent.model),
+        )
+        .await;
+    assert_eq!(status, 200, "{response}");
 }

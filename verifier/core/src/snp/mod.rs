@@ -180,12 +180,29 @@ fn common_name(cert: &X509Certificate<'_>, issuer: bool) -> String {
         .to_owned()
 }
 
-/// CHIP_ID and REPORTED_TCB of a report, *unverified*: only for finding the
-/// VCEK that endorses this chip at this TCB. Verification later checks that
-/// the VCEK's hwID and TCB extensions match the signed report.
-pub fn unverified_chip_and_tcb(bytes: &[u8]) -> Result<([u8; 64], u64), VerifyError> {
+/// What finds a report's VCEK (in a folder or at AMD KDS), read *unverified*
+/// from the report: verification later checks that the VCEK's hwID, TCB
+/// extensions and product match the signed report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcekLookup {
+    /// The product, from CPUID (reports of version 3 and later).
+    pub product: Option<Product>,
+    /// CHIP_ID.
+    pub chip_id: [u8; 64],
+    /// REPORTED_TCB, raw.
+    pub reported_tcb: u64,
+}
+
+/// See [`VcekLookup`].
+pub fn unverified_vcek_lookup(bytes: &[u8]) -> Result<VcekLookup, VerifyError> {
     let report = Report::parse(bytes.get(..REPORT_LEN).unwrap_or(bytes))?;
-    Ok((report.chip_id, report.reported_tcb))
+    Ok(VcekLookup {
+        product: report
+            .cpuid
+            .and_then(|(family, model, _)| Product::from_cpuid(family, model)),
+        chip_id: report.chip_id,
+        reported_tcb: report.reported_tcb,
+    })
 }
 
 pub(crate) fn verify(
