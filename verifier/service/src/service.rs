@@ -286,6 +286,19 @@ fn parse(req: &AttestRequest) -> Result<Parsed, ApiError> {
     })
 }
 
+/// Decodes and checks an attestation request body as `POST /v1/attest` does
+/// before any verification (what the fuzz target and property tests drive).
+/// Also the CSR's parse and key check. Bad input is a 400 error, never a panic.
+pub fn check_request_body(body: &[u8]) -> Result<AttestRequest, ApiError> {
+    let req: AttestRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed("malformed_request", e.to_string()))?;
+    let parsed = parse(&req)?;
+    if let Some(der) = &parsed.csr {
+        check_csr(der, &parsed.key).map_err(|e| ApiError::malformed(e.code(), e.to_string()))?;
+    }
+    Ok(req)
+}
+
 fn nonce_denial(e: NonceError) -> ApiError {
     ApiError::denied(e.code(), e.to_string())
 }
@@ -791,4 +804,61 @@ fn write<T>(lock: &RwLock<Arc<T>>, value: T) {
     *lock
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(value);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_body() -> serde_json::Value {
+        serde_json::json!({
+            "tee": "tdx",
+            "evidence": "AAAA",
+            "collateral": {"tcb_info.json": "e30="},
+            "nonce": "AAAA",
+            "public_key": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            "model_digest": "00".repeat(48),
+            "principal": "user:alice",
+            "intent": {"task_id": "t", "scopes": ["a:b"], "audience": "https://rp"},
+        })
+    }
+
+    #[test]
+    fn a_well_formed_body_passes_and_each_defect_is_a_400() {
+        let body = valid_body();
+        check_request_body(body.to_string().as_bytes()).unwrap();
+        for (field, value) in [
+            ("principal", serde_json::json!("user:")),
+            ("principal", serde_json::json!("user:a b")),
+            ("model_digest", serde_json::json!("00")),
+            ("tee", serde_json::json!("TDX!")),
+            ("ttl_seconds", serde_json::json!(0)),
+            ("csr", serde_json::json!("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")),
+        ] {
+            let mut bad = body.clone();
+            bad[field] = value;
+            let e = check_request_body(bad.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Malformed, "{field}");
+        }
+        let mut many = body.clone();
+        many["intent"]["scopes"] = serde_json::json!(vec!["s"; MAX_SCOPES + 1]);
+        assert!(check_request_body(many.to_string().as_bytes()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = check_request_body(&bytes);
+        }
+
+        #[test]
+        fn mutated_bodies_never_panic(position in 0usize..1024, byte in any::<u8>()) {
+            let mut body = valid_body().to_string().into_bytes();
+            let at = position % body.len();
+            body[at] = byte;
+            let _ = check_request_body(&body);
+        }
+    }
 }

@@ -11,7 +11,7 @@
 )]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,20 +27,8 @@ use axum::Router;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
-    if dir.join("manifest.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
-            dir.display()
-        );
-        None
-    }
-}
+mod common;
+use common::fixtures;
 
 /// A body and its headers.
 type Answer = (Vec<u8>, Vec<(&'static str, String)>);

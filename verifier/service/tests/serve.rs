@@ -28,6 +28,8 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+mod common;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -1246,4 +1248,35 @@ async fn the_collateral_folder_is_keyed_by_fmspc_and_chip_and_wins_over_the_requ
         )
         .await;
     assert_eq!(status, 200, "{response}");
+}
+
+#[tokio::test]
+async fn vendor_rooted_snp_evidence_needs_amds_crl() {
+    // A real report, verified to the compiled-in AMD root: the service goes
+    // past authenticity and refuses for want of revocation checking (before
+    // the binding, which a recorded report cannot carry).
+    let Some(fixtures) = common::fixtures() else {
+        return;
+    };
+    let server = start(Options {
+        vendor_only: true,
+        ..Options::default()
+    });
+    let agent = Agent::new();
+    let nonce = server.nonce().await;
+    let report = std::fs::read(fixtures.join("snp/virtee-sev/report_milan.report.bin")).unwrap();
+    let vcek = std::fs::read(fixtures.join("snp/virtee-sev/vcek_milan.der")).unwrap();
+    let body = request(
+        Tee::Snp,
+        &agent,
+        &nonce,
+        &(report, vec![("vcek.der".to_string(), vcek)]),
+        &agent.model,
+    );
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "revocation_not_checked"),
+        "{response}"
+    );
 }
