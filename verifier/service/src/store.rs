@@ -24,6 +24,17 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Runs the same statement on whichever pool `$store` holds: sqlx's drivers
+/// are distinct types, so each arm is compiled for its own.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
 /// The database behind the service.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -111,10 +122,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        match &store {
-            Self::Sqlite(pool) => MIGRATOR.run(pool).await?,
-            Self::Postgres(pool) => MIGRATOR.run(pool).await?,
-        }
+        on_pool!(&store, pool => MIGRATOR.run(pool).await?);
         Ok(store)
     }
 
@@ -131,38 +139,23 @@ impl Store {
     pub async fn consume_nonce(&self, nonce_id: &str, expires_at: i64) -> Result<bool, StoreError> {
         const SQL: &str = "INSERT INTO consumed_nonces (nonce_id, expires_at) VALUES ($1, $2) \
                            ON CONFLICT (nonce_id) DO NOTHING";
-        let affected = match self {
-            Self::Sqlite(pool) => sqlx::query(SQL)
-                .bind(nonce_id)
-                .bind(expires_at)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Self::Postgres(pool) => sqlx::query(SQL)
-                .bind(nonce_id)
-                .bind(expires_at)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
+        let affected = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(nonce_id)
+            .bind(expires_at)
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(affected == 1)
     }
 
-    /// Forgets nonces that expired before `now` (they can no longer verify).
-    pub async fn prune_nonces(&self, now: i64) -> Result<u64, StoreError> {
+    /// Forgets nonces that expired before `horizon` (Unix seconds).
+    pub async fn prune_nonces(&self, horizon: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM consumed_nonces WHERE expires_at < $1";
-        Ok(match self {
-            Self::Sqlite(pool) => sqlx::query(SQL)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Self::Postgres(pool) => sqlx::query(SQL)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        })
+        Ok(on_pool!(self, pool => sqlx::query(SQL)
+            .bind(horizon)
+            .execute(pool)
+            .await?
+            .rows_affected()))
     }
 
     /// Records an issued credential.
@@ -170,28 +163,21 @@ impl Store {
         const SQL: &str = "INSERT INTO credentials (jti, subject, session_id, parent_jti, \
                            workload, jkt, scope, audience, issued_at, expires_at, test_root) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-        macro_rules! run {
-            ($pool:expr) => {{
-                sqlx::query(SQL)
-                    .bind(&c.jti)
-                    .bind(&c.subject)
-                    .bind(&c.session_id)
-                    .bind(&c.parent_jti)
-                    .bind(&c.workload)
-                    .bind(&c.jkt)
-                    .bind(&c.scope)
-                    .bind(&c.audience)
-                    .bind(c.issued_at)
-                    .bind(c.expires_at)
-                    .bind(c.test_root)
-                    .execute($pool)
-                    .await?;
-            }};
-        }
-        match self {
-            Self::Sqlite(pool) => run!(pool),
-            Self::Postgres(pool) => run!(pool),
-        };
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(&c.jti)
+            .bind(&c.subject)
+            .bind(&c.session_id)
+            .bind(&c.parent_jti)
+            .bind(&c.workload)
+            .bind(&c.jkt)
+            .bind(&c.scope)
+            .bind(&c.audience)
+            .bind(c.issued_at)
+            .bind(c.expires_at)
+            .bind(c.test_root)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
         Ok(())
     }
 
@@ -200,27 +186,20 @@ impl Store {
         const SQL: &str = "INSERT INTO audit_events (id, at, action, decision, code, tee, \
                            workload, subject, jti, detail) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        macro_rules! run {
-            ($pool:expr) => {{
-                sqlx::query(SQL)
-                    .bind(&e.id)
-                    .bind(e.at)
-                    .bind(&e.action)
-                    .bind(&e.decision)
-                    .bind(&e.code)
-                    .bind(&e.tee)
-                    .bind(&e.workload)
-                    .bind(&e.subject)
-                    .bind(&e.jti)
-                    .bind(&e.detail)
-                    .execute($pool)
-                    .await?;
-            }};
-        }
-        match self {
-            Self::Sqlite(pool) => run!(pool),
-            Self::Postgres(pool) => run!(pool),
-        };
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(&e.id)
+            .bind(e.at)
+            .bind(&e.action)
+            .bind(&e.decision)
+            .bind(&e.code)
+            .bind(&e.tee)
+            .bind(&e.workload)
+            .bind(&e.subject)
+            .bind(&e.jti)
+            .bind(&e.detail)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
         Ok(())
     }
 
@@ -231,9 +210,6 @@ impl Store {
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         const SQL: &str = "SELECT action, decision, code FROM audit_events \
                            ORDER BY at DESC, id DESC LIMIT $1";
-        Ok(match self {
-            Self::Sqlite(pool) => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?,
-            Self::Postgres(pool) => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?,
-        })
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
     }
 }

@@ -27,8 +27,7 @@ use axum::Router;
 use time::macros::datetime;
 use time::OffsetDateTime;
 
-mod common;
-use common::fixtures;
+use attest_gate_tests::fixtures_dir as fixtures;
 
 /// A body and its headers.
 type Answer = (Vec<u8>, Vec<(&'static str, String)>);

@@ -28,8 +28,6 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-mod common;
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -187,6 +185,12 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Posts an attestation request that must be refused with `status` and `code`.
+    async fn expect_refusal(&self, body: &Value, status: u16, expected: &str) {
+        let (got, response) = self.post("/v1/attest", body).await;
+        assert_eq!((got, code(&response)), (status, expected), "{response}");
+    }
+
     async fn get(&self, path: &str) -> (u16, String) {
         let response = self
             .client
@@ -328,6 +332,12 @@ fn request(
             "audience": "https://rp.attest-gate.test",
         },
     })
+}
+
+/// Evidence bound to `nonce`, `agent`'s key and `model`, in a request.
+fn signed_request(tee: Tee, agent: &Agent, nonce: &[u8], model: &ModelDigest) -> Value {
+    let ev = evidence(tee, agent.report_data(nonce, model), |_| {});
+    request(tee, agent, nonce, &ev, model)
 }
 
 /// A fresh challenge, evidence bound to it, and the request carrying both.
@@ -511,12 +521,7 @@ async fn a_nonce_is_single_use() {
     let agent = Agent::new();
     let body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
     assert_eq!(server.post("/v1/attest", &body).await.0, 200);
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "nonce_replayed"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "nonce_replayed").await;
 
     // Eight copies at once: exactly one wins.
     let body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
@@ -574,50 +579,18 @@ async fn race(servers: &[&Server], body: &Value, copies: usize) -> Vec<(u16, Str
 async fn an_expired_or_foreign_nonce_is_refused() {
     let server = start(Options::default());
     let agent = Agent::new();
+    let ttl = time::Duration::seconds(60);
     let past = OffsetDateTime::now_utc() - time::Duration::minutes(5);
-    let expired = challenge::issue(&server.nonce_key(), past, time::Duration::seconds(60))
+    let expired = challenge::issue(&server.nonce_key(), past, ttl)
         .unwrap()
         .nonce;
-    let ev = evidence(
-        Tee::Nitro,
-        agent.report_data(&expired, &agent.model),
-        |_| {},
-    );
-    let (status, response) = server
-        .post(
-            "/v1/attest",
-            &request(Tee::Nitro, &agent, &expired, &ev, &agent.model),
-        )
-        .await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "nonce_expired"),
-        "{response}"
-    );
-
-    let foreign = challenge::issue(
-        &NonceKey::new(&[7; 32]),
-        OffsetDateTime::now_utc(),
-        time::Duration::seconds(60),
-    )
-    .unwrap()
-    .nonce;
-    let ev = evidence(
-        Tee::Nitro,
-        agent.report_data(&foreign, &agent.model),
-        |_| {},
-    );
-    let (status, response) = server
-        .post(
-            "/v1/attest",
-            &request(Tee::Nitro, &agent, &foreign, &ev, &agent.model),
-        )
-        .await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "nonce_unknown"),
-        "{response}"
-    );
+    let foreign = challenge::issue(&NonceKey::new(&[7; 32]), OffsetDateTime::now_utc(), ttl)
+        .unwrap()
+        .nonce;
+    for (nonce, expected) in [(expired, "nonce_expired"), (foreign, "nonce_unknown")] {
+        let body = signed_request(Tee::Nitro, &agent, &nonce, &agent.model);
+        server.expect_refusal(&body, 403, expected).await;
+    }
 }
 
 #[tokio::test]
@@ -628,31 +601,23 @@ async fn evidence_bound_to_another_nonce_key_or_model_is_refused() {
     let first = server.nonce().await;
     let second = server.nonce().await;
     let ev = evidence(Tee::Snp, agent.report_data(&first, &agent.model), |_| {});
-    let (status, response) = server
-        .post(
-            "/v1/attest",
+    server
+        .expect_refusal(
             &request(Tee::Snp, &agent, &second, &ev, &agent.model),
+            403,
+            "binding_mismatch",
         )
         .await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "binding_mismatch"),
-        "{response}"
-    );
     // Bound to the right nonce but presented with another agent's key.
     let other = Agent::new();
     let ev = evidence(Tee::Tdx, agent.report_data(&second, &agent.model), |_| {});
-    let (status, response) = server
-        .post(
-            "/v1/attest",
+    server
+        .expect_refusal(
             &request(Tee::Tdx, &other, &second, &ev, &agent.model),
+            403,
+            "binding_mismatch",
         )
         .await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "binding_mismatch"),
-        "{response}"
-    );
     // Bound to one model, presented as serving another (allowed or not).
     let third = server.nonce().await;
     let ev = evidence(
@@ -660,37 +625,25 @@ async fn evidence_bound_to_another_nonce_key_or_model_is_refused() {
         agent.report_data(&third, &ModelDigest([0x33; 48])),
         |_| {},
     );
-    let (status, response) = server
-        .post(
-            "/v1/attest",
+    server
+        .expect_refusal(
             &request(Tee::Nitro, &agent, &third, &ev, &agent.model),
+            403,
+            "binding_mismatch",
         )
         .await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "binding_mismatch"),
-        "{response}"
-    );
     // A CSR for another key than the bound one.
     let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
     body["csr"] = json!(other.csr());
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "csr_key_mismatch"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "csr_key_mismatch").await;
     // The nonce of a refused attempt is still good: a refusal changes no
     // state, even one made after the evidence verified and matched.
     body.as_object_mut().unwrap().remove("csr");
     let audience = body["intent"]["audience"].clone();
     body["intent"]["audience"] = json!("https://elsewhere.example");
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "audience_not_allowed"),
-        "{response}"
-    );
+    server
+        .expect_refusal(&body, 403, "audience_not_allowed")
+        .await;
     body["intent"]["audience"] = audience;
     assert_eq!(server.post("/v1/attest", &body).await.0, 200);
 }
@@ -733,28 +686,21 @@ async fn appraisal_rejections_each_have_their_code() {
         }
     })
     .await;
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "measurement_not_allowed"),
-        "{response}"
-    );
+    server
+        .expect_refusal(&body, 403, "measurement_not_allowed")
+        .await;
 
     // A model the workload does not serve.
     let nonce = server.nonce().await;
     let other_model = ModelDigest([0x11; 48]);
     let ev = evidence(Tee::Nitro, agent.report_data(&nonce, &other_model), |_| {});
-    let (status, response) = server
-        .post(
-            "/v1/attest",
+    server
+        .expect_refusal(
             &request(Tee::Nitro, &agent, &nonce, &ev, &other_model),
+            403,
+            "model_not_allowed",
         )
         .await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "model_not_allowed"),
-        "{response}"
-    );
 
     // The strict workload's measurement, on firmware below its minimum.
     let body = bound_request(&server, Tee::Snp, &agent, |s| {
@@ -763,12 +709,7 @@ async fn appraisal_rejections_each_have_their_code() {
         }
     })
     .await;
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "tcb_below_minimum"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "tcb_below_minimum").await;
 
     // A debug-mode guest (SNP policy DEBUG) of an allowed image.
     let body = bound_request(&server, Tee::Snp, &agent, |s| {
@@ -777,12 +718,7 @@ async fn appraisal_rejections_each_have_their_code() {
         }
     })
     .await;
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "debug_enclave"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "debug_enclave").await;
 
     // A scope outside the workload's grant is not granted; the rest are.
     let mut body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
@@ -794,12 +730,9 @@ async fn appraisal_rejections_each_have_their_code() {
     // An audience the workload may not address.
     let mut body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
     body["intent"]["audience"] = json!("https://elsewhere.example");
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "audience_not_allowed"),
-        "{response}"
-    );
+    server
+        .expect_refusal(&body, 403, "audience_not_allowed")
+        .await;
 }
 
 #[tokio::test]
@@ -809,12 +742,7 @@ async fn policy_decides_which_granted_scopes_are_issued() {
     // The default policy lets agents act for users and the system only.
     let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
     body["principal"] = json!("service:batch");
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "scope_not_allowed"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "scope_not_allowed").await;
 
     // An operator's policy that forbids one scope narrows the grant.
     let server = start(Options {
@@ -831,12 +759,7 @@ async fn policy_decides_which_granted_scopes_are_issued() {
     assert_eq!(response["scope"], "inference:invoke");
     let mut body = bound_request(&server, Tee::Snp, &agent, |_| {}).await;
     body["intent"]["scopes"] = json!(["tools:search"]);
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "scope_not_allowed"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "scope_not_allowed").await;
 
     // A forbid that fails to evaluate denies (Cedar itself would skip it).
     let server = start(Options {
@@ -847,12 +770,7 @@ async fn policy_decides_which_granted_scopes_are_issued() {
         ..Options::default()
     });
     let body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "scope_not_allowed"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "scope_not_allowed").await;
 }
 
 #[tokio::test]
@@ -877,12 +795,7 @@ async fn the_default_policy_keeps_admin_scopes_from_test_root_evidence() {
     assert_eq!(response["scope"], "inference:invoke");
     let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
     body["intent"]["scopes"] = json!(["admin:ops"]);
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "scope_not_allowed"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 403, "scope_not_allowed").await;
 }
 
 #[test]
@@ -933,12 +846,7 @@ async fn malformed_and_oversized_requests_get_json_errors() {
     let agent = Agent::new();
     let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
     body["evidence"] = json!("A".repeat(300 * 1024));
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (413, "body_too_large"),
-        "{response}"
-    );
+    server.expect_refusal(&body, 413, "body_too_large").await;
 
     for (field, value, expected) in [
         ("tee", json!("sgx"), "malformed_request"),
@@ -1110,21 +1018,11 @@ async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
     let body = bound_request(&first, Tee::Snp, &agent, |_| {}).await;
     let (status, response) = first.post("/v1/attest", &body).await;
     assert_eq!(status, 200, "{response}");
-    let (status, response) = second.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "nonce_replayed"),
-        "{response}"
-    );
+    second.expect_refusal(&body, 403, "nonce_replayed").await;
     // And the other way round, with a nonce from the second replica.
     let body = bound_request(&second, Tee::Tdx, &agent, |_| {}).await;
     assert_eq!(second.post("/v1/attest", &body).await.0, 200);
-    let (status, response) = first.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "nonce_replayed"),
-        "{response}"
-    );
+    first.expect_refusal(&body, 403, "nonce_replayed").await;
 
     // Both replicas at once, four copies each: exactly one wins.
     let body = bound_request(&first, Tee::Nitro, &agent, |_| {}).await;
@@ -1255,7 +1153,7 @@ async fn vendor_rooted_snp_evidence_needs_amds_crl() {
     // A real report, verified to the compiled-in AMD root: the service goes
     // past authenticity and refuses for want of revocation checking (before
     // the binding, which a recorded report cannot carry).
-    let Some(fixtures) = common::fixtures() else {
+    let Some(fixtures) = attest_gate_tests::fixtures_dir() else {
         return;
     };
     let server = start(Options {
@@ -1273,10 +1171,7 @@ async fn vendor_rooted_snp_evidence_needs_amds_crl() {
         &(report, vec![("vcek.der".to_string(), vcek)]),
         &agent.model,
     );
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(
-        (status, code(&response)),
-        (403, "revocation_not_checked"),
-        "{response}"
-    );
+    server
+        .expect_refusal(&body, 403, "revocation_not_checked")
+        .await;
 }
