@@ -105,3 +105,74 @@ pub fn dcap_qvl_collateral(dir: &std::path::Path) -> Option<dcap_qvl::QuoteColla
         pck_certificate_chain: None,
     })
 }
+
+/// A `verifier serve` child process on a free loopback port, killed on drop.
+pub struct RunningVerifier {
+    /// The process.
+    pub child: std::process::Child,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its data directory (holds `tls/cert.pem`).
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Drop for RunningVerifier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RunningVerifier {
+    /// Starts `verifier serve --listen 127.0.0.1:0` with `extra` flags and
+    /// waits (up to a minute) for its "listening on" line. Panics (failing
+    /// the test) when it cannot.
+    #[allow(clippy::panic)]
+    pub fn start(extra: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut child = std::process::Command::new(binary("verifier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .arg("--measurements")
+            .arg(workspace_root().join("measurements"))
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the verifier: {e}"));
+        let stderr = child.stderr.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.into_iter().flat_map(|s| BufReader::new(s).lines()) {
+                let Ok(line) = line else { break };
+                eprintln!("[verifier] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let url = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the verifier did not start listening"));
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        };
+        Self {
+            child,
+            url,
+            data_dir,
+        }
+    }
+
+    /// The verifier's TLS certificate (to pin).
+    pub fn cert(&self) -> PathBuf {
+        self.data_dir.path().join("tls/cert.pem")
+    }
+}

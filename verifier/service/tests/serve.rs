@@ -39,6 +39,7 @@ struct Server {
     admin_token: String,
     data_dir: tempfile::TempDir,
     client: reqwest::Client,
+    logs: mpsc::Receiver<String>,
     _measurements: Option<tempfile::TempDir>,
 }
 
@@ -148,6 +149,7 @@ fn start(options: Options) -> Server {
         admin_token,
         data_dir,
         client,
+        logs: rx,
         _measurements: measurements,
     }
 }
@@ -207,6 +209,20 @@ impl Server {
         URL_SAFE_NO_PAD
             .decode(body["nonce"].as_str().unwrap())
             .unwrap()
+    }
+
+    /// Waits up to ten seconds for a log line containing `needle`.
+    fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self
+            .logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
     }
 
     fn nonce_key(&self) -> NonceKey {
@@ -1174,4 +1190,36 @@ async fn vendor_rooted_snp_evidence_needs_amds_crl() {
     server
         .expect_refusal(&body, 403, "revocation_not_checked")
         .await;
+}
+
+#[test]
+fn sighup_reloads_and_sigterm_stops_gracefully() {
+    let mut server = start(Options {
+        extra_workloads: vec![("strict-snp-agent.toml", strict_snp_workload().0)],
+        ..Options::default()
+    });
+    let signal = |name: &str, pid: u32| {
+        let status = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let pid = server.child.id();
+    signal("-HUP", pid);
+    assert!(
+        server.wait_for_log("reloaded on SIGHUP"),
+        "no reload logged"
+    );
+    signal("-TERM", pid);
+    assert!(server.wait_for_log("stopped"), "no orderly stop logged");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

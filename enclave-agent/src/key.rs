@@ -1,0 +1,112 @@
+//! The agent's ephemeral key: P-256, generated in memory for each run, never
+//! written anywhere. Its PKCS#8 bytes live in a buffer zeroized on drop
+//! (aws-lc frees the parsed key with its own cleansing); the public half is
+//! the JWK the evidence binds and the credentials are bound to.
+
+use attest_gate_core::AgentKey;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use zeroize::Zeroizing;
+
+/// The key could not be made or used.
+#[derive(Debug, thiserror::Error)]
+#[error("ephemeral key: {0}")]
+pub struct KeyError(String);
+
+/// An in-memory P-256 key pair.
+pub struct EphemeralKey {
+    pkcs8: Zeroizing<Vec<u8>>,
+    pair: EcdsaKeyPair,
+    public: AgentKey,
+}
+
+impl std::fmt::Debug for EphemeralKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EphemeralKey({})", self.public.jkt())
+    }
+}
+
+impl EphemeralKey {
+    /// A fresh key from the system CSPRNG.
+    pub fn generate() -> Result<Self, KeyError> {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| KeyError("the random generator failed".into()))?;
+        let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let point = pair.public_key().as_ref();
+        let coordinate = |range: std::ops::Range<usize>| -> Result<[u8; 32], KeyError> {
+            point
+                .get(range)
+                .and_then(|c| c.try_into().ok())
+                .ok_or_else(|| KeyError("unexpected public key encoding".into()))
+        };
+        let public = AgentKey::P256 {
+            x: coordinate(1..33)?,
+            y: coordinate(33..65)?,
+        };
+        Ok(Self {
+            pkcs8,
+            pair,
+            public,
+        })
+    }
+
+    /// The public key (JWK, thumbprint, SEC1 point).
+    pub fn public(&self) -> &AgentKey {
+        &self.public
+    }
+
+    /// ES256 signature (fixed r‖s), e.g. for a DPoP proof.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.pair
+            .sign(&SystemRandom::new(), message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| KeyError("signing failed".into()))
+    }
+
+    /// A PKCS#10 request (PEM) for this key, for an X.509-SVID. The subject is
+    /// empty: the verifier names the workload from its appraisal.
+    pub fn csr_pem(&self) -> Result<String, KeyError> {
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(self.pkcs8.as_slice());
+        let key = rcgen::KeyPair::try_from(&der).map_err(|e| KeyError(e.to_string()))?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .serialize_request(&key)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| KeyError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+
+    #[test]
+    fn each_key_is_new_and_signs_under_its_public_half() {
+        let a = EphemeralKey::generate().unwrap();
+        let b = EphemeralKey::generate().unwrap();
+        assert_ne!(a.public().jkt(), b.public().jkt());
+        let signature = a.sign(b"message").unwrap();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, a.public().raw_public_key())
+            .verify(b"message", &signature)
+            .unwrap();
+        assert!(format!("{a:?}").contains(&a.public().jkt()));
+        assert!(!format!("{a:?}").contains("pkcs8"));
+    }
+
+    #[test]
+    fn the_csr_is_for_this_key() {
+        let key = EphemeralKey::generate().unwrap();
+        let pem = key.csr_pem().unwrap();
+        let der = pem::parse(&pem).unwrap();
+        let csr = rcgen::CertificateSigningRequestParams::from_der(&der.contents().to_vec().into())
+            .unwrap();
+        use rcgen::PublicKeyData;
+        assert_eq!(csr.public_key.der_bytes(), key.public().raw_public_key());
+    }
+}

@@ -1,0 +1,16 @@
+//! `enclave-agent`: what runs inside an AWS Nitro Enclave, an Intel TDX trust
+//! domain or an AMD SEV-SNP VM to obtain key-bound credentials from the
+//! Attest Gate verifier.
+//!
+//! Data flow of one attestation: `model` (SHA-384 of what is served) and
+//! `key` (an ephemeral P-256 key, in memory only) → `client` asks the verifier
+//! for a nonce → the binding (`attest_gate_core::Binding`) → `backend` asks
+//! the hardware (or the simulator) for evidence carrying it → `client` sends
+//! evidence, key, model, principal and intent → the verifier's credentials.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod client;
+pub mod key;
+pub mod model;
