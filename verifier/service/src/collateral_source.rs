@@ -6,6 +6,7 @@
 //! whatever a source returns (signatures, windows, FMSPC / chip binding), so a
 //! source is trusted for availability only, never for correctness.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -119,6 +120,16 @@ impl CollateralSource for DirectorySource {
     }
 }
 
+/// Collateral items a request may add to the service's own: certificates
+/// that endorse one chip and verify to a pinned root, so no older version of
+/// them changes a verdict.
+fn chip_certificate(name: &str) -> bool {
+    matches!(
+        name,
+        "vcek.der" | "vcek.pem" | "vlek.der" | "vlek.pem" | "cert_chain.pem"
+    )
+}
+
 /// Sources in order of preference.
 #[derive(Debug, Default)]
 pub struct CollateralSources {
@@ -137,10 +148,14 @@ impl CollateralSources {
         self
     }
 
-    /// The request's collateral overlaid, file by file, with the first
-    /// source's that has any: what the service holds always wins, and the
-    /// request only fills gaps (e.g. a VCEK the folder lacks). Verification
-    /// then checks the result as one set.
+    /// Every service source's collateral, merged file by file (earlier
+    /// sources win; the folder comes first, fetchers fill what it lacks).
+    /// When they supply anything, the request may only add certificates
+    /// bound to one chip (VCEK / VLEK, SNP's ASK/ARK chain): never TCB info,
+    /// QE identity or a CRL, whose older still-valid versions could roll a
+    /// platform back past a TCB recovery. When the service has nothing for
+    /// this TEE, the request's collateral is used as sent (verification
+    /// still checks every signature and window).
     pub async fn resolve(
         &self,
         tee: TeeKind,
@@ -150,17 +165,38 @@ impl CollateralSources {
         if tee == TeeKind::Nitro {
             return Ok(from_request);
         }
+        let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut failure = None;
         for source in &self.sources {
-            if let Some(found) = source.find(tee, evidence).await? {
-                tracing::debug!(source = source.name(), %tee, "collateral found");
-                let merged: Vec<(String, Vec<u8>)> = from_request
-                    .iter()
-                    .chain(found.iter())
-                    .map(|(n, b)| (n.to_string(), b.to_vec()))
-                    .collect();
-                return Ok(Collateral::from_items(merged));
+            match source.find(tee, evidence).await {
+                Ok(Some(found)) => {
+                    tracing::debug!(source = source.name(), %tee, "collateral found");
+                    for (name, bytes) in found.iter() {
+                        merged
+                            .entry(name.to_string())
+                            .or_insert_with(|| bytes.to_vec());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, source = source.name(), "collateral source failed");
+                    failure = Some(e);
+                }
             }
         }
-        Ok(from_request)
+        if merged.is_empty() {
+            return match failure {
+                Some(e) if from_request.is_empty() => Err(e),
+                _ => Ok(from_request),
+            };
+        }
+        for (name, bytes) in from_request.iter() {
+            if chip_certificate(name) {
+                merged
+                    .entry(name.to_string())
+                    .or_insert_with(|| bytes.to_vec());
+            }
+        }
+        Ok(Collateral::from_items(merged))
     }
 }

@@ -24,6 +24,12 @@ const REFRESH_MARGIN: Duration = Duration::hours(1);
 /// What has no `nextUpdate` (VCEKs, AMD's certificate chain) is re-fetched
 /// this often.
 const STATIC_REFRESH: Duration = Duration::hours(24);
+/// A "not found" answer is remembered this long, so made-up chip IDs or TCB
+/// values in forged reports cannot make every request go to the vendor.
+const NEGATIVE_TTL: Duration = Duration::minutes(10);
+/// Most platforms one fetcher remembers; past it, lapsed entries go first,
+/// then the cache is cleared.
+const MAX_ENTRIES: usize = 4096;
 
 /// A clock the fetchers read (the service passes the real one; tests, a fixed
 /// instant inside the recorded collateral's window).
@@ -103,6 +109,8 @@ impl Http {
     pub fn new(tls: rustls::ClientConfig) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(StdDuration::from_secs(20))
             .build()
             .map_err(|e| e.to_string())?;
@@ -219,10 +227,11 @@ fn crl_next_update(der: &[u8]) -> Option<OffsetDateTime> {
     Some(crl.next_update()?.to_datetime())
 }
 
-/// A cached collateral set and when to refresh it / stop serving it.
+/// A cached collateral set (or a remembered "not found") and when to
+/// refresh it / stop serving it.
 #[derive(Debug, Clone)]
 struct Cached {
-    collateral: Collateral,
+    collateral: Option<Collateral>,
     refresh_at: OffsetDateTime,
     valid_until: OffsetDateTime,
 }
@@ -248,7 +257,8 @@ impl Cache {
     }
 
     /// The cached set if fresh; else `fetch` (valid until the instant it
-    /// returns); on failure the stale set while it is still valid.
+    /// returns); on failure the stale set while it is still valid. A 404 is
+    /// remembered as "none" for a while.
     async fn get_or_fetch<F>(&self, key: &str, fetch: F) -> Result<Option<Collateral>, FetchError>
     where
         F: std::future::Future<Output = Result<(Collateral, OffsetDateTime), FetchError>>,
@@ -257,30 +267,47 @@ impl Cache {
         let cached = self.entries.lock().await.get(key).cloned();
         if let Some(c) = &cached {
             if now < c.refresh_at {
-                return Ok(Some(c.collateral.clone()));
+                return Ok(c.collateral.clone());
             }
         }
-        match fetch.await {
+        let (entry, result) = match fetch.await {
             Ok((collateral, valid_until)) => {
                 let refresh_at = (valid_until - REFRESH_MARGIN).max(now);
-                self.entries.lock().await.insert(
-                    key.to_string(),
-                    Cached {
-                        collateral: collateral.clone(),
-                        refresh_at,
-                        valid_until,
-                    },
-                );
-                Ok(Some(collateral))
+                let entry = Cached {
+                    collateral: Some(collateral.clone()),
+                    refresh_at,
+                    valid_until,
+                };
+                (Some(entry), Ok(Some(collateral)))
+            }
+            Err(FetchError::NotFound(url)) => {
+                tracing::debug!(%url, "collateral not found; remembered for a while");
+                let entry = Cached {
+                    collateral: None,
+                    refresh_at: now + NEGATIVE_TTL,
+                    valid_until: now + NEGATIVE_TTL,
+                };
+                (Some(entry), Ok(None))
             }
             Err(e) => match cached {
-                Some(c) if now < c.valid_until => {
+                Some(c) if now < c.valid_until && c.collateral.is_some() => {
                     tracing::warn!(error = %e, key, "collateral refresh failed; serving the cached set");
-                    Ok(Some(c.collateral))
+                    (None, Ok(c.collateral))
                 }
-                _ => Err(e),
+                _ => (None, Err(e)),
             },
+        };
+        if let Some(entry) = entry {
+            let mut entries = self.entries.lock().await;
+            if entries.len() >= MAX_ENTRIES {
+                entries.retain(|_, c| now < c.valid_until);
+                if entries.len() >= MAX_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(key.to_string(), entry);
         }
+        result
     }
 }
 
@@ -476,10 +503,15 @@ impl CollateralSource for KdsSource {
             let Ok(lookup) = snp::unverified_vcek_lookup(evidence) else {
                 return Ok(None);
             };
-            // Version 2 reports name no product: KDS cannot be asked.
+            // Version 2 reports name no product; a VLEK is the cloud
+            // provider's, not KDS's per-chip key; a masked (all-zero) chip ID
+            // names no chip. KDS cannot help with any of them.
             let Some(product) = lookup.product else {
                 return Ok(None);
             };
+            if lookup.signed_by_vlek || lookup.chip_id.iter().all(|b| *b == 0) {
+                return Ok(None);
+            }
             let key = format!(
                 "{product}/{}/{:016x}",
                 hex::encode(lookup.chip_id),

@@ -191,6 +191,8 @@ pub struct VcekLookup {
     pub chip_id: [u8; 64],
     /// REPORTED_TCB, raw.
     pub reported_tcb: u64,
+    /// Signed by a VLEK (then no VCEK applies).
+    pub signed_by_vlek: bool,
 }
 
 /// See [`VcekLookup`].
@@ -202,6 +204,7 @@ pub fn unverified_vcek_lookup(bytes: &[u8]) -> Result<VcekLookup, VerifyError> {
             .and_then(|(family, model, _)| Product::from_cpuid(family, model)),
         chip_id: report.chip_id,
         reported_tcb: report.reported_tcb,
+        signed_by_vlek: report.signing_key == abi::SigningKey::Vlek,
     })
 }
 
