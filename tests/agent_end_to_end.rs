@@ -129,6 +129,7 @@ fn an_unreachable_verifier_or_missing_model_is_exit_code_2() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unreachable"));
     let output = Command::new(binary("enclave-agent"))
         .args([
             "attest",
@@ -145,4 +146,19 @@ fn an_unreachable_verifier_or_missing_model_is_exit_code_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/model"));
+}
+
+#[test]
+fn model_digest_prints_what_measurements_list() {
+    let output = Command::new(binary("enclave-agent"))
+        .arg("model-digest")
+        .arg(workspace_root().join("testdata/models/example-model.txt"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let digest: String = serde_json::from_slice(&output.stdout).unwrap();
+    let example =
+        std::fs::read_to_string(workspace_root().join("measurements/example-tdx-agent.toml"))
+            .unwrap();
+    assert!(example.contains(&digest), "{digest}");
 }

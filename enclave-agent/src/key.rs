@@ -1,11 +1,15 @@
 //! The agent's ephemeral key: P-256, generated in memory for each run, never
-//! written anywhere. Its PKCS#8 bytes live in a buffer zeroized on drop
-//! (aws-lc frees the parsed key with its own cleansing); the public half is
-//! the JWK the evidence binds and the credentials are bound to.
+//! written anywhere. Its PKCS#8 bytes exist only while the key is built, in a
+//! buffer zeroized right after; aws-lc holds the key itself and cleanses it
+//! when freed. The public half is the JWK the evidence binds and the
+//! credentials are bound to. The CSR is signed through rcgen's `SigningKey`
+//! trait implemented here, so no other library gets a copy of the key.
 
 use attest_gate_core::AgentKey;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use zeroize::Zeroizing;
 
 /// The key could not be made or used.
@@ -15,8 +19,10 @@ pub struct KeyError(String);
 
 /// An in-memory P-256 key pair.
 pub struct EphemeralKey {
-    pkcs8: Zeroizing<Vec<u8>>,
+    /// Signs JWS (DPoP proofs): fixed-length r‖s.
     pair: EcdsaKeyPair,
+    /// The same key, signing X.509 structures (CSRs): DER signatures.
+    x509: EcdsaKeyPair,
     public: AgentKey,
 }
 
@@ -35,6 +41,9 @@ impl EphemeralKey {
         let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
             .map_err(|e| KeyError(e.to_string()))?;
+        let x509 = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8)
+            .map_err(|e| KeyError(e.to_string()))?;
+        drop(pkcs8);
         let point = pair.public_key().as_ref();
         let coordinate = |range: std::ops::Range<usize>| -> Result<[u8; 32], KeyError> {
             point
@@ -46,11 +55,7 @@ impl EphemeralKey {
             x: coordinate(1..33)?,
             y: coordinate(33..65)?,
         };
-        Ok(Self {
-            pkcs8,
-            pair,
-            public,
-        })
+        Ok(Self { pair, x509, public })
     }
 
     /// The public key (JWK, thumbprint, SEC1 point).
@@ -69,14 +74,36 @@ impl EphemeralKey {
     /// A PKCS#10 request (PEM) for this key, for an X.509-SVID. The subject is
     /// empty: the verifier names the workload from its appraisal.
     pub fn csr_pem(&self) -> Result<String, KeyError> {
-        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(self.pkcs8.as_slice());
-        let key = rcgen::KeyPair::try_from(&der).map_err(|e| KeyError(e.to_string()))?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
-            .serialize_request(&key)
+            .serialize_request(&CsrSigner(self))
             .and_then(|csr| csr.pem())
             .map_err(|e| KeyError(e.to_string()))
+    }
+}
+
+/// The key as rcgen sees it: public point, algorithm, and DER signatures by
+/// aws-lc (the private key is never handed over).
+struct CsrSigner<'a>(&'a EphemeralKey);
+
+impl rcgen::PublicKeyData for CsrSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.x509.public_key().as_ref()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for CsrSigner<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0
+            .x509
+            .sign(&SystemRandom::new(), msg)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| rcgen::Error::RemoteKeyError)
     }
 }
 

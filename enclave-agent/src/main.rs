@@ -32,6 +32,12 @@ struct Cli {
 enum Command {
     /// One attestation: print the verifier's answer (token, expiry, SVID) as JSON.
     Attest(AttestArgs),
+    /// Print the model digest of a file or directory (what `measurements/`
+    /// files list under `models`).
+    ModelDigest {
+        /// The model file or directory.
+        path: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +113,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Attest(args) => runtime.block_on(attest(args)),
+        Command::ModelDigest { path } => model::digest(&path)
+            .map(|d| {
+                print(&json!(d.to_hex()));
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,
@@ -123,17 +135,21 @@ fn print(value: &serde_json::Value) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
+/// Writes the token to a new 0600 file beside `path`, then renames it over
+/// `path`: an existing file's looser mode or a planted link is never reused.
 fn write_token(path: &std::path::Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -168,13 +184,15 @@ async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
     };
     match client.attest(source.as_ref(), &key, digest, &ask).await {
         Ok(mut answer) => {
-            if let (Some(path), Some(token)) = (
-                &args.token_out,
-                answer
-                    .get("access_token")
-                    .and_then(serde_json::Value::as_str),
-            ) {
-                write_token(path, token)?;
+            let Some(token) = answer
+                .get("access_token")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+            else {
+                anyhow::bail!("the verifier answered 200 without an access token");
+            };
+            if let Some(path) = &args.token_out {
+                write_token(path, &token)?;
             }
             if let Some(map) = answer.as_object_mut() {
                 map.insert("model_digest".into(), json!(digest.to_hex()));
@@ -184,13 +202,16 @@ async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
             print(&answer);
             Ok(ExitCode::SUCCESS)
         }
+        // A refusal is the verifier's verdict on this agent (exit 1); its own
+        // trouble (5xx, timeouts, rate limits) means "could not attest" (2).
         Err(ClientError::Refused {
             status,
             code,
             message,
         }) => {
             print(&json!({"error": {"code": code, "message": message, "status": status}}));
-            Ok(ExitCode::from(1))
+            let verdict = (400..500).contains(&status) && status != 408 && status != 429;
+            Ok(ExitCode::from(if verdict { 1 } else { 2 }))
         }
         Err(e) => Err(e.into()),
     }

@@ -4,10 +4,11 @@
 //! - A directory: SHA-384 over its regular files in byte order of their
 //!   relative paths (`/`-separated, UTF-8), each entry
 //!   `u32 BE path length ‖ path ‖ SHA-384 of the file`, after the domain
-//!   `"attest-gate/model-dir/v1\0"`. Symbolic links and special files are
-//!   refused, so the digest names exactly the bytes that are served.
+//!   `"attest-gate/model-dir/v1\0"`. Symbolic links (also racing ones: files
+//!   are opened with `O_NOFOLLOW`), special files and an empty directory are
+//!   refused, and so is a *file* that starts with that domain string, so no
+//!   file can have a directory's digest.
 
-use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,9 @@ pub enum ModelError {
     /// Something other than a regular file or a directory.
     #[error("{0}: not a regular file or directory (links and devices are refused)")]
     NotRegular(PathBuf),
+    /// A file that could pass for a directory digest's input, or an empty tree.
+    #[error("{0}: {1}")]
+    Ambiguous(PathBuf, &'static str),
     /// A path that is not UTF-8 cannot be ordered portably.
     #[error("{0}: path is not UTF-8")]
     NotUtf8(PathBuf),
@@ -49,7 +53,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 pub fn digest(path: &Path) -> Result<ModelDigest, ModelError> {
     let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
     if meta.is_file() {
-        hash_file(path, meta.len())
+        hash_file(path)
     } else if meta.is_dir() {
         hash_dir(path)
     } else {
@@ -57,8 +61,18 @@ pub fn digest(path: &Path) -> Result<ModelDigest, ModelError> {
     }
 }
 
-fn hash_file(path: &Path, len: u64) -> Result<ModelDigest, ModelError> {
-    let mut file = File::open(path).map_err(io(path))?;
+fn hash_file(path: &Path) -> Result<ModelDigest, ModelError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io(path))?;
+    let meta = file.metadata().map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(ModelError::NotRegular(path.to_path_buf()));
+    }
+    let len = meta.len();
     let mut ctx = Context::new(&SHA384);
     let mut buf = vec![0u8; 1 << 20];
     let progress = len >= PROGRESS_FROM && std::io::stderr().is_terminal();
@@ -68,7 +82,14 @@ fn hash_file(path: &Path, len: u64) -> Result<ModelDigest, ModelError> {
         if n == 0 {
             break;
         }
-        ctx.update(buf.get(..n).unwrap_or_default());
+        let chunk = buf.get(..n).unwrap_or_default();
+        if done == 0 && chunk.starts_with(DIR_DOMAIN) {
+            return Err(ModelError::Ambiguous(
+                path.to_path_buf(),
+                "a model file may not start with the directory-digest domain string",
+            ));
+        }
+        ctx.update(chunk);
         done += n as u64;
         let percent = done.saturating_mul(100) / len.max(1);
         if progress && percent != shown {
@@ -122,9 +143,15 @@ fn files(root: &Path) -> Result<Vec<(String, PathBuf)>, ModelError> {
 fn hash_dir(root: &Path) -> Result<ModelDigest, ModelError> {
     let mut ctx = Context::new(&SHA384);
     ctx.update(DIR_DOMAIN);
-    for (relative, path) in files(root)? {
-        let len = std::fs::metadata(&path).map_err(io(&path))?.len();
-        let file_digest = hash_file(&path, len)?;
+    let files = files(root)?;
+    if files.is_empty() {
+        return Err(ModelError::Ambiguous(
+            root.to_path_buf(),
+            "the directory holds no file",
+        ));
+    }
+    for (relative, path) in files {
+        let file_digest = hash_file(&path)?;
         let path_len = u32::try_from(relative.len()).unwrap_or(u32::MAX);
         ctx.update(&path_len.to_be_bytes());
         ctx.update(relative.as_bytes());
@@ -169,6 +196,29 @@ mod tests {
         std::fs::rename(b.path().join("sub/v.bin"), b.path().join("sub/w.bin")).unwrap();
         std::fs::write(b.path().join("sub/w.bin"), b"weightz").unwrap();
         assert_ne!(digest(a.path()).unwrap(), digest(b.path()).unwrap());
+    }
+
+    const DIR_VECTOR: &str = "3247353bb5969bde67367773cbc7d9d916fe729c2c7620fa\
+                              89aad7936211bd62e7ca767838df8fa2c08757556f681d49";
+
+    /// A fixed vector for the directory format, computed independently
+    /// (Python `hashlib`) over `a.txt` = "alpha", `sub/b.bin` = "beta".
+    #[test]
+    fn the_directory_format_matches_its_test_vector() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"alpha").unwrap();
+        std::fs::write(dir.path().join("sub/b.bin"), b"beta").unwrap();
+        assert_eq!(digest(dir.path()).unwrap().to_hex(), DIR_VECTOR);
+    }
+
+    #[test]
+    fn ambiguous_inputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(digest(dir.path()), Err(ModelError::Ambiguous(..))));
+        let file = dir.path().join("m");
+        std::fs::write(&file, [DIR_DOMAIN, b"rest"].concat()).unwrap();
+        assert!(matches!(digest(&file), Err(ModelError::Ambiguous(..))));
     }
 
     #[test]

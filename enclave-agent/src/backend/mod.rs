@@ -54,8 +54,6 @@ pub enum BackendError {
 
 /// A source of attestation evidence.
 pub trait EvidenceSource: Send + Sync {
-    /// The TEE it attests.
-    fn tee(&self) -> TeeKind;
     /// Whether its evidence is simulated (forged under test roots).
     fn simulated(&self) -> bool {
         false

@@ -35,10 +35,6 @@ pub fn attestation_request(request: &Request<'_>) -> NsmRequest {
 }
 
 impl EvidenceSource for Nsm {
-    fn tee(&self) -> TeeKind {
-        TeeKind::Nitro
-    }
-
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError> {
         let fd = nsm_init();
         if fd < 0 {

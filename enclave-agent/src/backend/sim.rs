@@ -34,10 +34,6 @@ fn failed(reason: impl std::fmt::Display) -> BackendError {
 }
 
 impl EvidenceSource for Simulated {
-    fn tee(&self) -> TeeKind {
-        self.tee
-    }
-
     fn simulated(&self) -> bool {
         true
     }

@@ -1,9 +1,10 @@
 //! Linux configfs-tsm (`Documentation/ABI/testing/configfs-tsm`): one report
 //! per directory under `/sys/kernel/config/tsm/report/`. Write the 64 bytes
 //! to `inblob`, read `outblob` (the TDX quote or SNP report) and, for SNP,
-//! `auxblob` (the certificate table); `provider` names the TEE, and
-//! `generation` counts writes, so reading it before and after `outblob`
-//! detects another writer racing on the same directory.
+//! `auxblob` (the certificate table); `provider` names the TEE. `generation`
+//! counts the writes to the directory: after reading the blobs it must equal
+//! the number of writes this process made (one, `inblob`, in a directory it
+//! just created with a random name), or another writer raced on it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use super::{BackendError, Evidence, EvidenceSource, Request};
 
 /// Where configfs-tsm lives.
 pub const ROOT: &str = "/sys/kernel/config/tsm/report";
+/// `generation` after this process's one write (`inblob`).
+const WRITES_MADE: &str = "1";
 /// Largest blob read (a TDX quote is ~5 KiB, SNP certificates a few KiB).
 const MAX_BLOB: u64 = 1024 * 1024;
 
@@ -40,17 +43,22 @@ pub fn provider_tee(provider: &str) -> Option<TeeKind> {
     }
 }
 
+/// Reads at most `MAX_BLOB` bytes (configfs reports no real size, so the
+/// bound is on what is read, not on `st_size`).
 fn read_bounded(path: &Path) -> Result<Vec<u8>, BackendError> {
-    let len = fs::metadata(path)
-        .map_err(|e| failed(format!("{}: {e}", path.display())))?
-        .len();
-    if len > MAX_BLOB {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BLOB + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX_BLOB {
         return Err(failed(format!(
             "{} is larger than {MAX_BLOB} bytes",
             path.display()
         )));
     }
-    fs::read(path).map_err(|e| failed(format!("{}: {e}", path.display())))
+    Ok(bytes)
 }
 
 fn read_text(path: &Path) -> Result<String, BackendError> {
@@ -106,7 +114,6 @@ impl Tsm {
         }
         fs::write(entry.join("inblob"), request.report_data)
             .map_err(|e| failed(format!("inblob: {e}")))?;
-        let before = read_text(&entry.join("generation"))?;
         let mut bytes = read_bounded(&entry.join("outblob"))?;
         let aux = entry.join("auxblob");
         let certificates = if tee == TeeKind::Snp && aux.exists() {
@@ -114,8 +121,8 @@ impl Tsm {
         } else {
             Vec::new()
         };
-        let after = read_text(&entry.join("generation"))?;
-        if before != after {
+        let generation = read_text(&entry.join("generation"))?;
+        if generation != WRITES_MADE {
             return Err(failed(
                 "another process wrote to the same report while it was read (generation changed)",
             ));
@@ -135,12 +142,6 @@ impl Tsm {
 }
 
 impl EvidenceSource for Tsm {
-    fn tee(&self) -> TeeKind {
-        self.forced
-            .or_else(|| self.detect_tee().ok())
-            .unwrap_or(TeeKind::Tdx)
-    }
-
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError> {
         let entry = self.create_entry()?;
         let result = self.report_at(&entry, request);
@@ -192,6 +193,15 @@ mod tests {
         let evidence = tsm.report_at(entry.path(), &request()).unwrap();
         assert_eq!(evidence.tee, TeeKind::Snp);
         assert_eq!(evidence.bytes, b"REPORTCERTS");
+    }
+
+    #[test]
+    fn a_racing_writer_is_detected_by_the_generation_count() {
+        let entry = fake_entry("tdx_guest", b"QUOTE", None);
+        fs::write(entry.path().join("generation"), "2\n").unwrap();
+        let tsm = Tsm::new(Path::new("/nonexistent"), None);
+        let error = tsm.report_at(entry.path(), &request()).unwrap_err();
+        assert!(error.to_string().contains("generation"), "{error}");
     }
 
     #[test]
