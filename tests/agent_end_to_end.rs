@@ -114,51 +114,24 @@ fn a_verifier_without_dev_refuses_simulated_evidence() {
 
 #[test]
 fn an_unreachable_verifier_or_missing_model_is_exit_code_2() {
-    let output = Command::new(binary("enclave-agent"))
-        .args([
-            "attest",
-            "--simulate",
-            "nitro",
-            "--verifier",
-            "https://127.0.0.1:1",
-            "--audience",
-            "https://rp",
-            "--model",
-        ])
-        .arg(workspace_root().join("testdata/models/example-model.txt"))
-        .output()
-        .unwrap();
+    let attest_unreachable = |model: &std::path::Path| {
+        Command::new(binary("enclave-agent"))
+            .args([
+                "attest",
+                "--simulate",
+                "nitro",
+                "--verifier",
+                "https://127.0.0.1:1",
+            ])
+            .args(["--audience", "https://rp", "--model"])
+            .arg(model)
+            .output()
+            .unwrap()
+    };
+    let output = attest_unreachable(&workspace_root().join("testdata/models/example-model.txt"));
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unreachable"));
-    let output = Command::new(binary("enclave-agent"))
-        .args([
-            "attest",
-            "--simulate",
-            "nitro",
-            "--verifier",
-            "https://127.0.0.1:1",
-            "--audience",
-            "https://rp",
-            "--model",
-            "/nonexistent/model",
-        ])
-        .output()
-        .unwrap();
+    let output = attest_unreachable(std::path::Path::new("/nonexistent/model"));
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/model"));
-}
-
-#[test]
-fn model_digest_prints_what_measurements_list() {
-    let output = Command::new(binary("enclave-agent"))
-        .arg("model-digest")
-        .arg(workspace_root().join("testdata/models/example-model.txt"))
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let digest: String = serde_json::from_slice(&output.stdout).unwrap();
-    let example =
-        std::fs::read_to_string(workspace_root().join("measurements/example-tdx-agent.toml"))
-            .unwrap();
-    assert!(example.contains(&digest), "{digest}");
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use attest_gate_core::TeeKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use enclave_agent::backend::{self, sim::Simulated, EvidenceSource};
+use enclave_agent::backend::{self, EvidenceSource};
 use enclave_agent::client::{Ask, ClientError, VerifierClient};
 use enclave_agent::key::EphemeralKey;
 use enclave_agent::model;
@@ -153,16 +153,25 @@ fn write_token(path: &std::path::Path, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The simulator, announced loudly; builds without the `simulate` feature
+/// (production images) have none.
+#[cfg(feature = "simulate")]
+fn simulator(tee: TeeKind) -> anyhow::Result<Box<dyn EvidenceSource>> {
+    eprintln!(
+        "enclave-agent: SIMULATED {tee} evidence under the project's test roots; \
+         only a verifier in --dev mode accepts it"
+    );
+    Ok(Box::new(backend::sim::Simulated::new(tee)))
+}
+
+#[cfg(not(feature = "simulate"))]
+fn simulator(_tee: TeeKind) -> anyhow::Result<Box<dyn EvidenceSource>> {
+    anyhow::bail!("this build has no simulator (it was built without the `simulate` feature)")
+}
+
 async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
     let source: Box<dyn EvidenceSource> = match args.simulate {
-        Some(tee) => {
-            eprintln!(
-                "enclave-agent: SIMULATED {} evidence under the project's test roots; \
-                 only a verifier in --dev mode accepts it",
-                TeeKind::from(tee)
-            );
-            Box::new(Simulated::new(tee.into()))
-        }
+        Some(tee) => simulator(tee.into())?,
         None => backend::detect(args.tee.map(TeeKind::from))?,
     };
     let digest = model::digest(&args.model)?;

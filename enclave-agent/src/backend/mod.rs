@@ -4,9 +4,11 @@
 //! - `tsm`: Linux configfs-tsm (`/sys/kernel/config/tsm/report`), for TDX
 //!   and SEV-SNP guests.
 //! - `sim`: evidence forged under the project's test roots (`--simulate`),
-//!   which only a verifier in `--dev` mode accepts.
+//!   which only a verifier in `--dev` mode accepts. Behind the `simulate`
+//!   feature (on by default); production images build without it.
 
 pub mod nsm;
+#[cfg(feature = "simulate")]
 pub mod sim;
 pub mod tsm;
 

@@ -1062,6 +1062,20 @@ async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
         .unwrap();
 }
 
+/// Files collateral in a keyed folder (`keyed`, for names starting with
+/// `keyed_prefix`) and its parent (the shared folder, for the rest).
+fn file_collateral(collateral: &[(String, Vec<u8>)], keyed: &Path, keyed_prefix: &str) {
+    std::fs::create_dir_all(keyed).unwrap();
+    for (name, bytes) in collateral {
+        let dir = if name.starts_with(keyed_prefix) {
+            keyed
+        } else {
+            keyed.parent().unwrap()
+        };
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn the_collateral_folder_is_keyed_by_fmspc_and_chip_and_wins_over_the_request() {
     let agent = Agent::new();
@@ -1077,15 +1091,7 @@ async fn the_collateral_folder_is_keyed_by_fmspc_and_chip_and_wins_over_the_requ
         .unwrap()
         .0;
     let keyed = folder.path().join("tdx").join(hex::encode(fmspc));
-    std::fs::create_dir_all(&keyed).unwrap();
-    for (name, bytes) in &collateral {
-        let dir = if name.starts_with("tcb_info") {
-            &keyed
-        } else {
-            &folder.path().join("tdx")
-        };
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    file_collateral(&collateral, &keyed, "tcb_info");
     let (status, response) = server
         .post(
             "/v1/attest",
@@ -1146,15 +1152,7 @@ async fn the_collateral_folder_is_keyed_by_fmspc_and_chip_and_wins_over_the_requ
         hex::encode(lookup.chip_id),
         lookup.reported_tcb
     ));
-    std::fs::create_dir_all(&keyed).unwrap();
-    for (name, bytes) in &collateral {
-        let dir = if name.starts_with("vcek") {
-            &keyed
-        } else {
-            &folder.path().join("snp")
-        };
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
+    file_collateral(&collateral, &keyed, "vcek");
     let (status, response) = server
         .post(
             "/v1/attest",
