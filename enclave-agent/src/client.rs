@@ -13,6 +13,9 @@ use crate::backend::{Evidence, EvidenceSource, Request};
 use crate::key::EphemeralKey;
 use attest_gate_core::{Binding, ModelDigest};
 
+/// The verifier's token-exchange endpoint, under its URL.
+pub const EXCHANGE_PATH: &str = "/v1/token/exchange";
+
 /// Talking to the verifier failed, or it said no.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -56,6 +59,30 @@ pub struct Ask {
 pub struct VerifierClient {
     base: String,
     http: reqwest::Client,
+}
+
+/// The verifier's error body as a refusal.
+pub fn refusal(status: u16, body: &Value) -> ClientError {
+    let field = |name: &str| {
+        body.pointer(&format!("/error/{name}"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    ClientError::Refused {
+        status,
+        code: field("code"),
+        message: field("message"),
+    }
+}
+
+impl ClientError {
+    /// The verifier's verdict on this agent (a 4xx other than timeouts and
+    /// rate limits), as opposed to trouble reaching it.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, Self::Refused { status, .. }
+            if (400..500).contains(status) && *status != 408 && *status != 429)
+    }
 }
 
 fn transport(e: impl std::fmt::Display) -> ClientError {
@@ -112,17 +139,57 @@ impl VerifierClient {
         if status == 200 {
             return Ok(body);
         }
-        let field = |name: &str| {
-            body.pointer(&format!("/error/{name}"))
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_string()
-        };
-        Err(ClientError::Refused {
-            status,
-            code: field("code"),
-            message: field("message"),
-        })
+        Err(refusal(status, &body))
+    }
+
+    /// The verifier's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path`, the body as text (200 only).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(transport)?;
+        if status != 200 {
+            return Err(ClientError::Refused {
+                status,
+                code: "http_error".into(),
+                message: format!("GET {path} answered {status}"),
+            });
+        }
+        Ok(text)
+    }
+
+    /// `POST /v1/token/exchange` with a `DPoP` proof: the status, the body
+    /// and the `DPoP-Nonce` the verifier handed out.
+    pub async fn exchange(
+        &self,
+        body: &Value,
+        proof: &str,
+    ) -> Result<(u16, Value, Option<String>), ClientError> {
+        let response = self
+            .http
+            .post(format!("{}{EXCHANGE_PATH}", self.base))
+            .header("DPoP", proof)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let nonce = response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body: Value = response.json().await.map_err(transport)?;
+        Ok((status, body, nonce))
     }
 
     /// A fresh nonce.

@@ -7,10 +7,17 @@
 //! for a nonce → the binding (`attest_gate_core::Binding`) → `backend` asks
 //! the hardware (or the simulator) for evidence carrying it → `client` sends
 //! evidence, key, model, principal and intent → the verifier's credentials.
+//! `enclave-agent run` adds `keeper` (renewal, revocation watch) and
+//! `socket` (the token and DPoP proofs for the AI agent process, and
+//! delegation to sub-agents).
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: backend/ioctl.rs, the guest-device ioctls, is the one
+// module allowed `unsafe`.
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod client;
+pub mod keeper;
 pub mod key;
 pub mod model;
+pub mod socket;

@@ -32,6 +32,31 @@ struct Cli {
 enum Command {
     /// One attestation: print the verifier's answer (token, expiry, SVID) as JSON.
     Attest(AttestArgs),
+    /// Keep a credential fresh and serve it (and DPoP proofs) on a Unix socket.
+    Run(RunArgs),
+    /// Ask a running agent for a narrower token for a sub-agent's key.
+    Delegate(DelegateArgs),
+    /// Print the token a running agent serves.
+    Token {
+        /// The running agent's socket.
+        #[arg(long)]
+        socket: PathBuf,
+    },
+    /// Print a DPoP proof, by a running agent's key, for one request.
+    Proof {
+        /// The running agent's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// HTTP method of the request.
+        #[arg(long, default_value = "GET")]
+        htm: String,
+        /// Full URL of the request.
+        #[arg(long)]
+        htu: String,
+        /// The resource server's `DPoP-Nonce`, if it sent one.
+        #[arg(long)]
+        nonce: Option<String>,
+    },
     /// Print the model digest of a file or directory (what `measurements/`
     /// files list under `models`).
     ModelDigest {
@@ -99,6 +124,40 @@ struct AttestArgs {
     token_out: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    attest: AttestArgs,
+    /// Serve the token and DPoP proofs on this Unix socket (mode 0600).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Seconds between polls of the verifier's revocation list.
+    #[arg(long = "revocation-poll", default_value_t = 10)]
+    revocation_poll: u64,
+}
+
+#[derive(Args)]
+struct DelegateArgs {
+    /// The running agent's socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// The sub-agent's public key: a file holding its JWK (JSON).
+    #[arg(long = "actor-key")]
+    actor_key: PathBuf,
+    /// A scope to pass on (repeatable; a subset of this agent's).
+    #[arg(long = "scope", required = true)]
+    scopes: Vec<String>,
+    /// The relying party the sub-agent's token is for.
+    #[arg(long)]
+    audience: String,
+    /// What the sub-agent is for.
+    #[arg(long)]
+    purpose: String,
+    /// A lifetime shorter than this agent's token's, seconds.
+    #[arg(long)]
+    ttl: Option<u32>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -113,6 +172,15 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Attest(args) => runtime.block_on(attest(args)),
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Delegate(args) => runtime.block_on(delegate(args)),
+        Command::Token { socket } => runtime.block_on(token(&socket)),
+        Command::Proof {
+            socket,
+            htm,
+            htu,
+            nonce,
+        } => runtime.block_on(proof(&socket, &htm, &htu, nonce)),
         Command::ModelDigest { path } => model::digest(&path)
             .map(|d| {
                 print(&json!(d.to_hex()));
@@ -169,7 +237,17 @@ fn simulator(_tee: TeeKind) -> anyhow::Result<Box<dyn EvidenceSource>> {
     anyhow::bail!("this build has no simulator (it was built without the `simulate` feature)")
 }
 
-async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
+/// What `attest` and `run` share: evidence source, model digest, a fresh
+/// key, the verifier client and the request.
+struct Setup {
+    source: Box<dyn EvidenceSource>,
+    digest: attest_gate_core::ModelDigest,
+    key: EphemeralKey,
+    client: VerifierClient,
+    ask: Ask,
+}
+
+fn setup(args: &AttestArgs) -> anyhow::Result<Setup> {
     let source: Box<dyn EvidenceSource> = match args.simulate {
         Some(tee) => simulator(tee.into())?,
         None => backend::detect(args.tee.map(TeeKind::from))?,
@@ -184,13 +262,30 @@ async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
     };
     let client = VerifierClient::new(&args.verifier, ca.as_deref())?;
     let ask = Ask {
-        principal: args.principal,
-        task_id: args.task_id,
-        scopes: args.scopes,
-        audience: args.audience,
+        principal: args.principal.clone(),
+        task_id: args.task_id.clone(),
+        scopes: args.scopes.clone(),
+        audience: args.audience.clone(),
         svid: args.csr,
         ttl_seconds: args.ttl,
     };
+    Ok(Setup {
+        source,
+        digest,
+        key,
+        client,
+        ask,
+    })
+}
+
+async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
+    let Setup {
+        source,
+        digest,
+        key,
+        client,
+        ask,
+    } = setup(&args)?;
     match client.attest(source.as_ref(), &key, digest, &ask).await {
         Ok(mut answer) => {
             let Some(token) = answer
@@ -213,15 +308,163 @@ async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
         }
         // A refusal is the verifier's verdict on this agent (exit 1); its own
         // trouble (5xx, timeouts, rate limits) means "could not attest" (2).
-        Err(ClientError::Refused {
-            status,
-            code,
-            message,
-        }) => {
-            print(&json!({"error": {"code": code, "message": message, "status": status}}));
-            let verdict = (400..500).contains(&status) && status != 408 && status != 429;
+        Err(e) if matches!(e, ClientError::Refused { .. }) => {
+            let verdict = e.is_verdict();
+            if let ClientError::Refused {
+                status,
+                code,
+                message,
+            } = e
+            {
+                print(&json!({"error": {"code": code, "message": message, "status": status}}));
+            }
             Ok(ExitCode::from(if verdict { 1 } else { 2 }))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `run`: attest, serve, renew; exit 1 when the verifier refuses this agent
+/// (revoked, no longer allowed), 2 when it cannot attest at all.
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    use enclave_agent::keeper::{Keeper, Pacing, Served};
+    use enclave_agent::socket::{self, Responder};
+    use std::sync::Arc;
+    let setup = setup(&args.attest)?;
+    let key = Arc::new(setup.key);
+    let served = Arc::new(Served::default());
+    let token_file = args.attest.token_out.clone();
+    let keeper = Keeper {
+        client: setup.client.clone(),
+        source: setup.source,
+        key: Arc::clone(&key),
+        model: setup.digest,
+        ask: setup.ask,
+        pacing: Pacing {
+            revocation_poll: std::time::Duration::from_secs(args.revocation_poll.max(1)),
+            ..Pacing::default()
+        },
+        on_change: Box::new(move |token| {
+            if let Some(path) = &token_file {
+                let written = match token {
+                    Some(t) => write_token(path, t),
+                    None => std::fs::remove_file(path).or(Ok(())),
+                };
+                if let Err(e) = written {
+                    eprintln!("enclave-agent: token file: {e:#}");
+                }
+            }
+        }),
+    };
+    if let Some(path) = &args.socket {
+        let listener = socket::bind(path).with_context(|| format!("socket {}", path.display()))?;
+        let responder = Arc::new(Responder {
+            served: Arc::clone(&served),
+            key: Arc::clone(&key),
+            client: setup.client,
+        });
+        tokio::spawn(socket::serve(listener, responder));
+        eprintln!("enclave-agent: serving on {}", path.display());
+    }
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        result = keeper.run(&served) => Some(result),
+        () = stop => None,
+    };
+    if let Some(path) = &args.socket {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &args.attest.token_out {
+        let _ = std::fs::remove_file(path);
+    }
+    match outcome {
+        None => Ok(ExitCode::SUCCESS),
+        Some(Ok(())) => Ok(ExitCode::SUCCESS),
+        Some(Err(e @ enclave_agent::keeper::Stopped::Refused { .. })) => {
+            eprintln!("enclave-agent: stopped: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Some(Err(e)) => {
+            eprintln!("enclave-agent: stopped: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Prints a socket answer; exit 1 for an error answer.
+fn print_answer(answer: &serde_json::Value) -> ExitCode {
+    print(answer);
+    if answer.get("error").is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
+    let jwk: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&args.actor_key)
+            .with_context(|| format!("cannot read {}", args.actor_key.display()))?,
+    )
+    .context("--actor-key must hold a JWK (JSON)")?;
+    let mut request = json!({
+        "op": "delegate",
+        "actor_key": jwk,
+        "scope": args.scopes.join(" "),
+        "audience": args.audience,
+        "purpose": args.purpose,
+    });
+    if let (Some(map), Some(ttl)) = (request.as_object_mut(), args.ttl) {
+        map.insert("ttl_seconds".into(), json!(ttl));
+    }
+    let answer = enclave_agent::socket::ask(&args.socket, &request)
+        .await
+        .with_context(|| format!("socket {}", args.socket.display()))?;
+    Ok(print_answer(&answer))
+}
+
+async fn token(socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let answer = enclave_agent::socket::ask(socket, &json!({"op": "token"}))
+        .await
+        .with_context(|| format!("socket {}", socket.display()))?;
+    match answer
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
+    {
+        Some(t) => {
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(print_answer(&answer)),
+    }
+}
+
+async fn proof(
+    socket: &std::path::Path,
+    htm: &str,
+    htu: &str,
+    nonce: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let request = json!({"op": "proof", "htm": htm, "htu": htu, "nonce": nonce});
+    let answer = enclave_agent::socket::ask(socket, &request)
+        .await
+        .with_context(|| format!("socket {}", socket.display()))?;
+    match answer.get("proof").and_then(serde_json::Value::as_str) {
+        Some(p) => {
+            println!("{p}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(print_answer(&answer)),
     }
 }

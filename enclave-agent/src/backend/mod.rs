@@ -3,13 +3,19 @@
 //! - `nsm`: the Nitro Secure Module (`/dev/nsm`).
 //! - `tsm`: Linux configfs-tsm (`/sys/kernel/config/tsm/report`), for TDX
 //!   and SEV-SNP guests.
+//! - `tdx_guest`, `sev_guest`: the older device ioctls, for kernels without
+//!   configfs-tsm (TDX quotes then come from the host's QGS over vsock). The
+//!   ioctls themselves live in `ioctl`, the crate's only `unsafe` code.
 //! - `sim`: evidence forged under the project's test roots (`--simulate`),
 //!   which only a verifier in `--dev` mode accepts. Behind the `simulate`
 //!   feature (on by default); production images build without it.
 
+mod ioctl;
 pub mod nsm;
+pub mod sev_guest;
 #[cfg(feature = "simulate")]
 pub mod sim;
+pub mod tdx_guest;
 pub mod tsm;
 
 use std::path::Path;
@@ -42,7 +48,7 @@ pub struct Request<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// No TEE interface is present.
-    #[error("no TEE interface found (looked for /dev/nsm and configfs-tsm); use --simulate outside a TEE")]
+    #[error("no TEE interface found (looked for /dev/nsm, configfs-tsm, /dev/tdx_guest and /dev/sev-guest); use --simulate outside a TEE")]
     NoTee,
     /// The interface answered with an error or an unexpected shape.
     #[error("{interface}: {reason}")]
@@ -64,19 +70,101 @@ pub trait EvidenceSource: Send + Sync {
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError>;
 }
 
-/// The hardware interface of this machine: `/dev/nsm` for Nitro, else
-/// configfs-tsm (its `provider` says TDX or SNP). `forced` skips detection.
-pub fn detect(forced: Option<TeeKind>) -> Result<Box<dyn EvidenceSource>, BackendError> {
-    let nitro = Path::new(nsm::DEVICE).exists();
+/// The interfaces [`detect`] chooses between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interface {
+    Nsm,
+    Tsm,
+    TdxGuest,
+    SevGuest,
+}
+
+/// The choice [`detect`] makes, given whether configfs-tsm is there and
+/// which device paths exist. A forced TDX or SNP prefers configfs-tsm, the
+/// newer interface, and falls back to its device.
+fn choose(
+    forced: Option<TeeKind>,
+    tsm_present: bool,
+    exists: impl Fn(&str) -> bool,
+) -> Option<Interface> {
     match forced {
-        Some(TeeKind::Nitro) => Ok(Box::new(nsm::Nsm)),
-        Some(tee) => Ok(Box::new(tsm::Tsm::new(Path::new(tsm::ROOT), Some(tee)))),
-        None if nitro => Ok(Box::new(nsm::Nsm)),
-        None if Path::new(tsm::ROOT).is_dir() => {
-            let tsm = tsm::Tsm::new(Path::new(tsm::ROOT), None);
-            tsm.detect_tee()?;
+        Some(TeeKind::Nitro) => Some(Interface::Nsm),
+        Some(_) if tsm_present => Some(Interface::Tsm),
+        Some(TeeKind::Tdx) => Some(Interface::TdxGuest),
+        Some(TeeKind::Snp) => Some(Interface::SevGuest),
+        None if exists(nsm::DEVICE) => Some(Interface::Nsm),
+        None if tsm_present => Some(Interface::Tsm),
+        None if exists(tdx_guest::DEVICE) => Some(Interface::TdxGuest),
+        None if exists(sev_guest::DEVICE) => Some(Interface::SevGuest),
+        None => None,
+    }
+}
+
+/// The hardware interface of this machine: `/dev/nsm` for Nitro, else
+/// configfs-tsm (its `provider` says TDX or SNP), else `/dev/tdx_guest`,
+/// else `/dev/sev-guest`. `forced` skips detection.
+pub fn detect(forced: Option<TeeKind>) -> Result<Box<dyn EvidenceSource>, BackendError> {
+    let tsm_root = Path::new(tsm::ROOT);
+    let interface = choose(forced, tsm_root.is_dir(), |path| Path::new(path).exists());
+    match interface {
+        Some(Interface::Nsm) => Ok(Box::new(nsm::Nsm)),
+        Some(Interface::Tsm) => {
+            let tsm = tsm::Tsm::new(tsm_root, forced);
+            if forced.is_none() {
+                tsm.detect_tee()?;
+            }
             Ok(Box::new(tsm))
         }
+        Some(Interface::TdxGuest) => Ok(Box::new(tdx_guest::TdxGuest::configured()?)),
+        Some(Interface::SevGuest) => Ok(Box::new(sev_guest::SevGuest)),
         None => Err(BackendError::NoTee),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(present: &'static [&'static str]) -> impl Fn(&str) -> bool {
+        move |path| present.contains(&path)
+    }
+
+    #[test]
+    fn detection_prefers_nsm_then_configfs_tsm_then_the_devices() {
+        let all = with(&[nsm::DEVICE, tdx_guest::DEVICE, sev_guest::DEVICE]);
+        assert_eq!(choose(None, true, &all), Some(Interface::Nsm));
+        let no_nsm = with(&[tdx_guest::DEVICE, sev_guest::DEVICE]);
+        assert_eq!(choose(None, true, &no_nsm), Some(Interface::Tsm));
+        assert_eq!(choose(None, false, &no_nsm), Some(Interface::TdxGuest));
+        let snp = with(&[sev_guest::DEVICE]);
+        assert_eq!(choose(None, false, &snp), Some(Interface::SevGuest));
+        assert_eq!(choose(None, false, with(&[])), None);
+    }
+
+    #[test]
+    fn a_forced_tee_prefers_configfs_tsm_then_its_device() {
+        let none = with(&[]);
+        assert_eq!(
+            choose(Some(TeeKind::Nitro), true, &none),
+            Some(Interface::Nsm)
+        );
+        assert_eq!(
+            choose(Some(TeeKind::Tdx), true, &none),
+            Some(Interface::Tsm)
+        );
+        assert_eq!(
+            choose(Some(TeeKind::Snp), true, &none),
+            Some(Interface::Tsm)
+        );
+        assert_eq!(
+            choose(Some(TeeKind::Tdx), false, &none),
+            Some(Interface::TdxGuest)
+        );
+        // Forced past whatever else is there.
+        let nsm = with(&[nsm::DEVICE]);
+        assert_eq!(
+            choose(Some(TeeKind::Snp), false, &nsm),
+            Some(Interface::SevGuest)
+        );
     }
 }

@@ -145,3 +145,148 @@ impl ApiError {
         serde_json::json!({"error": {"code": self.code, "message": self.message}})
     }
 }
+
+/// `POST /v1/admin/revoke`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// `jti`, `session`, `workload`, `measurement` or `model`.
+    pub kind: String,
+    /// What it names.
+    pub target: String,
+    /// `immediate`, `graceful` or `quarantine`.
+    pub mode: String,
+    /// Why (kept in the audit log and the revocation list).
+    pub reason: String,
+}
+
+/// `POST /v1/admin/lift`: lifts a quarantine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiftRequest {
+    /// The quarantine's ID (from `revoke`'s answer or the revocation list).
+    pub id: String,
+}
+
+/// `POST /v1/admin/clients`: registers a relying party for introspection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRequest {
+    /// Its name, used as the Basic-auth user name.
+    pub client_id: String,
+}
+
+/// `POST /v1/admin/reappraise`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReappraiseRequest {
+    /// How sessions that no longer pass are revoked.
+    pub mode: String,
+}
+
+/// `POST /v1/introspect` (RFC 7662; form-encoded or JSON).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IntrospectRequest {
+    /// The access token.
+    pub token: String,
+    /// Ignored hint (RFC 7662 §2.1).
+    #[serde(default)]
+    pub token_type_hint: Option<String>,
+}
+
+/// `POST /v1/token/exchange` (RFC 8693 names; JSON), with a `DPoP` proof by
+/// the key of `subject_token` and a server nonce.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRequest {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    pub grant_type: String,
+    /// The delegating agent's access token.
+    pub subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:access_token`.
+    pub subject_token_type: String,
+    /// The sub-agent's public key (JWK): the new token is bound to it.
+    pub actor_key: serde_json::Value,
+    /// Scopes, space-separated: a subset of the subject token's.
+    pub scope: String,
+    /// The relying party (one the workload may address).
+    pub audience: String,
+    /// What the sub-agent is for (its `intent.task_id`).
+    pub purpose: String,
+    /// A shorter lifetime; never past the subject token's expiry.
+    #[serde(default)]
+    pub ttl_seconds: Option<u32>,
+}
+
+/// `POST /v1/token/exchange` response (RFC 8693 §2.2.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExchangeResponse {
+    /// The sub-agent's token.
+    pub access_token: String,
+    /// `urn:ietf:params:oauth:token-type:access_token`.
+    pub issued_token_type: String,
+    /// `DPoP`.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The sub-agent's SPIFFE ID.
+    pub spiffe_id: String,
+}
+
+/// `POST /v1/admin/policy/dry-run`: how a candidate policy would decide one
+/// recorded attestation, beside the policy in force.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunRequest {
+    /// The candidate Cedar policy's text.
+    pub policy: String,
+    /// `nitro`, `tdx` or `snp`.
+    pub tee: String,
+    /// The evidence, base64.
+    pub evidence: String,
+    /// Collateral files by name, base64.
+    #[serde(default)]
+    pub collateral: BTreeMap<String, String>,
+    /// SHA-384 of the model, hex.
+    pub model_digest: String,
+    /// `user:<id>`, `service:<id>` or `system`.
+    pub principal: String,
+    /// The intent.
+    pub intent: IntentRequest,
+    /// Judge as of this instant (RFC 3339; recorded evidence); default now.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// One decision, as dry runs and `verifier policy test` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Granted scopes (allow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// The rejection code (deny).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+impl Decision {
+    /// From appraisal's outcome.
+    pub fn of(outcome: Result<Vec<String>, ApiError>) -> Self {
+        match outcome {
+            Ok(scopes) => Self {
+                decision: "allow".into(),
+                scopes,
+                code: None,
+            },
+            Err(e) => Self {
+                decision: "deny".into(),
+                scopes: Vec::new(),
+                code: Some(e.code),
+            },
+        }
+    }
+}

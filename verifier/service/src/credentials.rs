@@ -195,19 +195,23 @@ pub fn spiffe_id(workload: &Workload, instance: &str) -> String {
     )
 }
 
+/// The values of the registers the workload file constrains, hex, by name.
+pub fn measured(workload: &Workload, claims: &VerifiedClaims) -> BTreeMap<String, String> {
+    workload
+        .measurements
+        .keys()
+        .filter_map(|name| {
+            claims
+                .measurement(name)
+                .map(|m| (name.clone(), m.to_string()))
+        })
+        .collect()
+}
+
 impl Grant<'_> {
     /// The token's claims.
     pub fn access_claims(&self) -> AccessClaims {
-        let measurements = self
-            .workload
-            .measurements
-            .keys()
-            .filter_map(|name| {
-                self.claims
-                    .measurement(name)
-                    .map(|m| (name.clone(), m.to_string()))
-            })
-            .collect();
+        let measurements = measured(self.workload, self.claims);
         let tee = self.claims.tee.to_string();
         AccessClaims {
             iss: self.issuer.to_string(),

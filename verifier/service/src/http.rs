@@ -14,9 +14,18 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{ApiError, AttestRequest, ErrorKind};
+use axum::extract::Query;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::api::{
+    ApiError, AttestRequest, ClientRequest, DryRunRequest, ErrorKind, ExchangeRequest,
+    IntrospectRequest, LiftRequest, ReappraiseRequest, RevokeRequest,
+};
 use crate::clock;
+use crate::revocation::Mode;
 use crate::service::Service;
+use crate::store::AuditQuery;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -35,7 +44,12 @@ impl IntoResponse for ApiError {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (status, Json(self.body())).into_response();
-        if self.kind == ErrorKind::Unauthorized {
+        if self.code.starts_with("invalid_dpop") || self.code == "invalid_token" {
+            let value = format!("DPoP error=\"{}\", algs=\"ES256 ES384 EdDSA\"", self.code);
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        } else if self.kind == ErrorKind::Unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer realm=\"attest-gate-admin\""),
@@ -65,8 +79,18 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/bundle", get(bundle))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
+        .route(crate::service::EXCHANGE_PATH, post(exchange))
+        .route("/v1/introspect", post(introspect))
+        .route("/v1/revocations", get(revocations))
+        .route("/metrics", get(metrics))
         .route("/v1/admin/reload", post(reload))
         .route("/v1/admin/rotate-signing-key", post(rotate))
+        .route("/v1/admin/revoke", post(revoke))
+        .route("/v1/admin/lift", post(lift))
+        .route("/v1/admin/clients", post(add_client))
+        .route("/v1/admin/reappraise", post(reappraise))
+        .route("/v1/admin/policy/dry-run", post(dry_run))
+        .route("/v1/admin/audit", get(audit))
         .route("/healthz", get(health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -105,7 +129,7 @@ async fn json_for_bare_errors(response: Response) -> Response {
 }
 
 async fn challenge(State(service): State<Arc<Service>>) -> Response {
-    match service.challenge(clock::now()) {
+    match service.challenge(clock::now()).await {
         Ok(c) => Json(c).into_response(),
         Err(e) => e.into_response(),
     }
@@ -192,4 +216,224 @@ async fn rotate(State(service): State<Arc<Service>>, headers: HeaderMap) -> Resp
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Admin JSON endpoints: authenticate, parse, answer.
+macro_rules! admin_json {
+    ($service:ident, $headers:ident, $body:ident, $call:expr) => {{
+        if let Err(e) = require_admin(&$service, &$headers) {
+            return e.into_response();
+        }
+        let $body = match $body {
+            Ok(Json(b)) => b,
+            Err(rejection) => return body_error(&rejection).into_response(),
+        };
+        match $call {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }};
+}
+
+async fn revoke(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<RevokeRequest>, JsonRejection>,
+) -> Response {
+    admin_json!(
+        service,
+        headers,
+        body,
+        service.revoke(&body, clock::now()).await
+    )
+}
+
+async fn lift(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<LiftRequest>, JsonRejection>,
+) -> Response {
+    admin_json!(
+        service,
+        headers,
+        body,
+        service.lift(&body.id, clock::now()).await
+    )
+}
+
+async fn add_client(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<ClientRequest>, JsonRejection>,
+) -> Response {
+    admin_json!(
+        service,
+        headers,
+        body,
+        service.add_client(&body.client_id, clock::now()).await
+    )
+}
+
+async fn reappraise(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<ReappraiseRequest>, JsonRejection>,
+) -> Response {
+    admin_json!(service, headers, body, {
+        match body.mode.parse::<Mode>() {
+            Ok(mode) => service.reappraise(mode, clock::now()).await,
+            Err(e) => Err(ApiError::malformed("malformed_request", e)),
+        }
+    })
+}
+
+async fn dry_run(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<DryRunRequest>, JsonRejection>,
+) -> Response {
+    admin_json!(
+        service,
+        headers,
+        body,
+        service.dry_run(&body, clock::now()).await
+    )
+}
+
+/// `GET /v1/admin/audit` query.
+#[derive(Debug, serde::Deserialize)]
+struct AuditParams {
+    since: Option<i64>,
+    after_seq: Option<i64>,
+    action: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    Query(params): Query<AuditParams>,
+) -> Response {
+    if let Err(e) = require_admin(&service, &headers) {
+        return e.into_response();
+    }
+    let query = AuditQuery {
+        since: params.since,
+        after_seq: params.after_seq,
+        action: params.action,
+        limit: params.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    match service.audit_log(&query).await {
+        Ok(records) => Json(records).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn exchange(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<ExchangeRequest>, JsonRejection>,
+) -> Response {
+    let now = clock::now();
+    let mut response = match body {
+        Err(rejection) => body_error(&rejection).into_response(),
+        Ok(Json(request)) => {
+            let proof = headers.get("dpop").and_then(|v| v.to_str().ok());
+            match service.exchange(&request, proof, now).await {
+                Ok(r) => Json(r).into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
+    };
+    // Every answer carries a fresh server nonce (RFC 9449 §8).
+    if let Some(v) = service
+        .dpop_nonce(now)
+        .and_then(|n| header::HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert("dpop-nonce", v);
+    }
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// HTTP Basic credentials (RFC 7617) of a relying party.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+async fn introspect(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let unauthorized = || {
+        let mut r = ApiError::new(
+            ErrorKind::Unauthorized,
+            "invalid_client",
+            "introspection needs a registered relying party's HTTP Basic credentials",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"attest-gate-introspection\""),
+        );
+        r
+    };
+    let Some((client, secret)) = basic_credentials(&headers) else {
+        return unauthorized();
+    };
+    match service.client_authenticates(&client, &secret).await {
+        Ok(true) => {}
+        Ok(false) => return unauthorized(),
+        Err(e) => return e.into_response(),
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let parsed: Result<IntrospectRequest, String> = if is_json {
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    } else {
+        serde_urlencoded::from_bytes(&body).map_err(|e| e.to_string())
+    };
+    match parsed {
+        Err(e) => ApiError::malformed("malformed_request", e).into_response(),
+        Ok(req) => match service.introspect(&client, &req.token, clock::now()).await {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => e.into_response(),
+        },
+    }
+}
+
+/// `GET /v1/revocations` query.
+#[derive(Debug, serde::Deserialize)]
+struct Since {
+    since: Option<i64>,
+}
+
+async fn revocations(State(service): State<Arc<Service>>, Query(q): Query<Since>) -> Response {
+    match service
+        .revocation_list(q.since.unwrap_or(0), clock::now())
+        .await
+    {
+        Ok(jws) => ([(header::CONTENT_TYPE, "application/jwt")], jws).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        service.metrics_text(clock::now()).await,
+    )
+        .into_response()
 }

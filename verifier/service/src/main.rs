@@ -17,6 +17,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod ops;
+
 #[derive(Parser)]
 #[command(
     name = "verifier",
@@ -36,6 +38,15 @@ enum Command {
     Bundle(BundleArgs),
     /// Run the HTTPS attestation service.
     Serve(serve::ServeArgs),
+    /// Judge every live session again (new reference values or collateral);
+    /// revoke those that no longer pass.
+    Reappraise(ops::ReappraiseArgs),
+    /// Test a policy and workload files against recorded bundles.
+    #[command(subcommand)]
+    Policy(ops::PolicyCommand),
+    /// Check or export the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(ops::AuditCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -162,6 +173,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify(args),
         Command::Bundle(args) => bundle(args),
         Command::Serve(args) => serve_forever(args),
+        Command::Reappraise(args) => ops::reappraise(args),
+        Command::Policy(ops::PolicyCommand::Test(args)) => ops::policy_test(&args),
+        Command::Audit(ops::AuditCommand::Verify(args)) => ops::audit_verify(&args),
+        Command::Audit(ops::AuditCommand::Export(args)) => ops::audit_export(&args),
     };
     match result {
         Ok(code) => code,

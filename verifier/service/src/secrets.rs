@@ -123,18 +123,18 @@ pub fn load_or_create(
     }
 }
 
-/// The admin bearer token's SHA-256, as stored; the token itself is shown
-/// once, at creation, and never stored.
+/// A bearer secret's SHA-256, as stored (the admin token, relying parties'
+/// secrets); the secret itself is shown once, at creation, and never stored.
 #[derive(Clone)]
-pub struct AdminTokenHash([u8; 32]);
+pub struct SecretHash([u8; 32]);
 
-impl std::fmt::Debug for AdminTokenHash {
+impl std::fmt::Debug for SecretHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminTokenHash(..)")
+        f.write_str("SecretHash(..)")
     }
 }
 
-impl AdminTokenHash {
+impl SecretHash {
     /// The hash of `token`.
     pub fn of(token: &str) -> Self {
         let mut out = [0u8; 32];
@@ -150,7 +150,12 @@ impl AdminTokenHash {
             .map(Self)
     }
 
-    /// Whether `presented` is the admin token (constant-time on the hashes).
+    /// The stored form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Whether `presented` is the secret (constant-time on the hashes).
     pub fn matches(&self, presented: &str) -> bool {
         verify_slices_are_equal(&Self::of(presented).0, &self.0).is_ok()
     }
@@ -216,12 +221,12 @@ mod tests {
     fn the_admin_token_is_shown_once_and_only_its_hash_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin-token.sha256");
-        let (hash, token) = AdminTokenHash::load_or_create(&path).unwrap();
+        let (hash, token) = SecretHash::load_or_create(&path).unwrap();
         let token = token.unwrap();
         assert!(hash.matches(&token));
         assert!(!hash.matches("agadm_wrong"));
         assert!(!fs::read_to_string(&path).unwrap().contains(&token));
-        let (again, shown) = AdminTokenHash::load_or_create(&path).unwrap();
+        let (again, shown) = SecretHash::load_or_create(&path).unwrap();
         assert!(shown.is_none());
         assert!(again.matches(&token));
     }

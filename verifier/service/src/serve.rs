@@ -199,16 +199,10 @@ fn collateral_sources(args: &ServeArgs, dir: PathBuf) -> anyhow::Result<Collater
     Ok(sources)
 }
 
-/// Runs the service until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
-    if args.dev && !args.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "--dev trusts publicly derivable test keys; it only listens on a loopback address \
-             (127.0.0.1 or ::1), not {}",
-            args.listen
-        );
-    }
+/// Opens the data directory, the database and the service as `serve` does
+/// (also what `verifier reappraise` judges with). `addr` names the issuer
+/// when `--issuer` is not given.
+pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service, PathBuf)> {
     secrets::private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let database = args
@@ -219,10 +213,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
 
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let issuer = match &args.issuer {
         Some(url) => normalize_issuer(url)?,
         None if addr.ip().is_unspecified() => format!("https://localhost:{}", addr.port()),
@@ -244,11 +234,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .collateral
         .clone()
         .unwrap_or_else(|| data_dir.join("collateral"));
-    let sources = collateral_sources(&args, collateral_dir)?;
+    let sources = collateral_sources(args, collateral_dir)?;
     let (service, new_admin_token) = Service::start(config, store, sources, clock::now())?;
     if let Some(token) = new_admin_token {
         show_admin_token_once(&data_dir, &token)?;
     }
+    Ok((service, data_dir))
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    if args.dev && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--dev trusts publicly derivable test keys; it only listens on a loopback address \
+             (127.0.0.1 or ::1), not {}",
+            args.listen
+        );
+    }
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (service, data_dir) = open(&args, addr).await?;
     if args.dev {
         tracing::warn!(
             "--dev: the project's TEST ROOTS are trusted besides the vendor roots; \
@@ -323,6 +331,9 @@ async fn prune_nonces(service: Arc<Service>) {
         let horizon = clock::now().unix_timestamp() - PRUNE_GRACE_SECONDS;
         if let Err(e) = service.store().prune_nonces(horizon).await {
             tracing::warn!(error = %e, "pruning consumed nonces failed");
+        }
+        if let Err(e) = service.store().prune_session_evidence(horizon).await {
+            tracing::warn!(error = %e, "pruning ended sessions' evidence failed");
         }
     }
 }

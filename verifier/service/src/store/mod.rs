@@ -1,7 +1,11 @@
 //! The service's state that must survive restarts and be shared by replicas:
-//! consumed nonces, issued credentials and the audit log. SQLite (embedded,
-//! the default) or PostgreSQL (multi-replica), one schema and one set of
-//! migrations (`migrations/`, portable SQL) for both.
+//! consumed nonces, issued credentials, revocations (`lifecycle`) and the
+//! hash-chained audit log (`audit`). SQLite (embedded, the default) or
+//! PostgreSQL (multi-replica), one schema and one set of migrations
+//! (`migrations/`, portable SQL) for both.
+
+pub use audit::{AuditBreak, AuditEvent, AuditQuery, AuditRecord};
+pub use lifecycle::SessionEvidence;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -35,6 +39,9 @@ macro_rules! on_pool {
     };
 }
 
+mod audit;
+mod lifecycle;
+
 /// The database behind the service.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -45,7 +52,7 @@ pub enum Store {
 }
 
 /// One issued credential, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CredentialRecord {
     /// The token's `jti`.
     pub jti: String,
@@ -69,31 +76,12 @@ pub struct CredentialRecord {
     pub expires_at: i64,
     /// Whether test roots anchored the evidence.
     pub test_root: bool,
-}
-
-/// One audited decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEvent {
-    /// Random identifier.
-    pub id: String,
-    /// When, Unix seconds.
-    pub at: i64,
-    /// What was asked (`attest`, `admin.reload`, ...).
-    pub action: String,
-    /// `allow` or `deny`.
-    pub decision: String,
-    /// `ok` or the rejection code.
-    pub code: String,
-    /// The TEE, when known.
-    pub tee: Option<String>,
-    /// The workload, when appraised.
-    pub workload: Option<String>,
-    /// The SPIFFE ID, when issued.
-    pub subject: Option<String>,
-    /// The credential, when issued.
-    pub jti: Option<String>,
-    /// A human-readable detail (never a secret).
-    pub detail: String,
+    /// The model digest it was issued on, hex.
+    pub model_digest: String,
+    /// The measured register values, hex, space-separated.
+    pub measurements: String,
+    /// Delegation hops from the attested credential (0 for it).
+    pub depth: i32,
 }
 
 impl Store {
@@ -161,8 +149,9 @@ impl Store {
     /// Records an issued credential.
     pub async fn record_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO credentials (jti, subject, session_id, parent_jti, \
-                           workload, jkt, scope, audience, issued_at, expires_at, test_root) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+                           workload, jkt, scope, audience, issued_at, expires_at, test_root, \
+                           model_digest, measurements, depth) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(&c.jti)
             .bind(&c.subject)
@@ -175,41 +164,12 @@ impl Store {
             .bind(c.issued_at)
             .bind(c.expires_at)
             .bind(c.test_root)
+            .bind(&c.model_digest)
+            .bind(&c.measurements)
+            .bind(c.depth)
             .execute(pool)
             .await
             .map(|_| ())?);
         Ok(())
-    }
-
-    /// Appends an audit event.
-    pub async fn audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO audit_events (id, at, action, decision, code, tee, \
-                           workload, subject, jti, detail) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(&e.id)
-            .bind(e.at)
-            .bind(&e.action)
-            .bind(&e.decision)
-            .bind(&e.code)
-            .bind(&e.tee)
-            .bind(&e.workload)
-            .bind(&e.subject)
-            .bind(&e.jti)
-            .bind(&e.detail)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
-        Ok(())
-    }
-
-    /// The most recent audit events' (action, decision, code), newest first.
-    pub async fn recent_audit(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        const SQL: &str = "SELECT action, decision, code FROM audit_events \
-                           ORDER BY at DESC, id DESC LIMIT $1";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(limit).fetch_all(pool).await?))
     }
 }

@@ -1,0 +1,130 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): attestations by
+//! TEE and outcome, rejections by code, issuance latency, revocations by
+//! mode; active sessions are counted from the store at scrape time.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    tee: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: String,
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    attestations: Family<Outcome, Counter>,
+    rejections: Family<Code, Counter>,
+    issuance_seconds: Histogram,
+    revocations: Family<ModeLabel, Counter>,
+    active_sessions: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("attest_gate");
+        let attestations = Family::<Outcome, Counter>::default();
+        let rejections = Family::<Code, Counter>::default();
+        // 1 ms .. ~4 s.
+        let issuance_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        let revocations = Family::<ModeLabel, Counter>::default();
+        let active_sessions = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "attestations",
+            "Attestation requests by TEE and outcome (issued or rejected)",
+            attestations.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Refused requests by rejection code",
+            rejections.clone(),
+        );
+        registry.register(
+            "issuance_latency_seconds",
+            "Time from an attestation request to its decision",
+            issuance_seconds.clone(),
+        );
+        registry.register(
+            "revocations",
+            "Revocations recorded, by mode (cascades included)",
+            revocations.clone(),
+        );
+        registry.register(
+            "active_sessions",
+            "Unexpired credentials",
+            active_sessions.clone(),
+        );
+        Self {
+            registry,
+            attestations,
+            rejections,
+            issuance_seconds,
+            revocations,
+            active_sessions,
+        }
+    }
+}
+
+impl Metrics {
+    /// One attestation decided with `code` (`ok` or the rejection).
+    pub fn attestation(&self, tee: &str, code: &str, took: Duration) {
+        let outcome = if code == "ok" { "issued" } else { "rejected" };
+        self.attestations
+            .get_or_create(&Outcome {
+                tee: tee.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if code != "ok" {
+            self.rejection(code);
+        }
+        self.issuance_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Any refused request (exchange, introspection...), by code.
+    pub fn rejection(&self, code: &str) {
+        self.rejections
+            .get_or_create(&Code {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// `n` revocations recorded in `mode`.
+    pub fn revoked(&self, mode: &str, n: u64) {
+        self.revocations
+            .get_or_create(&ModeLabel {
+                mode: mode.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// The text exposition, with `active` unexpired credentials.
+    pub fn render(&self, active: i64) -> String {
+        self.active_sessions.set(active);
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

@@ -1,0 +1,313 @@
+//! Revocation: what an administrator (or `verifier reappraise`) can revoke,
+//! in which mode, and how a credential stands against the revocations in
+//! force. Pure: the store keeps the records, this decides.
+//!
+//! Modes:
+//! - `immediate`: the credential is dead now (introspection says inactive);
+//! - `graceful`: credentials issued before it run to expiry; nothing new is
+//!   issued for the target (no re-attestation, no exchange);
+//! - `quarantine`: credentials stay active but are marked, so relying
+//!   parties route them to a monitor; every use the verifier sees is audited.
+
+use serde::{Deserialize, Serialize};
+
+/// What a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One credential (`jti`), and every credential delegated from it.
+    Jti,
+    /// A session: the attested credential and its whole delegation tree.
+    Session,
+    /// Every credential of a workload (measurements file name).
+    Workload,
+    /// Every credential issued on evidence with this measurement value (hex).
+    Measurement,
+    /// Every credential of agents serving this model (SHA-384, hex).
+    Model,
+}
+
+/// How it takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Dead now.
+    Immediate,
+    /// Existing credentials run to expiry; no new ones.
+    Graceful,
+    /// Active but marked for monitoring.
+    Quarantine,
+}
+
+macro_rules! text_enum {
+    ($ty:ident, $what:literal, $($variant:ident = $text:literal),+) => {
+        impl $ty {
+            /// Its name in the API and the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!(concat!("unknown ", $what, " `{}`"), other)),
+                }
+            }
+        }
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+    };
+}
+
+text_enum!(
+    Kind,
+    "revocation kind",
+    Jti = "jti",
+    Session = "session",
+    Workload = "workload",
+    Measurement = "measurement",
+    Model = "model"
+);
+text_enum!(
+    Mode,
+    "revocation mode",
+    Immediate = "immediate",
+    Graceful = "graceful",
+    Quarantine = "quarantine"
+);
+
+/// One revocation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Revocation {
+    /// Random identifier.
+    pub id: String,
+    /// What it names.
+    #[sqlx(try_from = "String")]
+    pub kind: Kind,
+    /// The `jti`, session ID, workload name, measurement or model digest.
+    pub target: String,
+    /// How it takes effect.
+    #[sqlx(try_from = "String")]
+    pub mode: Mode,
+    /// Why (free text from the administrator, or the reappraisal's code).
+    pub reason: String,
+    /// For a row made by cascading: the revoked ancestor's `jti`.
+    pub cascade_from: Option<String>,
+    /// When, Unix seconds.
+    pub revoked_at: i64,
+    /// Last change (creation or lifting), Unix seconds: the list's cursor.
+    pub updated_at: i64,
+    /// A lifted quarantine.
+    pub lifted: bool,
+}
+
+/// A credential (issued or about to be), as revocations see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// Its own `jti` (if issued), its ancestors', and for a new attestation
+    /// those of earlier credentials for the same agent key.
+    pub jtis: &'a [String],
+    /// Its session(s): for a new attestation, earlier sessions of the key.
+    pub sessions: &'a [String],
+    /// Workload name.
+    pub workload: &'a str,
+    /// Model digest, hex.
+    pub model: &'a str,
+    /// Measured register values, hex.
+    pub measurements: &'a [String],
+    /// When it was (or would be) issued, Unix seconds.
+    pub issued_at: i64,
+}
+
+/// How a credential stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// No revocation applies.
+    Clear,
+    /// Issued before a graceful revocation: runs to expiry, begets nothing.
+    Graceful {
+        /// The revocation's reason.
+        reason: String,
+    },
+    /// Active, but to be monitored.
+    Quarantined {
+        /// The revocation's reason.
+        reason: String,
+    },
+    /// Dead.
+    Revoked {
+        /// The revocation's reason.
+        reason: String,
+    },
+}
+
+impl Standing {
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Clear => 0,
+            Self::Graceful { .. } => 1,
+            Self::Quarantined { .. } => 2,
+            Self::Revoked { .. } => 3,
+        }
+    }
+
+    /// Whether nothing new may be issued on it (re-attestation, exchange).
+    pub fn blocks_issuance(&self) -> bool {
+        matches!(self, Self::Revoked { .. } | Self::Graceful { .. })
+    }
+
+    /// The mode name relying parties see (`None` when clear).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Self::Clear => None,
+            Self::Graceful { .. } => Some("graceful"),
+            Self::Quarantined { .. } => Some("quarantined"),
+            Self::Revoked { .. } => Some("revoked"),
+        }
+    }
+}
+
+fn names(r: &Revocation, s: &Subject<'_>) -> bool {
+    let any = |list: &[String]| list.contains(&r.target);
+    match r.kind {
+        Kind::Jti => any(s.jtis),
+        Kind::Session => any(s.sessions),
+        Kind::Workload => r.target == s.workload,
+        Kind::Model => r.target.eq_ignore_ascii_case(s.model),
+        Kind::Measurement => s
+            .measurements
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&r.target)),
+    }
+}
+
+/// The strongest effect of the un-lifted revocations naming `subject`:
+/// revoked over quarantined over graceful. A graceful revocation revokes
+/// whatever is issued at or after it.
+pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
+    revocations
+        .iter()
+        .filter(|r| !r.lifted && names(r, subject))
+        .map(|r| {
+            let reason = r.reason.clone();
+            match r.mode {
+                Mode::Immediate => Standing::Revoked { reason },
+                Mode::Graceful if subject.issued_at >= r.revoked_at => Standing::Revoked { reason },
+                Mode::Graceful => Standing::Graceful { reason },
+                Mode::Quarantine => Standing::Quarantined { reason },
+            }
+        })
+        .fold(Standing::Clear, |best, s| {
+            if s.rank() > best.rank() {
+                s
+            } else {
+                best
+            }
+        })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn revocation(kind: Kind, target: &str, mode: Mode, at: i64) -> Revocation {
+        Revocation {
+            id: format!("{target}-{}", mode.as_str()),
+            kind,
+            target: target.into(),
+            mode,
+            reason: format!("{} {}", kind.as_str(), mode.as_str()),
+            cascade_from: None,
+            revoked_at: at,
+            updated_at: at,
+            lifted: false,
+        }
+    }
+
+    fn subject<'a>(jtis: &'a [String], sessions: &'a [String], m: &'a [String]) -> Subject<'a> {
+        Subject {
+            jtis,
+            sessions,
+            workload: "w",
+            model: "AB",
+            measurements: m,
+            issued_at: 100,
+        }
+    }
+
+    #[test]
+    fn each_kind_names_what_it_says_and_nothing_else() {
+        let jtis = vec!["j1".to_string(), "parent".to_string()];
+        let sessions = vec!["s1".to_string()];
+        let measurements = vec!["cafe".to_string()];
+        let s = subject(&jtis, &sessions, &measurements);
+        for (kind, hit, miss) in [
+            (Kind::Jti, "parent", "j2"),
+            (Kind::Session, "s1", "s2"),
+            (Kind::Workload, "w", "v"),
+            (Kind::Model, "ab", "cd"),
+            (Kind::Measurement, "CAFE", "beef"),
+        ] {
+            let r = revocation(kind, hit, Mode::Immediate, 50);
+            assert!(
+                matches!(standing(&[r], &s), Standing::Revoked { .. }),
+                "{kind:?}"
+            );
+            let r = revocation(kind, miss, Mode::Immediate, 50);
+            assert_eq!(standing(&[r], &s), Standing::Clear, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn modes_rank_and_graceful_revokes_what_comes_after_it() {
+        let jtis = vec!["j".to_string()];
+        let s = subject(&jtis, &[], &[]);
+        let graceful_before = revocation(Kind::Jti, "j", Mode::Graceful, 150);
+        assert!(matches!(
+            standing(std::slice::from_ref(&graceful_before), &s),
+            Standing::Graceful { .. }
+        ));
+        assert!(standing(std::slice::from_ref(&graceful_before), &s).blocks_issuance());
+        let graceful_after_issue = revocation(Kind::Jti, "j", Mode::Graceful, 100);
+        assert!(matches!(
+            standing(&[graceful_after_issue], &s),
+            Standing::Revoked { .. }
+        ));
+        let quarantine = revocation(Kind::Workload, "w", Mode::Quarantine, 10);
+        let both = [graceful_before.clone(), quarantine.clone()];
+        assert!(matches!(standing(&both, &s), Standing::Quarantined { .. }));
+        assert!(!standing(&both, &s).blocks_issuance());
+        let immediate = revocation(Kind::Model, "ab", Mode::Immediate, 10);
+        assert!(matches!(
+            standing(&[quarantine.clone(), immediate], &s),
+            Standing::Revoked { .. }
+        ));
+        let mut lifted = quarantine;
+        lifted.lifted = true;
+        assert_eq!(standing(&[lifted], &s), Standing::Clear);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in [
+            Kind::Jti,
+            Kind::Session,
+            Kind::Workload,
+            Kind::Measurement,
+            Kind::Model,
+        ] {
+            assert_eq!(kind.as_str().parse::<Kind>().unwrap(), kind);
+        }
+        for mode in [Mode::Immediate, Mode::Graceful, Mode::Quarantine] {
+            assert_eq!(mode.as_str().parse::<Mode>().unwrap(), mode);
+        }
+        assert!("everything".parse::<Kind>().is_err());
+    }
+}

@@ -1,0 +1,565 @@
+//! `POST /v1/attest`: parse → CSR → nonce → collateral → verify evidence →
+//! binding → appraisal (reference values, audience, policy) → revocations →
+//! single use → credentials; every outcome audited and counted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use attest_gate_core::{
+    AgentKey, Binding, Collateral, ModelDigest, PlatformClaims, TeeKind, TrustKind, VerifiedClaims,
+    VerifyError, Workload,
+};
+use aws_lc_rs::digest::{digest, SHA256};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use time::{Duration, OffsetDateTime};
+
+use super::{read, Service, Trail, MAX_FIELD_LEN};
+use crate::api::{ApiError, AttestRequest, AttestResponse, ErrorKind, IntentRequest};
+use crate::ca::{check_csr, CheckedCsr};
+use crate::challenge::{self, NonceError};
+use crate::credentials::{self, Intent, Session};
+use crate::revocation::{self, Subject};
+use crate::secrets;
+use crate::store::{CredentialRecord, SessionEvidence};
+
+/// Most scopes one request may ask for.
+const MAX_SCOPES: usize = 32;
+/// Most collateral files one request may carry.
+const MAX_COLLATERAL_FILES: usize = 16;
+
+fn decode_b64(what: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    let text = text.trim();
+    [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .ok_or_else(|| ApiError::malformed("malformed_request", format!("`{what}` is not base64")))
+}
+
+fn check_field(what: &str, value: &str, allowed: impl Fn(char) -> bool) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_FIELD_LEN || !value.chars().all(allowed) {
+        return Err(ApiError::malformed(
+            "malformed_request",
+            format!("`{what}` must be 1 to {MAX_FIELD_LEN} allowed characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._-@+".contains(c)
+}
+
+/// `system`, `user:<id>` or `service:<id>`.
+fn check_principal(p: &str) -> Result<(), ApiError> {
+    let ok = p == "system"
+        || ["user:", "service:"].iter().any(|prefix| {
+            p.strip_prefix(prefix)
+                .is_some_and(|id| !id.is_empty() && id.len() <= 128 && id.chars().all(id_char))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::malformed(
+            "malformed_request",
+            "`principal` must be `system`, `user:<id>` or `service:<id>`",
+        ))
+    }
+}
+
+fn check_intent(intent: &IntentRequest) -> Result<(), ApiError> {
+    check_field("intent.task_id", &intent.task_id, |c| {
+        !c.is_control() && c != ' '
+    })?;
+    check_field("intent.audience", &intent.audience, |c| {
+        c.is_ascii_graphic()
+    })?;
+    if intent.scopes.len() > MAX_SCOPES {
+        return Err(ApiError::malformed(
+            "malformed_request",
+            format!("at most {MAX_SCOPES} scopes"),
+        ));
+    }
+    for scope in &intent.scopes {
+        check_field("intent.scopes", scope, |c| {
+            c.is_ascii_alphanumeric() || ":._/-".contains(c)
+        })?;
+    }
+    Ok(())
+}
+
+fn parse_csr(text: &str) -> Result<Vec<u8>, ApiError> {
+    if text.contains("-----BEGIN") {
+        pem::parse(text)
+            .ok()
+            .filter(|p| p.tag() == "CERTIFICATE REQUEST" || p.tag() == "NEW CERTIFICATE REQUEST")
+            .map(pem::Pem::into_contents)
+            .ok_or_else(|| {
+                ApiError::malformed("csr_invalid", "`csr` is not a PEM certificate request")
+            })
+    } else {
+        decode_b64("csr", text)
+    }
+}
+
+/// A parsed, well-formed attestation request.
+struct Parsed {
+    tee: TeeKind,
+    evidence: Vec<u8>,
+    collateral: Collateral,
+    nonce: Vec<u8>,
+    key: AgentKey,
+    model: ModelDigest,
+    csr: Option<Vec<u8>>,
+}
+
+fn parse(req: &AttestRequest) -> Result<Parsed, ApiError> {
+    let tee: TeeKind = req.tee.parse().map_err(|e: attest_gate_core::UnknownTee| {
+        ApiError::malformed("malformed_request", e.to_string())
+    })?;
+    let evidence = decode_b64("evidence", &req.evidence)?;
+    if req.collateral.len() > MAX_COLLATERAL_FILES {
+        return Err(ApiError::malformed(
+            "malformed_request",
+            format!("at most {MAX_COLLATERAL_FILES} collateral files"),
+        ));
+    }
+    let mut items = Vec::new();
+    for (name, b64) in &req.collateral {
+        check_field("collateral name", name, id_char)?;
+        items.push((name.clone(), decode_b64("collateral", b64)?));
+    }
+    let nonce = URL_SAFE_NO_PAD
+        .decode(req.nonce.trim())
+        .map_err(|_| ApiError::malformed("malformed_request", "`nonce` is not base64url"))?;
+    let key = AgentKey::from_jwk(&req.public_key)
+        .map_err(|e| ApiError::malformed("invalid_public_key", e.to_string()))?;
+    let model = ModelDigest::from_hex(req.model_digest.trim()).ok_or_else(|| {
+        ApiError::malformed(
+            "malformed_request",
+            "`model_digest` must be 96 hex digits (SHA-384)",
+        )
+    })?;
+    check_principal(&req.principal)?;
+    check_intent(&req.intent)?;
+    if req.ttl_seconds == Some(0) {
+        return Err(ApiError::malformed(
+            "malformed_request",
+            "`ttl_seconds` must be positive",
+        ));
+    }
+    let csr = req.csr.as_deref().map(parse_csr).transpose()?;
+    Ok(Parsed {
+        tee,
+        evidence,
+        collateral: Collateral::from_items(items),
+        nonce,
+        key,
+        model,
+        csr,
+    })
+}
+
+/// Decodes and checks an attestation request body as `POST /v1/attest` does
+/// before any verification (what the fuzz target and property tests drive).
+/// Also the CSR's parse and key check. Bad input is a 400 error, never a panic.
+pub fn check_request_body(body: &[u8]) -> Result<AttestRequest, ApiError> {
+    let req: AttestRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed("malformed_request", e.to_string()))?;
+    let parsed = parse(&req)?;
+    if let Some(der) = &parsed.csr {
+        check_csr(der, &parsed.key).map_err(|e| ApiError::malformed(e.code(), e.to_string()))?;
+    }
+    Ok(req)
+}
+
+fn nonce_denial(e: NonceError) -> ApiError {
+    ApiError::denied(e.code(), e.to_string())
+}
+
+fn verify_denial(e: &VerifyError) -> ApiError {
+    ApiError::denied(e.code(), e.to_string())
+}
+
+impl Service {
+    /// `POST /v1/attest`: every check, then credentials; every outcome audited.
+    pub async fn attest(
+        self: &Arc<Self>,
+        req: AttestRequest,
+        now: OffsetDateTime,
+    ) -> Result<AttestResponse, ApiError> {
+        let started = Instant::now();
+        let mut trail = Trail::default();
+        let result = self.attest_inner(req, now, &mut trail).await;
+        let (code, detail) = match &result {
+            Ok(r) => ("ok".to_string(), r.scope.clone()),
+            Err(e) => (e.code.clone(), e.message.clone()),
+        };
+        self.metrics.attestation(
+            trail.tee.as_deref().unwrap_or("unknown"),
+            &code,
+            started.elapsed(),
+        );
+        self.audit(now, "attest", &code, trail, &detail).await;
+        result
+    }
+
+    async fn attest_inner(
+        self: &Arc<Self>,
+        req: AttestRequest,
+        now: OffsetDateTime,
+        trail: &mut Trail,
+    ) -> Result<AttestResponse, ApiError> {
+        let parsed = parse(&req)?;
+        trail.tee = Some(parsed.tee.to_string());
+        trail.actor = Some(format!("agent:{}", parsed.key.jkt()));
+        let csr = parsed
+            .csr
+            .as_deref()
+            .map(|der| check_csr(der, &parsed.key))
+            .transpose()
+            .map_err(|e| match e {
+                crate::ca::CsrError::KeyMismatch => ApiError::denied(e.code(), e.to_string()),
+                _ => ApiError::malformed(e.code(), e.to_string()),
+            })?;
+        let nonce_expiry =
+            challenge::check(&self.nonce_key, &parsed.nonce, now).map_err(nonce_denial)?;
+
+        let claims = self
+            .verify_with_collateral(parsed.tee, &parsed.evidence, parsed.collateral.clone(), now)
+            .await?;
+        trail.evidence_sha384 = Some(hex::encode(claims.evidence_sha384));
+
+        let binding = Binding::new(&parsed.nonce, parsed.key.clone(), parsed.model)
+            .ok_or_else(|| nonce_denial(NonceError::Unknown))?;
+        binding
+            .check(&claims)
+            .map_err(|r| ApiError::denied(r.code(), r.to_string()))?;
+
+        let appraiser = read(&self.appraiser);
+        let granted = appraiser.decide(&claims, &parsed.model, &req.principal, &req.intent, now)?;
+        let workload = granted.workload;
+        trail.workload = Some(workload.name.clone());
+        trail.workload_version = Some(workload.version.clone());
+        let measurements = credentials::measured(workload, &claims);
+        self.refuse_if_revoked(&parsed, workload, &measurements, now)
+            .await?;
+
+        // `now` was read when the request arrived; the nonce must still be
+        // current when it is consumed, or a slow request could outlive its
+        // expiry and the pruning of consumed nonces.
+        if crate::clock::now() >= nonce_expiry {
+            return Err(nonce_denial(NonceError::Expired));
+        }
+
+        let nonce_id = hex::encode(digest(&SHA256, &parsed.nonce));
+        let first_use = self
+            .store
+            .consume_nonce(&nonce_id, nonce_expiry.unix_timestamp())
+            .await
+            .map_err(ApiError::internal)?;
+        if !first_use {
+            return Err(nonce_denial(NonceError::Replayed));
+        }
+        self.issue(
+            &parsed,
+            &req,
+            &claims,
+            workload,
+            granted.scopes,
+            csr.as_ref(),
+            now,
+            trail,
+        )
+        .await
+    }
+
+    /// A new attestation is refused when a revocation in force (immediate or
+    /// graceful) names its workload, model or a measurement, or an earlier
+    /// credential or session of the same agent key: a revoked agent cannot
+    /// come back by attesting again with the key it was revoked under.
+    async fn refuse_if_revoked(
+        &self,
+        parsed: &Parsed,
+        workload: &Workload,
+        measurements: &std::collections::BTreeMap<String, String>,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        let revocations = self
+            .store
+            .revocations_in_force()
+            .await
+            .map_err(ApiError::internal)?;
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        let earlier = self
+            .store
+            .credentials_for_key(&parsed.key.jkt())
+            .await
+            .map_err(ApiError::internal)?;
+        let (jtis, sessions): (Vec<String>, Vec<String>) = earlier.into_iter().unzip();
+        let values: Vec<String> = measurements.values().cloned().collect();
+        let standing = revocation::standing(
+            &revocations,
+            &Subject {
+                jtis: &jtis,
+                sessions: &sessions,
+                workload: &workload.name,
+                model: &parsed.model.to_hex(),
+                measurements: &values,
+                issued_at: now.unix_timestamp(),
+            },
+        );
+        match standing {
+            s if s.blocks_issuance() => Err(ApiError::denied(
+                "revoked",
+                format!(
+                    "a revocation in force names this agent, workload, model or measurement: {}",
+                    match s {
+                        revocation::Standing::Revoked { reason }
+                        | revocation::Standing::Graceful { reason } => reason,
+                        _ => String::new(),
+                    }
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Collateral from the service's sources (and what the request may add),
+    /// evidence verification, and the SNP revocation requirement.
+    pub(super) async fn verify_with_collateral(
+        self: &Arc<Self>,
+        tee: TeeKind,
+        evidence: &[u8],
+        sent: Collateral,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedClaims, ApiError> {
+        let collateral = self
+            .collateral
+            .resolve(tee, evidence, sent)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "collateral source failed");
+                ApiError::new(
+                    ErrorKind::Unavailable,
+                    "collateral_unavailable",
+                    "the verifier's collateral could not be read; see its log",
+                )
+            })?;
+        let claims = self
+            .verify_evidence(tee, evidence.to_vec(), collateral, now)
+            .await?;
+        self.require_revocation(&claims)?;
+        Ok(claims)
+    }
+
+    /// Vendor roots first; with `--dev`, evidence no vendor root anchors is
+    /// tried against the test roots (and is marked as such from then on).
+    async fn verify_evidence(
+        self: &Arc<Self>,
+        tee: TeeKind,
+        evidence: Vec<u8>,
+        collateral: Collateral,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedClaims, ApiError> {
+        let this = Arc::clone(self);
+        let slot = Arc::clone(&self.verify_slots)
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            match this.vendor.verify(tee, &evidence, &collateral, now) {
+                Err(e) if e.code() == "chain_untrusted" => match &this.test {
+                    Some(test) => test.verify(tee, &evidence, &collateral, now),
+                    None => Err(e),
+                },
+                other => other,
+            }
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| verify_denial(&e))
+    }
+
+    /// The AMD CRL is optional collateral; for production (vendor-root)
+    /// evidence this service requires that revocation was checked.
+    fn require_revocation(&self, claims: &VerifiedClaims) -> Result<(), ApiError> {
+        if let PlatformClaims::Snp(snp) = &claims.platform {
+            if claims.trust == TrustKind::VendorRoot && !snp.revocation_checked {
+                return Err(ApiError::denied(
+                    "revocation_not_checked",
+                    "SEV-SNP evidence needs AMD's CRL for its ARK (crl.der) as collateral",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Service {
+    #[allow(clippy::too_many_arguments)]
+    async fn issue(
+        &self,
+        parsed: &Parsed,
+        req: &AttestRequest,
+        claims: &VerifiedClaims,
+        workload: &Workload,
+        scopes: Vec<String>,
+        csr: Option<&CheckedCsr>,
+        now: OffsetDateTime,
+        trail: &mut Trail,
+    ) -> Result<AttestResponse, ApiError> {
+        let max_ttl = workload.grant.max_ttl_seconds;
+        let ttl = req
+            .ttl_seconds
+            .unwrap_or(self.config.default_token_ttl)
+            .min(max_ttl);
+        let expires_at = now + Duration::seconds(i64::from(ttl));
+        let jkt = parsed.key.jkt();
+        let jti = secrets::random_id().map_err(ApiError::internal)?;
+        let session_id = secrets::random_id().map_err(ApiError::internal)?;
+        let sub = credentials::spiffe_id(workload, &jkt);
+        let test_root = claims.trust == TrustKind::TestRoot;
+        let measurements = credentials::measured(workload, claims);
+        let grant = credentials::Grant {
+            claims,
+            workload,
+            model: &parsed.model,
+            issuer: &self.config.issuer,
+            instance: &jkt,
+            scopes: &scopes,
+            audience: &req.intent.audience,
+            act_for: &req.principal,
+            intent: Intent {
+                task_id: req.intent.task_id.clone(),
+                requested_scopes: req.intent.scopes.clone(),
+                audience: req.intent.audience.clone(),
+            },
+            jkt: jkt.clone(),
+            jti: jti.clone(),
+            session: Session {
+                id: session_id.clone(),
+                parent: None,
+                chain: vec![sub.clone()],
+            },
+            now,
+            expires_at,
+        };
+        let access_token = read(&self.tokens)
+            .current
+            .sign_jwt("at+jwt", &grant.access_claims())
+            .map_err(ApiError::internal)?;
+        let svid = csr
+            .map(|csr| self.ca.issue(csr, &sub, now, expires_at, test_root))
+            .transpose()
+            .map_err(ApiError::internal)?;
+        self.store
+            .record_credential(&CredentialRecord {
+                jti: jti.clone(),
+                subject: sub.clone(),
+                session_id: session_id.clone(),
+                parent_jti: None,
+                workload: workload.name.clone(),
+                jkt,
+                scope: scopes.join(" "),
+                audience: req.intent.audience.clone(),
+                issued_at: now.unix_timestamp(),
+                expires_at: expires_at.unix_timestamp(),
+                test_root,
+                model_digest: parsed.model.to_hex(),
+                measurements: measurements.values().cloned().collect::<Vec<_>>().join(" "),
+                depth: 0,
+            })
+            .await
+            .map_err(ApiError::internal)?;
+        let collateral: serde_json::Map<String, serde_json::Value> = req
+            .collateral
+            .iter()
+            .map(|(name, b64)| (name.clone(), serde_json::Value::String(b64.clone())))
+            .collect();
+        self.store
+            .record_session_evidence(&SessionEvidence {
+                session_id: session_id.clone(),
+                tee: parsed.tee.to_string(),
+                evidence: STANDARD.encode(&parsed.evidence),
+                collateral: serde_json::Value::Object(collateral).to_string(),
+                model_digest: parsed.model.to_hex(),
+                expires_at: expires_at.unix_timestamp(),
+            })
+            .await
+            .map_err(ApiError::internal)?;
+        trail.subject = Some(sub.clone());
+        trail.jti = Some(jti);
+        trail.session_id = Some(session_id.clone());
+        Ok(AttestResponse {
+            access_token,
+            token_type: "DPoP".into(),
+            expires_in: i64::from(ttl),
+            scope: scopes.join(" "),
+            spiffe_id: sub,
+            session_id,
+            svid,
+            test_root,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_body() -> serde_json::Value {
+        serde_json::json!({
+            "tee": "tdx",
+            "evidence": "AAAA",
+            "collateral": {"tcb_info.json": "e30="},
+            "nonce": "AAAA",
+            "public_key": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            "model_digest": "00".repeat(48),
+            "principal": "user:alice",
+            "intent": {"task_id": "t", "scopes": ["a:b"], "audience": "https://rp"},
+        })
+    }
+
+    #[test]
+    fn a_well_formed_body_passes_and_each_defect_is_a_400() {
+        let body = valid_body();
+        check_request_body(body.to_string().as_bytes()).unwrap();
+        for (field, value) in [
+            ("principal", serde_json::json!("user:")),
+            ("principal", serde_json::json!("user:a b")),
+            ("model_digest", serde_json::json!("00")),
+            ("tee", serde_json::json!("TDX!")),
+            ("ttl_seconds", serde_json::json!(0)),
+            ("csr", serde_json::json!("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")),
+        ] {
+            let mut bad = body.clone();
+            bad[field] = value;
+            let e = check_request_body(bad.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Malformed, "{field}");
+        }
+        let mut many = body.clone();
+        many["intent"]["scopes"] = serde_json::json!(vec!["s"; MAX_SCOPES + 1]);
+        assert!(check_request_body(many.to_string().as_bytes()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = check_request_body(&bytes);
+        }
+
+        #[test]
+        fn mutated_bodies_never_panic(position in 0usize..1024, byte in any::<u8>()) {
+            let mut body = valid_body().to_string().into_bytes();
+            let at = position % body.len();
+            body[at] = byte;
+            let _ = check_request_body(&body);
+        }
+    }
+}

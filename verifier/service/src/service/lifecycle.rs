@@ -1,0 +1,447 @@
+//! A credential's life after issuance: revocation (three modes, cascading
+//! to delegated credentials), lifting a quarantine, introspection for
+//! registered relying parties, the signed revocation list, reappraisal of
+//! live sessions, and reading the audit log.
+
+use std::sync::Arc;
+
+use attest_gate_core::{Collateral, ModelDigest, TeeKind};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::{read, Service, Trail, MAX_FIELD_LEN};
+use crate::api::{ApiError, ErrorKind, RevokeRequest};
+use crate::revocation::{self, Kind, Mode, Revocation, Standing, Subject};
+use crate::secrets::{self, SecretHash};
+use crate::store::{AuditQuery, AuditRecord, CredentialRecord, SessionEvidence};
+
+/// Most credentials one revocation cascades to.
+const MAX_CASCADE: usize = 10_000;
+/// Most entries one page of the revocation list carries.
+const MAX_LIST_PAGE: i64 = 10_000;
+/// Longest a revocation reason may be.
+const MAX_REASON: usize = 512;
+/// Deepest delegation chain walked (the workload files cap depth far lower).
+pub(super) const MAX_CHAIN: usize = 16;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e)
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::malformed("malformed_request", message)
+}
+
+impl Service {
+    /// `POST /v1/admin/revoke`: records the revocation and, for a `jti`, one
+    /// row per credential delegated from it (the cascade, recorded as such).
+    pub async fn revoke(
+        &self,
+        req: &RevokeRequest,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        let kind: Kind = req.kind.parse().map_err(bad)?;
+        let mode: Mode = req.mode.parse().map_err(bad)?;
+        let target = req.target.trim();
+        if target.is_empty() || target.len() > MAX_FIELD_LEN || target.chars().any(char::is_control)
+        {
+            return Err(bad(format!(
+                "`target` must be 1 to {MAX_FIELD_LEN} characters"
+            )));
+        }
+        if req.reason.len() > MAX_REASON || req.reason.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "`reason` must be at most {MAX_REASON} characters"
+            )));
+        }
+        let rows = self
+            .revocation_rows(kind, target, mode, &req.reason, now.unix_timestamp())
+            .await?;
+        self.store
+            .insert_revocations(&rows)
+            .await
+            .map_err(internal)?;
+        self.metrics.revoked(mode.as_str(), rows.len() as u64);
+        let id = rows.first().map(|r| r.id.clone()).unwrap_or_default();
+        let cascaded = rows.len().saturating_sub(1);
+        let mut trail = Trail::admin();
+        if kind == Kind::Jti {
+            trail.jti = Some(target.to_string());
+        }
+        if kind == Kind::Session {
+            trail.session_id = Some(target.to_string());
+        }
+        let detail = format!(
+            "{} {} {target} ({cascaded} cascaded): {}",
+            mode.as_str(),
+            kind.as_str(),
+            req.reason
+        );
+        self.audit(now, "admin.revoke", "ok", trail, &detail).await;
+        Ok(json!({"id": id, "kind": kind, "mode": mode, "cascaded": cascaded}))
+    }
+
+    async fn revocation_rows(
+        &self,
+        kind: Kind,
+        target: &str,
+        mode: Mode,
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<Revocation>, ApiError> {
+        let row = |kind, target: &str, cascade_from: Option<String>| -> Result<_, ApiError> {
+            Ok(Revocation {
+                id: secrets::random_id().map_err(internal)?,
+                kind,
+                target: target.to_string(),
+                mode,
+                reason: reason.to_string(),
+                cascade_from,
+                revoked_at: at,
+                updated_at: at,
+                lifted: false,
+            })
+        };
+        let mut rows = vec![row(kind, target, None)?];
+        if kind == Kind::Jti {
+            let mut queue = vec![target.to_string()];
+            while let Some(parent) = queue.pop() {
+                for child in self.store.children(&parent).await.map_err(internal)? {
+                    if rows.len() > MAX_CASCADE {
+                        return Err(ApiError::new(
+                            ErrorKind::Internal,
+                            "cascade_too_large",
+                            format!("more than {MAX_CASCADE} delegated credentials; revoke the session instead"),
+                        ));
+                    }
+                    rows.push(row(Kind::Jti, &child, Some(target.to_string()))?);
+                    queue.push(child);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `POST /v1/admin/lift`: ends a quarantine.
+    pub async fn lift(&self, id: &str, now: OffsetDateTime) -> Result<Value, ApiError> {
+        let lifted = self
+            .store
+            .lift_quarantine(id, now.unix_timestamp())
+            .await
+            .map_err(internal)?;
+        let code = if lifted { "ok" } else { "not_found" };
+        self.audit(now, "admin.lift", code, Trail::admin(), id)
+            .await;
+        if lifted {
+            Ok(json!({"lifted": true, "id": id}))
+        } else {
+            Err(ApiError::new(
+                ErrorKind::NotFound,
+                "not_found",
+                "no quarantine in force has this ID (immediate and graceful revocations are final)",
+            ))
+        }
+    }
+
+    /// The `jti`s of `credential` and its ancestors, root last.
+    pub(super) async fn lineage(
+        &self,
+        credential: &CredentialRecord,
+    ) -> Result<Vec<String>, ApiError> {
+        let mut jtis = vec![credential.jti.clone()];
+        let mut parent = credential.parent_jti.clone();
+        while let Some(jti) = parent {
+            if jtis.len() > MAX_CHAIN {
+                break;
+            }
+            parent = self
+                .store
+                .credential(&jti)
+                .await
+                .map_err(internal)?
+                .and_then(|c| c.parent_jti);
+            jtis.push(jti);
+        }
+        Ok(jtis)
+    }
+
+    /// How an issued credential stands against the revocations in force.
+    pub(super) async fn standing_of(
+        &self,
+        credential: &CredentialRecord,
+    ) -> Result<Standing, ApiError> {
+        let revocations = self.store.revocations_in_force().await.map_err(internal)?;
+        if revocations.is_empty() {
+            return Ok(Standing::Clear);
+        }
+        let jtis = self.lineage(credential).await?;
+        let measurements: Vec<String> = credential
+            .measurements
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        Ok(revocation::standing(
+            &revocations,
+            &Subject {
+                jtis: &jtis,
+                sessions: std::slice::from_ref(&credential.session_id),
+                workload: &credential.workload,
+                model: &credential.model_digest,
+                measurements: &measurements,
+                issued_at: credential.issued_at,
+            },
+        ))
+    }
+
+    /// `POST /v1/admin/clients`: a relying party that may introspect; its
+    /// secret is shown once and only its hash is kept.
+    pub async fn add_client(
+        &self,
+        client_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        let ok = !client_id.is_empty()
+            && client_id.len() <= 64
+            && client_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !ok {
+            return Err(bad(
+                "`client_id` must be 1 to 64 letters, digits, `.`, `_` or `-`",
+            ));
+        }
+        let secret = URL_SAFE_NO_PAD.encode(secrets::random_bytes::<32>().map_err(internal)?);
+        let hash = SecretHash::of(&secret).to_hex();
+        self.store
+            .add_client(client_id, &hash, now.unix_timestamp())
+            .await
+            .map_err(|_| ApiError::denied("client_exists", "a client with this ID exists"))?;
+        self.audit(now, "admin.add_client", "ok", Trail::admin(), client_id)
+            .await;
+        Ok(json!({"client_id": client_id, "client_secret": secret}))
+    }
+
+    /// Whether `client_id` / `secret` are a registered relying party's
+    /// (constant-time comparison of the secret's hash).
+    pub async fn client_authenticates(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<bool, ApiError> {
+        let stored = self
+            .store
+            .client_secret_hash(client_id)
+            .await
+            .map_err(internal)?;
+        Ok(stored
+            .and_then(|h| SecretHash::from_hex(&h))
+            .is_some_and(|h| h.matches(secret)))
+    }
+
+    /// `POST /v1/introspect` (RFC 7662) for an authenticated relying party.
+    /// Inactive: not ours, bad signature, expired, unknown, or revoked
+    /// immediately. Graceful and quarantined credentials are active and say
+    /// so in `revocation`; every look at a quarantined one is audited.
+    pub async fn introspect(
+        &self,
+        client: &str,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        let inactive = json!({"active": false});
+        let mut trail = Trail {
+            actor: Some(format!("rp:{client}")),
+            ..Trail::default()
+        };
+        let Some(claims) = read(&self.tokens).verify(token) else {
+            self.audit(now, "introspect", "invalid_token", trail, "")
+                .await;
+            return Ok(inactive);
+        };
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        trail.jti = Some(jti.to_string());
+        let credential = self.store.credential(jti).await.map_err(internal)?;
+        let Some(credential) = credential.filter(|_| exp > now.unix_timestamp()) else {
+            self.audit(now, "introspect", "inactive", trail, "expired or unknown")
+                .await;
+            return Ok(inactive);
+        };
+        trail.subject = Some(credential.subject.clone());
+        trail.session_id = Some(credential.session_id.clone());
+        trail.workload = Some(credential.workload.clone());
+        let standing = self.standing_of(&credential).await?;
+        let (code, detail) = match &standing {
+            Standing::Clear => ("ok", String::new()),
+            Standing::Graceful { reason } => ("ok", format!("graceful: {reason}")),
+            Standing::Quarantined { reason } => ("quarantined_use", reason.clone()),
+            Standing::Revoked { reason } => ("revoked", reason.clone()),
+        };
+        self.audit(now, "introspect", code, trail, &detail).await;
+        if matches!(standing, Standing::Revoked { .. }) {
+            return Ok(inactive);
+        }
+        let mut answer = json!({
+            "active": true,
+            "token_type": "DPoP",
+            "scope": credential.scope,
+            "client_id": credential.workload,
+            "sub": credential.subject,
+            "aud": credential.audience,
+            "iat": credential.issued_at,
+            "exp": credential.expires_at,
+            "jti": credential.jti,
+            "cnf": {"jkt": credential.jkt},
+            "session": claims.get("session").cloned().unwrap_or(Value::Null),
+            "revocation": standing.label(),
+        });
+        if let (Some(map), Some(act)) = (answer.as_object_mut(), claims.get("act")) {
+            map.insert("act".into(), act.clone());
+        }
+        Ok(answer)
+    }
+
+    /// `GET /v1/revocations?since=T`: a JWS (`typ: revocation-list+jwt`)
+    /// listing every revocation created or changed at or after `since`. Ask
+    /// again with `since = cursor`; entries may repeat (same `id`, replace).
+    pub async fn revocation_list(
+        &self,
+        since: i64,
+        now: OffsetDateTime,
+    ) -> Result<String, ApiError> {
+        let entries = self
+            .store
+            .revocations_since(since, MAX_LIST_PAGE)
+            .await
+            .map_err(internal)?;
+        let full = entries.len() as i64 >= MAX_LIST_PAGE;
+        let cursor = match entries.last() {
+            Some(last) if full => last.updated_at,
+            _ => now.unix_timestamp(),
+        };
+        let payload = json!({
+            "iss": self.config.issuer,
+            "iat": now.unix_timestamp(),
+            "since": since,
+            "cursor": cursor,
+            "more": full,
+            "entries": entries,
+        });
+        read(&self.tokens)
+            .current
+            .sign_jwt("revocation-list+jwt", &payload)
+            .map_err(internal)
+    }
+
+    /// Re-runs verification (with the collateral sources as they are now)
+    /// and reference values over the evidence of every live session; those
+    /// that no longer pass are revoked in `mode`. `verifier reappraise` and
+    /// `POST /v1/admin/reappraise`.
+    pub async fn reappraise(
+        self: &Arc<Self>,
+        mode: Mode,
+        now: OffsetDateTime,
+    ) -> Result<Value, ApiError> {
+        let sessions = self
+            .store
+            .live_session_evidence(now.unix_timestamp())
+            .await
+            .map_err(internal)?;
+        let revocations = self.store.revocations_in_force().await.map_err(internal)?;
+        let mut revoked = Vec::new();
+        for session in &sessions {
+            let already = revocations.iter().any(|r| {
+                r.kind == Kind::Session
+                    && r.target == session.session_id
+                    && r.mode == Mode::Immediate
+            });
+            if already {
+                continue;
+            }
+            if let Err(e) = self.judge_again(session, now).await {
+                let reason = format!("reappraisal: {}: {}", e.code, e.message);
+                let rows = self
+                    .revocation_rows(
+                        Kind::Session,
+                        &session.session_id,
+                        mode,
+                        &reason,
+                        now.unix_timestamp(),
+                    )
+                    .await?;
+                self.store
+                    .insert_revocations(&rows)
+                    .await
+                    .map_err(internal)?;
+                self.metrics.revoked(mode.as_str(), rows.len() as u64);
+                let trail = Trail {
+                    actor: Some("reappraisal".into()),
+                    tee: Some(session.tee.clone()),
+                    session_id: Some(session.session_id.clone()),
+                    ..Trail::default()
+                };
+                self.audit(now, "reappraise.revoke", &e.code, trail, &reason)
+                    .await;
+                revoked.push(
+                    json!({"session_id": session.session_id, "code": e.code, "message": e.message}),
+                );
+            }
+        }
+        let detail = format!(
+            "{} sessions checked, {} revoked ({})",
+            sessions.len(),
+            revoked.len(),
+            mode.as_str()
+        );
+        self.audit(now, "reappraise", "ok", Trail::default(), &detail)
+            .await;
+        Ok(json!({"checked": sessions.len(), "revoked": revoked, "mode": mode}))
+    }
+
+    async fn judge_again(
+        self: &Arc<Self>,
+        session: &SessionEvidence,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        let tee: TeeKind = session.tee.parse().map_err(|_| bad("stored TEE unknown"))?;
+        let evidence = STANDARD
+            .decode(&session.evidence)
+            .map_err(|_| bad("stored evidence is not base64"))?;
+        let sent: serde_json::Map<String, Value> = serde_json::from_str(&session.collateral)
+            .map_err(|_| bad("stored collateral is not JSON"))?;
+        let items: Vec<(String, Vec<u8>)> = sent
+            .into_iter()
+            .filter_map(|(name, b64)| Some((name, STANDARD.decode(b64.as_str()?).ok()?)))
+            .collect();
+        let model = ModelDigest::from_hex(&session.model_digest)
+            .ok_or_else(|| bad("stored model digest"))?;
+        let claims = self
+            .verify_with_collateral(tee, &evidence, Collateral::from_items(items), now)
+            .await?;
+        read(&self.appraiser)
+            .references
+            .appraise(&claims, &model)
+            .map(|_| ())
+            .map_err(|r| ApiError::denied(r.code(), r.to_string()))
+    }
+
+    /// `GET /v1/admin/audit`.
+    pub async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, ApiError> {
+        self.store.audit_records(query).await.map_err(internal)
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics_text(&self, now: OffsetDateTime) -> String {
+        let active = self
+            .store
+            .live_credentials(now.unix_timestamp())
+            .await
+            .unwrap_or(-1);
+        self.metrics.render(active)
+    }
+}

@@ -1,0 +1,371 @@
+//! The verifier service's decisions, independent of HTTP: issue a challenge;
+//! take an attestation request through parsing → freshness → evidence
+//! verification → binding → reference values → policy → single use → and
+//! only then credentials; audit every decision; reload and rotate on an
+//! administrator's word.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+mod attest;
+mod dry_run;
+mod exchange;
+mod lifecycle;
+
+pub use exchange::EXCHANGE_PATH;
+
+pub use attest::check_request_body;
+
+use attest_gate_core::{TrustAnchors, Verifier};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+use crate::api::{ApiError, ChallengeResponse, ErrorKind};
+use crate::ca::SvidCa;
+use crate::challenge::{self, NonceKey};
+use crate::collateral_source::CollateralSources;
+use crate::decision::Appraiser;
+use crate::metrics::Metrics;
+use crate::secrets::{self, SecretHash};
+use crate::store::{AuditEvent, Store};
+use crate::token::TokenKeys;
+
+/// The project's test roots, trusted only with `--dev`.
+const TEST_ROOTS_PEM: [&str; 3] = [
+    include_str!("../../../../testdata/roots/nitro-test-root.pem"),
+    include_str!("../../../../testdata/roots/snp-test-ark.pem"),
+    include_str!("../../../../testdata/roots/tdx-test-root.pem"),
+];
+
+/// Longest a requested principal, task ID, audience or scope may be.
+const MAX_FIELD_LEN: usize = 256;
+/// Longest audit detail stored (details can echo request input).
+const MAX_AUDIT_DETAIL: usize = 512;
+
+/// How the service is set up (from flags).
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// `iss` of tokens and the discovery document's issuer.
+    pub issuer: String,
+    /// Keys, CA, TLS and (by default) the database live here.
+    pub data_dir: PathBuf,
+    /// The reference-value files.
+    pub measurements_dir: PathBuf,
+    /// A Cedar policy file; the built-in default if absent.
+    pub policy_file: Option<PathBuf>,
+    /// Also trust the project's test roots (never in production).
+    pub dev: bool,
+    /// How long a challenge nonce lives.
+    pub nonce_ttl: Duration,
+    /// Token lifetime when the request names none (capped by the workload).
+    pub default_token_ttl: u32,
+}
+
+/// Something the service could not start with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A data-directory file.
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    /// The CA.
+    #[error(transparent)]
+    Pki(#[from] crate::ca::PkiError),
+    /// Reference values or policy.
+    #[error("{0}")]
+    Config(String),
+    /// Trust anchors.
+    #[error(transparent)]
+    Trust(#[from] attest_gate_core::TrustError),
+}
+
+/// The running service's state.
+#[derive(Debug)]
+pub struct Service {
+    config: ServiceConfig,
+    vendor: Verifier,
+    test: Option<Verifier>,
+    /// Reference values and policy, swapped together on reload.
+    appraiser: RwLock<Arc<Appraiser>>,
+    /// Bounds concurrent evidence verifications (CPU-bound, in
+    /// `spawn_blocking`), so a flood of requests queues instead of piling up
+    /// blocking threads.
+    verify_slots: Arc<tokio::sync::Semaphore>,
+    nonce_key: NonceKey,
+    /// Authenticates DPoP server nonces (a key of its own, derived from the
+    /// nonce secret, so a DPoP nonce is never an attestation challenge).
+    dpop_nonce_key: NonceKey,
+    tokens: RwLock<Arc<TokenKeys>>,
+    ca: SvidCa,
+    store: Store,
+    collateral: CollateralSources,
+    admin: SecretHash,
+    metrics: Metrics,
+}
+
+/// Where keys live: `keys/`, or `keys-dev/` under `--dev`, so a production
+/// data directory's keys never sign credentials for test-root evidence.
+pub fn keys_dir(data_dir: &Path, dev: bool) -> PathBuf {
+    data_dir.join(if dev { "keys-dev" } else { "keys" })
+}
+
+/// The project's test roots (`--dev`, `verifier policy test --dev`).
+pub fn test_anchors() -> Result<TrustAnchors, StartError> {
+    let mut roots = Vec::new();
+    for text in TEST_ROOTS_PEM {
+        for block in pem::parse_many(text).map_err(|e| StartError::Config(e.to_string()))? {
+            roots.push(block.into_contents());
+        }
+    }
+    Ok(TrustAnchors::test_roots(roots)?)
+}
+
+/// What a decision concerned, for the audit log (never a secret).
+#[derive(Debug, Default)]
+struct Trail {
+    actor: Option<String>,
+    tee: Option<String>,
+    workload: Option<String>,
+    workload_version: Option<String>,
+    subject: Option<String>,
+    jti: Option<String>,
+    session_id: Option<String>,
+    evidence_sha384: Option<String>,
+}
+
+impl Trail {
+    fn admin() -> Self {
+        Self {
+            actor: Some("admin".into()),
+            ..Self::default()
+        }
+    }
+}
+
+impl Service {
+    /// Opens the data directory (creating keys on first start), loads
+    /// reference values and policy, and wires the collateral sources.
+    pub fn start(
+        config: ServiceConfig,
+        store: Store,
+        collateral: CollateralSources,
+        now: OffsetDateTime,
+    ) -> Result<(Self, Option<String>), StartError> {
+        let keys_dir = keys_dir(&config.data_dir, config.dev);
+        secrets::private_dir(&keys_dir)?;
+        let (nonce_secret, _) = secrets::load_or_create(&keys_dir.join("nonce.key"), || {
+            Ok(secrets::random_bytes::<32>()?.to_vec())
+        })?;
+        let nonce_secret: [u8; 32] = nonce_secret.try_into().map_err(|_| {
+            StartError::Config(format!(
+                "{}: not 32 bytes",
+                keys_dir.join("nonce.key").display()
+            ))
+        })?;
+        let tokens = TokenKeys::load_or_create(&keys_dir.join("jwt"))?;
+        let ca = SvidCa::load_or_create(&keys_dir.join("ca"), now)?;
+        let (admin, new_admin_token) =
+            SecretHash::load_or_create(&config.data_dir.join("admin-token.sha256"))?;
+        let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
+        let test = if config.dev {
+            Some(Verifier::new(test_anchors()?))
+        } else {
+            None
+        };
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        Ok((
+            Self {
+                vendor: Verifier::new(TrustAnchors::vendor()?),
+                test,
+                appraiser: RwLock::new(Arc::new(appraiser)),
+                verify_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+                nonce_key: NonceKey::new(&nonce_secret),
+                dpop_nonce_key: NonceKey::new(&derive_key(&nonce_secret, b"dpop-nonce")),
+                tokens: RwLock::new(Arc::new(tokens)),
+                ca,
+                store,
+                collateral,
+                admin,
+                metrics: Metrics::default(),
+                config,
+            },
+            new_admin_token,
+        ))
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many workloads the reference values allow.
+    pub fn workload_count(&self) -> usize {
+        read(&self.appraiser).references.workloads().len()
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn is_admin(&self, token: &str) -> bool {
+        self.admin.matches(token)
+    }
+
+    /// `POST /v1/challenge` (audited: its expiry is the record's detail,
+    /// never the nonce).
+    pub async fn challenge(&self, now: OffsetDateTime) -> Result<ChallengeResponse, ApiError> {
+        let issued = challenge::issue(&self.nonce_key, now, self.config.nonce_ttl)
+            .map_err(|_| ApiError::internal("random generator failed"))?;
+        let expires_at = issued
+            .expires_at
+            .format(&Rfc3339)
+            .map_err(ApiError::internal)?;
+        self.audit(
+            now,
+            "challenge",
+            "ok",
+            Trail::default(),
+            &format!("expires {expires_at}"),
+        )
+        .await;
+        Ok(ChallengeResponse {
+            nonce: issued.encoded(),
+            expires_at,
+        })
+    }
+
+    /// `GET /.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        read(&self.tokens).jwks()
+    }
+
+    /// `GET /v1/bundle`.
+    pub fn bundle_pem(&self) -> String {
+        self.ca.bundle_pem().to_string()
+    }
+
+    /// `GET /.well-known/openid-configuration` (the parts that apply).
+    pub fn discovery(&self) -> serde_json::Value {
+        let iss = &self.config.issuer;
+        // Authorization-server metadata (RFC 8414) for what this service is:
+        // a token endpoint that takes attestation evidence, no authorization
+        // endpoint, no ID tokens. Relying parties need `issuer` and `jwks_uri`.
+        serde_json::json!({
+            "issuer": iss,
+            "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+            "token_endpoint": format!("{iss}/v1/attest"),
+            "grant_types_supported": ["urn:attest-gate:grant-type:attestation"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "response_types_supported": [],
+            "access_token_signing_alg_values_supported": ["ES256"],
+            "challenge_endpoint": format!("{iss}/v1/challenge"),
+            "x509_svid_bundle_uri": format!("{iss}/v1/bundle"),
+        })
+    }
+
+    /// Re-reads reference values, policy and the token-signing keys (so a
+    /// rotation on one replica reaches the others); on any error keeps the
+    /// old ones.
+    pub async fn reload(&self, now: OffsetDateTime) -> Result<serde_json::Value, ApiError> {
+        let jwt_dir = keys_dir(&self.config.data_dir, self.config.dev).join("jwt");
+        let result = Appraiser::load(
+            &self.config.measurements_dir,
+            self.config.policy_file.as_deref(),
+        )
+        .and_then(|appraiser| Ok((appraiser, TokenKeys::load_or_create(&jwt_dir)?)));
+        let (code, outcome) = match result {
+            Ok((appraiser, tokens)) => {
+                let workloads = appraiser.references.workloads().len();
+                write(&self.appraiser, appraiser);
+                write(&self.tokens, tokens);
+                (
+                    "ok",
+                    Ok(serde_json::json!({"reloaded": true, "workloads": workloads})),
+                )
+            }
+            // The operator's own files are broken: say why (admin-only endpoint).
+            Err(e) => (
+                "reload_failed",
+                Err(ApiError::new(
+                    ErrorKind::Internal,
+                    "reload_failed",
+                    e.to_string(),
+                )),
+            ),
+        };
+        self.audit(now, "admin.reload", code, Trail::admin(), "")
+            .await;
+        outcome
+    }
+
+    /// Makes a new token-signing key; the old one stays published.
+    pub async fn rotate_signing_key(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<serde_json::Value, ApiError> {
+        let keys = TokenKeys::rotate(&keys_dir(&self.config.data_dir, self.config.dev).join("jwt"))
+            .map_err(ApiError::internal)?;
+        let kid = keys.current.kid().to_string();
+        write(&self.tokens, keys);
+        self.audit(now, "admin.rotate_signing_key", "ok", Trail::admin(), &kid)
+            .await;
+        Ok(serde_json::json!({"rotated": true, "kid": kid}))
+    }
+
+    async fn audit(
+        &self,
+        now: OffsetDateTime,
+        action: &str,
+        code: &str,
+        trail: Trail,
+        detail: &str,
+    ) {
+        let event = AuditEvent {
+            id: secrets::random_id().unwrap_or_default(),
+            at: now.unix_timestamp(),
+            action: action.to_string(),
+            actor: trail.actor,
+            decision: if code == "ok" { "allow" } else { "deny" }.to_string(),
+            code: code.to_string(),
+            tee: trail.tee,
+            workload: trail.workload,
+            workload_version: trail.workload_version,
+            policy_version: Some(read(&self.appraiser).policy_version.clone()),
+            subject: trail.subject,
+            jti: trail.jti,
+            session_id: trail.session_id,
+            evidence_sha384: trail.evidence_sha384,
+            detail: detail.chars().take(MAX_AUDIT_DETAIL).collect(),
+        };
+        if let Err(e) = self.store.audit(&event).await {
+            tracing::error!(error = %e, action, code, "could not write the audit log");
+        }
+        tracing::info!(action, decision = %event.decision, code, tee = ?event.tee, workload = ?event.workload, "decision");
+    }
+}
+
+/// SHA-256(`label` ‖ `secret`): an independent key for another purpose.
+fn derive_key(secret: &[u8; 32], label: &[u8]) -> [u8; 32] {
+    let mut input = label.to_vec();
+    input.extend_from_slice(secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref());
+    out
+}
+
+/// A snapshot of a reloadable value (a poisoned lock still holds a whole
+/// value: writers only swap an `Arc`).
+fn read<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {
+    Arc::clone(
+        &lock
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+fn write<T>(lock: &RwLock<Arc<T>>, value: T) {
+    *lock
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(value);
+}

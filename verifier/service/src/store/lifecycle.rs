@@ -1,0 +1,191 @@
+//! What credentials' lives need from the database: looking credentials up
+//! (by `jti`, key, parent), revocations, relying-party clients, and the
+//! evidence of live sessions for reappraisal.
+
+use super::{CredentialRecord, Store, StoreError};
+use crate::revocation::Revocation;
+
+/// The evidence a session was issued on.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SessionEvidence {
+    /// The session.
+    pub session_id: String,
+    /// `nitro`, `tdx` or `snp`.
+    pub tee: String,
+    /// The evidence, base64.
+    pub evidence: String,
+    /// The request's collateral: JSON object, file name → base64.
+    pub collateral: String,
+    /// The model digest, hex.
+    pub model_digest: String,
+    /// When the session's credential expires, Unix seconds.
+    pub expires_at: i64,
+}
+
+const CREDENTIAL_COLUMNS: &str = "jti, subject, session_id, parent_jti, workload, jkt, scope, \
+                                  audience, issued_at, expires_at, test_root, model_digest, \
+                                  measurements, depth";
+
+const REVOCATION_COLUMNS: &str =
+    "id, kind, target, mode, reason, cascade_from, revoked_at, updated_at, lifted";
+
+impl Store {
+    /// The credential with this `jti`.
+    pub async fn credential(&self, jti: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE jti = $1");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(jti).fetch_optional(pool).await?))
+    }
+
+    /// `jti`s and sessions of every credential issued for an agent key.
+    pub async fn credentials_for_key(
+        &self,
+        jkt: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        const SQL: &str = "SELECT jti, session_id FROM credentials WHERE jkt = $1";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(jkt).fetch_all(pool).await?))
+    }
+
+    /// `jti`s delegated directly from `jti`.
+    pub async fn children(&self, jti: &str) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT jti FROM credentials WHERE parent_jti = $1";
+        let rows: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(jti).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(j,)| j).collect())
+    }
+
+    /// How many credentials are unexpired at `now`.
+    pub async fn live_credentials(&self, now: i64) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM credentials WHERE expires_at > $1";
+        let (n,): (i64,) =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(now).fetch_one(pool).await?);
+        Ok(n)
+    }
+
+    /// Records revocations (a revocation and its cascade) at once.
+    pub async fn insert_revocations(&self, rows: &[Revocation]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO revocations ({REVOCATION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for r in rows {
+                sqlx::query(&sql)
+                    .bind(&r.id)
+                    .bind(r.kind.as_str())
+                    .bind(&r.target)
+                    .bind(r.mode.as_str())
+                    .bind(&r.reason)
+                    .bind(&r.cascade_from)
+                    .bind(r.revoked_at)
+                    .bind(r.updated_at)
+                    .bind(r.lifted)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Lifts the quarantine `id` (and quarantines cascaded from it... none:
+    /// quarantines do not cascade). False if no un-lifted quarantine has it.
+    pub async fn lift_quarantine(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE revocations SET lifted = TRUE, updated_at = $2 \
+                           WHERE id = $1 AND mode = 'quarantine' AND lifted = FALSE";
+        let n = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Every revocation in force (not lifted).
+    pub async fn revocations_in_force(&self) -> Result<Vec<Revocation>, StoreError> {
+        let sql = format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE lifted = FALSE");
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+    }
+
+    /// Revocations created or changed at or after `since`, oldest change first.
+    pub async fn revocations_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let sql = format!(
+            "SELECT {REVOCATION_COLUMNS} FROM revocations WHERE updated_at >= $1 \
+             ORDER BY updated_at, id LIMIT $2"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// Registers a relying party that may introspect.
+    pub async fn add_client(
+        &self,
+        client_id: &str,
+        secret_sha256: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO rp_clients (client_id, secret_sha256, created_at) VALUES ($1, $2, $3)";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(client_id)
+            .bind(secret_sha256)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
+        Ok(())
+    }
+
+    /// A relying party's secret hash.
+    pub async fn client_secret_hash(&self, client_id: &str) -> Result<Option<String>, StoreError> {
+        const SQL: &str = "SELECT secret_sha256 FROM rp_clients WHERE client_id = $1";
+        let row: Option<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(client_id).fetch_optional(pool).await?);
+        Ok(row.map(|(h,)| h))
+    }
+
+    /// Keeps a session's evidence for reappraisal.
+    pub async fn record_session_evidence(&self, s: &SessionEvidence) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO session_evidence (session_id, tee, evidence, collateral, \
+                           model_digest, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(&s.session_id)
+            .bind(&s.tee)
+            .bind(&s.evidence)
+            .bind(&s.collateral)
+            .bind(&s.model_digest)
+            .bind(s.expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
+        Ok(())
+    }
+
+    /// Evidence of every session still live at `now`.
+    pub async fn live_session_evidence(
+        &self,
+        now: i64,
+    ) -> Result<Vec<SessionEvidence>, StoreError> {
+        const SQL: &str = "SELECT session_id, tee, evidence, collateral, model_digest, expires_at \
+                           FROM session_evidence WHERE expires_at > $1 ORDER BY session_id";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(now).fetch_all(pool).await?))
+    }
+
+    /// Forgets the evidence of sessions that ended before `horizon`.
+    pub async fn prune_session_evidence(&self, horizon: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM session_evidence WHERE expires_at < $1";
+        Ok(on_pool!(self, pool => sqlx::query(SQL)
+            .bind(horizon)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+}

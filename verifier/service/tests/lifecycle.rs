@@ -1,0 +1,612 @@
+//! End-to-end tests of a credential's life after issuance, over real HTTPS
+//! against the `verifier` binary: delegation by token exchange (DPoP, server
+//! nonces, attenuation, depth, cascade), the three revocation modes as
+//! introspection, the signed revocation list and re-attestation see them,
+//! persistence across a restart, reappraisal, policy dry-run, metrics, and
+//! that no secret reaches the audit log or the logs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use attest_gate_relying_party::{Jwks, RevocationList};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// An attested agent and its token.
+struct Holder {
+    agent: Agent,
+    token: String,
+    claims: Value,
+}
+
+async fn attest(server: &Server, tee: Tee) -> Holder {
+    attest_as(server, tee, Agent::new()).await
+}
+
+async fn attest_as(server: &Server, tee: Tee, agent: Agent) -> Holder {
+    let body = bound_request(server, tee, &agent, |_| {}).await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let token = response["access_token"].as_str().unwrap().to_string();
+    let (_, claims) = decode(&token);
+    Holder {
+        agent,
+        token,
+        claims,
+    }
+}
+
+fn decode(token: &str) -> (Value, Value) {
+    let part = |i: usize| -> Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(i).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (part(0), part(1))
+}
+
+/// One exchange call with an explicit proof; returns status, body, DPoP-Nonce.
+async fn exchange_call(
+    server: &Server,
+    body: &Value,
+    proof: Option<&str>,
+) -> (u16, Value, Option<String>) {
+    let mut request = server
+        .client
+        .post(format!("{}/v1/token/exchange", server.url))
+        .json(body);
+    if let Some(proof) = proof {
+        request = request.header("DPoP", proof);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let nonce = response
+        .headers()
+        .get("dpop-nonce")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, response.json().await.unwrap_or(Value::Null), nonce)
+}
+
+fn exchange_body(parent: &Holder, child: &Agent, scope: &str) -> Value {
+    json!({
+        "grant_type": TOKEN_EXCHANGE,
+        "subject_token": parent.token,
+        "subject_token_type": ACCESS_TOKEN,
+        "actor_key": child.jwk.to_jwk(),
+        "scope": scope,
+        "audience": "https://rp.attest-gate.test",
+        "purpose": "summarise-search-results",
+    })
+}
+
+/// The RFC 9449 dance: a proof without a nonce earns `use_dpop_nonce` and a
+/// nonce; the retry with it is decided on its merits.
+async fn exchange(server: &Server, parent: &Holder, child: &Agent, scope: &str) -> (u16, Value) {
+    let htu = format!("{}/v1/token/exchange", server.url);
+    let body = exchange_body(parent, child, scope);
+    let proof = parent.agent.dpop("POST", &htu, Some(&parent.token), None);
+    let (status, response, nonce) = exchange_call(server, &body, Some(&proof)).await;
+    assert_eq!(
+        (status, code(&response)),
+        (400, "use_dpop_nonce"),
+        "{response}"
+    );
+    let nonce = nonce.expect("a DPoP-Nonce header");
+    let proof = parent
+        .agent
+        .dpop("POST", &htu, Some(&parent.token), Some(&nonce));
+    let (status, response, _) = exchange_call(server, &body, Some(&proof)).await;
+    (status, response)
+}
+
+async fn delegate(server: &Server, parent: &Holder, scope: &str) -> Holder {
+    let child = Agent::new();
+    let (status, response) = exchange(server, parent, &child, scope).await;
+    assert_eq!(status, 200, "{response}");
+    let token = response["access_token"].as_str().unwrap().to_string();
+    let (_, claims) = decode(&token);
+    Holder {
+        agent: child,
+        token,
+        claims,
+    }
+}
+
+impl Server {
+    async fn admin(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.admin_token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn revoke(&self, kind: &str, target: &str, mode: &str) -> Value {
+        let (status, body) = self
+            .admin(
+                "/v1/admin/revoke",
+                &json!({"kind": kind, "target": target, "mode": mode, "reason": format!("test {mode}")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Registers a relying party; returns its Basic credentials.
+    async fn client(&self, id: &str) -> (String, String) {
+        let (status, body) = self
+            .admin("/v1/admin/clients", &json!({"client_id": id}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            id.to_string(),
+            body["client_secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn introspect(&self, rp: &(String, String), token: &str) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/v1/introspect", self.url))
+            .basic_auth(&rp.0, Some(&rp.1))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn revocation_list(&self, since: i64) -> RevocationList {
+        let (status, jws) = self.get(&format!("/v1/revocations?since={since}")).await;
+        assert_eq!(status, 200, "{jws}");
+        let (_, jwks) = self.get("/.well-known/jwks.json").await;
+        let jwks = Jwks::from_json(&serde_json::from_str(&jwks).unwrap()).unwrap();
+        RevocationList::verify(&jws, &jwks, &self.url).unwrap()
+    }
+
+    async fn audit_log(&self) -> Vec<Value> {
+        let response = self
+            .client
+            .get(format!("{}/v1/admin/audit?limit=1000", self.url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_delegated_token_is_narrower_chained_and_dies_with_its_parent() {
+    let server = start(Options::default());
+    let rp = server.client("rp-one").await;
+    let parent = attest(&server, Tee::Nitro).await;
+    let htu = format!("{}/v1/token/exchange", server.url);
+
+    // Without a proof, with another key's proof, or as a widening: refused.
+    let thief = Agent::new();
+    let body = exchange_body(&parent, &thief, "inference:invoke");
+    let (status, response, nonce) = exchange_call(&server, &body, None).await;
+    assert_eq!((status, code(&response)), (401, "invalid_dpop_proof"));
+    let stolen = thief.dpop("POST", &htu, Some(&parent.token), nonce.as_deref());
+    let (status, response, _) = exchange_call(&server, &body, Some(&stolen)).await;
+    assert_eq!(
+        (status, code(&response)),
+        (401, "invalid_dpop_proof"),
+        "{response}"
+    );
+    let (status, response) = exchange(
+        &server,
+        &parent,
+        &Agent::new(),
+        "inference:invoke admin:all",
+    )
+    .await;
+    assert_eq!((status, code(&response)), (403, "scope_widening"));
+
+    // A proof is good once.
+    let child_agent = Agent::new();
+    let body = exchange_body(&parent, &child_agent, "inference:invoke");
+    let (_, _, nonce) = exchange_call(&server, &body, None).await;
+    let proof = parent
+        .agent
+        .dpop("POST", &htu, Some(&parent.token), nonce.as_deref());
+    let (status, response, _) = exchange_call(&server, &body, Some(&proof)).await;
+    assert_eq!(status, 200, "{response}");
+    let (status, response, _) = exchange_call(&server, &body, Some(&proof)).await;
+    assert_eq!((status, code(&response)), (401, "invalid_dpop_proof"));
+
+    let child = delegate(&server, &parent, "inference:invoke").await;
+    let c = &child.claims;
+    assert_eq!(c["scope"], "inference:invoke");
+    assert_eq!(c["cnf"]["jkt"], child.agent.jwk.jkt());
+    assert_eq!(c["act"]["sub"], parent.claims["sub"]);
+    assert_eq!(c["session"]["id"], parent.claims["session"]["id"]);
+    assert_eq!(c["session"]["parent"], parent.claims["jti"]);
+    assert_eq!(c["session"]["chain"].as_array().unwrap().len(), 2);
+    assert!(c["exp"].as_i64() <= parent.claims["exp"].as_i64());
+    assert_eq!(c["provenance"], parent.claims["provenance"]);
+
+    // Depth: the workload allows two hops.
+    let grandchild = delegate(&server, &child, "inference:invoke").await;
+    assert_eq!(grandchild.claims["act"]["act"]["sub"], parent.claims["sub"]);
+    assert_eq!(
+        grandchild.claims["session"]["chain"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let (status, response) =
+        exchange(&server, &grandchild, &Agent::new(), "inference:invoke").await;
+    assert_eq!((status, code(&response)), (403, "delegation_too_deep"));
+
+    // Revoking the parent revokes what it delegated, recorded as cascade.
+    let introspected = server.introspect(&rp, &grandchild.token).await;
+    assert_eq!(introspected["active"], true, "{introspected}");
+    assert_eq!(introspected["act"]["act"]["sub"], parent.claims["sub"]);
+    let revoked = server
+        .revoke("jti", parent.claims["jti"].as_str().unwrap(), "immediate")
+        .await;
+    assert_eq!(revoked["cascaded"], 3, "{revoked}");
+    for holder in [&parent, &child, &grandchild] {
+        assert_eq!(server.introspect(&rp, &holder.token).await["active"], false);
+    }
+    let list = server.revocation_list(0).await;
+    let cascaded = list
+        .entries
+        .iter()
+        .filter(|e| e.cascade_from.as_deref() == parent.claims["jti"].as_str())
+        .count();
+    assert_eq!(cascaded, 3);
+    let (status, response) = exchange(&server, &child, &Agent::new(), "inference:invoke").await;
+    assert_eq!((status, code(&response)), (403, "parent_revoked"));
+}
+
+#[tokio::test]
+async fn a_workload_that_may_not_delegate_cannot() {
+    let no_delegation =
+        std::fs::read_to_string(repo().join("measurements/example-nitro-agent.toml"))
+            .unwrap()
+            .replace(
+                "name = \"example-nitro-agent\"",
+                "name = \"a-nitro-no-delegation\"",
+            )
+            .replace("may_delegate = true", "may_delegate = false");
+    let server = start(Options {
+        extra_workloads: vec![("a-nitro-no-delegation.toml", no_delegation)],
+        ..Options::default()
+    });
+    let mut found = false;
+    // Two workloads match the same evidence; whichever is chosen, check the
+    // right refusal when it is the non-delegating one.
+    for _ in 0..4 {
+        let parent = attest(&server, Tee::Nitro).await;
+        let (status, response) =
+            exchange(&server, &parent, &Agent::new(), "inference:invoke").await;
+        if parent.claims["client_id"] == "a-nitro-no-delegation" {
+            assert_eq!((status, code(&response)), (403, "delegation_not_allowed"));
+            found = true;
+            break;
+        }
+        assert_eq!(status, 200, "{response}");
+    }
+    assert!(found, "the non-delegating workload never matched");
+}
+
+#[tokio::test]
+async fn each_revocation_mode_as_introspection_the_list_and_reattestation_see_it() {
+    let server = start(Options::default());
+    let rp = server.client("rp-modes").await;
+    let (status, _) = server.post("/v1/introspect", &json!({"token": "x"})).await;
+    assert_eq!(status, 401, "introspection needs client credentials");
+
+    let immediate = attest(&server, Tee::Nitro).await;
+    let graceful = attest(&server, Tee::Tdx).await;
+    let quarantined = attest(&server, Tee::Snp).await;
+    for h in [&immediate, &graceful, &quarantined] {
+        let answer = server.introspect(&rp, &h.token).await;
+        assert_eq!(answer["active"], true, "{answer}");
+        assert_eq!(answer["revocation"], Value::Null);
+    }
+    let t0 = server.revocation_list(0).await.cursor;
+    // One-second resolution: graceful spares what was issued before its second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    server
+        .revoke(
+            "jti",
+            immediate.claims["jti"].as_str().unwrap(),
+            "immediate",
+        )
+        .await;
+    server
+        .revoke(
+            "session",
+            graceful.claims["session"]["id"].as_str().unwrap(),
+            "graceful",
+        )
+        .await;
+    let q = server
+        .revoke(
+            "jti",
+            quarantined.claims["jti"].as_str().unwrap(),
+            "quarantine",
+        )
+        .await;
+
+    assert_eq!(
+        server.introspect(&rp, &immediate.token).await["active"],
+        false
+    );
+    let g = server.introspect(&rp, &graceful.token).await;
+    assert_eq!(
+        (g["active"].clone(), g["revocation"].clone()),
+        (json!(true), json!("graceful"))
+    );
+    let qa = server.introspect(&rp, &quarantined.token).await;
+    assert_eq!(
+        (qa["active"].clone(), qa["revocation"].clone()),
+        (json!(true), json!("quarantined"))
+    );
+
+    let list = server.revocation_list(t0).await;
+    let modes: Vec<(String, String)> = list
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                format!("{:?}", e.kind).to_lowercase(),
+                format!("{:?}", e.mode).to_lowercase(),
+            )
+        })
+        .collect();
+    assert!(
+        modes.contains(&("jti".into(), "immediate".into())),
+        "{modes:?}"
+    );
+    assert!(
+        modes.contains(&("session".into(), "graceful".into())),
+        "{modes:?}"
+    );
+    assert!(
+        modes.contains(&("jti".into(), "quarantine".into())),
+        "{modes:?}"
+    );
+
+    // Re-attestation with a revoked (immediate or graceful) key is refused;
+    // a quarantined one may renew (and stays marked by its own revocation).
+    for (holder, tee) in [(immediate, Tee::Nitro), (graceful, Tee::Tdx)] {
+        let body = bound_request(&server, tee, &holder.agent, |_| {}).await;
+        server.expect_refusal(&body, 403, "revoked").await;
+    }
+    let renewed = attest_as(&server, Tee::Snp, quarantined.agent).await;
+    assert_eq!(server.introspect(&rp, &renewed.token).await["active"], true);
+
+    // Every look at a quarantined credential is audited.
+    let log = server.audit_log().await;
+    assert!(log
+        .iter()
+        .any(|r| r["code"] == "quarantined_use" && r["actor"] == "rp:rp-modes"));
+
+    // Lifting the quarantine is an admin action; the list shows it lifted.
+    let (status, _) = server
+        .admin("/v1/admin/lift", &json!({"id": q["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.introspect(&rp, &quarantined.token).await["revocation"],
+        Value::Null
+    );
+    let lifted = server.revocation_list(t0).await;
+    assert!(lifted
+        .entries
+        .iter()
+        .any(|e| e.id == q["id"].as_str().unwrap() && e.lifted));
+    let (status, body) = server
+        .admin("/v1/admin/lift", &json!({"id": q["id"]}))
+        .await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "lifting twice");
+}
+
+#[tokio::test]
+async fn revoking_a_model_or_measurement_refuses_new_attestations_and_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let options = || Options {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Options::default()
+    };
+    let server = start(options());
+    let rp = server.client("rp-restart").await;
+    let nitro = attest(&server, Tee::Nitro).await;
+    let tdx = attest(&server, Tee::Tdx).await;
+    let pcr0 = nitro.claims["provenance"]["measurements"]["pcr0"]
+        .as_str()
+        .unwrap();
+    server.revoke("measurement", pcr0, "immediate").await;
+    assert_eq!(server.introspect(&rp, &nitro.token).await["active"], false);
+    let body = bound_request(&server, Tee::Nitro, &Agent::new(), |_| {}).await;
+    server.expect_refusal(&body, 403, "revoked").await;
+    attest(&server, Tee::Tdx).await;
+
+    // Revocations have one-second resolution: what is issued in the
+    // revocation's second counts as issued after it (fails closed).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    server
+        .revoke("model", &example_model().to_hex(), "graceful")
+        .await;
+    assert_eq!(
+        server.introspect(&rp, &tdx.token).await["revocation"],
+        "graceful"
+    );
+    let body = bound_request(&server, Tee::Tdx, &Agent::new(), |_| {}).await;
+    server.expect_refusal(&body, 403, "revoked").await;
+
+    drop(server);
+    let server = start(options());
+    assert_eq!(server.introspect(&rp, &nitro.token).await["active"], false);
+    assert_eq!(
+        server.introspect(&rp, &tdx.token).await["revocation"],
+        "graceful"
+    );
+    let body = bound_request(&server, Tee::Snp, &Agent::new(), |_| {}).await;
+    server.expect_refusal(&body, 403, "revoked").await;
+}
+
+#[tokio::test]
+async fn reappraisal_revokes_sessions_whose_reference_values_are_gone() {
+    let server = start(Options {
+        copy_measurements: true,
+        ..Options::default()
+    });
+    let rp = server.client("rp-reappraise").await;
+    let nitro = attest(&server, Tee::Nitro).await;
+    let snp = attest(&server, Tee::Snp).await;
+    let child = delegate(&server, &nitro, "inference:invoke").await;
+
+    // Nothing changed: nothing is revoked.
+    let (status, outcome) = server
+        .admin("/v1/admin/reappraise", &json!({"mode": "immediate"}))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["checked"], 2);
+    assert_eq!(outcome["revoked"], json!([]));
+
+    // The Nitro workload's reference values are withdrawn; the operator
+    // reloads and reappraises from the command line (same database).
+    let measurements = server.measurements_dir().unwrap();
+    std::fs::remove_file(measurements.join("example-nitro-agent.toml")).unwrap();
+    let (status, _) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!(status, 200);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(["reappraise", "--mode", "immediate", "--dev", "--data-dir"])
+        .arg(server.data_path())
+        .arg("--measurements")
+        .arg(&measurements)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let revoked = outcome["revoked"].as_array().unwrap();
+    assert_eq!(revoked.len(), 1, "{outcome}");
+    assert_eq!(revoked[0]["session_id"], nitro.claims["session"]["id"]);
+    assert_eq!(revoked[0]["code"], "measurement_not_allowed");
+
+    assert_eq!(server.introspect(&rp, &nitro.token).await["active"], false);
+    assert_eq!(server.introspect(&rp, &child.token).await["active"], false);
+    assert_eq!(server.introspect(&rp, &snp.token).await["active"], true);
+}
+
+#[tokio::test]
+async fn a_candidate_policy_is_tried_on_recorded_evidence_before_it_ships() {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    let recorded = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    let mut body = json!({
+        "policy": "permit (principal, action == AttestGate::Action::\"issue\", resource);\n\
+                   forbid (principal, action, resource == AttestGate::Scope::\"tools:search\");",
+        "tee": recorded["tee"],
+        "evidence": recorded["evidence"],
+        "collateral": recorded["collateral"],
+        "model_digest": recorded["model_digest"],
+        "principal": "user:alice",
+        "intent": recorded["intent"],
+    });
+    let (status, decided) = server.admin("/v1/admin/policy/dry-run", &body).await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(
+        decided["current"]["scopes"],
+        json!(["inference:invoke", "tools:search"])
+    );
+    assert_eq!(
+        decided["candidate"]["scopes"],
+        json!(["inference:invoke"]),
+        "{decided}"
+    );
+    body["policy"] = json!("not cedar");
+    let (status, response) = server.admin("/v1/admin/policy/dry-run", &body).await;
+    assert_eq!((status, code(&response)), (400, "policy_invalid"));
+    let (status, _) = server.post("/v1/admin/policy/dry-run", &body).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes_and_no_secret_reaches_the_audit_log_or_the_logs() {
+    let server = start(Options::default());
+    let rp = server.client("rp-secrets").await;
+    let parent = attest(&server, Tee::Nitro).await;
+    let child = delegate(&server, &parent, "inference:invoke").await;
+    server.introspect(&rp, &child.token).await;
+    let replay = bound_request(&server, Tee::Nitro, &Agent::new(), |_| {}).await;
+    server.post("/v1/attest", &replay).await;
+    server.expect_refusal(&replay, 403, "nonce_replayed").await;
+
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "attest_gate_attestations_total{tee=\"nitro\",outcome=\"issued\"} 2",
+        "attest_gate_attestations_total{tee=\"nitro\",outcome=\"rejected\"} 1",
+        "attest_gate_rejections_total{code=\"nonce_replayed\"} 1",
+        "attest_gate_active_sessions 3",
+        "attest_gate_issuance_latency_seconds_count 3",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+
+    let log = server.audit_log().await;
+    let actions: Vec<&str> = log.iter().filter_map(|r| r["action"].as_str()).collect();
+    for action in ["attest", "exchange", "introspect", "admin.add_client"] {
+        assert!(
+            actions.contains(&action),
+            "{action} not audited: {actions:?}"
+        );
+    }
+    let attest = log.iter().find(|r| r["action"] == "attest").unwrap();
+    assert!(attest["evidence_sha384"].as_str().unwrap().len() == 96);
+    assert!(attest["policy_version"].as_str().is_some());
+    assert!(log.windows(2).all(|w| w[1]["prev_hash"] == w[0]["hash"]));
+
+    let logs: Vec<String> = server.logs.try_iter().collect();
+    let everything = format!(
+        "{}\n{}",
+        serde_json::to_string(&log).unwrap(),
+        logs.join("\n")
+    );
+    let nonce = replay["nonce"].as_str().unwrap();
+    for (what, secret) in [
+        ("access token", parent.token.as_str()),
+        ("delegated token", child.token.as_str()),
+        ("admin token", server.admin_token.as_str()),
+        ("client secret", rp.1.as_str()),
+        ("nonce", nonce),
+        ("evidence", &replay["evidence"].as_str().unwrap()[..64]),
+        ("token signature", parent.token.rsplit('.').next().unwrap()),
+    ] {
+        assert!(!everything.contains(secret), "the {what} leaked");
+    }
+    let _ = STANDARD;
+}
