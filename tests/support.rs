@@ -171,6 +171,14 @@ impl RunningVerifier {
         }
     }
 
+    /// The admin token (a verifier without a terminal writes it to a file).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("admin-token.new"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     /// The verifier's TLS certificate (to pin).
     pub fn cert(&self) -> PathBuf {
         self.data_dir.path().join("tls/cert.pem")
