@@ -13,7 +13,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -173,18 +173,17 @@ async fn revoke(verifier: &RunningVerifier, jti: &str) {
     assert_eq!(response.status().as_u16(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_running_agent_serves_delegates_and_stops_when_revoked() {
-    let verifier = RunningVerifier::start(&["--dev"]);
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("agent.sock");
-    let token_file = dir.path().join("token.jwt");
-    let mut agent = Running(
+/// `enclave-agent run --simulate <tee>` serving on a socket in `dir`;
+/// returns once it serves a token.
+fn start_agent(verifier: &RunningVerifier, tee: &str, dir: &Path) -> (Running, PathBuf, PathBuf) {
+    let socket = dir.join(format!("{tee}.sock"));
+    let token_file = dir.join(format!("{tee}.jwt"));
+    let agent = Running(
         Command::new(binary("enclave-agent"))
             .args([
                 "run",
                 "--simulate",
-                "nitro",
+                tee,
                 "--verifier",
                 &verifier.url,
                 "--ca-cert",
@@ -208,6 +207,13 @@ async fn a_running_agent_serves_delegates_and_stops_when_revoked() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    (agent, socket, token_file)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_agent_serves_delegates_and_stops_when_revoked() {
+    let verifier = RunningVerifier::start(&["--dev"]);
+    let dir = tempfile::tempdir().unwrap();
 
     let mut rp = Command::new(binary("example-rp"))
         .args(["--verifier", &verifier.url, "--ca-cert"])
@@ -225,13 +231,21 @@ async fn a_running_agent_serves_delegates_and_stops_when_revoked() {
     let rp_url = line.trim().rsplit(' ').next().unwrap().to_string();
     let hello = format!("{rp_url}/hello");
 
-    // The AI agent: token and proof from the socket, then the call.
-    let (token, proof) = agent_proof(&socket, &hello);
+    // For every TEE, the AI agent takes token and proof from the socket and
+    // calls the relying party; the last agent goes on below.
+    let mut running = None;
+    for tee in ["nitro", "tdx", "snp"] {
+        let (agent, socket, token_file) = start_agent(&verifier, tee, dir.path());
+        let (token, proof) = agent_proof(&socket, &hello);
+        assert_eq!(claims(&token)["provenance"]["tee"], tee);
+        assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+        let (status, body) = get(&hello, &token, &proof);
+        assert_eq!(status, 200, "{tee}: {body}");
+        assert_eq!(body["hello"], claims(&token)["sub"]);
+        running = Some((agent, socket, token_file, token));
+    }
+    let (mut agent, socket, token_file, token) = running.unwrap();
     let parent = claims(&token);
-    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
-    let (status, body) = get(&hello, &token, &proof);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["hello"], parent["sub"]);
     // The token alone (a thief without the key) is refused.
     let thief = SubAgent::new();
     let (status, _) = get(&hello, &token, &thief.proof(&hello, &token));

@@ -183,7 +183,7 @@ impl RelyingParty {
     /// Decides one request: the token (DPoP scheme only; signature, issuer,
     /// audience, lifetime), then the proof (bound to this token by `ath` and
     /// to its key by `cnf.jkt`, for this method and URL, fresh), then the
-    /// proof's `jti` against `replay`, then the scope, then `revocations`.
+    /// scope, then `revocations`, then the proof's `jti` against `replay`.
     /// Revoked tokens are refused; quarantined ones are authorized with
     /// [`Authorized::quarantined`] set.
     pub fn authorize(
@@ -205,13 +205,8 @@ impl RelyingParty {
             iat_window_seconds: self.iat_window_seconds,
         };
         let proof = verify_proof(proof, &expect, request.now)?;
-        let window = self.iat_window_seconds.max(0);
-        replay
-            .insert(&proof.jti, proof.iat.saturating_add(window), request.now)
-            .map_err(|e| match e {
-                ReplayError::Replayed => AuthError::ProofReplayed,
-                ReplayError::Full => AuthError::ReplayCacheFull,
-            })?;
+        // Scope and revocation before the replay cache: a revoked or
+        // under-scoped token must not be able to fill it.
         if let Some(required) = request.required_scope {
             if !token.has_scope(required) {
                 return Err(AuthError::InsufficientScope {
@@ -224,6 +219,13 @@ impl RelyingParty {
             Status::Quarantined { .. } => true,
             Status::Clear | Status::Graceful => false,
         };
+        let window = self.iat_window_seconds.max(0);
+        replay
+            .insert(&proof.jti, proof.iat.saturating_add(window), request.now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => AuthError::ProofReplayed,
+                ReplayError::Full => AuthError::ReplayCacheFull,
+            })?;
         Ok(Authorized { token, quarantined })
     }
 }

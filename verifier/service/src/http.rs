@@ -338,7 +338,12 @@ async fn exchange(
     let mut response = match body {
         Err(rejection) => body_error(&rejection).into_response(),
         Ok(Json(request)) => {
-            let proof = headers.get("dpop").and_then(|v| v.to_str().ok());
+            // RFC 9449 §4.3: exactly one proof.
+            let mut proofs = headers.get_all("dpop").iter();
+            let proof = match (proofs.next(), proofs.next()) {
+                (Some(one), None) => one.to_str().ok(),
+                _ => None,
+            };
             match service.exchange(&request, proof, now).await {
                 Ok(r) => Json(r).into_response(),
                 Err(e) => e.into_response(),

@@ -212,6 +212,17 @@ pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
         })
 }
 
+/// Why nothing new may be issued for `subject`: any un-lifted immediate or
+/// graceful revocation naming it, whatever else also names it (a quarantine
+/// outranks graceful for a credential's standing, never for issuance).
+pub fn issuance_blocked(revocations: &[Revocation], subject: &Subject<'_>) -> Option<String> {
+    revocations
+        .iter()
+        .filter(|r| !r.lifted && r.mode != Mode::Quarantine && names(r, subject))
+        .map(|r| r.reason.clone())
+        .next()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -283,7 +294,9 @@ mod tests {
         let quarantine = revocation(Kind::Workload, "w", Mode::Quarantine, 10);
         let both = [graceful_before.clone(), quarantine.clone()];
         assert!(matches!(standing(&both, &s), Standing::Quarantined { .. }));
-        assert!(!standing(&both, &s).blocks_issuance());
+        // ...but a quarantine never lifts the graceful block on issuance.
+        assert!(issuance_blocked(&both, &s).is_some());
+        assert!(issuance_blocked(std::slice::from_ref(&quarantine), &s).is_none());
         let immediate = revocation(Kind::Model, "ab", Mode::Immediate, 10);
         assert!(matches!(
             standing(&[quarantine.clone(), immediate], &s),

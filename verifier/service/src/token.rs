@@ -148,9 +148,11 @@ impl TokenKeys {
         Self::load_or_create(dir)
     }
 
-    /// The claims of a token signed by one of these keys (any `typ`), or
-    /// `None`: bad shape, unknown `kid`, wrong `alg`, or a bad signature.
-    pub fn verify(&self, jwt: &str) -> Option<Value> {
+    /// The claims of a token of type `typ` signed by one of these keys, or
+    /// `None`: bad shape, other `typ` (a revocation list is signed by the
+    /// same key and must never pass as an access token), unknown `kid`, wrong
+    /// `alg`, or a bad signature.
+    pub fn verify(&self, jwt: &str, typ: &str) -> Option<Value> {
         const MAX_TOKEN: usize = 16 * 1024;
         if jwt.len() > MAX_TOKEN {
             return None;
@@ -162,7 +164,7 @@ impl TokenKeys {
             return None;
         };
         let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
-        if header.get("alg")? != "ES256" {
+        if header.get("alg")? != "ES256" || header.get("typ")? != typ {
             return None;
         }
         let kid = header.get("kid")?.as_str()?;

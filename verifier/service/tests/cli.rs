@@ -474,3 +474,101 @@ fn tdx_claims_are_decoded() {
     assert_eq!(json["claims"]["quote_version"], 5);
     assert!(json["claims"]["measurements"]["mrservicetd"].is_string());
 }
+
+#[test]
+fn policy_test_compares_decisions_with_expectations() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = |args: &[&str], name: &str| {
+        let out = dir.path().join(format!("{name}.bundle.json"));
+        let mut all = vec!["bundle"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", s(&out)]);
+        let (code, _, stderr) = run(&all);
+        assert_eq!(code, 0, "{stderr}");
+    };
+    let tdx = testdata().join("tdx/valid");
+    bundle(
+        &[
+            s(&tdx.join("evidence.bin")),
+            "--collateral",
+            s(&tdx.join("collateral")),
+            "--at",
+            FORGE_AT,
+        ],
+        "tdx-user",
+    );
+    bundle(
+        &[s(&testdata().join("nitro/valid.cose")), "--at", "doc"],
+        "nitro-service",
+    );
+    let model = "cb1f947ab95c2c44afd3132bfde700ecf3264d170aeb81870936bc0c0e9cd1d789d4a3367252efc991f9d153d5e84f8a";
+    let expect = |name: &str, principal: &str, expect: Value| {
+        let case = serde_json::json!({
+            "model_digest": model,
+            "principal": principal,
+            "intent": {"task_id": "t", "scopes": ["inference:invoke", "tools:search"],
+                       "audience": "https://rp.attest-gate.test"},
+            "expect": expect,
+        });
+        std::fs::write(
+            dir.path().join(format!("{name}.expect.json")),
+            case.to_string(),
+        )
+        .unwrap();
+    };
+    expect(
+        "tdx-user",
+        "user:alice",
+        serde_json::json!({"decision": "allow", "scopes": ["inference:invoke", "tools:search"]}),
+    );
+    // The default policy permits agents acting for `system` or `user:*` only.
+    expect(
+        "nitro-service",
+        "service:billing",
+        serde_json::json!({"decision": "deny", "code": "scope_not_allowed"}),
+    );
+    let measurements = testdata().join("../measurements");
+    let args = [
+        "policy",
+        "test",
+        s(dir.path()),
+        "--dev",
+        "--measurements",
+        s(&measurements),
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("\"ok\":true")).count(),
+        2
+    );
+
+    // A policy change that turns the denial into an allowance is caught.
+    let permissive = dir.path().join("permissive.cedar");
+    std::fs::write(&permissive, "permit (principal, action, resource);").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(args)
+        .arg("--policy")
+        .arg(&permissive)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let differing: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["ok"] == false)
+        .collect();
+    assert_eq!(differing.len(), 1);
+    assert_eq!(differing[0]["case"], "nitro-service");
+    assert_eq!(differing[0]["got"]["decision"], "allow");
+}

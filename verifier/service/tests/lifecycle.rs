@@ -261,6 +261,14 @@ async fn a_delegated_token_is_narrower_chained_and_dies_with_its_parent() {
         exchange(&server, &grandchild, &Agent::new(), "inference:invoke").await;
     assert_eq!((status, code(&response)), (403, "delegation_too_deep"));
 
+    // A revoked key cannot be delegated to again.
+    let sibling = delegate(&server, &child, "inference:invoke").await;
+    server
+        .revoke("jti", sibling.claims["jti"].as_str().unwrap(), "immediate")
+        .await;
+    let (status, response) = exchange(&server, &child, &sibling.agent, "inference:invoke").await;
+    assert_eq!((status, code(&response)), (403, "revoked"), "{response}");
+
     // Revoking the parent revokes what it delegated, recorded as cascade.
     let introspected = server.introspect(&rp, &grandchild.token).await;
     assert_eq!(introspected["active"], true, "{introspected}");
@@ -268,7 +276,7 @@ async fn a_delegated_token_is_narrower_chained_and_dies_with_its_parent() {
     let revoked = server
         .revoke("jti", parent.claims["jti"].as_str().unwrap(), "immediate")
         .await;
-    assert_eq!(revoked["cascaded"], 3, "{revoked}");
+    assert_eq!(revoked["cascaded"], 4, "{revoked}");
     for holder in [&parent, &child, &grandchild] {
         assert_eq!(server.introspect(&rp, &holder.token).await["active"], false);
     }
@@ -278,7 +286,7 @@ async fn a_delegated_token_is_narrower_chained_and_dies_with_its_parent() {
         .iter()
         .filter(|e| e.cascade_from.as_deref() == parent.claims["jti"].as_str())
         .count();
-    assert_eq!(cascaded, 3);
+    assert_eq!(cascaded, 4);
     let (status, response) = exchange(&server, &child, &Agent::new(), "inference:invoke").await;
     assert_eq!((status, code(&response)), (403, "parent_revoked"));
 }
@@ -320,6 +328,17 @@ async fn each_revocation_mode_as_introspection_the_list_and_reattestation_see_it
     let rp = server.client("rp-modes").await;
     let (status, _) = server.post("/v1/introspect", &json!({"token": "x"})).await;
     assert_eq!(status, 401, "introspection needs client credentials");
+    for (id, secret) in [("rp-modes", "wrong"), ("rp-unknown", rp.1.as_str())] {
+        let response = server
+            .client
+            .post(format!("{}/v1/introspect", server.url))
+            .basic_auth(id, Some(secret))
+            .form(&[("token", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{id}");
+    }
 
     let immediate = attest(&server, Tee::Nitro).await;
     let graceful = attest(&server, Tee::Tdx).await;
@@ -401,7 +420,12 @@ async fn each_revocation_mode_as_introspection_the_list_and_reattestation_see_it
         server.expect_refusal(&body, 403, "revoked").await;
     }
     let renewed = attest_as(&server, Tee::Snp, quarantined.agent).await;
-    assert_eq!(server.introspect(&rp, &renewed.token).await["active"], true);
+    let answer = server.introspect(&rp, &renewed.token).await;
+    assert_eq!(
+        (answer["active"].clone(), answer["revocation"].clone()),
+        (json!(true), json!("quarantined")),
+        "renewing does not shed a quarantine"
+    );
 
     // Every look at a quarantined credential is audited.
     let log = server.audit_log().await;

@@ -241,8 +241,17 @@ impl Service {
         let workload = granted.workload;
         trail.workload = Some(workload.name.clone());
         trail.workload_version = Some(workload.version.clone());
-        let measurements = credentials::measured(workload, &claims);
-        self.refuse_if_revoked(&parsed, workload, &measurements, now)
+        let measured: Vec<String> = credentials::measured(workload, &claims)
+            .into_values()
+            .collect();
+        let quarantine = self
+            .refuse_if_revoked(
+                &parsed.key.jkt(),
+                &workload.name,
+                &parsed.model.to_hex(),
+                &measured,
+                now,
+            )
             .await?;
 
         // `now` was read when the request arrived; the nonce must still be
@@ -261,70 +270,74 @@ impl Service {
         if !first_use {
             return Err(nonce_denial(NonceError::Replayed));
         }
-        self.issue(
-            &parsed,
-            &req,
-            &claims,
-            workload,
-            granted.scopes,
-            csr.as_ref(),
-            now,
-            trail,
-        )
-        .await
+        let issued = self
+            .issue(
+                &parsed,
+                &req,
+                &claims,
+                workload,
+                granted.scopes,
+                csr.as_ref(),
+                now,
+                trail,
+            )
+            .await?;
+        if let Some(reason) = quarantine {
+            // A quarantined agent that renews stays quarantined.
+            self.inherit_quarantine(&issued.session_id, &reason, now)
+                .await?;
+        }
+        Ok(issued)
     }
 
-    /// A new attestation is refused when a revocation in force (immediate or
-    /// graceful) names its workload, model or a measurement, or an earlier
-    /// credential or session of the same agent key: a revoked agent cannot
-    /// come back by attesting again with the key it was revoked under.
-    async fn refuse_if_revoked(
+    /// Nothing new is issued for an agent key when a revocation in force
+    /// (immediate or graceful) names the workload, model or a measurement it
+    /// would be issued on, or an earlier credential or session of that key: a
+    /// revoked agent cannot come back by attesting again, or by being
+    /// delegated to, with the key it was revoked under. `Ok(Some(reason))`:
+    /// a quarantine names it, which the new credential inherits.
+    pub(super) async fn refuse_if_revoked(
         &self,
-        parsed: &Parsed,
-        workload: &Workload,
-        measurements: &std::collections::BTreeMap<String, String>,
+        jkt: &str,
+        workload: &str,
+        model: &str,
+        measurements: &[String],
         now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<String>, ApiError> {
         let revocations = self
             .store
             .revocations_in_force()
             .await
             .map_err(ApiError::internal)?;
         if revocations.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let earlier = self
             .store
-            .credentials_for_key(&parsed.key.jkt())
+            .credentials_for_key(jkt)
             .await
             .map_err(ApiError::internal)?;
         let (jtis, sessions): (Vec<String>, Vec<String>) = earlier.into_iter().unzip();
-        let values: Vec<String> = measurements.values().cloned().collect();
-        let standing = revocation::standing(
-            &revocations,
-            &Subject {
-                jtis: &jtis,
-                sessions: &sessions,
-                workload: &workload.name,
-                model: &parsed.model.to_hex(),
-                measurements: &values,
-                issued_at: now.unix_timestamp(),
-            },
-        );
-        match standing {
-            s if s.blocks_issuance() => Err(ApiError::denied(
+        let subject = Subject {
+            jtis: &jtis,
+            sessions: &sessions,
+            workload,
+            model,
+            measurements,
+            issued_at: now.unix_timestamp(),
+        };
+        if let Some(reason) = revocation::issuance_blocked(&revocations, &subject) {
+            return Err(ApiError::denied(
                 "revoked",
                 format!(
-                    "a revocation in force names this agent, workload, model or measurement: {}",
-                    match s {
-                        revocation::Standing::Revoked { reason }
-                        | revocation::Standing::Graceful { reason } => reason,
-                        _ => String::new(),
-                    }
+                    "a revocation in force names this agent key, workload, model or measurement: {reason}"
                 ),
-            )),
-            _ => Ok(()),
+            ));
         }
+        Ok(match revocation::standing(&revocations, &subject) {
+            revocation::Standing::Quarantined { reason } => Some(reason),
+            _ => None,
+        })
     }
 
     /// Collateral from the service's sources (and what the request may add),

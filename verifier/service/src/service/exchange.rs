@@ -91,7 +91,7 @@ impl Service {
         }
 
         let parent_claims = read(&self.tokens)
-            .verify(&req.subject_token)
+            .verify(&req.subject_token, "at+jwt")
             .ok_or_else(|| {
                 denied(
                     "invalid_token",
@@ -125,18 +125,32 @@ impl Service {
             })?;
         trail.session_id = Some(parent.session_id.clone());
         trail.workload = Some(parent.workload.clone());
-        match self.standing_of(&parent).await? {
-            s if s.blocks_issuance() => {
-                return Err(denied(
-                    "parent_revoked",
-                    "the subject token is revoked: it cannot delegate",
-                ))
-            }
-            Standing::Quarantined { reason } => {
-                tracing::warn!(jti, %reason, "a quarantined credential delegates");
-            }
-            _ => {}
+        let (standing, blocked) = self.standing_of(&parent).await?;
+        if blocked.is_some() {
+            return Err(denied(
+                "parent_revoked",
+                "the subject token is revoked: it cannot delegate",
+            ));
         }
+        if let Standing::Quarantined { reason } = standing {
+            tracing::warn!(jti, %reason, "a quarantined credential delegates");
+        }
+        // The sub-agent's key must not be one revoked before (by itself or
+        // in a session); a child of a quarantined parent is marked through
+        // its lineage already.
+        let measurements: Vec<String> = parent
+            .measurements
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        self.refuse_if_revoked(
+            &child_key.jkt(),
+            &parent.workload,
+            &parent.model_digest,
+            &measurements,
+            now,
+        )
+        .await?;
 
         let appraiser = read(&self.appraiser);
         let workload = appraiser

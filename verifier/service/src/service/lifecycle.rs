@@ -20,7 +20,9 @@ use crate::store::{AuditQuery, AuditRecord, CredentialRecord, SessionEvidence};
 /// Most credentials one revocation cascades to.
 const MAX_CASCADE: usize = 10_000;
 /// Most entries one page of the revocation list carries.
-const MAX_LIST_PAGE: i64 = 10_000;
+const MAX_LIST_PAGE: i64 = 100_000;
+/// How far the revocation list's cursor trails the clock.
+const CURSOR_OVERLAP_SECONDS: i64 = 120;
 /// Longest a revocation reason may be.
 const MAX_REASON: usize = 512;
 /// Deepest delegation chain walked (the workload files cap depth far lower).
@@ -109,7 +111,7 @@ impl Service {
             let mut queue = vec![target.to_string()];
             while let Some(parent) = queue.pop() {
                 for child in self.store.children(&parent).await.map_err(internal)? {
-                    if rows.len() > MAX_CASCADE {
+                    if rows.len() >= MAX_CASCADE {
                         return Err(ApiError::new(
                             ErrorKind::Internal,
                             "cascade_too_large",
@@ -122,6 +124,33 @@ impl Service {
             }
         }
         Ok(rows)
+    }
+
+    /// Quarantines a new session because its agent key (or workload, model,
+    /// measurement) is quarantined: renewing must not shed the mark.
+    pub(super) async fn inherit_quarantine(
+        &self,
+        session_id: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        let reason = format!("inherited: {reason}");
+        let rows = self
+            .revocation_rows(
+                Kind::Session,
+                session_id,
+                Mode::Quarantine,
+                &reason,
+                now.unix_timestamp(),
+            )
+            .await?;
+        self.store
+            .insert_revocations(&rows)
+            .await
+            .map_err(internal)?;
+        self.metrics
+            .revoked(Mode::Quarantine.as_str(), rows.len() as u64);
+        Ok(())
     }
 
     /// `POST /v1/admin/lift`: ends a quarantine.
@@ -167,14 +196,16 @@ impl Service {
         Ok(jtis)
     }
 
-    /// How an issued credential stands against the revocations in force.
+    /// How an issued credential stands against the revocations in force,
+    /// and whether anything may still be issued on it (a quarantine outranks
+    /// graceful for its standing, never for issuance).
     pub(super) async fn standing_of(
         &self,
         credential: &CredentialRecord,
-    ) -> Result<Standing, ApiError> {
+    ) -> Result<(Standing, Option<String>), ApiError> {
         let revocations = self.store.revocations_in_force().await.map_err(internal)?;
         if revocations.is_empty() {
-            return Ok(Standing::Clear);
+            return Ok((Standing::Clear, None));
         }
         let jtis = self.lineage(credential).await?;
         let measurements: Vec<String> = credential
@@ -182,16 +213,17 @@ impl Service {
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        Ok(revocation::standing(
-            &revocations,
-            &Subject {
-                jtis: &jtis,
-                sessions: std::slice::from_ref(&credential.session_id),
-                workload: &credential.workload,
-                model: &credential.model_digest,
-                measurements: &measurements,
-                issued_at: credential.issued_at,
-            },
+        let subject = Subject {
+            jtis: &jtis,
+            sessions: std::slice::from_ref(&credential.session_id),
+            workload: &credential.workload,
+            model: &credential.model_digest,
+            measurements: &measurements,
+            issued_at: credential.issued_at,
+        };
+        Ok((
+            revocation::standing(&revocations, &subject),
+            revocation::issuance_blocked(&revocations, &subject),
         ))
     }
 
@@ -235,9 +267,13 @@ impl Service {
             .client_secret_hash(client_id)
             .await
             .map_err(internal)?;
-        Ok(stored
-            .and_then(|h| SecretHash::from_hex(&h))
-            .is_some_and(|h| h.matches(secret)))
+        // An unknown client costs the same hash and comparison as a known
+        // one, so timing does not tell which client IDs exist.
+        let (known, hash) = match stored.and_then(|h| SecretHash::from_hex(&h)) {
+            Some(h) => (true, h),
+            None => (false, SecretHash::of("attest-gate/no-such-client")),
+        };
+        Ok(hash.matches(secret) && known)
     }
 
     /// `POST /v1/introspect` (RFC 7662) for an authenticated relying party.
@@ -255,7 +291,7 @@ impl Service {
             actor: Some(format!("rp:{client}")),
             ..Trail::default()
         };
-        let Some(claims) = read(&self.tokens).verify(token) else {
+        let Some(claims) = read(&self.tokens).verify(token, "at+jwt") else {
             self.audit(now, "introspect", "invalid_token", trail, "")
                 .await;
             return Ok(inactive);
@@ -275,7 +311,7 @@ impl Service {
         trail.subject = Some(credential.subject.clone());
         trail.session_id = Some(credential.session_id.clone());
         trail.workload = Some(credential.workload.clone());
-        let standing = self.standing_of(&credential).await?;
+        let (standing, _) = self.standing_of(&credential).await?;
         let (code, detail) = match &standing {
             Standing::Clear => ("ok", String::new()),
             Standing::Graceful { reason } => ("ok", format!("graceful: {reason}")),
@@ -320,9 +356,14 @@ impl Service {
             .await
             .map_err(internal)?;
         let full = entries.len() as i64 >= MAX_LIST_PAGE;
+        // The cursor trails the clock by a margin longer than a revocation
+        // takes to commit (and replicas' clock skew), so an entry stamped
+        // just before this read but committed just after it is not skipped;
+        // relying parties see some entries twice, which replacing by `id`
+        // absorbs.
         let cursor = match entries.last() {
             Some(last) if full => last.updated_at,
-            _ => now.unix_timestamp(),
+            _ => since.max(now.unix_timestamp() - CURSOR_OVERLAP_SECONDS),
         };
         let payload = json!({
             "iss": self.config.issuer,
@@ -354,6 +395,7 @@ impl Service {
             .map_err(internal)?;
         let revocations = self.store.revocations_in_force().await.map_err(internal)?;
         let mut revoked = Vec::new();
+        let mut errors = Vec::new();
         for session in &sessions {
             let already = revocations.iter().any(|r| {
                 r.kind == Kind::Session
@@ -363,7 +405,17 @@ impl Service {
             if already {
                 continue;
             }
-            if let Err(e) = self.judge_again(session, now).await {
+            let judged = self.judge_again(session, now).await;
+            if let Err(e) = &judged {
+                if e.kind != ErrorKind::Denied {
+                    // The verifier's own trouble (collateral unavailable, a
+                    // bad stored row) says nothing about the session.
+                    tracing::warn!(session = %session.session_id, code = %e.code, "reappraisal could not judge a session");
+                    errors.push(json!({"session_id": session.session_id, "code": e.code}));
+                    continue;
+                }
+            }
+            if let Err(e) = judged {
                 let reason = format!("reappraisal: {}: {}", e.code, e.message);
                 let rows = self
                     .revocation_rows(
@@ -400,7 +452,9 @@ impl Service {
         );
         self.audit(now, "reappraise", "ok", Trail::default(), &detail)
             .await;
-        Ok(json!({"checked": sessions.len(), "revoked": revoked, "mode": mode}))
+        Ok(
+            json!({"checked": sessions.len(), "revoked": revoked, "not_judged": errors, "mode": mode}),
+        )
     }
 
     async fn judge_again(

@@ -88,18 +88,21 @@ impl Store {
         Ok(())
     }
 
-    /// Lifts the quarantine `id` (and quarantines cascaded from it... none:
-    /// quarantines do not cascade). False if no un-lifted quarantine has it.
+    /// Lifts the quarantine `id` and the rows its cascade recorded (same
+    /// ancestor, same instant). False if no un-lifted quarantine has that ID.
     pub async fn lift_quarantine(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE revocations SET lifted = TRUE, updated_at = $2 \
-                           WHERE id = $1 AND mode = 'quarantine' AND lifted = FALSE";
+                           WHERE mode = 'quarantine' AND lifted = FALSE AND (id = $1 OR \
+                           (cascade_from, revoked_at) IN (SELECT target, revoked_at \
+                           FROM revocations WHERE id = $1 AND kind = 'jti' \
+                           AND mode = 'quarantine' AND lifted = FALSE))";
         let n = on_pool!(self, pool => sqlx::query(SQL)
             .bind(id)
             .bind(now)
             .execute(pool)
             .await?
             .rows_affected());
-        Ok(n == 1)
+        Ok(n >= 1)
     }
 
     /// Every revocation in force (not lifted).
