@@ -59,13 +59,8 @@ impl Service {
             )));
         }
         let rows = self
-            .revocation_rows(kind, target, mode, &req.reason, now.unix_timestamp())
+            .record_revocation(kind, target, mode, &req.reason, now.unix_timestamp())
             .await?;
-        self.store
-            .insert_revocations(&rows)
-            .await
-            .map_err(internal)?;
-        self.metrics.revoked(mode.as_str(), rows.len() as u64);
         let id = rows.first().map(|r| r.id.clone()).unwrap_or_default();
         let cascaded = rows.len().saturating_sub(1);
         let mut trail = Trail::admin();
@@ -83,6 +78,24 @@ impl Service {
         );
         self.audit(now, "admin.revoke", "ok", trail, &detail).await;
         Ok(json!({"id": id, "kind": kind, "mode": mode, "cascaded": cascaded}))
+    }
+
+    /// Builds (with its cascade), stores and counts one revocation.
+    async fn record_revocation(
+        &self,
+        kind: Kind,
+        target: &str,
+        mode: Mode,
+        reason: &str,
+        at: i64,
+    ) -> Result<Vec<Revocation>, ApiError> {
+        let rows = self.revocation_rows(kind, target, mode, reason, at).await?;
+        self.store
+            .insert_revocations(&rows)
+            .await
+            .map_err(internal)?;
+        self.metrics.revoked(mode.as_str(), rows.len() as u64);
+        Ok(rows)
     }
 
     async fn revocation_rows(
@@ -135,21 +148,14 @@ impl Service {
         now: OffsetDateTime,
     ) -> Result<(), ApiError> {
         let reason = format!("inherited: {reason}");
-        let rows = self
-            .revocation_rows(
-                Kind::Session,
-                session_id,
-                Mode::Quarantine,
-                &reason,
-                now.unix_timestamp(),
-            )
-            .await?;
-        self.store
-            .insert_revocations(&rows)
-            .await
-            .map_err(internal)?;
-        self.metrics
-            .revoked(Mode::Quarantine.as_str(), rows.len() as u64);
+        self.record_revocation(
+            Kind::Session,
+            session_id,
+            Mode::Quarantine,
+            &reason,
+            now.unix_timestamp(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -417,20 +423,14 @@ impl Service {
             }
             if let Err(e) = judged {
                 let reason = format!("reappraisal: {}: {}", e.code, e.message);
-                let rows = self
-                    .revocation_rows(
-                        Kind::Session,
-                        &session.session_id,
-                        mode,
-                        &reason,
-                        now.unix_timestamp(),
-                    )
-                    .await?;
-                self.store
-                    .insert_revocations(&rows)
-                    .await
-                    .map_err(internal)?;
-                self.metrics.revoked(mode.as_str(), rows.len() as u64);
+                self.record_revocation(
+                    Kind::Session,
+                    &session.session_id,
+                    mode,
+                    &reason,
+                    now.unix_timestamp(),
+                )
+                .await?;
                 let trail = Trail {
                     actor: Some("reappraisal".into()),
                     tee: Some(session.tee.clone()),
