@@ -139,6 +139,8 @@ fn start_rp(verifier: &str, ca_path: &std::path::Path) -> (Running, String) {
     (Running(child), addr.to_string())
 }
 
+/// The wall clock: `example-rp` is a binary and reads it, so the tokens and
+/// proofs sent to it must be current (the library itself takes `now`).
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
