@@ -205,6 +205,14 @@ pub(super) fn tdx_get_report0(
     Ok(request.tdreport)
 }
 
+/// Opens a guest device for ioctls (read and write, as the drivers require).
+pub(super) fn open_device(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,6 @@
 //! `auxblob`), which the verifier reads as one extended report. The table's
 //! entries are interpreted only there (invariant 8).
 
-use std::fs::OpenOptions;
-
 use attest_gate_core::snp::REPORT_LEN;
 use attest_gate_core::TeeKind;
 
@@ -160,11 +158,7 @@ fn failed(reason: impl std::fmt::Display) -> BackendError {
 
 impl EvidenceSource for SevGuest {
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError> {
-        let device = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(DEVICE)
-            .map_err(|e| failed(format!("{DEVICE}: {e}")))?;
+        let device = ioctl::open_device(DEVICE).map_err(|e| failed(format!("{DEVICE}: {e}")))?;
         let mut certs = vec![0u8; INITIAL_CERTS_LEN];
         let mut call = ioctl::snp_get_ext_report(&device, &request.report_data, &mut certs);
         if call.result.is_err() {

@@ -11,7 +11,6 @@
 //! `id_list_size` u32, the report; `GET_QUOTE_RESP` (1) carries
 //! `selected_id_size` u32, `quote_size` u32, the id, the quote.
 
-use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
@@ -253,11 +252,7 @@ impl TdxGuest {
 
 impl EvidenceSource for TdxGuest {
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError> {
-        let device = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(DEVICE)
-            .map_err(|e| failed(format!("{DEVICE}: {e}")))?;
+        let device = ioctl::open_device(DEVICE).map_err(|e| failed(format!("{DEVICE}: {e}")))?;
         let tdreport = ioctl::tdx_get_report0(&device, &request.report_data)
             .map_err(|e| failed(format!("TDX_CMD_GET_REPORT0: {e}")))?;
         drop(device);
