@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::claims::TeeKind;
+use crate::code::{RejectionCode, VerifyCode};
 
 /// Why evidence failed verification (authenticity), as opposed to appraisal.
 #[non_exhaustive]
@@ -235,39 +236,45 @@ pub enum VerifyError {
 impl VerifyError {
     /// The stable, documented identifier of this failure.
     pub fn code(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which check failed, as a code enum.
+    pub fn kind(&self) -> VerifyCode {
+        use VerifyCode as C;
         match self {
-            Self::Malformed { .. } => "malformed_evidence",
-            Self::UnsupportedTee { .. } => "unsupported_tee",
-            Self::TeeMismatch { .. } => "tee_mismatch",
-            Self::UnsupportedAlgorithm { .. } => "unsupported_algorithm",
-            Self::UnsupportedDigest { .. } => "unsupported_digest",
-            Self::InvalidPcr { .. } => "invalid_pcr",
-            Self::FieldOutOfRange { .. } => "field_out_of_range",
-            Self::SignatureInvalid => "signature_invalid",
-            Self::ChainUntrusted { .. } => "chain_untrusted",
-            Self::ChainIncomplete => "chain_incomplete",
-            Self::CertificateSignatureInvalid => "certificate_signature_invalid",
-            Self::CertificateExpired { .. } => "certificate_expired",
-            Self::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
-            Self::BasicConstraintsViolated { .. } => "basic_constraints_violated",
-            Self::KeyUsageInvalid { .. } => "key_usage_invalid",
-            Self::CertificateInvalid { .. } => "certificate_invalid",
-            Self::UnsupportedVersion { .. } => "unsupported_version",
-            Self::ProductMismatch { .. } => "product_mismatch",
-            Self::TcbMismatch { .. } => "tcb_mismatch",
-            Self::ChipIdMismatch => "chip_id_mismatch",
-            Self::SigningKeyMismatch { .. } => "signing_key_mismatch",
-            Self::CertificateRevoked { .. } => "certificate_revoked",
-            Self::CrlInvalid { .. } => "crl_invalid",
-            Self::CollateralMissing { .. } => "collateral_missing",
-            Self::QeReportSignatureInvalid => "qe_report_signature_invalid",
-            Self::QeBindingInvalid => "qe_binding_invalid",
-            Self::CollateralSignatureInvalid { .. } => "collateral_signature_invalid",
-            Self::CollateralExpired { .. } => "collateral_expired",
-            Self::CollateralMismatch { .. } => "collateral_mismatch",
-            Self::QeIdentityMismatch { .. } => "qe_identity_mismatch",
-            Self::TdxModuleMismatch { .. } => "tdx_module_mismatch",
-            Self::NoMatchingTcbLevel { .. } => "no_matching_tcb_level",
+            Self::Malformed { .. } => C::MalformedEvidence,
+            Self::UnsupportedTee { .. } => C::UnsupportedTee,
+            Self::TeeMismatch { .. } => C::TeeMismatch,
+            Self::UnsupportedAlgorithm { .. } => C::UnsupportedAlgorithm,
+            Self::UnsupportedDigest { .. } => C::UnsupportedDigest,
+            Self::InvalidPcr { .. } => C::InvalidPcr,
+            Self::FieldOutOfRange { .. } => C::FieldOutOfRange,
+            Self::SignatureInvalid => C::SignatureInvalid,
+            Self::ChainUntrusted { .. } => C::ChainUntrusted,
+            Self::ChainIncomplete => C::ChainIncomplete,
+            Self::CertificateSignatureInvalid => C::CertificateSignatureInvalid,
+            Self::CertificateExpired { .. } => C::CertificateExpired,
+            Self::CertificateNotYetValid { .. } => C::CertificateNotYetValid,
+            Self::BasicConstraintsViolated { .. } => C::BasicConstraintsViolated,
+            Self::KeyUsageInvalid { .. } => C::KeyUsageInvalid,
+            Self::CertificateInvalid { .. } => C::CertificateInvalid,
+            Self::UnsupportedVersion { .. } => C::UnsupportedVersion,
+            Self::ProductMismatch { .. } => C::ProductMismatch,
+            Self::TcbMismatch { .. } => C::TcbMismatch,
+            Self::ChipIdMismatch => C::ChipIdMismatch,
+            Self::SigningKeyMismatch { .. } => C::SigningKeyMismatch,
+            Self::CertificateRevoked { .. } => C::CertificateRevoked,
+            Self::CrlInvalid { .. } => C::CrlInvalid,
+            Self::CollateralMissing { .. } => C::CollateralMissing,
+            Self::QeReportSignatureInvalid => C::QeReportSignatureInvalid,
+            Self::QeBindingInvalid => C::QeBindingInvalid,
+            Self::CollateralSignatureInvalid { .. } => C::CollateralSignatureInvalid,
+            Self::CollateralExpired { .. } => C::CollateralExpired,
+            Self::CollateralMismatch { .. } => C::CollateralMismatch,
+            Self::QeIdentityMismatch { .. } => C::QeIdentityMismatch,
+            Self::TdxModuleMismatch { .. } => C::TdxModuleMismatch,
+            Self::NoMatchingTcbLevel { .. } => C::NoMatchingTcbLevel,
         }
     }
 
@@ -301,8 +308,8 @@ pub enum Rejection {
     /// The workload may not serve this model.
     #[error("the model digest is not allowed for this workload")]
     ModelNotAllowed,
-    /// A TCB component (or VMPL) is outside the workload's bounds.
-    #[error("{component} is {have}, outside the workload's bound {minimum}")]
+    /// A TCB component is below the workload's minimum.
+    #[error("{component} is {have}, below the workload's minimum {minimum}")]
     TcbBelowMinimum {
         /// The component.
         component: &'static str,
@@ -310,6 +317,14 @@ pub enum Rejection {
         have: u32,
         /// The bound.
         minimum: u32,
+    },
+    /// SEV-SNP: the report's VMPL is above the workload's maximum.
+    #[error("VMPL {have} is above the workload's maximum {maximum}")]
+    VmplAboveMaximum {
+        /// The report's VMPL.
+        have: u32,
+        /// The workload's `max_vmpl`.
+        maximum: u32,
     },
     /// The platform's TCB status is not among the accepted ones.
     #[error("TCB status {status} is not accepted by the policy")]
@@ -322,15 +337,22 @@ pub enum Rejection {
 impl Rejection {
     /// The stable, documented identifier of this rejection.
     pub fn code(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which appraisal check failed, as a code enum.
+    pub fn kind(&self) -> RejectionCode {
+        use RejectionCode as C;
         match self {
-            Self::DebugEnclave => "debug_enclave",
-            Self::NonceMismatch => "nonce_mismatch",
-            Self::ReportDataMismatch => "report_data_mismatch",
-            Self::TcbStatusNotAccepted { .. } => "tcb_status_not_accepted",
-            Self::BindingMismatch { .. } => "binding_mismatch",
-            Self::MeasurementNotAllowed => "measurement_not_allowed",
-            Self::ModelNotAllowed => "model_not_allowed",
-            Self::TcbBelowMinimum { .. } => "tcb_below_minimum",
+            Self::DebugEnclave => C::DebugEnclave,
+            Self::NonceMismatch => C::NonceMismatch,
+            Self::ReportDataMismatch => C::ReportDataMismatch,
+            Self::TcbStatusNotAccepted { .. } => C::TcbStatusNotAccepted,
+            Self::BindingMismatch { .. } => C::BindingMismatch,
+            Self::MeasurementNotAllowed => C::MeasurementNotAllowed,
+            Self::ModelNotAllowed => C::ModelNotAllowed,
+            Self::TcbBelowMinimum { .. } => C::TcbBelowMinimum,
+            Self::VmplAboveMaximum { .. } => C::VmplAboveMaximum,
         }
     }
 }

@@ -16,6 +16,7 @@ mod bundle;
 mod cache;
 mod chain;
 mod claims;
+mod code;
 mod collateral;
 mod crl;
 mod error;
@@ -35,10 +36,14 @@ pub use claims::{
     BoundData, CertificateSummary, Measurement, NamedMeasurement, PlatformClaims, TcbStatus,
     TeeKind, TrustKind, UnknownTcbStatus, UnknownTee, VerifiedClaims,
 };
+pub use code::{RejectionCode, VerifyCode};
 pub use collateral::Collateral;
 pub use error::{Rejection, VerifyError};
 pub use evidence::{decode_text_encoding, detect_tee, resolve_tee, MAX_EVIDENCE_FILE_LEN};
 pub use jwk::{AgentKey, JwkError};
-pub use reference::{Grant, ReferenceError, ReferenceValues, SnpBounds, Workload, SCHEMA_VERSION};
+pub use reference::{
+    is_register_length, verified_registers, Grant, ReferenceError, ReferenceValues, SnpBounds,
+    Workload, SCHEMA_VERSION,
+};
 pub use trust::{TrustAnchors, TrustError};
 pub use verifier::Verifier;

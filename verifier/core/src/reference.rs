@@ -184,6 +184,23 @@ fn registers(tee: TeeKind) -> Vec<String> {
     }
 }
 
+/// Every register a workload may constrain, with its verified value, in the
+/// TEE's order: what a measurement revocation is matched against, so that a
+/// register no workload pins can still be revoked.
+pub fn verified_registers(claims: &VerifiedClaims) -> Vec<(String, &[u8])> {
+    registers(claims.tee)
+        .into_iter()
+        .filter_map(|name| Workload::register(claims, &name).map(|value| (name, value)))
+        .collect()
+}
+
+/// Whether `len` bytes is the length of some register of some TEE (16:
+/// SNP family / image ID; 32: SNP host data; 48: PCRs, MRTD, RTMRs, SNP
+/// measurement).
+pub fn is_register_length(len: usize) -> bool {
+    matches!(len, 16 | 32 | 48)
+}
+
 impl Workload {
     /// Parses one TOML file (`file` names it in errors).
     pub fn from_toml(file: &str, text: &str) -> Result<Self, ReferenceError> {
@@ -325,10 +342,9 @@ impl Workload {
                 });
             }
             if snp.vmpl > bounds.max_vmpl {
-                return Err(Rejection::TcbBelowMinimum {
-                    component: "vmpl",
+                return Err(Rejection::VmplAboveMaximum {
                     have: snp.vmpl,
-                    minimum: bounds.max_vmpl,
+                    maximum: bounds.max_vmpl,
                 });
             }
         }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::ServiceError;
+
 /// `POST /v1/attest`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,77 +82,11 @@ pub struct AttestResponse {
     pub test_root: bool,
 }
 
-/// How a failure maps to HTTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 400.
-    Malformed,
-    /// 401.
-    Unauthorized,
-    /// 403.
-    Denied,
-    /// 404.
-    NotFound,
-    /// 413.
-    TooLarge,
-    /// 500.
-    Internal,
-    /// 503.
-    Unavailable,
-}
-
-/// An API failure: a stable code and a human message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// Which HTTP class.
-    pub kind: ErrorKind,
-    /// Stable, machine-readable.
-    pub code: String,
-    /// For people; never a secret.
-    pub message: String,
-}
-
-impl ApiError {
-    /// A malformed request (400).
-    pub fn malformed(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Malformed, code, message)
-    }
-
-    /// A denial (403).
-    pub fn denied(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Denied, code, message)
-    }
-
-    /// The service's own failure (500); the detail goes to the log only.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(%detail, "internal error");
-        Self::new(
-            ErrorKind::Internal,
-            "internal_error",
-            "the verifier failed; see its log",
-        )
-    }
-
-    /// Any kind.
-    pub fn new(kind: ErrorKind, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            code: code.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
-    }
-}
-
 /// `POST /v1/admin/revoke`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// `jti`, `session`, `workload`, `measurement` or `model`.
+    /// `jti`, `session`, `workload`, `measurement`, `model` or `key`.
     pub kind: String,
     /// What it names.
     pub target: String,
@@ -158,6 +94,10 @@ pub struct RevokeRequest {
     pub mode: String,
     /// Why (kept in the audit log and the revocation list).
     pub reason: String,
+    /// `credential` (default) or `key`: for a `jti` or `session`, also
+    /// revoke every credential of the agent key behind it.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// `POST /v1/admin/lift`: lifts a quarantine.
@@ -275,7 +215,7 @@ pub struct Decision {
 
 impl Decision {
     /// From appraisal's outcome.
-    pub fn of(outcome: Result<Vec<String>, ApiError>) -> Self {
+    pub fn of(outcome: Result<Vec<String>, ServiceError>) -> Self {
         match outcome {
             Ok(scopes) => Self {
                 decision: "allow".into(),
@@ -285,7 +225,7 @@ impl Decision {
             Err(e) => Self {
                 decision: "deny".into(),
                 scopes: Vec::new(),
-                code: Some(e.code),
+                code: Some(e.code().as_str().to_string()),
             },
         }
     }

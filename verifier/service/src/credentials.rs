@@ -40,6 +40,8 @@ pub struct Provenance {
     /// The platform's TCB status, where the TEE has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcb_status: Option<String>,
+    /// Whether the TEE runs in debug mode (only workloads that allow it).
+    pub debug: bool,
     /// SHA-384 of the exact evidence bytes, hex.
     pub evidence_sha384: String,
     /// True when the evidence chained to a test root (`--dev`): not a
@@ -208,6 +210,16 @@ pub fn measured(workload: &Workload, claims: &VerifiedClaims) -> BTreeMap<String
         .collect()
 }
 
+/// Every verified register's value, hex, in the TEE's order: what is
+/// recorded per credential and matched by `kind: measurement` revocations,
+/// whether or not the workload pins the register.
+pub fn all_registers(claims: &VerifiedClaims) -> Vec<String> {
+    attest_gate_core::verified_registers(claims)
+        .into_iter()
+        .map(|(_, value)| hex::encode(value))
+        .collect()
+}
+
 impl Grant<'_> {
     /// The token's claims.
     pub fn access_claims(&self) -> AccessClaims {
@@ -235,6 +247,7 @@ impl Grant<'_> {
                 measurements,
                 model_digest: self.model.to_hex(),
                 tcb_status: self.claims.tcb_status.map(|s| s.to_string()),
+                debug: self.claims.debug,
                 evidence_sha384: hex::encode(self.claims.evidence_sha384),
                 test_root: self.claims.trust == TrustKind::TestRoot,
             },

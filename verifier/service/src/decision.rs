@@ -6,13 +6,72 @@
 
 use std::path::Path;
 
-use attest_gate_core::{ModelDigest, ReferenceValues, VerifiedClaims, Workload};
+use attest_gate_core::{
+    Collateral, ModelDigest, PlatformClaims, ReferenceValues, TeeKind, TrustAnchors, TrustKind,
+    VerifiedClaims, Verifier, VerifyError, Workload,
+};
 use aws_lc_rs::digest::{digest, SHA256};
 use time::OffsetDateTime;
 
-use crate::api::{ApiError, IntentRequest};
-use crate::policy::{Policy, PolicyQuery, DEFAULT_POLICY};
-use crate::service::StartError;
+use crate::api::IntentRequest;
+use crate::error::{ServiceCode, ServiceError};
+use crate::policy::{Policy, PolicyQuery, PolicySubject, DEFAULT_POLICY};
+use crate::service::{test_anchors, StartError};
+
+/// Evidence verification with exactly the trust the configuration names:
+/// the pinned vendor roots, and with `--dev` the project's test roots for
+/// evidence that no vendor root anchors (and only then). Used by the service
+/// and by `verifier policy test`, so both accept the same evidence.
+#[derive(Debug)]
+pub struct Verification {
+    vendor: Verifier,
+    test: Option<Verifier>,
+}
+
+impl Verification {
+    /// Vendor roots; also the test roots when `dev`.
+    pub fn new(dev: bool) -> Result<Self, StartError> {
+        Ok(Self {
+            vendor: Verifier::new(TrustAnchors::vendor()?),
+            test: if dev {
+                Some(Verifier::new(test_anchors()?))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Verifies, then requires what the service requires of verified
+    /// evidence: SEV-SNP under the vendor roots must have had its
+    /// revocation checked (AMD's CRL is optional collateral to the core).
+    pub fn verify(
+        &self,
+        tee: TeeKind,
+        evidence: &[u8],
+        collateral: &Collateral,
+        at: OffsetDateTime,
+    ) -> Result<VerifiedClaims, ServiceError> {
+        let claims = match (
+            self.vendor.verify(tee, evidence, collateral, at),
+            &self.test,
+        ) {
+            (Err(VerifyError::ChainUntrusted { .. }), Some(test)) => {
+                test.verify(tee, evidence, collateral, at)
+            }
+            (other, _) => other,
+        }
+        .map_err(|e| ServiceError::from(&e))?;
+        if let PlatformClaims::Snp(snp) = &claims.platform {
+            if claims.trust == TrustKind::VendorRoot && !snp.revocation_checked {
+                return Err(ServiceError::new(
+                    ServiceCode::RevocationNotChecked,
+                    "SEV-SNP evidence needs AMD's CRL for its ARK (crl.der) as collateral",
+                ));
+            }
+        }
+        Ok(claims)
+    }
+}
 
 /// Reference values and policy, reloaded together.
 #[derive(Debug)]
@@ -83,7 +142,7 @@ impl Appraiser {
         Self::new(load_references(measurements)?, &read_policy(policy_file)?)
     }
 
-    /// Reference values, then the audience, then requested ∩ grant ∩ policy.
+    /// Attestation: reference values, then [`Appraiser::grant`].
     pub fn decide(
         &self,
         claims: &VerifiedClaims,
@@ -91,21 +150,42 @@ impl Appraiser {
         principal: &str,
         intent: &IntentRequest,
         now: OffsetDateTime,
-    ) -> Result<Granted<'_>, ApiError> {
+    ) -> Result<Granted<'_>, ServiceError> {
         let workload = self
             .references
             .appraise(claims, model)
-            .map_err(|r| ApiError::denied(r.code(), r.to_string()))?;
-        if !workload.grant.audiences.contains(&intent.audience) {
-            return Err(ApiError::denied(
-                "audience_not_allowed",
+            .map_err(|r| ServiceError::from(&r))?;
+        let model_hex = model.to_hex();
+        let tcb_status = claims.tcb_status.map(|s| s.to_string());
+        let scopes = self.grant(&PolicyQuery {
+            subject: PolicySubject::attested(workload, claims, &model_hex, tcb_status.as_deref()),
+            delegation: None,
+            act_for: principal,
+            task_id: &intent.task_id,
+            audience: &intent.audience,
+            scopes: &intent.scopes,
+            now,
+        })?;
+        Ok(Granted { workload, scopes })
+    }
+
+    /// The one grant rule, for attestation and delegation alike: the
+    /// audience must be one the workload names, and the scopes granted are
+    /// `query.scopes` ∩ the workload's grant ∩ what Cedar permits for this
+    /// subject, principal, task, audience and (for an exchange) actor;
+    /// never empty.
+    pub fn grant(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, ServiceError> {
+        let workload = query.subject.workload;
+        if !workload.grant.audiences.iter().any(|a| a == query.audience) {
+            return Err(ServiceError::new(
+                ServiceCode::AudienceNotAllowed,
                 format!(
                     "workload {} may not get tokens for this audience",
                     workload.name
                 ),
             ));
         }
-        let allowed: Vec<String> = intent
+        let allowed: Vec<String> = query
             .scopes
             .iter()
             .filter(|s| workload.grant.scopes.contains(s))
@@ -114,22 +194,16 @@ impl Appraiser {
         let scopes = self
             .policy
             .permitted_scopes(&PolicyQuery {
-                workload,
-                claims,
-                model,
-                act_for: principal,
-                task_id: &intent.task_id,
-                audience: &intent.audience,
                 scopes: &allowed,
-                now,
+                ..*query
             })
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         if scopes.is_empty() {
-            return Err(ApiError::denied(
-                "scope_not_allowed",
+            return Err(ServiceError::new(
+                ServiceCode::ScopeNotAllowed,
                 "no requested scope is allowed by the workload's grant and the policy",
             ));
         }
-        Ok(Granted { workload, scopes })
+        Ok(scopes)
     }
 }

@@ -19,10 +19,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::api::{
-    ApiError, AttestRequest, ClientRequest, DryRunRequest, ErrorKind, ExchangeRequest,
-    IntrospectRequest, LiftRequest, ReappraiseRequest, RevokeRequest,
+    AttestRequest, ClientRequest, DryRunRequest, ExchangeRequest, IntrospectRequest, LiftRequest,
+    ReappraiseRequest, RevokeRequest,
 };
 use crate::clock;
+use crate::error::{ErrorCode, ServiceCode, ServiceError};
 use crate::revocation::Mode;
 use crate::service::Service;
 use crate::store::AuditQuery;
@@ -32,43 +33,40 @@ pub const MAX_BODY: usize = 256 * 1024;
 /// Longest a request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl IntoResponse for ApiError {
+impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        let status = match self.kind {
-            ErrorKind::Malformed => StatusCode::BAD_REQUEST,
-            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorKind::Denied => StatusCode::FORBIDDEN,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let mut response = (status, Json(self.body())).into_response();
-        if self.code.starts_with("invalid_dpop") || self.code == "invalid_token" {
-            let value = format!("DPoP error=\"{}\", algs=\"ES256 ES384 EdDSA\"", self.code);
-            if let Ok(v) = header::HeaderValue::from_str(&value) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        let code = self.code();
+        let mut response = (code.status(), Json(self.body())).into_response();
+        let challenge = match code {
+            ErrorCode::Service(ServiceCode::InvalidDpopProof | ServiceCode::InvalidToken) => {
+                header::HeaderValue::from_str(&format!(
+                    "DPoP error=\"{code}\", algs=\"ES256 ES384 EdDSA\""
+                ))
+                .ok()
             }
-        } else if self.kind == ErrorKind::Unauthorized {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
+            ErrorCode::Service(ServiceCode::Unauthorized) => Some(
                 header::HeaderValue::from_static("Bearer realm=\"attest-gate-admin\""),
-            );
+            ),
+            _ => None,
+        };
+        if let Some(value) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }
 }
 
 /// A JSON body that failed to parse or was too large, as our error shape.
-fn body_error(rejection: &JsonRejection) -> ApiError {
+fn body_error(rejection: &JsonRejection) -> ServiceError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            ErrorKind::TooLarge,
-            "body_too_large",
+        return ServiceError::new(
+            ServiceCode::BodyTooLarge,
             format!("request bodies are limited to {MAX_BODY} bytes"),
         );
     }
-    ApiError::malformed("malformed_request", rejection.body_text())
+    ServiceError::new(ServiceCode::MalformedRequest, rejection.body_text())
 }
 
 /// Every route.
@@ -99,7 +97,7 @@ pub fn router(service: Arc<Service>) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("a request handler panicked").into_response()
+            ServiceError::internal("a request handler panicked").into_response()
         }))
         .layer(axum::middleware::map_response(json_for_bare_errors))
         .layer(TraceLayer::new_for_http())
@@ -117,13 +115,13 @@ async fn json_for_bare_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let (kind, code) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => (ErrorKind::NotFound, "method_not_allowed"),
-        StatusCode::REQUEST_TIMEOUT => (ErrorKind::Unavailable, "timeout"),
-        _ => (ErrorKind::Malformed, "bad_request"),
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ServiceCode::MethodNotAllowed,
+        StatusCode::REQUEST_TIMEOUT => ServiceCode::Timeout,
+        _ => ServiceCode::BadRequest,
     };
     let mut fixed =
-        ApiError::new(kind, code, status.canonical_reason().unwrap_or("error")).into_response();
+        ServiceError::new(code, status.canonical_reason().unwrap_or("error")).into_response();
     *fixed.status_mut() = status;
     fixed
 }
@@ -149,7 +147,7 @@ async fn attest(
     match decided {
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e)) => e.into_response(),
-        Err(e) => ApiError::internal(e).into_response(),
+        Err(e) => ServiceError::internal(e).into_response(),
     }
 }
 
@@ -178,11 +176,11 @@ async fn health() -> Response {
 }
 
 async fn not_found() -> Response {
-    ApiError::new(ErrorKind::NotFound, "not_found", "no such endpoint").into_response()
+    ServiceError::new(ServiceCode::NotFound, "no such endpoint").into_response()
 }
 
 /// The bearer token, if the request carries one and it is the admin token.
-fn require_admin(service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
+fn require_admin(service: &Service, headers: &HeaderMap) -> Result<(), ServiceError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -190,9 +188,8 @@ fn require_admin(service: &Service, headers: &HeaderMap) -> Result<(), ApiError>
         .map(str::trim);
     match presented {
         Some(token) if service.is_admin(token) => Ok(()),
-        _ => Err(ApiError::new(
-            ErrorKind::Unauthorized,
-            "unauthorized",
+        _ => Err(ServiceError::new(
+            ServiceCode::Unauthorized,
             "admin endpoints need `Authorization: Bearer <admin token>`",
         )),
     }
@@ -282,7 +279,7 @@ async fn reappraise(
     admin_json!(service, headers, body, {
         match body.mode.parse::<Mode>() {
             Ok(mode) => service.reappraise(mode, clock::now()).await,
-            Err(e) => Err(ApiError::malformed("malformed_request", e)),
+            Err(e) => Err(ServiceError::new(ServiceCode::MalformedRequest, e)),
         }
     })
 }
@@ -379,9 +376,8 @@ async fn introspect(
     body: axum::body::Bytes,
 ) -> Response {
     let unauthorized = || {
-        let mut r = ApiError::new(
-            ErrorKind::Unauthorized,
-            "invalid_client",
+        let mut r = ServiceError::new(
+            ServiceCode::InvalidClient,
             "introspection needs a registered relying party's HTTP Basic credentials",
         )
         .into_response();
@@ -408,7 +404,7 @@ async fn introspect(
         serde_urlencoded::from_bytes(&body).map_err(|e| e.to_string())
     };
     match parsed {
-        Err(e) => ApiError::malformed("malformed_request", e).into_response(),
+        Err(e) => ServiceError::new(ServiceCode::MalformedRequest, e).into_response(),
         Ok(req) => match service.introspect(&client, &req.token, clock::now()).await {
             Ok(v) => Json(v).into_response(),
             Err(e) => e.into_response(),

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod collateral_source;
 pub mod credentials;
 pub mod decision;
+pub mod error;
 pub mod fetch;
 pub mod files;
 pub mod http;

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use attest_gate_core::{EvidenceBundle, TrustAnchors, Verifier};
+use attest_gate_core::EvidenceBundle;
 use attest_gate_verifier::api::{Decision, IntentRequest};
-use attest_gate_verifier::decision::Appraiser;
+use attest_gate_verifier::decision::{Appraiser, Verification};
+use attest_gate_verifier::error::{ServiceCode, ServiceError};
 use attest_gate_verifier::revocation::Mode;
-use attest_gate_verifier::service::test_anchors;
 use attest_gate_verifier::store::{AuditQuery, Store};
 use attest_gate_verifier::{clock, files, serve};
 use clap::{Args, Subcommand, ValueEnum};
@@ -146,7 +146,7 @@ pub(crate) fn reappraise(args: ReappraiseArgs) -> anyhow::Result<ExitCode> {
         let outcome = Arc::new(service)
             .reappraise(args.mode.into(), clock::now())
             .await
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         Ok(ExitCode::SUCCESS)
     })
@@ -209,46 +209,37 @@ pub(crate) fn audit_export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn judge(
-    verifiers: &[Verifier],
+    verification: &Verification,
     appraiser: &Appraiser,
     bundle: &EvidenceBundle,
     case: &Case,
 ) -> Decision {
-    let model = attest_gate_core::ModelDigest::from_hex(&case.model_digest);
-    let mut last = None;
-    for verifier in verifiers {
-        match verifier.verify(
-            bundle.tee,
-            &bundle.evidence,
-            &bundle.collateral,
-            bundle.verify_at,
-        ) {
-            Ok(claims) => {
-                let Some(model) = model else {
-                    return Decision::of(Err(attest_gate_verifier::api::ApiError::malformed(
-                        "malformed_request",
-                        "model_digest",
-                    )));
-                };
-                return Decision::of(
-                    appraiser
-                        .decide(
-                            &claims,
-                            &model,
-                            &case.principal,
-                            &case.intent,
-                            bundle.verify_at,
-                        )
-                        .map(|g| g.scopes),
-                );
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Decision::of(Err(attest_gate_verifier::api::ApiError::denied(
-        last.map_or("chain_untrusted", |e| e.code()),
-        "",
-    )))
+    let Some(model) = attest_gate_core::ModelDigest::from_hex(&case.model_digest) else {
+        return Decision::of(Err(ServiceError::new(
+            ServiceCode::MalformedRequest,
+            "model_digest",
+        )));
+    };
+    Decision::of(
+        verification
+            .verify(
+                bundle.tee,
+                &bundle.evidence,
+                &bundle.collateral,
+                bundle.verify_at,
+            )
+            .and_then(|claims| {
+                appraiser
+                    .decide(
+                        &claims,
+                        &model,
+                        &case.principal,
+                        &case.intent,
+                        bundle.verify_at,
+                    )
+                    .map(|g| g.scopes)
+            }),
+    )
 }
 
 fn matches(expected: &Decision, got: &Decision) -> bool {
@@ -260,10 +251,7 @@ fn matches(expected: &Decision, got: &Decision) -> bool {
 /// `verifier policy test DIR`: exit 0 when every case decides as expected.
 pub(crate) fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<ExitCode> {
     let appraiser = Appraiser::load(&args.measurements, args.policy.as_deref())?;
-    let mut verifiers = vec![Verifier::new(TrustAnchors::vendor()?)];
-    if args.dev {
-        verifiers.push(Verifier::new(test_anchors()?));
-    }
+    let verification = Verification::new(args.dev)?;
     let mut bundles: Vec<PathBuf> = std::fs::read_dir(&args.dir)
         .with_context(|| format!("{}", args.dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -284,7 +272,7 @@ pub(crate) fn policy_test(args: &PolicyTestArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{}", path.display()))?;
         let case: Case = serde_json::from_slice(&read(&expect_path)?)
             .with_context(|| format!("{}", expect_path.display()))?;
-        let got = judge(&verifiers, &appraiser, &bundle, &case);
+        let got = judge(&verification, &appraiser, &bundle, &case);
         let ok = matches(&case.expect, &got);
         if !ok {
             differ += 1;

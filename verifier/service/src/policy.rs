@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
-use attest_gate_core::{ModelDigest, TrustKind, VerifiedClaims, Workload};
+use attest_gate_core::{TrustKind, VerifiedClaims, Workload};
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression,
@@ -23,18 +23,66 @@ pub const DEFAULT_POLICY: &str = include_str!("../default.cedar");
 #[error("policy: {0}")]
 pub struct PolicyError(String);
 
-/// What the policy is asked about one attestation.
+/// What policy knows of the attested agent (the Cedar principal's
+/// attributes): taken from verified claims at attestation, and from the
+/// verified parent credential at a token exchange, so both decide on the
+/// same facts.
 #[derive(Debug, Clone, Copy)]
-pub struct PolicyQuery<'a> {
+pub struct PolicySubject<'a> {
     /// The workload the evidence proved.
     pub workload: &'a Workload,
-    /// Its verified claims.
-    pub claims: &'a VerifiedClaims,
-    /// The model it serves.
-    pub model: &'a ModelDigest,
+    /// `nitro`, `tdx` or `snp`.
+    pub tee: &'a str,
+    /// SHA-384 of the model it serves, hex.
+    pub model: &'a str,
+    /// The platform's TCB status (`None` where the TEE has none).
+    pub tcb_status: Option<&'a str>,
+    /// Whether the TEE runs in debug mode.
+    pub debug: bool,
+    /// Whether a test root anchored the evidence.
+    pub test_root: bool,
+}
+
+impl<'a> PolicySubject<'a> {
+    /// From verified claims that matched `workload`.
+    pub fn attested(
+        workload: &'a Workload,
+        claims: &'a VerifiedClaims,
+        model: &'a str,
+        tcb_status: Option<&'a str>,
+    ) -> Self {
+        Self {
+            workload,
+            tee: claims.tee.as_str(),
+            model,
+            tcb_status,
+            debug: claims.debug,
+            test_root: claims.trust == TrustKind::TestRoot,
+        }
+    }
+}
+
+/// A delegation being decided (token exchange).
+#[derive(Debug, Clone, Copy)]
+pub struct DelegationQuery<'a> {
+    /// The sub-agent's key thumbprint.
+    pub actor: &'a str,
+    /// Hops from the attested credential (1 for its direct child).
+    pub depth: i64,
+    /// The parent credential's `jti`.
+    pub parent_jti: &'a str,
+}
+
+/// What the policy is asked about one attestation or delegation.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyQuery<'a> {
+    /// The attested agent.
+    pub subject: PolicySubject<'a>,
+    /// `Some` for a token exchange.
+    pub delegation: Option<DelegationQuery<'a>>,
     /// On whose behalf it acts (`user:alice`, `system`).
     pub act_for: &'a str,
-    /// The task it declares.
+    /// The task it declares (for an exchange: the sub-agent's `purpose`).
     pub task_id: &'a str,
     /// The audience it asks a token for.
     pub audience: &'a str,
@@ -68,27 +116,28 @@ impl Policy {
 
     /// The scopes among `query.scopes` that the policy permits, in request order.
     pub fn permitted_scopes(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, PolicyError> {
-        let principal = uid("AttestGate::Workload", &query.workload.name)?;
+        let subject = &query.subject;
+        let principal = uid("AttestGate::Workload", &subject.workload.name)?;
         let action = uid("AttestGate::Action", "issue")?;
-        let tcb_status = query
-            .claims
-            .tcb_status
-            .map_or_else(|| "none".to_string(), |s| s.to_string());
         let attrs = HashMap::from([
-            ("name".to_string(), string(&query.workload.name)),
-            ("version".to_string(), string(&query.workload.version)),
-            ("tee".to_string(), string(&query.claims.tee.to_string())),
-            ("model".to_string(), string(&query.model.to_hex())),
-            ("tcb_status".to_string(), string(&tcb_status)),
+            ("name".to_string(), string(&subject.workload.name)),
+            ("version".to_string(), string(&subject.workload.version)),
+            ("tee".to_string(), string(subject.tee)),
+            ("model".to_string(), string(subject.model)),
+            (
+                "tcb_status".to_string(),
+                string(subject.tcb_status.unwrap_or("none")),
+            ),
             (
                 "debug".to_string(),
-                RestrictedExpression::new_bool(query.claims.debug),
+                RestrictedExpression::new_bool(subject.debug),
             ),
             (
                 "test_root".to_string(),
-                RestrictedExpression::new_bool(query.claims.trust == TrustKind::TestRoot),
+                RestrictedExpression::new_bool(subject.test_root),
             ),
         ]);
+        let delegation = query.delegation;
         let workload = Entity::new(principal.clone(), attrs, HashSet::new())
             .map_err(|e| PolicyError(e.to_string()))?;
         let context = Context::from_pairs([
@@ -102,6 +151,22 @@ impl Policy {
             (
                 "now".to_string(),
                 RestrictedExpression::new_long(query.now.unix_timestamp()),
+            ),
+            (
+                "delegated".to_string(),
+                RestrictedExpression::new_bool(delegation.is_some()),
+            ),
+            (
+                "depth".to_string(),
+                RestrictedExpression::new_long(delegation.map_or(0, |d| d.depth)),
+            ),
+            (
+                "actor".to_string(),
+                string(delegation.map_or("", |d| d.actor)),
+            ),
+            (
+                "parent_jti".to_string(),
+                string(delegation.map_or("", |d| d.parent_jti)),
             ),
         ])
         .map_err(|e| PolicyError(e.to_string()))?;

@@ -25,6 +25,9 @@ pub enum Kind {
     Measurement,
     /// Every credential of agents serving this model (SHA-384, hex).
     Model,
+    /// Every credential bound to this agent key (RFC 7638 thumbprint) and
+    /// everything delegated from them; the key can never attest again.
+    Key,
 }
 
 /// How it takes effect.
@@ -72,7 +75,8 @@ text_enum!(
     Session = "session",
     Workload = "workload",
     Measurement = "measurement",
-    Model = "model"
+    Model = "model",
+    Key = "key"
 );
 text_enum!(
     Mode,
@@ -119,8 +123,10 @@ pub struct Subject<'a> {
     pub workload: &'a str,
     /// Model digest, hex.
     pub model: &'a str,
-    /// Measured register values, hex.
+    /// Every verified register value, hex.
     pub measurements: &'a [String],
+    /// The agent key(s) it is (or would be) bound to.
+    pub keys: &'a [String],
     /// When it was (or would be) issued, Unix seconds.
     pub issued_at: i64,
 }
@@ -139,6 +145,9 @@ pub enum Standing {
     Quarantined {
         /// The revocation's reason.
         reason: String,
+        /// The ID of the quarantine this one comes from: lifting it lifts
+        /// every quarantine inherited from it.
+        origin: String,
     },
     /// Dead.
     Revoked {
@@ -184,6 +193,7 @@ fn names(r: &Revocation, s: &Subject<'_>) -> bool {
             .measurements
             .iter()
             .any(|m| m.eq_ignore_ascii_case(&r.target)),
+        Kind::Key => any(s.keys),
     }
 }
 
@@ -200,7 +210,10 @@ pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
                 Mode::Immediate => Standing::Revoked { reason },
                 Mode::Graceful if subject.issued_at >= r.revoked_at => Standing::Revoked { reason },
                 Mode::Graceful => Standing::Graceful { reason },
-                Mode::Quarantine => Standing::Quarantined { reason },
+                Mode::Quarantine => Standing::Quarantined {
+                    reason,
+                    origin: quarantine_origin(r).to_string(),
+                },
             }
         })
         .fold(Standing::Clear, |best, s| {
@@ -210,6 +223,22 @@ pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
                 best
             }
         })
+}
+
+/// `cascade_from` of a quarantine inherited from quarantine `origin`.
+pub fn inherited_from(origin: &str) -> String {
+    format!("{INHERITED}{origin}")
+}
+
+const INHERITED: &str = "inherited:";
+
+/// The quarantine a quarantine row comes from: itself, or the one it was
+/// inherited from.
+fn quarantine_origin(r: &Revocation) -> &str {
+    r.cascade_from
+        .as_deref()
+        .and_then(|c| c.strip_prefix(INHERITED))
+        .unwrap_or(&r.id)
 }
 
 /// Why nothing new may be issued for `subject`: any un-lifted immediate or
@@ -249,8 +278,42 @@ mod tests {
             workload: "w",
             model: "AB",
             measurements: m,
+            keys: &KEYS,
             issued_at: 100,
         }
+    }
+
+    static KEYS: [String; 1] = [String::new()];
+
+    #[test]
+    fn a_key_revocation_names_the_key() {
+        let keys = vec!["k1".to_string()];
+        let s = Subject {
+            keys: &keys,
+            ..subject(&[], &[], &[])
+        };
+        let hit = revocation(Kind::Key, "k1", Mode::Immediate, 50);
+        assert!(matches!(standing(&[hit], &s), Standing::Revoked { .. }));
+        let miss = revocation(Kind::Key, "k2", Mode::Immediate, 50);
+        assert_eq!(standing(&[miss], &s), Standing::Clear);
+    }
+
+    #[test]
+    fn an_inherited_quarantine_names_its_origin() {
+        let sessions = vec!["s".to_string()];
+        let s = subject(&[], &sessions, &[]);
+        let own = revocation(Kind::Session, "s", Mode::Quarantine, 10);
+        let Standing::Quarantined { origin, .. } = standing(std::slice::from_ref(&own), &s) else {
+            panic!("not quarantined")
+        };
+        assert_eq!(origin, own.id);
+        let mut inherited = own.clone();
+        inherited.id = "other".into();
+        inherited.cascade_from = Some(inherited_from("root"));
+        let Standing::Quarantined { origin, .. } = standing(&[inherited], &s) else {
+            panic!("not quarantined")
+        };
+        assert_eq!(origin, "root");
     }
 
     #[test]
@@ -315,6 +378,7 @@ mod tests {
             Kind::Workload,
             Kind::Measurement,
             Kind::Model,
+            Kind::Key,
         ] {
             assert_eq!(kind.as_str().parse::<Kind>().unwrap(), kind);
         }

@@ -306,7 +306,7 @@ async fn signals(service: Arc<Service>, handle: axum_server::Handle) {
             _ = hup.recv() => {
                 match service.reload(clock::now()).await {
                     Ok(_) => tracing::info!(workloads = service.workload_count(), "reloaded on SIGHUP"),
-                    Err(e) => tracing::error!(error = %e.message, "SIGHUP reload failed; keeping the previous configuration"),
+                    Err(e) => tracing::error!(error = %e.message(), "SIGHUP reload failed; keeping the previous configuration"),
                 }
             }
             _ = term.recv() => break,

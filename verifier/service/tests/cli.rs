@@ -552,6 +552,21 @@ fn policy_test_compares_decisions_with_expectations() {
         2
     );
 
+    // Without --dev the test roots are not trusted, whatever else fails:
+    // the forged TDX bundle is refused as untrusted, not judged.
+    let out = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(args.iter().filter(|a| **a != "--dev"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let tdx: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .find(|v: &Value| v["case"] == "tdx-user")
+        .unwrap();
+    assert_eq!(tdx["got"]["code"], "chain_untrusted", "{tdx}");
+
     // A policy change that turns the denial into an allowance is caught.
     let permissive = dir.path().join("permissive.cedar");
     std::fs::write(&permissive, "permit (principal, action, resource);").unwrap();

@@ -634,3 +634,290 @@ async fn metrics_count_outcomes_and_no_secret_reaches_the_audit_log_or_the_logs(
     }
     let _ = STANDARD;
 }
+
+/// The example Nitro workload, also allowed to address a second audience.
+fn nitro_with_two_audiences() -> (&'static str, String) {
+    let text = std::fs::read_to_string(repo().join("measurements/example-nitro-agent.toml"))
+        .unwrap()
+        .replace(
+            "audiences = [\"https://rp.attest-gate.test\"]",
+            "audiences = [\"https://rp.attest-gate.test\", \"https://elsewhere.test\"]",
+        );
+    assert!(text.contains("elsewhere"));
+    ("example-nitro-agent.toml", text)
+}
+
+fn exchange_to(
+    parent: &Holder,
+    child: &Agent,
+    scope: &str,
+    audience: &str,
+    purpose: &str,
+) -> Value {
+    let mut body = exchange_body(parent, child, scope);
+    body["audience"] = json!(audience);
+    body["purpose"] = json!(purpose);
+    body
+}
+
+/// `exchange` with a body of the caller's.
+async fn exchange_with(server: &Server, parent: &Holder, body: &Value) -> (u16, Value) {
+    let htu = format!("{}/v1/token/exchange", server.url);
+    let (_, _, nonce) = exchange_call(server, body, None).await;
+    let proof = parent
+        .agent
+        .dpop("POST", &htu, Some(&parent.token), nonce.as_deref());
+    let (status, response, _) = exchange_call(server, body, Some(&proof)).await;
+    (status, response)
+}
+
+#[tokio::test]
+async fn policy_decides_every_exchange_so_a_forbid_cannot_be_escaped_by_delegating() {
+    let policy = r#"
+        permit (principal, action == AttestGate::Action::"issue", resource)
+        when { context.act_for == "system" || context.act_for like "user:*" };
+        forbid (principal, action, resource == AttestGate::Scope::"tools:search")
+        when { context.audience != "https://rp.attest-gate.test" };
+        forbid (principal, action, resource)
+        when { context.delegated && context.task_id == "exfiltrate" };
+    "#;
+    let server = start(Options {
+        extra_workloads: vec![nitro_with_two_audiences()],
+        policy: Some(policy),
+        ..Options::default()
+    });
+    let parent = attest(&server, Tee::Nitro).await;
+    assert_eq!(parent.claims["scope"], "inference:invoke tools:search");
+
+    // The audience-conditioned forbid holds through an exchange.
+    let child = Agent::new();
+    let body = exchange_to(
+        &parent,
+        &child,
+        "tools:search",
+        "https://elsewhere.test",
+        "t",
+    );
+    let (status, response) = exchange_with(&server, &parent, &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "scope_not_allowed"),
+        "{response}"
+    );
+    let body = exchange_to(
+        &parent,
+        &child,
+        "inference:invoke tools:search",
+        "https://elsewhere.test",
+        "t",
+    );
+    let (status, response) = exchange_with(&server, &parent, &body).await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["scope"], "inference:invoke", "{response}");
+
+    // So does a purpose-conditioned one.
+    let body = exchange_to(
+        &parent,
+        &Agent::new(),
+        "inference:invoke",
+        "https://rp.attest-gate.test",
+        "exfiltrate",
+    );
+    let (status, response) = exchange_with(&server, &parent, &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "scope_not_allowed"),
+        "{response}"
+    );
+
+    // Both are audited as refusals of the exchange.
+    let log = server.audit_log().await;
+    assert!(log
+        .iter()
+        .any(|r| r["action"] == "exchange" && r["code"] == "scope_not_allowed"));
+}
+
+#[tokio::test]
+async fn reappraisal_reads_what_was_verified_whatever_alphabet_was_sent() {
+    let server = start(Options::default());
+    let agent = Agent::new();
+    let mut body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    // URL-safe, unpadded collateral: accepted at attestation...
+    let collateral = body["collateral"].as_object().unwrap().clone();
+    assert!(!collateral.is_empty());
+    for (name, b64) in collateral {
+        let bytes = STANDARD.decode(b64.as_str().unwrap()).unwrap();
+        body["collateral"][name] =
+            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    }
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let kept = response["session_id"].as_str().unwrap().to_string();
+    let corrupted = attest(&server, Tee::Nitro).await;
+    let corrupted_id = corrupted.claims["session"]["id"].as_str().unwrap();
+
+    // ...and a stored row that does not decode is the verifier's trouble.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        server.data_path().join("attest-gate.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE session_evidence SET evidence = '%%not base64%%' WHERE session_id = $1")
+        .bind(corrupted_id)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let (status, outcome) = server
+        .admin("/v1/admin/reappraise", &json!({"mode": "immediate"}))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["revoked"], json!([]), "{outcome}");
+    let not_judged = outcome["not_judged"].as_array().unwrap();
+    assert_eq!(not_judged.len(), 1, "{outcome}");
+    assert_eq!(not_judged[0]["session_id"], corrupted_id);
+    assert_ne!(not_judged[0]["session_id"], kept.as_str());
+}
+
+/// RTMR1 of a TDX quote (TD report body at 48; RTMR1 at 376 within it).
+fn rtmr1_of(evidence_b64: &str) -> String {
+    let quote = STANDARD.decode(evidence_b64).unwrap();
+    hex::encode(&quote[48 + 376..48 + 424])
+}
+
+#[tokio::test]
+async fn revoking_a_register_no_workload_pins_blocks_it_everywhere() {
+    let server = start(Options::default());
+    let rp = server.client("rp-rtmr").await;
+    let agent = Agent::new();
+    let body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    let rtmr1 = rtmr1_of(body["evidence"].as_str().unwrap());
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let token = response["access_token"].as_str().unwrap().to_string();
+    let (_, claims) = decode(&token);
+    assert!(
+        claims["provenance"]["measurements"].get("rtmr1").is_none(),
+        "the example workload does not pin RTMR1"
+    );
+
+    // A target no TEE can produce is refused, not silently recorded.
+    for bad in ["cafe", "not hex at all", &"ab".repeat(20)] {
+        let (status, response) = server
+            .admin(
+                "/v1/admin/revoke",
+                &json!({"kind": "measurement", "target": bad, "mode": "immediate", "reason": "x"}),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&response)),
+            (400, "malformed_request"),
+            "{bad}"
+        );
+    }
+
+    server
+        .revoke("measurement", &rtmr1.to_uppercase(), "immediate")
+        .await;
+    assert_eq!(server.introspect(&rp, &token).await["active"], false);
+    let body = bound_request(&server, Tee::Tdx, &Agent::new(), |_| {}).await;
+    server.expect_refusal(&body, 403, "revoked").await;
+    // Other TEEs' evidence does not carry it.
+    attest(&server, Tee::Nitro).await;
+}
+
+#[tokio::test]
+async fn revoking_a_key_revokes_every_session_of_it_and_their_delegations() {
+    let server = start(Options::default());
+    let rp = server.client("rp-key").await;
+    let first = attest(&server, Tee::Nitro).await;
+    let first_child = delegate(&server, &first, "inference:invoke").await;
+    // A renewal: the same key, a new session.
+    let second = attest_as(&server, Tee::Nitro, first.agent).await;
+    assert_ne!(
+        first.claims["session"]["id"],
+        second.claims["session"]["id"]
+    );
+    let second_child = delegate(&server, &second, "inference:invoke").await;
+    let bystander = attest(&server, Tee::Nitro).await;
+
+    let (status, response) = server
+        .admin(
+            "/v1/admin/revoke",
+            &json!({"kind": "key", "target": "short", "mode": "immediate", "reason": "x"}),
+        )
+        .await;
+    assert_eq!((status, code(&response)), (400, "malformed_request"));
+
+    let jkt = first.claims["cnf"]["jkt"].as_str().unwrap();
+    let revoked = server.revoke("key", jkt, "immediate").await;
+    assert_eq!(revoked["cascaded"], 4, "{revoked}");
+    for token in [
+        &first.token,
+        &second.token,
+        &first_child.token,
+        &second_child.token,
+    ] {
+        assert_eq!(server.introspect(&rp, token).await["active"], false);
+    }
+    assert_eq!(
+        server.introspect(&rp, &bystander.token).await["active"],
+        true
+    );
+    let body = bound_request(&server, Tee::Nitro, &second.agent, |_| {}).await;
+    server.expect_refusal(&body, 403, "revoked").await;
+
+    // `"scope": "key"` on a jti does the same for that jti's key.
+    let one = attest(&server, Tee::Tdx).await;
+    let other = attest_as(&server, Tee::Tdx, one.agent).await;
+    let (status, body) = server
+        .admin(
+            "/v1/admin/revoke",
+            &json!({"kind": "jti", "target": one.claims["jti"], "mode": "immediate",
+                    "reason": "compromised key", "scope": "key"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.introspect(&rp, &other.token).await["active"], false);
+}
+
+#[tokio::test]
+async fn a_quarantined_key_stays_quarantined_when_delegated_to_until_lifted() {
+    let server = start(Options::default());
+    let rp = server.client("rp-inherit").await;
+    let parent = attest(&server, Tee::Nitro).await;
+    let earlier = attest(&server, Tee::Tdx).await;
+    let q = server
+        .revoke(
+            "session",
+            earlier.claims["session"]["id"].as_str().unwrap(),
+            "quarantine",
+        )
+        .await;
+
+    let (status, response) = exchange(&server, &parent, &earlier.agent, "inference:invoke").await;
+    assert_eq!(status, 200, "{response}");
+    let child = response["access_token"].as_str().unwrap();
+    let answer = server.introspect(&rp, child).await;
+    assert_eq!(
+        (answer["active"].clone(), answer["revocation"].clone()),
+        (json!(true), json!("quarantined")),
+        "{answer}"
+    );
+    // The parent itself is not quarantined.
+    assert_eq!(
+        server.introspect(&rp, &parent.token).await["revocation"],
+        Value::Null
+    );
+
+    // Lifting the original quarantine lifts the inherited one.
+    let (status, _) = server
+        .admin("/v1/admin/lift", &json!({"id": q["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.introspect(&rp, child).await["revocation"],
+        Value::Null
+    );
+}

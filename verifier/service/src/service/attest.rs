@@ -6,20 +6,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attest_gate_core::{
-    AgentKey, Binding, Collateral, ModelDigest, PlatformClaims, TeeKind, TrustKind, VerifiedClaims,
-    VerifyError, Workload,
+    AgentKey, Binding, Collateral, ModelDigest, TeeKind, TrustKind, VerifiedClaims, Workload,
 };
 use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
+use super::lifecycle::Inherited;
 use super::{read, Service, Trail, MAX_FIELD_LEN};
-use crate::api::{ApiError, AttestRequest, AttestResponse, ErrorKind, IntentRequest};
+use crate::api::{AttestRequest, AttestResponse, IntentRequest};
 use crate::ca::{check_csr, CheckedCsr};
 use crate::challenge::{self, NonceError};
 use crate::credentials::{self, Intent, Session};
-use crate::revocation::{self, Subject};
+use crate::error::{ServiceCode, ServiceError};
+use crate::revocation::{self, Kind, Subject};
 use crate::secrets;
 use crate::store::{CredentialRecord, SessionEvidence};
 
@@ -28,18 +29,27 @@ const MAX_SCOPES: usize = 32;
 /// Most collateral files one request may carry.
 const MAX_COLLATERAL_FILES: usize = 16;
 
-fn decode_b64(what: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+fn decode_b64(what: &str, text: &str) -> Result<Vec<u8>, ServiceError> {
     let text = text.trim();
     [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
         .iter()
         .find_map(|engine| engine.decode(text).ok())
-        .ok_or_else(|| ApiError::malformed("malformed_request", format!("`{what}` is not base64")))
+        .ok_or_else(|| {
+            ServiceError::new(
+                ServiceCode::MalformedRequest,
+                format!("`{what}` is not base64"),
+            )
+        })
 }
 
-fn check_field(what: &str, value: &str, allowed: impl Fn(char) -> bool) -> Result<(), ApiError> {
+fn check_field(
+    what: &str,
+    value: &str,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), ServiceError> {
     if value.is_empty() || value.len() > MAX_FIELD_LEN || !value.chars().all(allowed) {
-        return Err(ApiError::malformed(
-            "malformed_request",
+        return Err(ServiceError::new(
+            ServiceCode::MalformedRequest,
             format!("`{what}` must be 1 to {MAX_FIELD_LEN} allowed characters"),
         ));
     }
@@ -51,7 +61,7 @@ fn id_char(c: char) -> bool {
 }
 
 /// `system`, `user:<id>` or `service:<id>`.
-fn check_principal(p: &str) -> Result<(), ApiError> {
+fn check_principal(p: &str) -> Result<(), ServiceError> {
     let ok = p == "system"
         || ["user:", "service:"].iter().any(|prefix| {
             p.strip_prefix(prefix)
@@ -60,14 +70,14 @@ fn check_principal(p: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::malformed(
-            "malformed_request",
+        Err(ServiceError::new(
+            ServiceCode::MalformedRequest,
             "`principal` must be `system`, `user:<id>` or `service:<id>`",
         ))
     }
 }
 
-fn check_intent(intent: &IntentRequest) -> Result<(), ApiError> {
+fn check_intent(intent: &IntentRequest) -> Result<(), ServiceError> {
     check_field("intent.task_id", &intent.task_id, |c| {
         !c.is_control() && c != ' '
     })?;
@@ -75,8 +85,8 @@ fn check_intent(intent: &IntentRequest) -> Result<(), ApiError> {
         c.is_ascii_graphic()
     })?;
     if intent.scopes.len() > MAX_SCOPES {
-        return Err(ApiError::malformed(
-            "malformed_request",
+        return Err(ServiceError::new(
+            ServiceCode::MalformedRequest,
             format!("at most {MAX_SCOPES} scopes"),
         ));
     }
@@ -88,14 +98,17 @@ fn check_intent(intent: &IntentRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_csr(text: &str) -> Result<Vec<u8>, ApiError> {
+fn parse_csr(text: &str) -> Result<Vec<u8>, ServiceError> {
     if text.contains("-----BEGIN") {
         pem::parse(text)
             .ok()
             .filter(|p| p.tag() == "CERTIFICATE REQUEST" || p.tag() == "NEW CERTIFICATE REQUEST")
             .map(pem::Pem::into_contents)
             .ok_or_else(|| {
-                ApiError::malformed("csr_invalid", "`csr` is not a PEM certificate request")
+                ServiceError::new(
+                    ServiceCode::CsrInvalid,
+                    "`csr` is not a PEM certificate request",
+                )
             })
     } else {
         decode_b64("csr", text)
@@ -113,14 +126,14 @@ struct Parsed {
     csr: Option<Vec<u8>>,
 }
 
-fn parse(req: &AttestRequest) -> Result<Parsed, ApiError> {
+fn parse(req: &AttestRequest) -> Result<Parsed, ServiceError> {
     let tee: TeeKind = req.tee.parse().map_err(|e: attest_gate_core::UnknownTee| {
-        ApiError::malformed("malformed_request", e.to_string())
+        ServiceError::new(ServiceCode::MalformedRequest, e.to_string())
     })?;
     let evidence = decode_b64("evidence", &req.evidence)?;
     if req.collateral.len() > MAX_COLLATERAL_FILES {
-        return Err(ApiError::malformed(
-            "malformed_request",
+        return Err(ServiceError::new(
+            ServiceCode::MalformedRequest,
             format!("at most {MAX_COLLATERAL_FILES} collateral files"),
         ));
     }
@@ -129,22 +142,22 @@ fn parse(req: &AttestRequest) -> Result<Parsed, ApiError> {
         check_field("collateral name", name, id_char)?;
         items.push((name.clone(), decode_b64("collateral", b64)?));
     }
-    let nonce = URL_SAFE_NO_PAD
-        .decode(req.nonce.trim())
-        .map_err(|_| ApiError::malformed("malformed_request", "`nonce` is not base64url"))?;
+    let nonce = URL_SAFE_NO_PAD.decode(req.nonce.trim()).map_err(|_| {
+        ServiceError::new(ServiceCode::MalformedRequest, "`nonce` is not base64url")
+    })?;
     let key = AgentKey::from_jwk(&req.public_key)
-        .map_err(|e| ApiError::malformed("invalid_public_key", e.to_string()))?;
+        .map_err(|e| ServiceError::new(ServiceCode::InvalidPublicKey, e.to_string()))?;
     let model = ModelDigest::from_hex(req.model_digest.trim()).ok_or_else(|| {
-        ApiError::malformed(
-            "malformed_request",
+        ServiceError::new(
+            ServiceCode::MalformedRequest,
             "`model_digest` must be 96 hex digits (SHA-384)",
         )
     })?;
     check_principal(&req.principal)?;
     check_intent(&req.intent)?;
     if req.ttl_seconds == Some(0) {
-        return Err(ApiError::malformed(
-            "malformed_request",
+        return Err(ServiceError::new(
+            ServiceCode::MalformedRequest,
             "`ttl_seconds` must be positive",
         ));
     }
@@ -163,22 +176,18 @@ fn parse(req: &AttestRequest) -> Result<Parsed, ApiError> {
 /// Decodes and checks an attestation request body as `POST /v1/attest` does
 /// before any verification (what the fuzz target and property tests drive).
 /// Also the CSR's parse and key check. Bad input is a 400 error, never a panic.
-pub fn check_request_body(body: &[u8]) -> Result<AttestRequest, ApiError> {
+pub fn check_request_body(body: &[u8]) -> Result<AttestRequest, ServiceError> {
     let req: AttestRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::malformed("malformed_request", e.to_string()))?;
+        .map_err(|e| ServiceError::new(ServiceCode::MalformedRequest, e.to_string()))?;
     let parsed = parse(&req)?;
     if let Some(der) = &parsed.csr {
-        check_csr(der, &parsed.key).map_err(|e| ApiError::malformed(e.code(), e.to_string()))?;
+        check_csr(der, &parsed.key).map_err(|e| ServiceError::from(&e))?;
     }
     Ok(req)
 }
 
-fn nonce_denial(e: NonceError) -> ApiError {
-    ApiError::denied(e.code(), e.to_string())
-}
-
-fn verify_denial(e: &VerifyError) -> ApiError {
-    ApiError::denied(e.code(), e.to_string())
+fn nonce_denial(e: NonceError) -> ServiceError {
+    ServiceError::from(e)
 }
 
 impl Service {
@@ -187,13 +196,13 @@ impl Service {
         self: &Arc<Self>,
         req: AttestRequest,
         now: OffsetDateTime,
-    ) -> Result<AttestResponse, ApiError> {
+    ) -> Result<AttestResponse, ServiceError> {
         let started = Instant::now();
         let mut trail = Trail::default();
         let result = self.attest_inner(req, now, &mut trail).await;
         let (code, detail) = match &result {
             Ok(r) => ("ok".to_string(), r.scope.clone()),
-            Err(e) => (e.code.clone(), e.message.clone()),
+            Err(e) => (e.code().as_str().to_string(), e.message().to_string()),
         };
         self.metrics.attestation(
             trail.tee.as_deref().unwrap_or("unknown"),
@@ -209,7 +218,7 @@ impl Service {
         req: AttestRequest,
         now: OffsetDateTime,
         trail: &mut Trail,
-    ) -> Result<AttestResponse, ApiError> {
+    ) -> Result<AttestResponse, ServiceError> {
         let parsed = parse(&req)?;
         trail.tee = Some(parsed.tee.to_string());
         trail.actor = Some(format!("agent:{}", parsed.key.jkt()));
@@ -219,8 +228,8 @@ impl Service {
             .map(|der| check_csr(der, &parsed.key))
             .transpose()
             .map_err(|e| match e {
-                crate::ca::CsrError::KeyMismatch => ApiError::denied(e.code(), e.to_string()),
-                _ => ApiError::malformed(e.code(), e.to_string()),
+                crate::ca::CsrError::KeyMismatch => ServiceError::from(&e),
+                _ => ServiceError::from(&e),
             })?;
         let nonce_expiry =
             challenge::check(&self.nonce_key, &parsed.nonce, now).map_err(nonce_denial)?;
@@ -232,18 +241,14 @@ impl Service {
 
         let binding = Binding::new(&parsed.nonce, parsed.key.clone(), parsed.model)
             .ok_or_else(|| nonce_denial(NonceError::Unknown))?;
-        binding
-            .check(&claims)
-            .map_err(|r| ApiError::denied(r.code(), r.to_string()))?;
+        binding.check(&claims).map_err(|r| ServiceError::from(&r))?;
 
         let appraiser = read(&self.appraiser);
         let granted = appraiser.decide(&claims, &parsed.model, &req.principal, &req.intent, now)?;
         let workload = granted.workload;
         trail.workload = Some(workload.name.clone());
         trail.workload_version = Some(workload.version.clone());
-        let measured: Vec<String> = credentials::measured(workload, &claims)
-            .into_values()
-            .collect();
+        let measured = credentials::all_registers(&claims);
         let quarantine = self
             .refuse_if_revoked(
                 &parsed.key.jkt(),
@@ -266,7 +271,7 @@ impl Service {
             .store
             .consume_nonce(&nonce_id, nonce_expiry.unix_timestamp())
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         if !first_use {
             return Err(nonce_denial(NonceError::Replayed));
         }
@@ -282,9 +287,9 @@ impl Service {
                 trail,
             )
             .await?;
-        if let Some(reason) = quarantine {
+        if let Some(inherited) = quarantine {
             // A quarantined agent that renews stays quarantined.
-            self.inherit_quarantine(&issued.session_id, &reason, now)
+            self.inherit_quarantine(Kind::Session, &issued.session_id, &inherited, now)
                 .await?;
         }
         Ok(issued)
@@ -303,12 +308,12 @@ impl Service {
         model: &str,
         measurements: &[String],
         now: OffsetDateTime,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<Inherited>, ServiceError> {
         let revocations = self
             .store
             .revocations_in_force()
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         if revocations.is_empty() {
             return Ok(None);
         }
@@ -316,26 +321,30 @@ impl Service {
             .store
             .credentials_for_key(jkt)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         let (jtis, sessions): (Vec<String>, Vec<String>) = earlier.into_iter().unzip();
+        let key = [jkt.to_string()];
         let subject = Subject {
             jtis: &jtis,
             sessions: &sessions,
             workload,
             model,
             measurements,
+            keys: &key,
             issued_at: now.unix_timestamp(),
         };
         if let Some(reason) = revocation::issuance_blocked(&revocations, &subject) {
-            return Err(ApiError::denied(
-                "revoked",
+            return Err(ServiceError::new(
+ ServiceCode::Revoked,
                 format!(
                     "a revocation in force names this agent key, workload, model or measurement: {reason}"
                 ),
             ));
         }
         Ok(match revocation::standing(&revocations, &subject) {
-            revocation::Standing::Quarantined { reason } => Some(reason),
+            revocation::Standing::Quarantined { reason, origin } => {
+                Some(Inherited { reason, origin })
+            }
             _ => None,
         })
     }
@@ -348,67 +357,42 @@ impl Service {
         evidence: &[u8],
         sent: Collateral,
         now: OffsetDateTime,
-    ) -> Result<VerifiedClaims, ApiError> {
+    ) -> Result<VerifiedClaims, ServiceError> {
         let collateral = self
             .collateral
             .resolve(tee, evidence, sent)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "collateral source failed");
-                ApiError::new(
-                    ErrorKind::Unavailable,
-                    "collateral_unavailable",
+                ServiceError::new(
+                    ServiceCode::CollateralUnavailable,
                     "the verifier's collateral could not be read; see its log",
                 )
             })?;
-        let claims = self
-            .verify_evidence(tee, evidence.to_vec(), collateral, now)
-            .await?;
-        self.require_revocation(&claims)?;
-        Ok(claims)
+        self.verify_evidence(tee, evidence.to_vec(), collateral, now)
+            .await
     }
 
-    /// Vendor roots first; with `--dev`, evidence no vendor root anchors is
-    /// tried against the test roots (and is marked as such from then on).
+    /// [`Verification::verify`] off the async threads, bounded by the
+    /// verification slots.
     async fn verify_evidence(
         self: &Arc<Self>,
         tee: TeeKind,
         evidence: Vec<u8>,
         collateral: Collateral,
         now: OffsetDateTime,
-    ) -> Result<VerifiedClaims, ApiError> {
+    ) -> Result<VerifiedClaims, ServiceError> {
         let this = Arc::clone(self);
         let slot = Arc::clone(&self.verify_slots)
             .acquire_owned()
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            match this.vendor.verify(tee, &evidence, &collateral, now) {
-                Err(e) if e.code() == "chain_untrusted" => match &this.test {
-                    Some(test) => test.verify(tee, &evidence, &collateral, now),
-                    None => Err(e),
-                },
-                other => other,
-            }
+            this.verification.verify(tee, &evidence, &collateral, now)
         })
         .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| verify_denial(&e))
-    }
-
-    /// The AMD CRL is optional collateral; for production (vendor-root)
-    /// evidence this service requires that revocation was checked.
-    fn require_revocation(&self, claims: &VerifiedClaims) -> Result<(), ApiError> {
-        if let PlatformClaims::Snp(snp) = &claims.platform {
-            if claims.trust == TrustKind::VendorRoot && !snp.revocation_checked {
-                return Err(ApiError::denied(
-                    "revocation_not_checked",
-                    "SEV-SNP evidence needs AMD's CRL for its ARK (crl.der) as collateral",
-                ));
-            }
-        }
-        Ok(())
+        .map_err(ServiceError::internal)?
     }
 }
 
@@ -424,7 +408,7 @@ impl Service {
         csr: Option<&CheckedCsr>,
         now: OffsetDateTime,
         trail: &mut Trail,
-    ) -> Result<AttestResponse, ApiError> {
+    ) -> Result<AttestResponse, ServiceError> {
         let max_ttl = workload.grant.max_ttl_seconds;
         let ttl = req
             .ttl_seconds
@@ -432,11 +416,10 @@ impl Service {
             .min(max_ttl);
         let expires_at = now + Duration::seconds(i64::from(ttl));
         let jkt = parsed.key.jkt();
-        let jti = secrets::random_id().map_err(ApiError::internal)?;
-        let session_id = secrets::random_id().map_err(ApiError::internal)?;
+        let jti = secrets::random_id().map_err(ServiceError::internal)?;
+        let session_id = secrets::random_id().map_err(ServiceError::internal)?;
         let sub = credentials::spiffe_id(workload, &jkt);
         let test_root = claims.trust == TrustKind::TestRoot;
-        let measurements = credentials::measured(workload, claims);
         let grant = credentials::Grant {
             claims,
             workload,
@@ -464,11 +447,11 @@ impl Service {
         let access_token = read(&self.tokens)
             .current
             .sign_jwt("at+jwt", &grant.access_claims())
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         let svid = csr
             .map(|csr| self.ca.issue(csr, &sub, now, expires_at, test_root))
             .transpose()
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         self.store
             .record_credential(&CredentialRecord {
                 jti: jti.clone(),
@@ -483,15 +466,17 @@ impl Service {
                 expires_at: expires_at.unix_timestamp(),
                 test_root,
                 model_digest: parsed.model.to_hex(),
-                measurements: measurements.values().cloned().collect::<Vec<_>>().join(" "),
+                measurements: credentials::all_registers(claims).join(" "),
                 depth: 0,
             })
             .await
-            .map_err(ApiError::internal)?;
-        let collateral: serde_json::Map<String, serde_json::Value> = req
+            .map_err(ServiceError::internal)?;
+        // The decoded bytes, in one alphabet: reappraisal reads exactly what
+        // was verified, whichever base64 the agent sent.
+        let collateral: serde_json::Map<String, serde_json::Value> = parsed
             .collateral
             .iter()
-            .map(|(name, b64)| (name.clone(), serde_json::Value::String(b64.clone())))
+            .map(|(name, bytes)| (name.to_string(), STANDARD.encode(bytes).into()))
             .collect();
         self.store
             .record_session_evidence(&SessionEvidence {
@@ -501,9 +486,13 @@ impl Service {
                 collateral: serde_json::Value::Object(collateral).to_string(),
                 model_digest: parsed.model.to_hex(),
                 expires_at: expires_at.unix_timestamp(),
+                principal: req.principal.clone(),
+                task_id: req.intent.task_id.clone(),
+                scopes: req.intent.scopes.join(" "),
+                audience: req.intent.audience.clone(),
             })
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         trail.subject = Some(sub.clone());
         trail.jti = Some(jti);
         trail.session_id = Some(session_id.clone());
@@ -554,7 +543,7 @@ mod tests {
             let mut bad = body.clone();
             bad[field] = value;
             let e = check_request_body(bad.to_string().as_bytes()).unwrap_err();
-            assert_eq!(e.kind, ErrorKind::Malformed, "{field}");
+            assert_eq!(e.code().status(), axum::http::StatusCode::BAD_REQUEST, "{field}");
         }
         let mut many = body.clone();
         many["intent"]["scopes"] = serde_json::json!(vec!["s"; MAX_SCOPES + 1]);

@@ -12,8 +12,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{read, Service, Trail};
-use crate::api::{ApiError, Decision, DryRunRequest};
+use crate::api::{Decision, DryRunRequest};
 use crate::decision::Appraiser;
+use crate::error::{ServiceCode, ServiceError};
 
 impl Service {
     /// Both decisions, `{"current": ..., "candidate": ...}`.
@@ -21,8 +22,8 @@ impl Service {
         self: &Arc<Self>,
         req: &DryRunRequest,
         now: OffsetDateTime,
-    ) -> Result<serde_json::Value, ApiError> {
-        let bad = |m: &str| ApiError::malformed("malformed_request", m);
+    ) -> Result<serde_json::Value, ServiceError> {
+        let bad = |m: &str| ServiceError::new(ServiceCode::MalformedRequest, m);
         let at = match &req.at {
             Some(t) => {
                 OffsetDateTime::parse(t, &Rfc3339).map_err(|_| bad("`at` must be RFC 3339"))?
@@ -46,7 +47,7 @@ impl Service {
             .ok_or_else(|| bad("`model_digest` must be 96 hex digits"))?;
         let current = read(&self.appraiser);
         let candidate = Appraiser::new(current.references.clone(), &req.policy)
-            .map_err(|e| ApiError::malformed("policy_invalid", e.to_string()))?;
+            .map_err(|e| ServiceError::new(ServiceCode::PolicyInvalid, e.to_string()))?;
         let claims = self
             .verify_with_collateral(tee, &evidence, Collateral::from_items(items), at)
             .await;

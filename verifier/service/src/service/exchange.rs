@@ -17,10 +17,12 @@ use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
 use super::{read, Service, Trail};
-use crate::api::{ApiError, ErrorKind, ExchangeRequest, ExchangeResponse};
+use crate::api::{ExchangeRequest, ExchangeResponse};
 use crate::challenge;
 use crate::credentials::spiffe_id;
-use crate::revocation::Standing;
+use crate::error::{ServiceCode, ServiceError};
+use crate::policy::{DelegationQuery, PolicyQuery, PolicySubject};
+use crate::revocation::{Kind, Standing};
 use crate::secrets;
 use crate::store::CredentialRecord;
 
@@ -30,10 +32,6 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const EXCHANGE_PATH: &str = "/v1/token/exchange";
 /// How far a proof's `iat` may be from the verifier's clock.
 const IAT_WINDOW: i64 = 60;
-
-fn denied(code: &str, message: impl Into<String>) -> ApiError {
-    ApiError::denied(code, message)
-}
 
 impl Service {
     /// A fresh DPoP server nonce (`DPoP-Nonce`), valid for the nonce TTL.
@@ -49,12 +47,12 @@ impl Service {
         req: &ExchangeRequest,
         proof: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<ExchangeResponse, ApiError> {
+    ) -> Result<ExchangeResponse, ServiceError> {
         let mut trail = Trail::default();
         let result = self.exchange_inner(req, proof, now, &mut trail).await;
         let (code, detail) = match &result {
             Ok(r) => ("ok".to_string(), r.scope.clone()),
-            Err(e) => (e.code.clone(), e.message.clone()),
+            Err(e) => (e.code().as_str().to_string(), e.message().to_string()),
         };
         if code != "ok" {
             self.metrics.rejection(&code);
@@ -69,23 +67,23 @@ impl Service {
         proof: Option<&str>,
         now: OffsetDateTime,
         trail: &mut Trail,
-    ) -> Result<ExchangeResponse, ApiError> {
+    ) -> Result<ExchangeResponse, ServiceError> {
         if req.grant_type != GRANT_TYPE || req.subject_token_type != ACCESS_TOKEN_TYPE {
-            return Err(ApiError::malformed(
-                "unsupported_grant_type",
+            return Err(ServiceError::new(
+ ServiceCode::UnsupportedGrantType,
                 format!("`grant_type` must be {GRANT_TYPE} and `subject_token_type` {ACCESS_TOKEN_TYPE}"),
             ));
         }
         let child_key = AgentKey::from_jwk(&req.actor_key)
-            .map_err(|e| ApiError::malformed("invalid_public_key", e.to_string()))?;
+            .map_err(|e| ServiceError::new(ServiceCode::InvalidPublicKey, e.to_string()))?;
         let scopes: Vec<String> = req.scope.split_whitespace().map(str::to_string).collect();
         if scopes.is_empty()
             || scopes.len() > 32
             || req.purpose.is_empty()
             || req.purpose.len() > 256
         {
-            return Err(ApiError::malformed(
-                "malformed_request",
+            return Err(ServiceError::new(
+                ServiceCode::MalformedRequest,
                 "`scope` must name 1 to 32 scopes and `purpose` be 1 to 256 characters",
             ));
         }
@@ -93,8 +91,8 @@ impl Service {
         let parent_claims = read(&self.tokens)
             .verify(&req.subject_token, "at+jwt")
             .ok_or_else(|| {
-                denied(
-                    "invalid_token",
+                ServiceError::new(
+                    ServiceCode::InvalidToken,
                     "the subject token is not a valid token of this verifier",
                 )
             })?;
@@ -115,11 +113,11 @@ impl Service {
             .store
             .credential(jti)
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ServiceError::internal)?
             .filter(|c| c.expires_at > now.unix_timestamp())
             .ok_or_else(|| {
-                denied(
-                    "invalid_token",
+                ServiceError::new(
+                    ServiceCode::InvalidToken,
                     "the subject token has expired or is unknown",
                 )
             })?;
@@ -127,12 +125,12 @@ impl Service {
         trail.workload = Some(parent.workload.clone());
         let (standing, blocked) = self.standing_of(&parent).await?;
         if blocked.is_some() {
-            return Err(denied(
-                "parent_revoked",
+            return Err(ServiceError::new(
+                ServiceCode::ParentRevoked,
                 "the subject token is revoked: it cannot delegate",
             ));
         }
-        if let Standing::Quarantined { reason } = standing {
+        if let Standing::Quarantined { reason, .. } = standing {
             tracing::warn!(jti, %reason, "a quarantined credential delegates");
         }
         // The sub-agent's key must not be one revoked before (by itself or
@@ -143,14 +141,15 @@ impl Service {
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        self.refuse_if_revoked(
-            &child_key.jkt(),
-            &parent.workload,
-            &parent.model_digest,
-            &measurements,
-            now,
-        )
-        .await?;
+        let inherited = self
+            .refuse_if_revoked(
+                &child_key.jkt(),
+                &parent.workload,
+                &parent.model_digest,
+                &measurements,
+                now,
+            )
+            .await?;
 
         let appraiser = read(&self.appraiser);
         let workload = appraiser
@@ -159,22 +158,22 @@ impl Service {
             .iter()
             .find(|w| w.name == parent.workload)
             .ok_or_else(|| {
-                denied(
-                    "workload_unknown",
+                ServiceError::new(
+                    ServiceCode::WorkloadUnknown,
                     "the subject token's workload is no longer allowed",
                 )
             })?;
         trail.workload_version = Some(workload.version.clone());
         if !workload.grant.may_delegate {
-            return Err(denied(
-                "delegation_not_allowed",
+            return Err(ServiceError::new(
+                ServiceCode::DelegationNotAllowed,
                 format!("workload {} may not delegate", workload.name),
             ));
         }
         let depth = parent.depth.saturating_add(1);
         if depth > i32::from(workload.grant.max_delegation_depth) {
-            return Err(denied(
-                "delegation_too_deep",
+            return Err(ServiceError::new(
+                ServiceCode::DelegationTooDeep,
                 format!(
                     "workload {} allows {} delegation hops",
                     workload.name, workload.grant.max_delegation_depth
@@ -183,37 +182,73 @@ impl Service {
         }
         let held: Vec<&str> = parent.scope.split_whitespace().collect();
         if let Some(wider) = scopes.iter().find(|s| !held.contains(&s.as_str())) {
-            return Err(denied(
-                "scope_widening",
+            return Err(ServiceError::new(
+                ServiceCode::ScopeWidening,
                 format!("`{wider}` is not among the subject token's scopes"),
             ));
         }
-        if !workload.grant.audiences.contains(&req.audience) {
-            return Err(denied(
-                "audience_not_allowed",
-                format!("workload {} may not address this audience", workload.name),
-            ));
-        }
+        // The same policy decides the child as decided the parent, with the
+        // child's audience, purpose and key: a `forbid` conditioned on any
+        // of them cannot be escaped by delegating.
+        let provenance = |name: &str| parent_claims.pointer(&format!("/provenance/{name}"));
+        let tee = provenance("tee")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let tcb_status = provenance("tcb_status").and_then(Value::as_str);
+        // Tokens that predate the `debug` claim count as debug: fail closed.
+        let debug = provenance("debug").and_then(Value::as_bool).unwrap_or(true);
+        let act_for = parent_claims
+            .get("act_for")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let child_jkt = child_key.jkt();
+        let scopes = appraiser.grant(&PolicyQuery {
+            subject: PolicySubject {
+                workload,
+                tee,
+                model: &parent.model_digest,
+                tcb_status,
+                debug,
+                test_root: parent.test_root,
+            },
+            delegation: Some(DelegationQuery {
+                actor: &child_jkt,
+                depth: i64::from(depth),
+                parent_jti: &parent.jti,
+            }),
+            act_for,
+            task_id: &req.purpose,
+            audience: &req.audience,
+            scopes: &scopes,
+            now,
+        })?;
 
-        let parent_expiry =
-            OffsetDateTime::from_unix_timestamp(parent.expires_at).map_err(ApiError::internal)?;
+        let parent_expiry = OffsetDateTime::from_unix_timestamp(parent.expires_at)
+            .map_err(ServiceError::internal)?;
         let expires_at = match req.ttl_seconds {
             Some(ttl) => (now + Duration::seconds(i64::from(ttl))).min(parent_expiry),
             None => parent_expiry,
         };
-        self.issue_delegated(
-            req,
-            &parent,
-            &parent_claims,
-            workload,
-            &child_key,
-            scopes,
-            depth,
-            now,
-            expires_at,
-            trail,
-        )
-        .await
+        let issued = self
+            .issue_delegated(
+                req,
+                &parent,
+                &parent_claims,
+                workload,
+                &child_key,
+                scopes,
+                depth,
+                now,
+                expires_at,
+                trail,
+            )
+            .await?;
+        if let (Some(inherited), Some(jti)) = (inherited, trail.jti.as_deref()) {
+            // A sub-agent key that is quarantined stays so in its new token.
+            self.inherit_quarantine(Kind::Jti, jti, &inherited, now)
+                .await?;
+        }
+        Ok(issued)
     }
 
     /// The proof must be by the subject token's key, for this request, with
@@ -224,11 +259,10 @@ impl Service {
         token: &str,
         jkt: &str,
         now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let proof = proof.ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::Unauthorized,
-                "invalid_dpop_proof",
+            ServiceError::new(
+                ServiceCode::InvalidDpopProof,
                 "a `DPoP` proof header is required",
             )
         })?;
@@ -245,15 +279,11 @@ impl Service {
         expect.iat_window_seconds = IAT_WINDOW;
         let verified =
             dpop::verify_proof(proof, &expect, now.unix_timestamp()).map_err(|e| match e {
-                DpopError::UseNonce => ApiError::malformed(
-                    "use_dpop_nonce",
+                DpopError::UseNonce => ServiceError::new(
+                    ServiceCode::UseDpopNonce,
                     "use the `DPoP-Nonce` this response carries",
                 ),
-                other => ApiError::new(
-                    ErrorKind::Unauthorized,
-                    "invalid_dpop_proof",
-                    other.to_string(),
-                ),
+                other => ServiceError::new(ServiceCode::InvalidDpopProof, other.to_string()),
             })?;
         let id = format!(
             "dpop:{}",
@@ -263,11 +293,10 @@ impl Service {
             .store
             .consume_nonce(&id, verified.iat.saturating_add(IAT_WINDOW))
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         if !first {
-            return Err(ApiError::new(
-                ErrorKind::Unauthorized,
-                "invalid_dpop_proof",
+            return Err(ServiceError::new(
+                ServiceCode::InvalidDpopProof,
                 "the DPoP proof was already used",
             ));
         }
@@ -287,10 +316,10 @@ impl Service {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
         trail: &mut Trail,
-    ) -> Result<ExchangeResponse, ApiError> {
+    ) -> Result<ExchangeResponse, ServiceError> {
         let jkt = child_key.jkt();
         let sub = spiffe_id(workload, &jkt);
-        let jti = secrets::random_id().map_err(ApiError::internal)?;
+        let jti = secrets::random_id().map_err(ServiceError::internal)?;
         let mut chain = parent_claims
             .pointer("/session/chain")
             .cloned()
@@ -329,7 +358,7 @@ impl Service {
         let access_token = read(&self.tokens)
             .current
             .sign_jwt("at+jwt", &claims)
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         self.store
             .record_credential(&CredentialRecord {
                 jti: jti.clone(),
@@ -348,7 +377,7 @@ impl Service {
                 depth,
             })
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         trail.subject = Some(sub.clone());
         trail.jti = Some(jti);
         Ok(ExchangeResponse {

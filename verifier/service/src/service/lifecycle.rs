@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{read, Service, Trail, MAX_FIELD_LEN};
-use crate::api::{ApiError, ErrorKind, RevokeRequest};
+use crate::api::{IntentRequest, RevokeRequest};
+use crate::error::{ServiceCode, ServiceError};
 use crate::revocation::{self, Kind, Mode, Revocation, Standing, Subject};
 use crate::secrets::{self, SecretHash};
 use crate::store::{AuditQuery, AuditRecord, CredentialRecord, SessionEvidence};
@@ -28,12 +29,67 @@ const MAX_REASON: usize = 512;
 /// Deepest delegation chain walked (the workload files cap depth far lower).
 pub(super) const MAX_CHAIN: usize = 16;
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(e)
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::internal(e)
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::malformed("malformed_request", message)
+fn bad(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(ServiceCode::MalformedRequest, message)
+}
+
+/// A quarantine a new credential inherits.
+#[derive(Debug, Clone)]
+pub(super) struct Inherited {
+    /// Why.
+    pub(super) reason: String,
+    /// The quarantine it comes from.
+    pub(super) origin: String,
+}
+
+fn cascade_too_large() -> ServiceError {
+    ServiceError::new(
+        ServiceCode::CascadeTooLarge,
+        format!("more than {MAX_CASCADE} credentials in one revocation; revoke the session or workload instead"),
+    )
+}
+
+/// The target as stored: measurement values and model digests lower-case
+/// hex of a length some TEE produces; keys RFC 7638 thumbprints. A target
+/// that nothing can ever match is refused rather than silently recorded.
+fn canonical_target(kind: Kind, target: &str) -> Result<String, ServiceError> {
+    if target.is_empty() || target.len() > MAX_FIELD_LEN || target.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "`target` must be 1 to {MAX_FIELD_LEN} characters"
+        )));
+    }
+    let hex_of = |len_ok: &dyn Fn(usize) -> bool| {
+        hex::decode(target)
+            .ok()
+            .filter(|bytes| len_ok(bytes.len()))
+            .map(|_| target.to_ascii_lowercase())
+    };
+    match kind {
+        Kind::Measurement => hex_of(&attest_gate_core::is_register_length).ok_or_else(|| {
+            bad("a measurement `target` is the hex of a 16-, 32- or 48-byte register value")
+        }),
+        Kind::Model => {
+            hex_of(&|len| len == 48).ok_or_else(|| bad("a model `target` is a SHA-384 digest, hex"))
+        }
+        Kind::Key => {
+            let thumbprint = target.len() == 43
+                && URL_SAFE_NO_PAD
+                    .decode(target)
+                    .is_ok_and(|bytes| bytes.len() == 32);
+            if thumbprint {
+                Ok(target.to_string())
+            } else {
+                Err(bad(
+                    "a key `target` is an RFC 7638 SHA-256 thumbprint, base64url",
+                ))
+            }
+        }
+        Kind::Jti | Kind::Session | Kind::Workload => Ok(target.to_string()),
+    }
 }
 
 impl Service {
@@ -43,24 +99,42 @@ impl Service {
         &self,
         req: &RevokeRequest,
         now: OffsetDateTime,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ServiceError> {
         let kind: Kind = req.kind.parse().map_err(bad)?;
         let mode: Mode = req.mode.parse().map_err(bad)?;
-        let target = req.target.trim();
-        if target.is_empty() || target.len() > MAX_FIELD_LEN || target.chars().any(char::is_control)
-        {
-            return Err(bad(format!(
-                "`target` must be 1 to {MAX_FIELD_LEN} characters"
-            )));
-        }
+        let whole_key = match req.scope.as_deref() {
+            None | Some("credential") => false,
+            Some("key") if matches!(kind, Kind::Jti | Kind::Session) => true,
+            Some(_) => return Err(bad(
+                "`scope` is `credential` (default) or `key`, and `key` only for a jti or session",
+            )),
+        };
+        let target = canonical_target(kind, req.target.trim())?;
+        let target = target.as_str();
         if req.reason.len() > MAX_REASON || req.reason.chars().any(char::is_control) {
             return Err(bad(format!(
                 "`reason` must be at most {MAX_REASON} characters"
             )));
         }
-        let rows = self
-            .record_revocation(kind, target, mode, &req.reason, now.unix_timestamp())
+        let keys = if whole_key {
+            self.keys_of(kind, target).await?
+        } else {
+            Vec::new()
+        };
+        let at = now.unix_timestamp();
+        let mut rows = self
+            .revocation_rows(kind, target, mode, &req.reason, at)
             .await?;
+        for key in &keys {
+            rows.extend(
+                self.revocation_rows(Kind::Key, key, mode, &req.reason, at)
+                    .await?,
+            );
+        }
+        if rows.len() > MAX_CASCADE {
+            return Err(cascade_too_large());
+        }
+        self.store_revocations(&rows, mode).await?;
         let id = rows.first().map(|r| r.id.clone()).unwrap_or_default();
         let cascaded = rows.len().saturating_sub(1);
         let mut trail = Trail::admin();
@@ -88,14 +162,40 @@ impl Service {
         mode: Mode,
         reason: &str,
         at: i64,
-    ) -> Result<Vec<Revocation>, ApiError> {
+    ) -> Result<Vec<Revocation>, ServiceError> {
         let rows = self.revocation_rows(kind, target, mode, reason, at).await?;
+        self.store_revocations(&rows, mode).await?;
+        Ok(rows)
+    }
+
+    async fn store_revocations(&self, rows: &[Revocation], mode: Mode) -> Result<(), ServiceError> {
         self.store
-            .insert_revocations(&rows)
+            .insert_revocations(rows)
             .await
             .map_err(internal)?;
         self.metrics.revoked(mode.as_str(), rows.len() as u64);
-        Ok(rows)
+        Ok(())
+    }
+
+    /// The agent keys behind a credential or a session.
+    async fn keys_of(&self, kind: Kind, target: &str) -> Result<Vec<String>, ServiceError> {
+        let keys = match kind {
+            Kind::Jti => self
+                .store
+                .credential(target)
+                .await
+                .map_err(internal)?
+                .map(|c| vec![c.jkt])
+                .unwrap_or_default(),
+            _ => self.store.session_keys(target).await.map_err(internal)?,
+        };
+        if keys.is_empty() {
+            return Err(ServiceError::new(
+                ServiceCode::NotFound,
+                "no credential has this jti or session, so no key to revoke",
+            ));
+        }
+        Ok(keys)
     }
 
     async fn revocation_rows(
@@ -105,8 +205,8 @@ impl Service {
         mode: Mode,
         reason: &str,
         at: i64,
-    ) -> Result<Vec<Revocation>, ApiError> {
-        let row = |kind, target: &str, cascade_from: Option<String>| -> Result<_, ApiError> {
+    ) -> Result<Vec<Revocation>, ServiceError> {
+        let row = |kind, target: &str, cascade_from: Option<String>| -> Result<_, ServiceError> {
             Ok(Revocation {
                 id: secrets::random_id().map_err(internal)?,
                 kind,
@@ -120,47 +220,77 @@ impl Service {
             })
         };
         let mut rows = vec![row(kind, target, None)?];
-        if kind == Kind::Jti {
-            let mut queue = vec![target.to_string()];
-            while let Some(parent) = queue.pop() {
-                for child in self.store.children(&parent).await.map_err(internal)? {
-                    if rows.len() >= MAX_CASCADE {
-                        return Err(ApiError::new(
-                            ErrorKind::Internal,
-                            "cascade_too_large",
-                            format!("more than {MAX_CASCADE} delegated credentials; revoke the session instead"),
-                        ));
-                    }
+        // A key or measurement revocation also names each credential it
+        // covers by `jti` (with its delegation tree), so relying parties
+        // matching the signed list by `jti` see it too.
+        let mut queue = match kind {
+            Kind::Jti => vec![target.to_string()],
+            Kind::Key => self
+                .store
+                .credentials_for_key(target)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|(jti, _)| jti)
+                .collect(),
+            Kind::Measurement => self
+                .store
+                .credentials_with_register(target, at)
+                .await
+                .map_err(internal)?,
+            Kind::Session | Kind::Workload | Kind::Model => Vec::new(),
+        };
+        if kind != Kind::Jti {
+            for jti in &queue {
+                rows.push(row(Kind::Jti, jti, Some(target.to_string()))?);
+            }
+        }
+        let mut seen: std::collections::HashSet<String> = queue.iter().cloned().collect();
+        while let Some(parent) = queue.pop() {
+            for child in self.store.children(&parent).await.map_err(internal)? {
+                if rows.len() >= MAX_CASCADE {
+                    return Err(cascade_too_large());
+                }
+                if seen.insert(child.clone()) {
                     rows.push(row(Kind::Jti, &child, Some(target.to_string()))?);
                     queue.push(child);
                 }
             }
         }
+        if rows.len() > MAX_CASCADE {
+            return Err(cascade_too_large());
+        }
         Ok(rows)
     }
 
-    /// Quarantines a new session because its agent key (or workload, model,
-    /// measurement) is quarantined: renewing must not shed the mark.
+    /// Quarantines a new session (attest) or credential (exchange) because
+    /// its agent key (or workload, model, measurement) is quarantined:
+    /// renewing or being delegated to must not shed the mark. The row names
+    /// its origin, so lifting the origin lifts it too.
     pub(super) async fn inherit_quarantine(
         &self,
-        session_id: &str,
-        reason: &str,
+        kind: Kind,
+        target: &str,
+        inherited: &Inherited,
         now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
-        let reason = format!("inherited: {reason}");
-        self.record_revocation(
-            Kind::Session,
-            session_id,
-            Mode::Quarantine,
-            &reason,
-            now.unix_timestamp(),
-        )
-        .await?;
-        Ok(())
+    ) -> Result<(), ServiceError> {
+        let row = Revocation {
+            id: secrets::random_id().map_err(internal)?,
+            kind,
+            target: target.to_string(),
+            mode: Mode::Quarantine,
+            reason: format!("inherited: {}", inherited.reason),
+            cascade_from: Some(revocation::inherited_from(&inherited.origin)),
+            revoked_at: now.unix_timestamp(),
+            updated_at: now.unix_timestamp(),
+            lifted: false,
+        };
+        self.store_revocations(std::slice::from_ref(&row), Mode::Quarantine)
+            .await
     }
 
     /// `POST /v1/admin/lift`: ends a quarantine.
-    pub async fn lift(&self, id: &str, now: OffsetDateTime) -> Result<Value, ApiError> {
+    pub async fn lift(&self, id: &str, now: OffsetDateTime) -> Result<Value, ServiceError> {
         let lifted = self
             .store
             .lift_quarantine(id, now.unix_timestamp())
@@ -172,9 +302,8 @@ impl Service {
         if lifted {
             Ok(json!({"lifted": true, "id": id}))
         } else {
-            Err(ApiError::new(
-                ErrorKind::NotFound,
-                "not_found",
+            Err(ServiceError::new(
+                ServiceCode::NotFound,
                 "no quarantine in force has this ID (immediate and graceful revocations are final)",
             ))
         }
@@ -184,7 +313,7 @@ impl Service {
     pub(super) async fn lineage(
         &self,
         credential: &CredentialRecord,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, ServiceError> {
         let mut jtis = vec![credential.jti.clone()];
         let mut parent = credential.parent_jti.clone();
         while let Some(jti) = parent {
@@ -208,7 +337,7 @@ impl Service {
     pub(super) async fn standing_of(
         &self,
         credential: &CredentialRecord,
-    ) -> Result<(Standing, Option<String>), ApiError> {
+    ) -> Result<(Standing, Option<String>), ServiceError> {
         let revocations = self.store.revocations_in_force().await.map_err(internal)?;
         if revocations.is_empty() {
             return Ok((Standing::Clear, None));
@@ -225,6 +354,7 @@ impl Service {
             workload: &credential.workload,
             model: &credential.model_digest,
             measurements: &measurements,
+            keys: std::slice::from_ref(&credential.jkt),
             issued_at: credential.issued_at,
         };
         Ok((
@@ -239,7 +369,7 @@ impl Service {
         &self,
         client_id: &str,
         now: OffsetDateTime,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ServiceError> {
         let ok = !client_id.is_empty()
             && client_id.len() <= 64
             && client_id
@@ -255,7 +385,9 @@ impl Service {
         self.store
             .add_client(client_id, &hash, now.unix_timestamp())
             .await
-            .map_err(|_| ApiError::denied("client_exists", "a client with this ID exists"))?;
+            .map_err(|_| {
+                ServiceError::new(ServiceCode::ClientExists, "a client with this ID exists")
+            })?;
         self.audit(now, "admin.add_client", "ok", Trail::admin(), client_id)
             .await;
         Ok(json!({"client_id": client_id, "client_secret": secret}))
@@ -267,7 +399,7 @@ impl Service {
         &self,
         client_id: &str,
         secret: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, ServiceError> {
         let stored = self
             .store
             .client_secret_hash(client_id)
@@ -291,7 +423,7 @@ impl Service {
         client: &str,
         token: &str,
         now: OffsetDateTime,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ServiceError> {
         let inactive = json!({"active": false});
         let mut trail = Trail {
             actor: Some(format!("rp:{client}")),
@@ -321,7 +453,7 @@ impl Service {
         let (code, detail) = match &standing {
             Standing::Clear => ("ok", String::new()),
             Standing::Graceful { reason } => ("ok", format!("graceful: {reason}")),
-            Standing::Quarantined { reason } => ("quarantined_use", reason.clone()),
+            Standing::Quarantined { reason, .. } => ("quarantined_use", reason.clone()),
             Standing::Revoked { reason } => ("revoked", reason.clone()),
         };
         self.audit(now, "introspect", code, trail, &detail).await;
@@ -355,7 +487,7 @@ impl Service {
         &self,
         since: i64,
         now: OffsetDateTime,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, ServiceError> {
         let entries = self
             .store
             .revocations_since(since, MAX_LIST_PAGE)
@@ -393,7 +525,7 @@ impl Service {
         self: &Arc<Self>,
         mode: Mode,
         now: OffsetDateTime,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Value, ServiceError> {
         let sessions = self
             .store
             .live_session_evidence(now.unix_timestamp())
@@ -413,16 +545,17 @@ impl Service {
             }
             let judged = self.judge_again(session, now).await;
             if let Err(e) = &judged {
-                if e.kind != ErrorKind::Denied {
+                if !e.code().is_denial() {
                     // The verifier's own trouble (collateral unavailable, a
                     // bad stored row) says nothing about the session.
-                    tracing::warn!(session = %session.session_id, code = %e.code, "reappraisal could not judge a session");
-                    errors.push(json!({"session_id": session.session_id, "code": e.code}));
+                    tracing::warn!(session = %session.session_id, code = %e.code(), "reappraisal could not judge a session");
+                    errors
+                        .push(json!({"session_id": session.session_id, "code": e.code().as_str()}));
                     continue;
                 }
             }
             if let Err(e) = judged {
-                let reason = format!("reappraisal: {}: {}", e.code, e.message);
+                let reason = format!("reappraisal: {e}");
                 self.record_revocation(
                     Kind::Session,
                     &session.session_id,
@@ -437,10 +570,10 @@ impl Service {
                     session_id: Some(session.session_id.clone()),
                     ..Trail::default()
                 };
-                self.audit(now, "reappraise.revoke", &e.code, trail, &reason)
+                self.audit(now, "reappraise.revoke", e.code().as_str(), trail, &reason)
                     .await;
                 revoked.push(
-                    json!({"session_id": session.session_id, "code": e.code, "message": e.message}),
+                    json!({"session_id": session.session_id, "code": e.code().as_str(), "message": e.message()}),
                 );
             }
         }
@@ -457,35 +590,58 @@ impl Service {
         )
     }
 
+    /// Verification, reference values and policy again, over a session's
+    /// stored evidence and intent: the decision attestation made. A row that
+    /// cannot be read is the verifier's trouble (not judged), never a denial.
     async fn judge_again(
         self: &Arc<Self>,
         session: &SessionEvidence,
         now: OffsetDateTime,
-    ) -> Result<(), ApiError> {
-        let tee: TeeKind = session.tee.parse().map_err(|_| bad("stored TEE unknown"))?;
+    ) -> Result<(), ServiceError> {
+        let unreadable = |what: &str| {
+            ServiceError::new(
+                ServiceCode::InternalError,
+                format!("the session's stored {what} cannot be read"),
+            )
+        };
+        let tee: TeeKind = session.tee.parse().map_err(|_| unreadable("TEE"))?;
         let evidence = STANDARD
             .decode(&session.evidence)
-            .map_err(|_| bad("stored evidence is not base64"))?;
-        let sent: serde_json::Map<String, Value> = serde_json::from_str(&session.collateral)
-            .map_err(|_| bad("stored collateral is not JSON"))?;
-        let items: Vec<(String, Vec<u8>)> = sent
-            .into_iter()
-            .filter_map(|(name, b64)| Some((name, STANDARD.decode(b64.as_str()?).ok()?)))
-            .collect();
+            .map_err(|_| unreadable("evidence"))?;
+        let sent: serde_json::Map<String, Value> =
+            serde_json::from_str(&session.collateral).map_err(|_| unreadable("collateral"))?;
+        let mut items = Vec::with_capacity(sent.len());
+        for (name, b64) in sent {
+            let bytes = b64
+                .as_str()
+                .and_then(|b64| STANDARD.decode(b64).ok())
+                .ok_or_else(|| unreadable("collateral"))?;
+            items.push((name, bytes));
+        }
         let model = ModelDigest::from_hex(&session.model_digest)
-            .ok_or_else(|| bad("stored model digest"))?;
+            .ok_or_else(|| unreadable("model digest"))?;
+        if session.principal.is_empty() {
+            return Err(unreadable("intent (recorded before intents were kept)"));
+        }
         let claims = self
             .verify_with_collateral(tee, &evidence, Collateral::from_items(items), now)
             .await?;
+        let intent = IntentRequest {
+            task_id: session.task_id.clone(),
+            scopes: session
+                .scopes
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            audience: session.audience.clone(),
+        };
         read(&self.appraiser)
-            .references
-            .appraise(&claims, &model)
+            .decide(&claims, &model, &session.principal, &intent, now)
             .map(|_| ())
-            .map_err(|r| ApiError::denied(r.code(), r.to_string()))
     }
 
     /// `GET /v1/admin/audit`.
-    pub async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, ApiError> {
+    pub async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, ServiceError> {
         self.store.audit_records(query).await.map_err(internal)
     }
 

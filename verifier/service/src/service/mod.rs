@@ -16,15 +16,16 @@ pub use exchange::EXCHANGE_PATH;
 
 pub use attest::check_request_body;
 
-use attest_gate_core::{TrustAnchors, Verifier};
+use attest_gate_core::TrustAnchors;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::api::{ApiError, ChallengeResponse, ErrorKind};
+use crate::api::ChallengeResponse;
 use crate::ca::SvidCa;
 use crate::challenge::{self, NonceKey};
 use crate::collateral_source::CollateralSources;
-use crate::decision::Appraiser;
+use crate::decision::{Appraiser, Verification};
+use crate::error::{ServiceCode, ServiceError};
 use crate::metrics::Metrics;
 use crate::secrets::{self, SecretHash};
 use crate::store::{AuditEvent, Store};
@@ -82,8 +83,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Service {
     config: ServiceConfig,
-    vendor: Verifier,
-    test: Option<Verifier>,
+    verification: Verification,
     /// Reference values and policy, swapped together on reload.
     appraiser: RwLock<Arc<Appraiser>>,
     /// Bounds concurrent evidence verifications (CPU-bound, in
@@ -166,16 +166,11 @@ impl Service {
         let (admin, new_admin_token) =
             SecretHash::load_or_create(&config.data_dir.join("admin-token.sha256"))?;
         let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
-        let test = if config.dev {
-            Some(Verifier::new(test_anchors()?))
-        } else {
-            None
-        };
+        let verification = Verification::new(config.dev)?;
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         Ok((
             Self {
-                vendor: Verifier::new(TrustAnchors::vendor()?),
-                test,
+                verification,
                 appraiser: RwLock::new(Arc::new(appraiser)),
                 verify_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
                 nonce_key: NonceKey::new(&nonce_secret),
@@ -214,13 +209,13 @@ impl Service {
 
     /// `POST /v1/challenge` (audited: its expiry is the record's detail,
     /// never the nonce).
-    pub async fn challenge(&self, now: OffsetDateTime) -> Result<ChallengeResponse, ApiError> {
+    pub async fn challenge(&self, now: OffsetDateTime) -> Result<ChallengeResponse, ServiceError> {
         let issued = challenge::issue(&self.nonce_key, now, self.config.nonce_ttl)
-            .map_err(|_| ApiError::internal("random generator failed"))?;
+            .map_err(|_| ServiceError::internal("random generator failed"))?;
         let expires_at = issued
             .expires_at
             .format(&Rfc3339)
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         self.audit(
             now,
             "challenge",
@@ -267,7 +262,7 @@ impl Service {
     /// Re-reads reference values, policy and the token-signing keys (so a
     /// rotation on one replica reaches the others); on any error keeps the
     /// old ones.
-    pub async fn reload(&self, now: OffsetDateTime) -> Result<serde_json::Value, ApiError> {
+    pub async fn reload(&self, now: OffsetDateTime) -> Result<serde_json::Value, ServiceError> {
         let jwt_dir = keys_dir(&self.config.data_dir, self.config.dev).join("jwt");
         let result = Appraiser::load(
             &self.config.measurements_dir,
@@ -287,11 +282,7 @@ impl Service {
             // The operator's own files are broken: say why (admin-only endpoint).
             Err(e) => (
                 "reload_failed",
-                Err(ApiError::new(
-                    ErrorKind::Internal,
-                    "reload_failed",
-                    e.to_string(),
-                )),
+                Err(ServiceError::new(ServiceCode::ReloadFailed, e.to_string())),
             ),
         };
         self.audit(now, "admin.reload", code, Trail::admin(), "")
@@ -303,9 +294,9 @@ impl Service {
     pub async fn rotate_signing_key(
         &self,
         now: OffsetDateTime,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, ServiceError> {
         let keys = TokenKeys::rotate(&keys_dir(&self.config.data_dir, self.config.dev).join("jwt"))
-            .map_err(ApiError::internal)?;
+            .map_err(ServiceError::internal)?;
         let kid = keys.current.kid().to_string();
         write(&self.tokens, keys);
         self.audit(now, "admin.rotate_signing_key", "ok", Trail::admin(), &kid)

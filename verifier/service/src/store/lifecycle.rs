@@ -20,6 +20,14 @@ pub struct SessionEvidence {
     pub model_digest: String,
     /// When the session's credential expires, Unix seconds.
     pub expires_at: i64,
+    /// On whose behalf the agent acts (empty: recorded before it was kept).
+    pub principal: String,
+    /// The declared task.
+    pub task_id: String,
+    /// The scopes asked for, space-separated.
+    pub scopes: String,
+    /// The audience asked for.
+    pub audience: String,
 }
 
 const CREDENTIAL_COLUMNS: &str = "jti, subject, session_id, parent_jti, workload, jkt, scope, \
@@ -43,6 +51,33 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         const SQL: &str = "SELECT jti, session_id FROM credentials WHERE jkt = $1";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(jkt).fetch_all(pool).await?))
+    }
+
+    /// `jti`s of unexpired credentials issued on evidence with this register
+    /// value (hex, lower case).
+    pub async fn credentials_with_register(
+        &self,
+        value: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT jti FROM credentials WHERE expires_at > $2 \
+                           AND (' ' || measurements || ' ') LIKE $1";
+        let pattern = format!("% {value} %");
+        let rows: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(pattern)
+            .bind(now)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(|(j,)| j).collect())
+    }
+
+    /// The agent key(s) of a session's attested (not delegated) credentials.
+    pub async fn session_keys(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
+        const SQL: &str =
+            "SELECT DISTINCT jkt FROM credentials WHERE session_id = $1 AND parent_jti IS NULL";
+        let rows: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(session_id).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(k,)| k).collect())
     }
 
     /// `jti`s delegated directly from `jti`.
@@ -88,14 +123,19 @@ impl Store {
         Ok(())
     }
 
-    /// Lifts the quarantine `id` and the rows its cascade recorded (same
-    /// ancestor, same instant). False if no un-lifted quarantine has that ID.
+    /// Lifts the quarantine `id`, the rows its cascade recorded (same
+    /// target as `cascade_from`, same instant), and every quarantine
+    /// inherited from any of them (`cascade_from = 'inherited:<id>'`).
+    /// False if no un-lifted quarantine has that ID.
     pub async fn lift_quarantine(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE revocations SET lifted = TRUE, updated_at = $2 \
-                           WHERE mode = 'quarantine' AND lifted = FALSE AND (id = $1 OR \
-                           (cascade_from, revoked_at) IN (SELECT target, revoked_at \
-                           FROM revocations WHERE id = $1 AND kind = 'jti' \
-                           AND mode = 'quarantine' AND lifted = FALSE))";
+            WHERE mode = 'quarantine' AND lifted = FALSE AND (id = $1 \
+            OR (cascade_from, revoked_at) IN (SELECT target, revoked_at FROM revocations \
+                WHERE id = $1 AND mode = 'quarantine' AND lifted = FALSE) \
+            OR cascade_from IN (SELECT 'inherited:' || r.id FROM revocations r \
+                WHERE r.mode = 'quarantine' AND r.lifted = FALSE AND (r.id = $1 \
+                OR (r.cascade_from, r.revoked_at) IN (SELECT target, revoked_at \
+                    FROM revocations WHERE id = $1 AND mode = 'quarantine' AND lifted = FALSE))))";
         let n = on_pool!(self, pool => sqlx::query(SQL)
             .bind(id)
             .bind(now)
@@ -158,7 +198,8 @@ impl Store {
     /// Keeps a session's evidence for reappraisal.
     pub async fn record_session_evidence(&self, s: &SessionEvidence) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO session_evidence (session_id, tee, evidence, collateral, \
-                           model_digest, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+                           model_digest, expires_at, principal, task_id, scopes, audience) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(&s.session_id)
             .bind(&s.tee)
@@ -166,6 +207,10 @@ impl Store {
             .bind(&s.collateral)
             .bind(&s.model_digest)
             .bind(s.expires_at)
+            .bind(&s.principal)
+            .bind(&s.task_id)
+            .bind(&s.scopes)
+            .bind(&s.audience)
             .execute(pool)
             .await
             .map(|_| ())?);
@@ -177,8 +222,8 @@ impl Store {
         &self,
         now: i64,
     ) -> Result<Vec<SessionEvidence>, StoreError> {
-        const SQL: &str = "SELECT session_id, tee, evidence, collateral, model_digest, expires_at \
-                           FROM session_evidence WHERE expires_at > $1 ORDER BY session_id";
+        const SQL: &str = "SELECT session_id, tee, evidence, collateral, model_digest, expires_at, \
+                           principal, task_id, scopes, audience FROM session_evidence WHERE expires_at > $1 ORDER BY session_id";
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(now).fetch_all(pool).await?))
     }
 

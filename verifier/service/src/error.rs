@@ -1,0 +1,340 @@
+//! The service's one error type: a typed code (the service's own, or the
+//! core's verification and appraisal codes) and a message for people. The
+//! HTTP status, whether an agent should retry and what triggers each code
+//! are properties of the code, so `docs/error-codes.md` is generated from
+//! this module and a test keeps the two equal.
+
+use attest_gate_core::{Rejection, RejectionCode, VerifyCode, VerifyError};
+use axum::http::StatusCode;
+
+use crate::ca::CsrError;
+use crate::challenge::NonceError;
+
+/// Whether, and how, a client should try again after this code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The same request will fail the same way.
+    No,
+    /// Ask for a new challenge and attest again.
+    NewChallenge,
+    /// Send the proof again with the `DPoP-Nonce` this answer carries.
+    NewDpopNonce,
+    /// The service's own trouble: back off and try again.
+    Later,
+}
+
+impl Retry {
+    /// As the error-code page words it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::NewChallenge => "with a new challenge",
+            Self::NewDpopNonce => "with the returned DPoP-Nonce",
+            Self::Later => "later, with backoff",
+        }
+    }
+}
+
+/// Declares the service's own codes with status, retry advice and trigger.
+macro_rules! service_codes {
+    ($($variant:ident => $code:literal, $status:ident, $retry:ident, $trigger:literal;)*) => {
+        /// A failure the service itself decides (not the core's verification
+        /// or appraisal).
+        #[non_exhaustive]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ServiceCode {
+            $(#[doc = $trigger] $variant,)*
+        }
+
+        impl ServiceCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The stable identifier.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status it is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// Whether a client should try again.
+            pub fn retry(self) -> Retry {
+                match self {
+                    $(Self::$variant => Retry::$retry,)*
+                }
+            }
+
+            /// What triggers it.
+            pub fn trigger(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $trigger,)*
+                }
+            }
+        }
+    };
+}
+
+service_codes! {
+    MalformedRequest => "malformed_request", BAD_REQUEST, No, "The body is not the endpoint's JSON (or form), a field is missing, unknown, too long or not in its alphabet (base64, hex, principal syntax).";
+    BodyTooLarge => "body_too_large", PAYLOAD_TOO_LARGE, No, "The body is larger than 256 KiB.";
+    NotFound => "not_found", NOT_FOUND, No, "No such endpoint, or the named quarantine does not exist (lift).";
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, No, "The endpoint exists but not for this HTTP method.";
+    Timeout => "timeout", REQUEST_TIMEOUT, Later, "The request took longer than 30 s.";
+    BadRequest => "bad_request", BAD_REQUEST, No, "Another client error found by the HTTP layer before any handler ran (e.g. a wrong content type); the status is the layer's.";
+    Unauthorized => "unauthorized", UNAUTHORIZED, No, "An admin endpoint was called without the admin bearer token, or with a wrong one.";
+    InvalidClient => "invalid_client", UNAUTHORIZED, No, "Introspection without valid HTTP Basic credentials of a registered relying party.";
+    InvalidToken => "invalid_token", UNAUTHORIZED, No, "The subject token of an exchange is not a current access token this service signed (signature, kid, typ, expiry).";
+    InvalidDpopProof => "invalid_dpop_proof", UNAUTHORIZED, No, "The DPoP proof is missing, repeated, malformed, signed by another key, for another method or URL, out of its time window, replayed, or its ath does not match the token.";
+    UseDpopNonce => "use_dpop_nonce", BAD_REQUEST, NewDpopNonce, "The DPoP proof carries no valid server nonce; the answer's DPoP-Nonce header has one.";
+    UnsupportedGrantType => "unsupported_grant_type", BAD_REQUEST, No, "A token exchange whose grant_type or subject_token_type is not RFC 8693's token exchange of an access token.";
+    InvalidPublicKey => "invalid_public_key", BAD_REQUEST, No, "The agent's or actor's JWK is not an EC P-256/P-384 public key on its curve.";
+    CsrInvalid => "csr_invalid", BAD_REQUEST, No, "The CSR is not a PEM or base64 DER PKCS#10 request with a valid self-signature.";
+    CsrUnsupportedKey => "csr_unsupported_key", BAD_REQUEST, No, "The CSR's key is not P-256 or P-384.";
+    CsrKeyMismatch => "csr_key_mismatch", FORBIDDEN, No, "The CSR's key is not the agent key the evidence binds.";
+    PolicyInvalid => "policy_invalid", BAD_REQUEST, No, "A dry run's candidate Cedar policy does not parse or validate.";
+    NonceUnknown => "nonce_unknown", FORBIDDEN, NewChallenge, "The nonce was not issued by this service (bad MAC, wrong length or version).";
+    NonceExpired => "nonce_expired", FORBIDDEN, NewChallenge, "The nonce is past its expiry.";
+    NonceReplayed => "nonce_replayed", FORBIDDEN, NewChallenge, "The nonce was already used by another attestation.";
+    RevocationNotChecked => "revocation_not_checked", FORBIDDEN, No, "SEV-SNP evidence under the vendor roots was verified without AMD's CRL.";
+    AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for.";
+    ScopeNotAllowed => "scope_not_allowed", FORBIDDEN, No, "No requested scope survives the workload's grant and the Cedar policy.";
+    Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement.";
+    ParentRevoked => "parent_revoked", FORBIDDEN, No, "The token to exchange is revoked (immediately or gracefully) or expired.";
+    WorkloadUnknown => "workload_unknown", FORBIDDEN, No, "The token to exchange names a workload no longer in measurements/.";
+    DelegationNotAllowed => "delegation_not_allowed", FORBIDDEN, No, "The workload's grant does not allow delegation.";
+    DelegationTooDeep => "delegation_too_deep", FORBIDDEN, No, "The delegation chain would be deeper than the workload's max_delegation_depth.";
+    ScopeWidening => "scope_widening", FORBIDDEN, No, "An exchange asks for a scope the parent token does not have.";
+    ClientExists => "client_exists", FORBIDDEN, No, "A relying party with this client_id is already registered.";
+    CascadeTooLarge => "cascade_too_large", INTERNAL_SERVER_ERROR, No, "Revoking this token would record more than 10,000 descendants in one request.";
+    ReloadFailed => "reload_failed", INTERNAL_SERVER_ERROR, No, "A reload found reference values or a policy that do not load; the old ones stay in force.";
+    InternalError => "internal_error", INTERNAL_SERVER_ERROR, Later, "The service failed (database, signing, a panicking handler); the detail is in its log only.";
+    CollateralUnavailable => "collateral_unavailable", SERVICE_UNAVAILABLE, Later, "The service's collateral sources could not be read.";
+}
+
+/// Every code the service answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorCode {
+    /// The service's own.
+    Service(ServiceCode),
+    /// The evidence failed verification (authenticity).
+    Verify(VerifyCode),
+    /// Authentic evidence failed appraisal.
+    Rejection(RejectionCode),
+}
+
+impl ErrorCode {
+    /// Every code: the service's, then verification's, then appraisal's.
+    pub fn all() -> impl Iterator<Item = Self> {
+        let service = ServiceCode::ALL.iter().copied().map(Self::Service);
+        let verify = VerifyCode::ALL.iter().copied().map(Self::Verify);
+        let rejection = RejectionCode::ALL.iter().copied().map(Self::Rejection);
+        service.chain(verify).chain(rejection)
+    }
+
+    /// The stable identifier on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service(c) => c.as_str(),
+            Self::Verify(c) => c.as_str(),
+            Self::Rejection(c) => c.as_str(),
+        }
+    }
+
+    /// The HTTP status (evidence that fails verification or appraisal is a
+    /// denial: 403).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Service(c) => c.status(),
+            Self::Verify(_) | Self::Rejection(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// Whether a client should try again.
+    pub fn retry(self) -> Retry {
+        match self {
+            Self::Service(c) => c.retry(),
+            Self::Verify(_) | Self::Rejection(_) => Retry::No,
+        }
+    }
+
+    /// What triggers it.
+    pub fn trigger(self) -> &'static str {
+        match self {
+            Self::Service(c) => c.trigger(),
+            Self::Verify(c) => c.trigger(),
+            Self::Rejection(c) => c.trigger(),
+        }
+    }
+
+    /// A verdict on the request or its evidence (403), as opposed to a
+    /// malformed request or the service's own trouble.
+    pub fn is_denial(self) -> bool {
+        self.status() == StatusCode::FORBIDDEN
+    }
+
+    /// Which part of the system decides it, for the error-code page.
+    pub fn origin(self) -> &'static str {
+        match self {
+            Self::Service(_) => "service",
+            Self::Verify(_) => "verification",
+            Self::Rejection(_) => "appraisal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<ServiceCode> for ErrorCode {
+    fn from(c: ServiceCode) -> Self {
+        Self::Service(c)
+    }
+}
+
+/// A failed request: a stable code and a message for people (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ServiceError {
+    /// A failure with its code.
+    pub fn new(code: impl Into<ErrorCode>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The service's own failure (500); the detail goes to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            ServiceCode::InternalError,
+            "the verifier failed; see its log",
+        )
+    }
+
+    /// Which failure.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// For people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JSON body: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<&VerifyError> for ServiceError {
+    fn from(e: &VerifyError) -> Self {
+        Self::new(ErrorCode::Verify(e.kind()), e.to_string())
+    }
+}
+
+impl From<&Rejection> for ServiceError {
+    fn from(r: &Rejection) -> Self {
+        Self::new(ErrorCode::Rejection(r.kind()), r.to_string())
+    }
+}
+
+impl From<NonceError> for ServiceError {
+    fn from(e: NonceError) -> Self {
+        let code = match e {
+            NonceError::Unknown => ServiceCode::NonceUnknown,
+            NonceError::Expired => ServiceCode::NonceExpired,
+            NonceError::Replayed => ServiceCode::NonceReplayed,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<&CsrError> for ServiceError {
+    fn from(e: &CsrError) -> Self {
+        let code = match e {
+            CsrError::Invalid(_) => ServiceCode::CsrInvalid,
+            CsrError::KeyMismatch => ServiceCode::CsrKeyMismatch,
+            CsrError::UnsupportedKey => ServiceCode::CsrUnsupportedKey,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// `docs/error-codes.md`, rendered from the codes above.
+pub fn error_code_page() -> String {
+    let mut page = String::from(
+        "# Error codes\n\n\
+         For agents, relying parties and operators reading an error. Every error the \
+         `verifier` service answers with is `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`; \
+         the `verifier verify` command line prints the verification and appraisal codes in the \
+         same shape. Codes are stable: one is never renamed, new ones are added.\n\n\
+         This page is generated from `verifier/service/src/error.rs` and \
+         `verifier/core/src/code.rs`; `cargo test -p attest-gate-verifier --test error_codes` \
+         fails when they disagree, and `UPDATE_ERROR_CODES=1` with the same command rewrites it.\n\n\
+         | code | from | HTTP | retry | what triggers it |\n\
+         |---|---|---|---|---|\n",
+    );
+    for code in ErrorCode::all() {
+        page.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            code.as_str(),
+            code.origin(),
+            code.status().as_u16(),
+            code.retry().as_str(),
+            code.trigger()
+        ));
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in ErrorCode::all() {
+            assert!(seen.insert(code.as_str()), "{code} twice");
+        }
+    }
+
+    #[test]
+    fn csr_and_nonce_errors_keep_their_codes() {
+        assert_eq!(
+            ServiceError::from(&CsrError::KeyMismatch).code().as_str(),
+            CsrError::KeyMismatch.code()
+        );
+        for e in [
+            NonceError::Unknown,
+            NonceError::Expired,
+            NonceError::Replayed,
+        ] {
+            assert_eq!(ServiceError::from(e).code().as_str(), e.code());
+        }
+    }
+}
