@@ -59,6 +59,16 @@ impl Binding {
         })
     }
 
+    /// The agent key it binds.
+    pub fn key(&self) -> &AgentKey {
+        &self.key
+    }
+
+    /// The model digest it binds.
+    pub fn model(&self) -> &ModelDigest {
+        &self.model
+    }
+
     /// The 64 bytes to put in REPORT_DATA / `user_data`.
     pub fn report_data(&self) -> [u8; 64] {
         let mut ctx = Context::new(&SHA512);

@@ -14,8 +14,8 @@
 //! The `example-rp` binary (feature `example`, on by default) is a small
 //! HTTP server that uses them.
 
-pub mod dpop;
-mod jws;
+pub use attest_gate_protocol::dpop;
+pub use attest_gate_protocol::revocation::{Kind as RevocationKind, Mode as RevocationMode};
 pub mod revocation;
 pub mod token;
 

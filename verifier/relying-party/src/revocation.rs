@@ -24,42 +24,8 @@ pub const MAX_REVOCATION_LIST_LEN: usize = 8 * 1024 * 1024;
 /// caller should alert), never silently truncated.
 pub const MAX_REVOCATION_ENTRIES: usize = 1_000_000;
 
-/// What an entry's `target` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RevocationKind {
-    /// A credential's `jti`; it also reaches credentials delegated from it
-    /// (whose `session.parent` is that `jti`).
-    Jti,
-    /// A `session.id`: the whole delegation chain.
-    Session,
-    /// A workload (the token's `client_id`).
-    Workload,
-    /// A measured register value (hex), whatever the register's name.
-    Measurement,
-    /// A model digest (hex).
-    Model,
-    /// A kind this library does not know (a newer verifier): it matches no
-    /// token, since what it targets is unknown.
-    #[serde(other)]
-    Unknown,
-}
-
-/// How a matching token is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RevocationMode {
-    /// Refuse every matching token.
-    Immediate,
-    /// Refuse matching tokens issued at or after `revoked_at`; older ones run
-    /// to expiry.
-    Graceful,
-    /// Accept, but flag for monitoring.
-    Quarantine,
-    /// A mode this library does not know: treated as `immediate` (fail closed).
-    #[serde(other)]
-    Unknown,
-}
+use attest_gate_protocol::revocation::{self as rule, Entry, Standing};
+pub use attest_gate_protocol::revocation::{Kind as RevocationKind, Mode as RevocationMode};
 
 /// One revocation, as the verifier lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,18 +260,24 @@ impl RevocationSet {
     /// when its target is, by kind: `jti` — the token's `jti` or its
     /// `session.parent`; `session` — `session.id`; `workload` — `client_id`;
     /// `model` — `provenance.model_digest`; `measurement` — any value of
-    /// `provenance.measurements` (hex compared case-insensitively).
+    /// `provenance.measurements` (hex compared case-insensitively); `key` —
+    /// `cnf.jkt`. (The verifier also lists, by `jti`, every credential a key
+    /// or measurement revocation covers, so registers a token does not carry
+    /// are matched too.)
     ///
-    /// Each match decides: `immediate` (or an unknown mode) → revoked;
-    /// `graceful` → revoked if `token.iat >= revoked_at`, else graceful;
-    /// `quarantine` → quarantined. Of several, revoked wins over quarantined
-    /// over graceful; the reason is the earliest deciding entry's.
+    /// The matching entries decide by the verifier's own rule,
+    /// [`attest_gate_protocol::revocation::standing`]: `immediate` (or an
+    /// unknown mode) → revoked; `graceful` → revoked if `token.iat >=
+    /// revoked_at`, else graceful; `quarantine` → quarantined. Of several,
+    /// revoked wins over quarantined over graceful; the reason is the
+    /// earliest deciding entry's.
     pub fn status(&self, token: &AccessToken) -> Status {
         let mut candidates: Vec<(RevocationKind, &str)> = vec![
             (RevocationKind::Jti, &token.jti),
             (RevocationKind::Session, &token.session.id),
             (RevocationKind::Workload, &token.client_id),
             (RevocationKind::Model, &token.provenance.model_digest),
+            (RevocationKind::Key, &token.cnf.jkt),
         ];
         if let Some(parent) = &token.session.parent {
             candidates.push((RevocationKind::Jti, parent));
@@ -319,47 +291,33 @@ impl RevocationSet {
             .filter_map(|(kind, target)| self.by_target.get(&index_key(kind, target)))
             .flatten()
             .collect();
-
-        // (rank, revoked_at, id, status): the highest rank wins, then the
-        // earliest revocation, then the smallest ID, so the answer does not
-        // depend on hash order.
-        let mut decided: Option<(u8, i64, &str, Status)> = None;
-        for entry in matching.into_iter().filter_map(|id| self.entries.get(id)) {
-            if entry.lifted {
-                continue;
-            }
-            let revoked = || Status::Revoked {
-                reason: entry.reason.clone(),
-            };
-            let (rank, status) = match entry.mode {
-                RevocationMode::Immediate | RevocationMode::Unknown => (3, revoked()),
-                RevocationMode::Graceful if token.iat >= entry.revoked_at => (3, revoked()),
-                RevocationMode::Graceful => (1, Status::Graceful),
-                RevocationMode::Quarantine => (
-                    2,
-                    Status::Quarantined {
-                        reason: entry.reason.clone(),
-                    },
-                ),
-            };
-            let better = match &decided {
-                None => true,
-                Some((best_rank, best_at, best_id, _)) => {
-                    (
-                        rank,
-                        std::cmp::Reverse(entry.revoked_at),
-                        std::cmp::Reverse(entry.id.as_str()),
-                    ) > (
-                        *best_rank,
-                        std::cmp::Reverse(*best_at),
-                        std::cmp::Reverse(*best_id),
-                    )
-                }
-            };
-            if better {
-                decided = Some((rank, entry.revoked_at, &entry.id, status));
-            }
+        let naming = matching.into_iter().filter_map(|id| self.entries.get(id));
+        match rule::standing(naming, token.iat) {
+            Standing::Clear => Status::Clear,
+            Standing::Graceful { .. } => Status::Graceful,
+            Standing::Quarantined { reason, .. } => Status::Quarantined { reason },
+            Standing::Revoked { reason } => Status::Revoked { reason },
         }
-        decided.map_or(Status::Clear, |(_, _, _, status)| status)
+    }
+}
+
+impl Entry for RevocationEntry {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn mode(&self) -> RevocationMode {
+        self.mode
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+    fn revoked_at(&self) -> i64 {
+        self.revoked_at
+    }
+    fn lifted(&self) -> bool {
+        self.lifted
+    }
+    fn cascade_from(&self) -> Option<&str> {
+        self.cascade_from.as_deref()
     }
 }

@@ -10,11 +10,10 @@ use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::jws;
+use attest_gate_protocol::jws;
+pub use attest_gate_protocol::{Actor, Confirmation, Provenance, Session};
 
-/// The access token's `typ` (RFC 9068 §2.1), so that no other JWS the
-/// verifier signs (a revocation list, say) can pass as a token.
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+pub use attest_gate_protocol::claims::ACCESS_TOKEN_TYPE;
 
 /// Longest token accepted, in bytes; larger ones are refused undecoded.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -190,46 +189,6 @@ impl From<JwsFailure> for TokenError {
     }
 }
 
-/// `cnf` (RFC 7800, RFC 9449 §6): the key the token is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Confirmation {
-    /// RFC 7638 thumbprint of the agent's key: DPoP proofs must be signed by
-    /// the key with this thumbprint.
-    pub jkt: String,
-}
-
-/// `session`: where the token sits in a delegation chain, so that revoking a
-/// session or a parent credential reaches its descendants.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Session {
-    /// The session identifier, shared by a whole chain.
-    pub id: String,
-    /// The `jti` of the credential this one was delegated from.
-    #[serde(default)]
-    pub parent: Option<String>,
-    /// SPIFFE IDs from the root agent to this one.
-    #[serde(default)]
-    pub chain: Vec<String>,
-}
-
-/// `provenance`: what the verifier attested, for policy decisions and for
-/// matching revocations by workload, model or measurement.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Provenance {
-    /// `nitro`, `tdx` or `snp`.
-    pub tee: String,
-    /// The workload (measurements file) name.
-    pub workload: String,
-    /// SHA-384 of the model served, hex.
-    pub model_digest: String,
-    /// The measured registers the workload constrains, hex, by name.
-    #[serde(default)]
-    pub measurements: BTreeMap<String, String>,
-    /// True when the evidence chained to a test root: not a production
-    /// attestation; refuse it in production.
-    pub test_root: bool,
-}
-
 /// A validated access token's claims. Built by [`Validator::validate`]; the
 /// typed fields are the ones relying parties decide on, [`AccessToken::claims`]
 /// has everything (`intent`, `ear`, ...).
@@ -263,9 +222,9 @@ pub struct AccessToken {
     pub session: Session,
     /// What was attested.
     pub provenance: Provenance,
-    /// RFC 8693 `act`: the actor chain of a delegated token, as sent.
+    /// RFC 8693 `act`: the actor chain of a delegated token.
     #[serde(default)]
-    pub act: Option<Value>,
+    pub act: Option<Actor>,
     /// Every claim as sent. Filled in by [`Validator::validate`]; `Null` when
     /// the struct is deserialised directly.
     #[serde(skip)]

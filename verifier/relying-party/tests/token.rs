@@ -59,7 +59,7 @@ fn an_audience_array_and_an_act_claim_are_read() {
     let token = issuer.sign("at+jwt", &claims);
     let parsed = validator().validate(&issuer.jwks(), &token, NOW).unwrap();
     assert_eq!(parsed.aud.len(), 2);
-    assert_eq!(parsed.act.unwrap()["act"]["sub"], "root");
+    assert_eq!(parsed.act.unwrap().act.unwrap().sub, "root");
     assert_eq!(parsed.session.parent.as_deref(), Some("parent-jti"));
 }
 

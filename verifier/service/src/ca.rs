@@ -3,6 +3,7 @@
 //! server certificate it generates when none is given. Keys are PEM files,
 //! mode 0600, in the data directory.
 
+use crate::decision::Grant;
 use std::path::Path;
 
 use attest_gate_core::AgentKey;
@@ -178,22 +179,17 @@ impl SvidCa {
         &self.root_pem
     }
 
-    /// Issues an X.509-SVID for `csr`'s key: the SPIFFE ID as the only URI
-    /// SAN, the same lifetime as the token, client and server auth, a random
-    /// serial. Evidence under a test root (`--dev`) is said so in the subject
+    /// Issues the X.509-SVID of `grant` for `csr`'s key (checked to be the
+    /// key the grant is bound to): the SPIFFE ID as the only URI SAN, the
+    /// same lifetime as the token, client and server auth, a random serial.
+    /// Evidence under a test root (`--dev`) is said so in the subject
     /// (`OU=attest-gate test-root evidence`), since the SVID has no other
     /// place for it. Returns the chain (SVID, then intermediate) as PEM.
-    pub fn issue(
-        &self,
-        csr: &CheckedCsr,
-        spiffe_id: &str,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-        test_root: bool,
-    ) -> Result<String, PkiError> {
+    pub fn issue(&self, csr: &CheckedCsr, grant: &Grant) -> Result<String, PkiError> {
+        let spiffe_id = grant.subject();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        if test_root {
+        if grant.test_root() {
             params
                 .distinguished_name
                 .push(DnType::OrganizationalUnitName, TEST_ROOT_MARK);
@@ -203,15 +199,15 @@ impl SvidCa {
             *first &= 0x7f; // positive, as RFC 5280 requires
         }
         params.serial_number = Some(SerialNumber::from_slice(&serial));
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.as_str().try_into()?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ClientAuth,
             ExtendedKeyUsagePurpose::ServerAuth,
         ];
-        params.not_before = not_before;
-        params.not_after = not_after;
+        params.not_before = grant.issued_at();
+        params.not_after = grant.expires_at();
         params.use_authority_key_identifier_extension = true;
         let svid = params.signed_by(&csr.0.public_key, &self.issuer)?;
         Ok(format!("{}{}", svid.pem(), self.intermediate_pem))

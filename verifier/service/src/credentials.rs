@@ -1,193 +1,16 @@
-//! What an access token says: the claims of RFC 9068 (`typ: at+jwt`), the
-//! DPoP key binding of RFC 9449 (`cnf.jkt`), Attest Gate's four identity
-//! claims (`act_for`, `intent`, `provenance`, `session`), and the appraisal in
-//! the EAR vocabulary (draft-ietf-rats-ear, AR4SI trustworthiness vector).
-//! Pure: the caller supplies the time, identifiers and keys.
+//! What is signed, built only from a [`Grant`]: the access token's claims
+//! (the protocol's [`AccessClaims`]) and the credential's database record.
+//! A `Grant` comes only from the decision module, so nothing here decides
+//! anything: it lays out what was decided. Pure: no clock, no I/O.
 
 use std::collections::BTreeMap;
 
-use attest_gate_core::{ModelDigest, TcbStatus, TrustKind, VerifiedClaims, Workload};
-use serde::Serialize;
-use time::OffsetDateTime;
+use attest_gate_core::{TcbStatus, TrustKind, VerifiedClaims, Workload};
+use attest_gate_protocol::claims::EAR_PROFILE;
+use attest_gate_protocol::{AccessClaims, Confirmation, Ear, EarAppraisal};
 
-/// The EAR profile this service emits.
-pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
-
-/// The `intent` claim: what the agent declared it is doing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Intent {
-    /// The task identifier.
-    pub task_id: String,
-    /// The scopes it asked for (the granted ones are in `scope`).
-    pub requested_scopes: Vec<String>,
-    /// The audience it asked for.
-    pub audience: String,
-}
-
-/// The `provenance` claim: what was attested.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Provenance {
-    /// `nitro`, `tdx` or `snp`.
-    pub tee: String,
-    /// The workload (measurements file) name.
-    pub workload: String,
-    /// Its version.
-    pub workload_version: String,
-    /// The registers the workload file constrains, hex.
-    pub measurements: BTreeMap<String, String>,
-    /// SHA-384 of the model served, hex.
-    pub model_digest: String,
-    /// The platform's TCB status, where the TEE has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcb_status: Option<String>,
-    /// Whether the TEE runs in debug mode (only workloads that allow it).
-    pub debug: bool,
-    /// SHA-384 of the exact evidence bytes, hex.
-    pub evidence_sha384: String,
-    /// True when the evidence chained to a test root (`--dev`): not a
-    /// production attestation.
-    pub test_root: bool,
-}
-
-/// The `session` claim: where this credential sits in a delegation chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Session {
-    /// The session identifier (shared by a chain).
-    pub id: String,
-    /// The `jti` of the credential this one was delegated from.
-    pub parent: Option<String>,
-    /// SPIFFE IDs from the root agent to this one.
-    pub chain: Vec<String>,
-}
-
-/// `cnf`: the confirmation key (RFC 7800 / RFC 9449).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Confirmation {
-    /// The agent key's RFC 7638 thumbprint.
-    pub jkt: String,
-}
-
-/// One EAR submodule's appraisal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EarAppraisal {
-    /// `affirming` or `warning`.
-    #[serde(rename = "ear.status")]
-    pub status: &'static str,
-    /// The AR4SI trustworthiness vector.
-    #[serde(rename = "ear.trustworthiness-vector")]
-    pub trustworthiness: BTreeMap<&'static str, i8>,
-    /// Which reference values appraised it.
-    #[serde(rename = "ear.appraisal-policy-id")]
-    pub policy_id: String,
-}
-
-/// The EAR (EAT Attestation Result) carried in the token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Ear {
-    /// The EAR profile.
-    pub eat_profile: &'static str,
-    /// The verifier that appraised.
-    #[serde(rename = "ear.verifier-id")]
-    pub verifier_id: BTreeMap<&'static str, &'static str>,
-    /// Appraisals by submodule (the TEE kind).
-    pub submods: BTreeMap<String, EarAppraisal>,
-}
-
-/// The access token's claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AccessClaims {
-    /// The verifier's issuer URL.
-    pub iss: String,
-    /// SPIFFE ID: `spiffe://<trust-domain>/<workload>/<instance>`.
-    pub sub: String,
-    /// The relying party.
-    pub aud: String,
-    /// Issued at.
-    pub iat: i64,
-    /// Not before.
-    pub nbf: i64,
-    /// Expires.
-    pub exp: i64,
-    /// Unique token ID.
-    pub jti: String,
-    /// OAuth client (the workload), RFC 9068.
-    pub client_id: String,
-    /// Granted scopes, space-separated.
-    pub scope: String,
-    /// The key the token is bound to.
-    pub cnf: Confirmation,
-    /// On whose behalf the agent acts.
-    pub act_for: String,
-    /// What it declared it is doing.
-    pub intent: Intent,
-    /// What was attested.
-    pub provenance: Provenance,
-    /// Its session and delegation chain.
-    pub session: Session,
-    /// The appraisal, for RATS tooling.
-    pub ear: Ear,
-}
-
-/// AR4SI: a TEE whose evidence verified to a vendor root and matched
-/// reference values is affirming in every claim it speaks to; a TCB status
-/// other than UpToDate (accepted by the workload) or a test root is a warning.
-fn ear_appraisal(claims: &VerifiedClaims, workload: &Workload) -> EarAppraisal {
-    let test_root = claims.trust == TrustKind::TestRoot;
-    let platform_warning =
-        matches!(claims.tcb_status, Some(status) if status != TcbStatus::UpToDate);
-    // AR4SI values: 2 affirming; 32 warning; hardware 2 = genuine,
-    // 32 = genuine with known vulnerabilities (or unrecognised root).
-    let hardware = if test_root || platform_warning { 32 } else { 2 };
-    let trustworthiness = BTreeMap::from([
-        ("instance-identity", 2),
-        ("configuration", 2),
-        ("executables", 2),
-        ("hardware", hardware),
-        ("runtime-opaque", 2),
-    ]);
-    EarAppraisal {
-        status: if hardware == 2 {
-            "affirming"
-        } else {
-            "warning"
-        },
-        trustworthiness,
-        policy_id: format!("measurements/{}@{}", workload.name, workload.version),
-    }
-}
-
-/// Everything decided before a token is minted.
-#[derive(Debug, Clone)]
-pub struct Grant<'a> {
-    /// The verified claims.
-    pub claims: &'a VerifiedClaims,
-    /// The workload they matched.
-    pub workload: &'a Workload,
-    /// The model served.
-    pub model: &'a ModelDigest,
-    /// Issuer URL.
-    pub issuer: &'a str,
-    /// SPIFFE instance segment.
-    pub instance: &'a str,
-    /// Granted scopes.
-    pub scopes: &'a [String],
-    /// Audience.
-    pub audience: &'a str,
-    /// `act_for`.
-    pub act_for: &'a str,
-    /// Declared intent.
-    pub intent: Intent,
-    /// Agent key thumbprint.
-    pub jkt: String,
-    /// Token ID.
-    pub jti: String,
-    /// Session.
-    pub session: Session,
-    /// Issued at.
-    pub now: OffsetDateTime,
-    /// Expires.
-    pub expires_at: OffsetDateTime,
-}
+use crate::decision::Grant;
+use crate::store::CredentialRecord;
 
 /// `spiffe://<trust-domain>/<workload>/<instance>`.
 pub fn spiffe_id(workload: &Workload, instance: &str) -> String {
@@ -197,7 +20,8 @@ pub fn spiffe_id(workload: &Workload, instance: &str) -> String {
     )
 }
 
-/// The values of the registers the workload file constrains, hex, by name.
+/// The values of the registers the workload file constrains, hex, by name:
+/// what the token's `provenance.measurements` shows.
 pub fn measured(workload: &Workload, claims: &VerifiedClaims) -> BTreeMap<String, String> {
     workload
         .measurements
@@ -220,46 +44,86 @@ pub fn all_registers(claims: &VerifiedClaims) -> Vec<String> {
         .collect()
 }
 
-impl Grant<'_> {
-    /// The token's claims.
-    pub fn access_claims(&self) -> AccessClaims {
-        let measurements = measured(self.workload, self.claims);
-        let tee = self.claims.tee.to_string();
-        AccessClaims {
-            iss: self.issuer.to_string(),
-            sub: spiffe_id(self.workload, self.instance),
-            aud: self.audience.to_string(),
-            iat: self.now.unix_timestamp(),
-            nbf: self.now.unix_timestamp(),
-            exp: self.expires_at.unix_timestamp(),
-            jti: self.jti.clone(),
-            client_id: self.workload.name.clone(),
-            scope: self.scopes.join(" "),
-            cnf: Confirmation {
-                jkt: self.jkt.clone(),
-            },
-            act_for: self.act_for.to_string(),
-            intent: self.intent.clone(),
-            provenance: Provenance {
-                tee: tee.clone(),
-                workload: self.workload.name.clone(),
-                workload_version: self.workload.version.clone(),
-                measurements,
-                model_digest: self.model.to_hex(),
-                tcb_status: self.claims.tcb_status.map(|s| s.to_string()),
-                debug: self.claims.debug,
-                evidence_sha384: hex::encode(self.claims.evidence_sha384),
-                test_root: self.claims.trust == TrustKind::TestRoot,
-            },
-            session: self.session.clone(),
-            ear: Ear {
-                eat_profile: EAR_PROFILE,
-                verifier_id: BTreeMap::from([
-                    ("developer", "attest-gate"),
-                    ("build", env!("CARGO_PKG_VERSION")),
-                ]),
-                submods: BTreeMap::from([(tee, ear_appraisal(self.claims, self.workload))]),
-            },
+/// AR4SI: a TEE whose evidence verified to a vendor root and matched
+/// reference values is affirming in every claim it speaks to; a TCB status
+/// other than UpToDate (accepted by the workload) or a test root is a warning.
+pub fn ear(claims: &VerifiedClaims, workload: &Workload) -> Ear {
+    let test_root = claims.trust == TrustKind::TestRoot;
+    let platform_warning =
+        matches!(claims.tcb_status, Some(status) if status != TcbStatus::UpToDate);
+    // AR4SI values: 2 affirming; 32 warning; hardware 2 = genuine,
+    // 32 = genuine with known vulnerabilities (or unrecognised root).
+    let hardware = if test_root || platform_warning { 32 } else { 2 };
+    let trustworthiness = [
+        ("instance-identity", 2),
+        ("configuration", 2),
+        ("executables", 2),
+        ("hardware", hardware),
+        ("runtime-opaque", 2),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let appraisal = EarAppraisal {
+        status: if hardware == 2 {
+            "affirming"
+        } else {
+            "warning"
         }
+        .to_string(),
+        trustworthiness,
+        policy_id: format!("measurements/{}@{}", workload.name, workload.version),
+    };
+    Ear {
+        eat_profile: EAR_PROFILE.to_string(),
+        verifier_id: BTreeMap::from([
+            ("developer".to_string(), "attest-gate".to_string()),
+            ("build".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]),
+        submods: BTreeMap::from([(claims.tee.to_string(), appraisal)]),
+    }
+}
+
+/// The access token's claims for `grant`, issued by `issuer`.
+pub fn access_claims(grant: &Grant, issuer: &str) -> AccessClaims {
+    AccessClaims {
+        iss: issuer.to_string(),
+        sub: grant.subject(),
+        aud: grant.audience().to_string(),
+        iat: grant.issued_at().unix_timestamp(),
+        nbf: grant.issued_at().unix_timestamp(),
+        exp: grant.expires_at().unix_timestamp(),
+        jti: grant.jti().to_string(),
+        client_id: grant.workload().name.clone(),
+        scope: grant.scopes().join(" "),
+        cnf: Confirmation {
+            jkt: grant.jkt().to_string(),
+        },
+        act_for: grant.act_for().to_string(),
+        intent: grant.intent().clone(),
+        provenance: grant.provenance().clone(),
+        session: grant.session().clone(),
+        act: grant.actor().cloned(),
+        ear: grant.ear().clone(),
+    }
+}
+
+/// The credential's database record for `grant`.
+pub fn record(grant: &Grant) -> CredentialRecord {
+    CredentialRecord {
+        jti: grant.jti().to_string(),
+        subject: grant.subject(),
+        session_id: grant.session().id.clone(),
+        parent_jti: grant.session().parent.clone(),
+        workload: grant.workload().name.clone(),
+        jkt: grant.jkt().to_string(),
+        scope: grant.scopes().join(" "),
+        audience: grant.audience().to_string(),
+        issued_at: grant.issued_at().unix_timestamp(),
+        expires_at: grant.expires_at().unix_timestamp(),
+        test_root: grant.test_root(),
+        model_digest: grant.provenance().model_digest.clone(),
+        measurements: grant.registers().join(" "),
+        depth: grant.depth(),
     }
 }

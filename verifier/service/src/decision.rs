@@ -1,22 +1,29 @@
-//! Appraisal after verification: the reference values (workload files) and
-//! the Cedar policy, loaded and swapped as one `Appraiser`, and the one
-//! function that turns verified claims and an intent into granted scopes —
-//! shared by `POST /v1/attest`, the policy dry-run endpoint and `verifier
-//! policy test`, so a tested policy decides exactly as the service will.
+//! The one decision path. [`Verification`] turns evidence into verified
+//! claims with exactly the configured trust; the [`Appraiser`] (reference
+//! values and Cedar policy, swapped together on reload) decides with one
+//! scope rule for every caller — attestation, token exchange, reappraisal,
+//! the admin dry run and `verifier policy test` — and only it builds the
+//! [`Grant`] that the token signer, the SVID CA and the credential record
+//! take. A tested policy therefore decides exactly as the service will, and
+//! a delegation cannot escape a `forbid` that the attestation obeyed.
 
 use std::path::Path;
 
 use attest_gate_core::{
-    Collateral, ModelDigest, PlatformClaims, ReferenceValues, TeeKind, TrustAnchors, TrustKind,
-    VerifiedClaims, Verifier, VerifyError, Workload,
+    AgentKey, Binding, Collateral, ModelDigest, PlatformClaims, ReferenceValues, TeeKind,
+    TrustAnchors, TrustKind, VerifiedClaims, Verifier, VerifyError, Workload,
 };
+use attest_gate_protocol::{Actor, Ear, Intent, Provenance, Session};
 use aws_lc_rs::digest::{digest, SHA256};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::api::IntentRequest;
+use crate::credentials;
 use crate::error::{ServiceCode, ServiceError};
-use crate::policy::{Policy, PolicyQuery, PolicySubject, DEFAULT_POLICY};
+use crate::policy::{DelegationQuery, Policy, PolicyQuery, PolicySubject, DEFAULT_POLICY};
+use crate::secrets;
 use crate::service::{test_anchors, StartError};
+use crate::token::VerifiedToken;
 
 /// Evidence verification with exactly the trust the configuration names:
 /// the pinned vendor roots, and with `--dev` the project's test roots for
@@ -84,13 +91,145 @@ pub struct Appraiser {
     pub policy_version: String,
 }
 
-/// What appraisal granted.
+/// What appraisal decided for recorded evidence (dry run, `policy test`,
+/// reappraisal): nothing is signed from it.
 #[derive(Debug, Clone)]
-pub struct Granted<'a> {
+pub struct Decided<'a> {
     /// The workload the claims matched.
     pub workload: &'a Workload,
     /// requested ∩ the workload's grant ∩ what policy permits; never empty.
     pub scopes: Vec<String>,
+}
+
+/// Everything decided before anything is signed: who (workload, key,
+/// SPIFFE ID), what (scopes, audience, lifetime), on what evidence
+/// (provenance, registers, EAR) and where in a delegation chain. Only this
+/// module builds one — [`Appraiser::grant_attestation`] from verified,
+/// bound, appraised evidence and [`Appraiser::grant_delegation`] from a
+/// verified parent token run through the same policy — and the token
+/// signer, the SVID CA and the credential record take `&Grant` and nothing
+/// else, so nothing undecided can be signed.
+///
+/// ```compile_fail
+/// // Outside this module a Grant cannot be assembled by hand:
+/// let grant = attest_gate_verifier::decision::Grant { jti: String::new() };
+/// ```
+#[derive(Debug, Clone)]
+pub struct Grant {
+    workload: Workload,
+    jkt: String,
+    scopes: Vec<String>,
+    audience: String,
+    act_for: String,
+    intent: Intent,
+    provenance: Provenance,
+    ear: Ear,
+    jti: String,
+    session: Session,
+    actor: Option<Actor>,
+    depth: i32,
+    registers: Vec<String>,
+    issued_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl Grant {
+    /// The workload it is for.
+    pub fn workload(&self) -> &Workload {
+        &self.workload
+    }
+    /// The bound key's RFC 7638 thumbprint.
+    pub fn jkt(&self) -> &str {
+        &self.jkt
+    }
+    /// Its SPIFFE ID (`spiffe://<domain>/<workload>/<jkt>`).
+    pub fn subject(&self) -> String {
+        credentials::spiffe_id(&self.workload, &self.jkt)
+    }
+    /// The granted scopes, never empty.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    /// The relying party it is for.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+    /// On whose behalf the agent acts.
+    pub fn act_for(&self) -> &str {
+        &self.act_for
+    }
+    /// What was asked.
+    pub fn intent(&self) -> &Intent {
+        &self.intent
+    }
+    /// What was attested.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+    /// The appraisal in EAR form.
+    pub fn ear(&self) -> &Ear {
+        &self.ear
+    }
+    /// The new credential's ID.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+    /// Its session and delegation chain.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+    /// The actor chain (delegated credentials).
+    pub fn actor(&self) -> Option<&Actor> {
+        self.actor.as_ref()
+    }
+    /// Delegation hops from the attested credential.
+    pub fn depth(&self) -> i32 {
+        self.depth
+    }
+    /// Every verified register value, hex.
+    pub fn registers(&self) -> &[String] {
+        &self.registers
+    }
+    /// Whether a test root anchored the evidence (`--dev`).
+    pub fn test_root(&self) -> bool {
+        self.provenance.test_root
+    }
+    /// Issued at.
+    pub fn issued_at(&self) -> OffsetDateTime {
+        self.issued_at
+    }
+    /// Expires at.
+    pub fn expires_at(&self) -> OffsetDateTime {
+        self.expires_at
+    }
+}
+
+/// What an attesting agent asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct AttestationAsk<'a> {
+    /// On whose behalf it acts.
+    pub principal: &'a str,
+    /// Task, scopes and audience.
+    pub intent: &'a IntentRequest,
+    /// A shorter lifetime than the workload's maximum.
+    pub ttl_seconds: Option<u32>,
+    /// The lifetime when none is asked for (capped by the workload).
+    pub default_ttl: u32,
+}
+
+/// What a delegating agent asks for its sub-agent.
+#[derive(Debug, Clone, Copy)]
+pub struct DelegationAsk<'a> {
+    /// The sub-agent's key.
+    pub actor: &'a AgentKey,
+    /// Scopes: a subset of the parent's.
+    pub scopes: &'a [String],
+    /// The relying party.
+    pub audience: &'a str,
+    /// What the sub-agent is for (its `intent.task_id`).
+    pub purpose: &'a str,
+    /// A shorter lifetime; never past the parent's expiry.
+    pub ttl_seconds: Option<u32>,
 }
 
 /// Reads every `*.toml` in `dir`, in name order.
@@ -142,7 +281,174 @@ impl Appraiser {
         Self::new(load_references(measurements)?, &read_policy(policy_file)?)
     }
 
-    /// Attestation: reference values, then [`Appraiser::grant`].
+    /// Attestation: the binding (nonce, key, model), reference values,
+    /// then [`Appraiser::decide`]'s scope rule and the lifetime: the only
+    /// way an attestation becomes a [`Grant`].
+    pub fn grant_attestation(
+        &self,
+        claims: &VerifiedClaims,
+        binding: &Binding,
+        ask: &AttestationAsk<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Grant, ServiceError> {
+        binding.check(claims).map_err(|r| ServiceError::from(&r))?;
+        let model = binding.model();
+        let decided = self.decide(claims, model, ask.principal, ask.intent, now)?;
+        let workload = decided.workload;
+        let ttl = ask
+            .ttl_seconds
+            .unwrap_or(ask.default_ttl)
+            .min(workload.grant.max_ttl_seconds);
+        let jkt = binding.key().jkt();
+        let session_id = secrets::random_id().map_err(ServiceError::internal)?;
+        Ok(Grant {
+            workload: workload.clone(),
+            scopes: decided.scopes,
+            audience: ask.intent.audience.clone(),
+            act_for: ask.principal.to_string(),
+            intent: Intent {
+                task_id: ask.intent.task_id.clone(),
+                requested_scopes: ask.intent.scopes.clone(),
+                audience: ask.intent.audience.clone(),
+            },
+            provenance: Provenance {
+                tee: claims.tee.to_string(),
+                workload: workload.name.clone(),
+                workload_version: workload.version.clone(),
+                measurements: credentials::measured(workload, claims),
+                model_digest: model.to_hex(),
+                tcb_status: claims.tcb_status.map(|s| s.to_string()),
+                debug: claims.debug,
+                evidence_sha384: hex::encode(claims.evidence_sha384),
+                test_root: claims.trust == TrustKind::TestRoot,
+            },
+            ear: credentials::ear(claims, workload),
+            jti: secrets::random_id().map_err(ServiceError::internal)?,
+            session: Session {
+                id: session_id,
+                parent: None,
+                chain: vec![credentials::spiffe_id(workload, &jkt)],
+            },
+            jkt,
+            actor: None,
+            depth: 0,
+            registers: credentials::all_registers(claims),
+            issued_at: now,
+            expires_at: now + Duration::seconds(i64::from(ttl)),
+        })
+    }
+
+    /// Token exchange: the parent's workload must still be allowed and may
+    /// delegate this deep; scopes only narrow; then the same scope rule as
+    /// attestation ([`Appraiser::decide`]'s), with the sub-agent's audience,
+    /// purpose and key in Cedar's context; expiry never past the parent's.
+    pub fn grant_delegation(
+        &self,
+        parent: &VerifiedToken,
+        registers: &[String],
+        ask: &DelegationAsk<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Grant, ServiceError> {
+        let parent = parent.claims();
+        let workload = self
+            .references
+            .workloads()
+            .iter()
+            .find(|w| w.name == parent.client_id)
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ServiceCode::WorkloadUnknown,
+                    "the subject token's workload is no longer allowed",
+                )
+            })?;
+        if !workload.grant.may_delegate {
+            return Err(ServiceError::new(
+                ServiceCode::DelegationNotAllowed,
+                format!("workload {} may not delegate", workload.name),
+            ));
+        }
+        let depth = i32::try_from(parent.depth())
+            .unwrap_or(i32::MAX)
+            .saturating_add(1);
+        if depth > i32::from(workload.grant.max_delegation_depth) {
+            return Err(ServiceError::new(
+                ServiceCode::DelegationTooDeep,
+                format!(
+                    "workload {} allows {} delegation hops",
+                    workload.name, workload.grant.max_delegation_depth
+                ),
+            ));
+        }
+        let held: Vec<&str> = parent.scope.split_whitespace().collect();
+        if let Some(wider) = ask.scopes.iter().find(|s| !held.contains(&s.as_str())) {
+            return Err(ServiceError::new(
+                ServiceCode::ScopeWidening,
+                format!("`{wider}` is not among the subject token's scopes"),
+            ));
+        }
+        let jkt = ask.actor.jkt();
+        let provenance = &parent.provenance;
+        let scopes = self.permitted(&PolicyQuery {
+            subject: PolicySubject {
+                workload,
+                tee: &provenance.tee,
+                model: &provenance.model_digest,
+                tcb_status: provenance.tcb_status.as_deref(),
+                debug: provenance.debug,
+                test_root: provenance.test_root,
+            },
+            delegation: Some(DelegationQuery {
+                actor: &jkt,
+                depth: i64::from(depth),
+                parent_jti: &parent.jti,
+            }),
+            act_for: &parent.act_for,
+            task_id: ask.purpose,
+            audience: ask.audience,
+            scopes: ask.scopes,
+            now,
+        })?;
+        let parent_expiry =
+            OffsetDateTime::from_unix_timestamp(parent.exp).map_err(ServiceError::internal)?;
+        let expires_at = match ask.ttl_seconds {
+            Some(ttl) => (now + Duration::seconds(i64::from(ttl))).min(parent_expiry),
+            None => parent_expiry,
+        };
+        let mut chain = parent.session.chain.clone();
+        chain.push(credentials::spiffe_id(workload, &jkt));
+        Ok(Grant {
+            workload: workload.clone(),
+            scopes,
+            audience: ask.audience.to_string(),
+            act_for: parent.act_for.clone(),
+            intent: Intent {
+                task_id: ask.purpose.to_string(),
+                requested_scopes: ask.scopes.to_vec(),
+                audience: ask.audience.to_string(),
+            },
+            provenance: parent.provenance.clone(),
+            ear: parent.ear.clone(),
+            jti: secrets::random_id().map_err(ServiceError::internal)?,
+            session: Session {
+                id: parent.session.id.clone(),
+                parent: Some(parent.jti.clone()),
+                chain,
+            },
+            jkt,
+            // RFC 8693 §4.1: `act` names the current actor, nesting the prior ones.
+            actor: Some(Actor {
+                sub: parent.sub.clone(),
+                act: parent.act.clone().map(Box::new),
+            }),
+            depth,
+            registers: registers.to_vec(),
+            issued_at: now,
+            expires_at,
+        })
+    }
+
+    /// Reference values, then the scope rule: what attestation, the dry run,
+    /// `verifier policy test` and reappraisal all decide with.
     pub fn decide(
         &self,
         claims: &VerifiedClaims,
@@ -150,14 +456,14 @@ impl Appraiser {
         principal: &str,
         intent: &IntentRequest,
         now: OffsetDateTime,
-    ) -> Result<Granted<'_>, ServiceError> {
+    ) -> Result<Decided<'_>, ServiceError> {
         let workload = self
             .references
             .appraise(claims, model)
             .map_err(|r| ServiceError::from(&r))?;
         let model_hex = model.to_hex();
         let tcb_status = claims.tcb_status.map(|s| s.to_string());
-        let scopes = self.grant(&PolicyQuery {
+        let scopes = self.permitted(&PolicyQuery {
             subject: PolicySubject::attested(workload, claims, &model_hex, tcb_status.as_deref()),
             delegation: None,
             act_for: principal,
@@ -166,15 +472,15 @@ impl Appraiser {
             scopes: &intent.scopes,
             now,
         })?;
-        Ok(Granted { workload, scopes })
+        Ok(Decided { workload, scopes })
     }
 
-    /// The one grant rule, for attestation and delegation alike: the
+    /// The one scope rule, for attestation and delegation alike: the
     /// audience must be one the workload names, and the scopes granted are
     /// `query.scopes` ∩ the workload's grant ∩ what Cedar permits for this
     /// subject, principal, task, audience and (for an exchange) actor;
     /// never empty.
-    pub fn grant(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, ServiceError> {
+    fn permitted(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, ServiceError> {
         let workload = query.subject.workload;
         if !workload.grant.audiences.iter().any(|a| a == query.audience) {
             return Err(ServiceError::new(

@@ -279,7 +279,10 @@ async fn reappraise(
     admin_json!(service, headers, body, {
         match body.mode.parse::<Mode>() {
             Ok(mode) => service.reappraise(mode, clock::now()).await,
-            Err(e) => Err(ServiceError::new(ServiceCode::MalformedRequest, e)),
+            Err(e) => Err(ServiceError::new(
+                ServiceCode::MalformedRequest,
+                e.to_string(),
+            )),
         }
     })
 }

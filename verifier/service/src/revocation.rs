@@ -9,82 +9,30 @@
 //! - `quarantine`: credentials stay active but are marked, so relying
 //!   parties route them to a monitor; every use the verifier sees is audited.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// What a revocation names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// One credential (`jti`), and every credential delegated from it.
-    Jti,
-    /// A session: the attested credential and its whole delegation tree.
-    Session,
-    /// Every credential of a workload (measurements file name).
-    Workload,
-    /// Every credential issued on evidence with this measurement value (hex).
-    Measurement,
-    /// Every credential of agents serving this model (SHA-384, hex).
-    Model,
-    /// Every credential bound to this agent key (RFC 7638 thumbprint) and
-    /// everything delegated from them; the key can never attest again.
-    Key,
+use attest_gate_protocol::revocation::{self as rule, Entry};
+pub use attest_gate_protocol::revocation::{inherited_from, Kind, Mode, Standing};
+
+/// The revocation list's `typ`.
+pub const REVOCATION_LIST_TYPE: &str = "revocation-list+jwt";
+
+/// `GET /v1/revocations`' signed payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationListClaims<'a> {
+    /// The verifier's issuer URL.
+    pub iss: &'a str,
+    /// When the list was made, Unix seconds.
+    pub iat: i64,
+    /// The list holds the entries updated at or after this instant.
+    pub since: i64,
+    /// Ask for `since=cursor` next time.
+    pub cursor: i64,
+    /// The list was cut at its page limit: ask again right away.
+    pub more: bool,
+    /// The entries.
+    pub entries: &'a [Revocation],
 }
-
-/// How it takes effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Dead now.
-    Immediate,
-    /// Existing credentials run to expiry; no new ones.
-    Graceful,
-    /// Active but marked for monitoring.
-    Quarantine,
-}
-
-macro_rules! text_enum {
-    ($ty:ident, $what:literal, $($variant:ident = $text:literal),+) => {
-        impl $ty {
-            /// Its name in the API and the database.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-        }
-        impl std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok(Self::$variant),)+
-                    other => Err(format!(concat!("unknown ", $what, " `{}`"), other)),
-                }
-            }
-        }
-        impl TryFrom<String> for $ty {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                s.parse()
-            }
-        }
-    };
-}
-
-text_enum!(
-    Kind,
-    "revocation kind",
-    Jti = "jti",
-    Session = "session",
-    Workload = "workload",
-    Measurement = "measurement",
-    Model = "model",
-    Key = "key"
-);
-text_enum!(
-    Mode,
-    "revocation mode",
-    Immediate = "immediate",
-    Graceful = "graceful",
-    Quarantine = "quarantine"
-);
 
 /// One revocation as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -131,54 +79,24 @@ pub struct Subject<'a> {
     pub issued_at: i64,
 }
 
-/// How a credential stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Standing {
-    /// No revocation applies.
-    Clear,
-    /// Issued before a graceful revocation: runs to expiry, begets nothing.
-    Graceful {
-        /// The revocation's reason.
-        reason: String,
-    },
-    /// Active, but to be monitored.
-    Quarantined {
-        /// The revocation's reason.
-        reason: String,
-        /// The ID of the quarantine this one comes from: lifting it lifts
-        /// every quarantine inherited from it.
-        origin: String,
-    },
-    /// Dead.
-    Revoked {
-        /// The revocation's reason.
-        reason: String,
-    },
-}
-
-impl Standing {
-    fn rank(&self) -> u8 {
-        match self {
-            Self::Clear => 0,
-            Self::Graceful { .. } => 1,
-            Self::Quarantined { .. } => 2,
-            Self::Revoked { .. } => 3,
-        }
+impl Entry for Revocation {
+    fn id(&self) -> &str {
+        &self.id
     }
-
-    /// Whether nothing new may be issued on it (re-attestation, exchange).
-    pub fn blocks_issuance(&self) -> bool {
-        matches!(self, Self::Revoked { .. } | Self::Graceful { .. })
+    fn mode(&self) -> Mode {
+        self.mode
     }
-
-    /// The mode name relying parties see (`None` when clear).
-    pub fn label(&self) -> Option<&'static str> {
-        match self {
-            Self::Clear => None,
-            Self::Graceful { .. } => Some("graceful"),
-            Self::Quarantined { .. } => Some("quarantined"),
-            Self::Revoked { .. } => Some("revoked"),
-        }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+    fn revoked_at(&self) -> i64 {
+        self.revoked_at
+    }
+    fn lifted(&self) -> bool {
+        self.lifted
+    }
+    fn cascade_from(&self) -> Option<&str> {
+        self.cascade_from.as_deref()
     }
 }
 
@@ -194,51 +112,18 @@ fn names(r: &Revocation, s: &Subject<'_>) -> bool {
             .iter()
             .any(|m| m.eq_ignore_ascii_case(&r.target)),
         Kind::Key => any(s.keys),
+        Kind::Unknown => false,
     }
 }
 
-/// The strongest effect of the un-lifted revocations naming `subject`:
-/// revoked over quarantined over graceful. A graceful revocation revokes
-/// whatever is issued at or after it.
+/// How `subject` stands: the protocol's one rule
+/// ([`attest_gate_protocol::revocation::standing`]) over the revocations
+/// naming it.
 pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
-    revocations
-        .iter()
-        .filter(|r| !r.lifted && names(r, subject))
-        .map(|r| {
-            let reason = r.reason.clone();
-            match r.mode {
-                Mode::Immediate => Standing::Revoked { reason },
-                Mode::Graceful if subject.issued_at >= r.revoked_at => Standing::Revoked { reason },
-                Mode::Graceful => Standing::Graceful { reason },
-                Mode::Quarantine => Standing::Quarantined {
-                    reason,
-                    origin: quarantine_origin(r).to_string(),
-                },
-            }
-        })
-        .fold(Standing::Clear, |best, s| {
-            if s.rank() > best.rank() {
-                s
-            } else {
-                best
-            }
-        })
-}
-
-/// `cascade_from` of a quarantine inherited from quarantine `origin`.
-pub fn inherited_from(origin: &str) -> String {
-    format!("{INHERITED}{origin}")
-}
-
-const INHERITED: &str = "inherited:";
-
-/// The quarantine a quarantine row comes from: itself, or the one it was
-/// inherited from.
-fn quarantine_origin(r: &Revocation) -> &str {
-    r.cascade_from
-        .as_deref()
-        .and_then(|c| c.strip_prefix(INHERITED))
-        .unwrap_or(&r.id)
+    rule::standing(
+        revocations.iter().filter(|r| names(r, subject)),
+        subject.issued_at,
+    )
 }
 
 /// Why nothing new may be issued for `subject`: any un-lifted immediate or
@@ -299,24 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn an_inherited_quarantine_names_its_origin() {
-        let sessions = vec!["s".to_string()];
-        let s = subject(&[], &sessions, &[]);
-        let own = revocation(Kind::Session, "s", Mode::Quarantine, 10);
-        let Standing::Quarantined { origin, .. } = standing(std::slice::from_ref(&own), &s) else {
-            panic!("not quarantined")
-        };
-        assert_eq!(origin, own.id);
-        let mut inherited = own.clone();
-        inherited.id = "other".into();
-        inherited.cascade_from = Some(inherited_from("root"));
-        let Standing::Quarantined { origin, .. } = standing(&[inherited], &s) else {
-            panic!("not quarantined")
-        };
-        assert_eq!(origin, "root");
-    }
-
-    #[test]
     fn each_kind_names_what_it_says_and_nothing_else() {
         let jtis = vec!["j1".to_string(), "parent".to_string()];
         let sessions = vec!["s1".to_string()];
@@ -368,23 +235,5 @@ mod tests {
         let mut lifted = quarantine;
         lifted.lifted = true;
         assert_eq!(standing(&[lifted], &s), Standing::Clear);
-    }
-
-    #[test]
-    fn names_round_trip() {
-        for kind in [
-            Kind::Jti,
-            Kind::Session,
-            Kind::Workload,
-            Kind::Measurement,
-            Kind::Model,
-            Kind::Key,
-        ] {
-            assert_eq!(kind.as_str().parse::<Kind>().unwrap(), kind);
-        }
-        for mode in [Mode::Immediate, Mode::Graceful, Mode::Quarantine] {
-            assert_eq!(mode.as_str().parse::<Mode>().unwrap(), mode);
-        }
-        assert!("everything".parse::<Kind>().is_err());
     }
 }

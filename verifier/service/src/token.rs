@@ -13,6 +13,13 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use attest_gate_protocol::claims::ACCESS_TOKEN_TYPE;
+use attest_gate_protocol::{jws, AccessClaims};
+use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED;
+
+use crate::credentials;
+use crate::decision::Grant;
+use crate::revocation::{RevocationListClaims, REVOCATION_LIST_TYPE};
 use crate::secrets::{self, SecretError};
 
 /// One ES256 signing key.
@@ -76,8 +83,25 @@ impl SigningKey {
         jwk
     }
 
+    /// The access token for `grant` (`typ: at+jwt`): the only way to sign
+    /// a credential, so only what the decision module granted is signed.
+    pub fn sign_access(&self, grant: &Grant, issuer: &str) -> Result<String, SignError> {
+        self.sign_jwt(
+            ACCESS_TOKEN_TYPE,
+            &credentials::access_claims(grant, issuer),
+        )
+    }
+
+    /// The signed revocation list (`typ: revocation-list+jwt`).
+    pub fn sign_revocation_list(
+        &self,
+        list: &RevocationListClaims<'_>,
+    ) -> Result<String, SignError> {
+        self.sign_jwt(REVOCATION_LIST_TYPE, list)
+    }
+
     /// A compact JWS of `claims` with header `typ`.
-    pub fn sign_jwt<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, SignError> {
+    fn sign_jwt<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, SignError> {
         let header = json!({"alg": "ES256", "typ": typ, "kid": self.kid});
         let header = serde_json::to_vec(&header).map_err(|_| SignError)?;
         let payload = serde_json::to_vec(claims).map_err(|_| SignError)?;
@@ -101,6 +125,19 @@ impl SigningKey {
 #[derive(Debug, thiserror::Error)]
 #[error("signing a token failed")]
 pub struct SignError;
+
+/// An access token this service signed, its signature checked: only
+/// [`TokenKeys::verify_access`] makes one, so a delegation is granted only
+/// from a parent the service issued.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken(AccessClaims);
+
+impl VerifiedToken {
+    /// Its claims.
+    pub fn claims(&self) -> &AccessClaims {
+        &self.0
+    }
+}
 
 /// The current signing key and the one before it.
 #[derive(Debug)]
@@ -148,38 +185,26 @@ impl TokenKeys {
         Self::load_or_create(dir)
     }
 
-    /// The claims of a token of type `typ` signed by one of these keys, or
-    /// `None`: bad shape, other `typ` (a revocation list is signed by the
-    /// same key and must never pass as an access token), unknown `kid`, wrong
-    /// `alg`, or a bad signature.
-    pub fn verify(&self, jwt: &str, typ: &str) -> Option<Value> {
+    /// An access token signed by one of these keys, or `None`: too large,
+    /// bad shape, another `typ` (a revocation list is signed by the same key
+    /// and must never pass as an access token), unknown `kid`, wrong `alg`,
+    /// a bad signature, or claims that are not an access token's.
+    pub fn verify_access(&self, jwt: &str) -> Option<VerifiedToken> {
         const MAX_TOKEN: usize = 16 * 1024;
-        if jwt.len() > MAX_TOKEN {
+        let jws = jws::split(jwt, MAX_TOKEN).ok()?;
+        if jws.header_str("alg") != Some("ES256")
+            || jws.header_str("typ") != Some(ACCESS_TOKEN_TYPE)
+        {
             return None;
         }
-        let mut parts = jwt.split('.');
-        let (Some(h), Some(p), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return None;
-        };
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
-        if header.get("alg")? != "ES256" || header.get("typ")? != typ {
-            return None;
-        }
-        let kid = header.get("kid")?.as_str()?;
+        let kid = jws.header_str("kid")?;
         let key = std::iter::once(&self.current)
             .chain(self.previous.as_ref())
             .find(|k| k.kid == kid)?;
-        let signature = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        let input = jwt.get(..h.len() + 1 + p.len())?;
-        aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            key.public.raw_public_key(),
-        )
-        .verify(input.as_bytes(), &signature)
-        .ok()?;
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()
+        if !jws.verifies(&ECDSA_P256_SHA256_FIXED, &key.public.raw_public_key()) {
+            return None;
+        }
+        serde_json::from_slice(&jws.payload).ok().map(VerifiedToken)
     }
 
     /// The JWKS document (RFC 7517): current key first.
@@ -196,7 +221,7 @@ impl TokenKeys {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use aws_lc_rs::signature::UnparsedPublicKey;
 
     #[test]
     fn a_signed_jwt_verifies_under_its_published_key() {

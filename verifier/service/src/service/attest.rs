@@ -5,24 +5,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use attest_gate_core::{
-    AgentKey, Binding, Collateral, ModelDigest, TeeKind, TrustKind, VerifiedClaims, Workload,
-};
+use attest_gate_core::{AgentKey, Binding, Collateral, ModelDigest, TeeKind, VerifiedClaims};
 use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use super::lifecycle::Inherited;
 use super::{read, Service, Trail, MAX_FIELD_LEN};
 use crate::api::{AttestRequest, AttestResponse, IntentRequest};
 use crate::ca::{check_csr, CheckedCsr};
 use crate::challenge::{self, NonceError};
-use crate::credentials::{self, Intent, Session};
+use crate::credentials;
+use crate::decision::{AttestationAsk, Grant};
 use crate::error::{ServiceCode, ServiceError};
 use crate::revocation::{self, Kind, Subject};
-use crate::secrets;
-use crate::store::{CredentialRecord, SessionEvidence};
+use crate::store::SessionEvidence;
 
 /// Most scopes one request may ask for.
 const MAX_SCOPES: usize = 32;
@@ -227,10 +225,7 @@ impl Service {
             .as_deref()
             .map(|der| check_csr(der, &parsed.key))
             .transpose()
-            .map_err(|e| match e {
-                crate::ca::CsrError::KeyMismatch => ServiceError::from(&e),
-                _ => ServiceError::from(&e),
-            })?;
+            .map_err(|e| ServiceError::from(&e))?;
         let nonce_expiry =
             challenge::check(&self.nonce_key, &parsed.nonce, now).map_err(nonce_denial)?;
 
@@ -241,20 +236,25 @@ impl Service {
 
         let binding = Binding::new(&parsed.nonce, parsed.key.clone(), parsed.model)
             .ok_or_else(|| nonce_denial(NonceError::Unknown))?;
-        binding.check(&claims).map_err(|r| ServiceError::from(&r))?;
-
-        let appraiser = read(&self.appraiser);
-        let granted = appraiser.decide(&claims, &parsed.model, &req.principal, &req.intent, now)?;
-        let workload = granted.workload;
-        trail.workload = Some(workload.name.clone());
-        trail.workload_version = Some(workload.version.clone());
-        let measured = credentials::all_registers(&claims);
+        let grant = read(&self.appraiser).grant_attestation(
+            &claims,
+            &binding,
+            &AttestationAsk {
+                principal: &req.principal,
+                intent: &req.intent,
+                ttl_seconds: req.ttl_seconds,
+                default_ttl: self.config.default_token_ttl,
+            },
+            now,
+        )?;
+        trail.workload = Some(grant.workload().name.clone());
+        trail.workload_version = Some(grant.workload().version.clone());
         let quarantine = self
             .refuse_if_revoked(
-                &parsed.key.jkt(),
-                &workload.name,
-                &parsed.model.to_hex(),
-                &measured,
+                grant.jkt(),
+                &grant.workload().name,
+                &grant.provenance().model_digest,
+                grant.registers(),
                 now,
             )
             .await?;
@@ -276,16 +276,7 @@ impl Service {
             return Err(nonce_denial(NonceError::Replayed));
         }
         let issued = self
-            .issue(
-                &parsed,
-                &req,
-                &claims,
-                workload,
-                granted.scopes,
-                csr.as_ref(),
-                now,
-                trail,
-            )
+            .issue(&parsed, &req, &grant, csr.as_ref(), trail)
             .await?;
         if let Some(inherited) = quarantine {
             // A quarantined agent that renews stays quarantined.
@@ -397,78 +388,26 @@ impl Service {
 }
 
 impl Service {
-    #[allow(clippy::too_many_arguments)]
+    /// Signs and records what `grant` says: the token, the SVID (if a CSR
+    /// came), the credential and the session's evidence.
     async fn issue(
         &self,
         parsed: &Parsed,
         req: &AttestRequest,
-        claims: &VerifiedClaims,
-        workload: &Workload,
-        scopes: Vec<String>,
+        grant: &Grant,
         csr: Option<&CheckedCsr>,
-        now: OffsetDateTime,
         trail: &mut Trail,
     ) -> Result<AttestResponse, ServiceError> {
-        let max_ttl = workload.grant.max_ttl_seconds;
-        let ttl = req
-            .ttl_seconds
-            .unwrap_or(self.config.default_token_ttl)
-            .min(max_ttl);
-        let expires_at = now + Duration::seconds(i64::from(ttl));
-        let jkt = parsed.key.jkt();
-        let jti = secrets::random_id().map_err(ServiceError::internal)?;
-        let session_id = secrets::random_id().map_err(ServiceError::internal)?;
-        let sub = credentials::spiffe_id(workload, &jkt);
-        let test_root = claims.trust == TrustKind::TestRoot;
-        let grant = credentials::Grant {
-            claims,
-            workload,
-            model: &parsed.model,
-            issuer: &self.config.issuer,
-            instance: &jkt,
-            scopes: &scopes,
-            audience: &req.intent.audience,
-            act_for: &req.principal,
-            intent: Intent {
-                task_id: req.intent.task_id.clone(),
-                requested_scopes: req.intent.scopes.clone(),
-                audience: req.intent.audience.clone(),
-            },
-            jkt: jkt.clone(),
-            jti: jti.clone(),
-            session: Session {
-                id: session_id.clone(),
-                parent: None,
-                chain: vec![sub.clone()],
-            },
-            now,
-            expires_at,
-        };
         let access_token = read(&self.tokens)
             .current
-            .sign_jwt("at+jwt", &grant.access_claims())
+            .sign_access(grant, &self.config.issuer)
             .map_err(ServiceError::internal)?;
         let svid = csr
-            .map(|csr| self.ca.issue(csr, &sub, now, expires_at, test_root))
+            .map(|csr| self.ca.issue(csr, grant))
             .transpose()
             .map_err(ServiceError::internal)?;
         self.store
-            .record_credential(&CredentialRecord {
-                jti: jti.clone(),
-                subject: sub.clone(),
-                session_id: session_id.clone(),
-                parent_jti: None,
-                workload: workload.name.clone(),
-                jkt,
-                scope: scopes.join(" "),
-                audience: req.intent.audience.clone(),
-                issued_at: now.unix_timestamp(),
-                expires_at: expires_at.unix_timestamp(),
-                test_root,
-                model_digest: parsed.model.to_hex(),
-                measurements: credentials::all_registers(claims).join(" "),
-                depth: 0,
-            })
+            .record_credential(&credentials::record(grant))
             .await
             .map_err(ServiceError::internal)?;
         // The decoded bytes, in one alphabet: reappraisal reads exactly what
@@ -480,12 +419,12 @@ impl Service {
             .collect();
         self.store
             .record_session_evidence(&SessionEvidence {
-                session_id: session_id.clone(),
+                session_id: grant.session().id.clone(),
                 tee: parsed.tee.to_string(),
                 evidence: STANDARD.encode(&parsed.evidence),
                 collateral: serde_json::Value::Object(collateral).to_string(),
                 model_digest: parsed.model.to_hex(),
-                expires_at: expires_at.unix_timestamp(),
+                expires_at: grant.expires_at().unix_timestamp(),
                 principal: req.principal.clone(),
                 task_id: req.intent.task_id.clone(),
                 scopes: req.intent.scopes.join(" "),
@@ -493,18 +432,18 @@ impl Service {
             })
             .await
             .map_err(ServiceError::internal)?;
-        trail.subject = Some(sub.clone());
-        trail.jti = Some(jti);
-        trail.session_id = Some(session_id.clone());
+        trail.subject = Some(grant.subject());
+        trail.jti = Some(grant.jti().to_string());
+        trail.session_id = Some(grant.session().id.clone());
         Ok(AttestResponse {
             access_token,
             token_type: "DPoP".into(),
-            expires_in: i64::from(ttl),
-            scope: scopes.join(" "),
-            spiffe_id: sub,
-            session_id,
+            expires_in: (grant.expires_at() - grant.issued_at()).whole_seconds(),
+            scope: grant.scopes().join(" "),
+            spiffe_id: grant.subject(),
+            session_id: grant.session().id.clone(),
             svid,
-            test_root,
+            test_root: grant.test_root(),
         })
     }
 }

@@ -13,18 +13,15 @@ use attest_gate_relying_party::dpop::{self, DpopError, ProofExpectations};
 use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::{json, Value};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use super::{read, Service, Trail};
 use crate::api::{ExchangeRequest, ExchangeResponse};
 use crate::challenge;
-use crate::credentials::spiffe_id;
+use crate::credentials;
+use crate::decision::DelegationAsk;
 use crate::error::{ServiceCode, ServiceError};
-use crate::policy::{DelegationQuery, PolicyQuery, PolicySubject};
 use crate::revocation::{Kind, Standing};
-use crate::secrets;
-use crate::store::CredentialRecord;
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -88,26 +85,20 @@ impl Service {
             ));
         }
 
-        let parent_claims = read(&self.tokens)
-            .verify(&req.subject_token, "at+jwt")
+        let parent_token = read(&self.tokens)
+            .verify_access(&req.subject_token)
             .ok_or_else(|| {
                 ServiceError::new(
                     ServiceCode::InvalidToken,
                     "the subject token is not a valid token of this verifier",
                 )
             })?;
-        let parent_jkt = parent_claims
-            .pointer("/cnf/jkt")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        trail.actor = Some(format!("agent:{parent_jkt}"));
-        self.check_proof(proof, &req.subject_token, parent_jkt, now)
+        let parent_claims = parent_token.claims();
+        trail.actor = Some(format!("agent:{}", parent_claims.cnf.jkt));
+        self.check_proof(proof, &req.subject_token, &parent_claims.cnf.jkt, now)
             .await?;
 
-        let jti = parent_claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let jti = parent_claims.jti.as_str();
         trail.jti = Some(jti.to_string());
         let parent = self
             .store
@@ -134,9 +125,9 @@ impl Service {
             tracing::warn!(jti, %reason, "a quarantined credential delegates");
         }
         // The sub-agent's key must not be one revoked before (by itself or
-        // in a session); a child of a quarantined parent is marked through
-        // its lineage already.
-        let measurements: Vec<String> = parent
+        // in a session); if it is quarantined, its new token inherits that.
+        // A child of a quarantined parent is marked through its lineage.
+        let registers: Vec<String> = parent
             .measurements
             .split_whitespace()
             .map(str::to_string)
@@ -146,109 +137,46 @@ impl Service {
                 &child_key.jkt(),
                 &parent.workload,
                 &parent.model_digest,
-                &measurements,
+                &registers,
                 now,
             )
             .await?;
 
-        let appraiser = read(&self.appraiser);
-        let workload = appraiser
-            .references
-            .workloads()
-            .iter()
-            .find(|w| w.name == parent.workload)
-            .ok_or_else(|| {
-                ServiceError::new(
-                    ServiceCode::WorkloadUnknown,
-                    "the subject token's workload is no longer allowed",
-                )
-            })?;
-        trail.workload_version = Some(workload.version.clone());
-        if !workload.grant.may_delegate {
-            return Err(ServiceError::new(
-                ServiceCode::DelegationNotAllowed,
-                format!("workload {} may not delegate", workload.name),
-            ));
-        }
-        let depth = parent.depth.saturating_add(1);
-        if depth > i32::from(workload.grant.max_delegation_depth) {
-            return Err(ServiceError::new(
-                ServiceCode::DelegationTooDeep,
-                format!(
-                    "workload {} allows {} delegation hops",
-                    workload.name, workload.grant.max_delegation_depth
-                ),
-            ));
-        }
-        let held: Vec<&str> = parent.scope.split_whitespace().collect();
-        if let Some(wider) = scopes.iter().find(|s| !held.contains(&s.as_str())) {
-            return Err(ServiceError::new(
-                ServiceCode::ScopeWidening,
-                format!("`{wider}` is not among the subject token's scopes"),
-            ));
-        }
-        // The same policy decides the child as decided the parent, with the
-        // child's audience, purpose and key: a `forbid` conditioned on any
-        // of them cannot be escaped by delegating.
-        let provenance = |name: &str| parent_claims.pointer(&format!("/provenance/{name}"));
-        let tee = provenance("tee")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let tcb_status = provenance("tcb_status").and_then(Value::as_str);
-        // Tokens that predate the `debug` claim count as debug: fail closed.
-        let debug = provenance("debug").and_then(Value::as_bool).unwrap_or(true);
-        let act_for = parent_claims
-            .get("act_for")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let child_jkt = child_key.jkt();
-        let scopes = appraiser.grant(&PolicyQuery {
-            subject: PolicySubject {
-                workload,
-                tee,
-                model: &parent.model_digest,
-                tcb_status,
-                debug,
-                test_root: parent.test_root,
+        let grant = read(&self.appraiser).grant_delegation(
+            &parent_token,
+            &registers,
+            &DelegationAsk {
+                actor: &child_key,
+                scopes: &scopes,
+                audience: &req.audience,
+                purpose: &req.purpose,
+                ttl_seconds: req.ttl_seconds,
             },
-            delegation: Some(DelegationQuery {
-                actor: &child_jkt,
-                depth: i64::from(depth),
-                parent_jti: &parent.jti,
-            }),
-            act_for,
-            task_id: &req.purpose,
-            audience: &req.audience,
-            scopes: &scopes,
             now,
-        })?;
-
-        let parent_expiry = OffsetDateTime::from_unix_timestamp(parent.expires_at)
+        )?;
+        trail.workload_version = Some(grant.workload().version.clone());
+        let access_token = read(&self.tokens)
+            .current
+            .sign_access(&grant, &self.config.issuer)
             .map_err(ServiceError::internal)?;
-        let expires_at = match req.ttl_seconds {
-            Some(ttl) => (now + Duration::seconds(i64::from(ttl))).min(parent_expiry),
-            None => parent_expiry,
-        };
-        let issued = self
-            .issue_delegated(
-                req,
-                &parent,
-                &parent_claims,
-                workload,
-                &child_key,
-                scopes,
-                depth,
-                now,
-                expires_at,
-                trail,
-            )
-            .await?;
-        if let (Some(inherited), Some(jti)) = (inherited, trail.jti.as_deref()) {
-            // A sub-agent key that is quarantined stays so in its new token.
-            self.inherit_quarantine(Kind::Jti, jti, &inherited, now)
+        self.store
+            .record_credential(&credentials::record(&grant))
+            .await
+            .map_err(ServiceError::internal)?;
+        trail.subject = Some(grant.subject());
+        trail.jti = Some(grant.jti().to_string());
+        if let Some(inherited) = inherited {
+            self.inherit_quarantine(Kind::Jti, grant.jti(), &inherited, now)
                 .await?;
         }
-        Ok(issued)
+        Ok(ExchangeResponse {
+            access_token,
+            issued_token_type: ACCESS_TOKEN_TYPE.into(),
+            token_type: "DPoP".into(),
+            expires_in: (grant.expires_at() - now).whole_seconds(),
+            scope: grant.scopes().join(" "),
+            spiffe_id: grant.subject(),
+        })
     }
 
     /// The proof must be by the subject token's key, for this request, with
@@ -301,92 +229,5 @@ impl Service {
             ));
         }
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn issue_delegated(
-        &self,
-        req: &ExchangeRequest,
-        parent: &CredentialRecord,
-        parent_claims: &Value,
-        workload: &attest_gate_core::Workload,
-        child_key: &AgentKey,
-        scopes: Vec<String>,
-        depth: i32,
-        now: OffsetDateTime,
-        expires_at: OffsetDateTime,
-        trail: &mut Trail,
-    ) -> Result<ExchangeResponse, ServiceError> {
-        let jkt = child_key.jkt();
-        let sub = spiffe_id(workload, &jkt);
-        let jti = secrets::random_id().map_err(ServiceError::internal)?;
-        let mut chain = parent_claims
-            .pointer("/session/chain")
-            .cloned()
-            .and_then(|c| serde_json::from_value::<Vec<String>>(c).ok())
-            .unwrap_or_default();
-        chain.push(sub.clone());
-        // RFC 8693 §4.1: `act` names the current actor, nesting the prior ones.
-        let mut act = json!({"sub": parent.subject});
-        if let (Some(map), Some(prior)) = (act.as_object_mut(), parent_claims.get("act")) {
-            map.insert("act".into(), prior.clone());
-        }
-        let mut claims = parent_claims.clone();
-        if let Some(map) = claims.as_object_mut() {
-            for (name, value) in [
-                ("sub", json!(sub)),
-                ("aud", json!(req.audience)),
-                ("iat", json!(now.unix_timestamp())),
-                ("nbf", json!(now.unix_timestamp())),
-                ("exp", json!(expires_at.unix_timestamp())),
-                ("jti", json!(jti)),
-                ("scope", json!(scopes.join(" "))),
-                ("cnf", json!({"jkt": jkt})),
-                ("act", act),
-                (
-                    "intent",
-                    json!({"task_id": req.purpose, "requested_scopes": scopes, "audience": req.audience}),
-                ),
-                (
-                    "session",
-                    json!({"id": parent.session_id, "parent": parent.jti, "chain": chain}),
-                ),
-            ] {
-                map.insert(name.to_string(), value);
-            }
-        }
-        let access_token = read(&self.tokens)
-            .current
-            .sign_jwt("at+jwt", &claims)
-            .map_err(ServiceError::internal)?;
-        self.store
-            .record_credential(&CredentialRecord {
-                jti: jti.clone(),
-                subject: sub.clone(),
-                session_id: parent.session_id.clone(),
-                parent_jti: Some(parent.jti.clone()),
-                workload: parent.workload.clone(),
-                jkt,
-                scope: scopes.join(" "),
-                audience: req.audience.clone(),
-                issued_at: now.unix_timestamp(),
-                expires_at: expires_at.unix_timestamp(),
-                test_root: parent.test_root,
-                model_digest: parent.model_digest.clone(),
-                measurements: parent.measurements.clone(),
-                depth,
-            })
-            .await
-            .map_err(ServiceError::internal)?;
-        trail.subject = Some(sub.clone());
-        trail.jti = Some(jti);
-        Ok(ExchangeResponse {
-            access_token,
-            issued_token_type: ACCESS_TOKEN_TYPE.into(),
-            token_type: "DPoP".into(),
-            expires_in: (expires_at - now).whole_seconds(),
-            scope: scopes.join(" "),
-            spiffe_id: sub,
-        })
     }
 }

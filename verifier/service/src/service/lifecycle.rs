@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::{read, Service, Trail, MAX_FIELD_LEN};
 use crate::api::{IntentRequest, RevokeRequest};
 use crate::error::{ServiceCode, ServiceError};
-use crate::revocation::{self, Kind, Mode, Revocation, Standing, Subject};
+use crate::revocation::{self, Kind, Mode, Revocation, RevocationListClaims, Standing, Subject};
 use crate::secrets::{self, SecretHash};
 use crate::store::{AuditQuery, AuditRecord, CredentialRecord, SessionEvidence};
 
@@ -88,7 +88,7 @@ fn canonical_target(kind: Kind, target: &str) -> Result<String, ServiceError> {
                 ))
             }
         }
-        Kind::Jti | Kind::Session | Kind::Workload => Ok(target.to_string()),
+        Kind::Jti | Kind::Session | Kind::Workload | Kind::Unknown => Ok(target.to_string()),
     }
 }
 
@@ -100,8 +100,8 @@ impl Service {
         req: &RevokeRequest,
         now: OffsetDateTime,
     ) -> Result<Value, ServiceError> {
-        let kind: Kind = req.kind.parse().map_err(bad)?;
-        let mode: Mode = req.mode.parse().map_err(bad)?;
+        let kind = req.kind.parse::<Kind>().map_err(|e| bad(e.to_string()))?;
+        let mode = req.mode.parse::<Mode>().map_err(|e| bad(e.to_string()))?;
         let whole_key = match req.scope.as_deref() {
             None | Some("credential") => false,
             Some("key") if matches!(kind, Kind::Jti | Kind::Session) => true,
@@ -238,7 +238,7 @@ impl Service {
                 .credentials_with_register(target, at)
                 .await
                 .map_err(internal)?,
-            Kind::Session | Kind::Workload | Kind::Model => Vec::new(),
+            Kind::Session | Kind::Workload | Kind::Model | Kind::Unknown => Vec::new(),
         };
         if kind != Kind::Jti {
             for jti in &queue {
@@ -429,19 +429,15 @@ impl Service {
             actor: Some(format!("rp:{client}")),
             ..Trail::default()
         };
-        let Some(claims) = read(&self.tokens).verify(token, "at+jwt") else {
+        let Some(verified) = read(&self.tokens).verify_access(token) else {
             self.audit(now, "introspect", "invalid_token", trail, "")
                 .await;
             return Ok(inactive);
         };
-        let jti = claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-        trail.jti = Some(jti.to_string());
-        let credential = self.store.credential(jti).await.map_err(internal)?;
-        let Some(credential) = credential.filter(|_| exp > now.unix_timestamp()) else {
+        let claims = verified.claims();
+        trail.jti = Some(claims.jti.clone());
+        let credential = self.store.credential(&claims.jti).await.map_err(internal)?;
+        let Some(credential) = credential.filter(|_| claims.exp > now.unix_timestamp()) else {
             self.audit(now, "introspect", "inactive", trail, "expired or unknown")
                 .await;
             return Ok(inactive);
@@ -471,11 +467,11 @@ impl Service {
             "exp": credential.expires_at,
             "jti": credential.jti,
             "cnf": {"jkt": credential.jkt},
-            "session": claims.get("session").cloned().unwrap_or(Value::Null),
+            "session": claims.session,
             "revocation": standing.label(),
         });
-        if let (Some(map), Some(act)) = (answer.as_object_mut(), claims.get("act")) {
-            map.insert("act".into(), act.clone());
+        if let (Some(map), Some(act)) = (answer.as_object_mut(), &claims.act) {
+            map.insert("act".into(), json!(act));
         }
         Ok(answer)
     }
@@ -503,17 +499,16 @@ impl Service {
             Some(last) if full => last.updated_at,
             _ => since.max(now.unix_timestamp() - CURSOR_OVERLAP_SECONDS),
         };
-        let payload = json!({
-            "iss": self.config.issuer,
-            "iat": now.unix_timestamp(),
-            "since": since,
-            "cursor": cursor,
-            "more": full,
-            "entries": entries,
-        });
         read(&self.tokens)
             .current
-            .sign_jwt("revocation-list+jwt", &payload)
+            .sign_revocation_list(&RevocationListClaims {
+                iss: &self.config.issuer,
+                iat: now.unix_timestamp(),
+                since,
+                cursor,
+                more: full,
+                entries: &entries,
+            })
             .map_err(internal)
     }
 

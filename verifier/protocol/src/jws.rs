@@ -8,20 +8,20 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 /// A split, decoded, not yet verified compact JWS.
-pub(crate) struct Compact<'a> {
+pub struct Compact<'a> {
     /// The protected header.
-    pub(crate) header: Map<String, Value>,
+    pub header: Map<String, Value>,
     /// The decoded payload bytes.
-    pub(crate) payload: Vec<u8>,
+    pub payload: Vec<u8>,
     /// `base64url(header) "." base64url(payload)`: what the signature covers.
-    pub(crate) signing_input: &'a str,
+    pub signing_input: &'a str,
     /// The decoded signature.
-    pub(crate) signature: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
 /// Splits `compact` (at most `max_len` bytes). The error is a short,
 /// fixed description: the input is attacker-chosen and never echoed.
-pub(crate) fn split(compact: &str, max_len: usize) -> Result<Compact<'_>, &'static str> {
+pub fn split(compact: &str, max_len: usize) -> Result<Compact<'_>, &'static str> {
     if compact.len() > max_len {
         return Err("too large");
     }
@@ -51,13 +51,13 @@ pub(crate) fn split(compact: &str, max_len: usize) -> Result<Compact<'_>, &'stat
 
 impl Compact<'_> {
     /// A string member of the header.
-    pub(crate) fn header_str(&self, name: &str) -> Option<&str> {
+    pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header.get(name).and_then(Value::as_str)
     }
 
     /// Whether the signature verifies under `public_key` (SEC1 point or raw
     /// Ed25519 key) with `algorithm`.
-    pub(crate) fn verifies(
+    pub fn verifies(
         &self,
         algorithm: &'static dyn VerificationAlgorithm,
         public_key: &[u8],
@@ -69,6 +69,6 @@ impl Compact<'_> {
 }
 
 /// Constant-time equality of two strings' bytes (length may leak).
-pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
+pub fn ct_eq(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
