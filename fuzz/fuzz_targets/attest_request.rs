@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = attest_gate_verifier::service::check_request_body(data);
+    let _ = attest_gate_verifier::check_request_body(data);
 });

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::ServiceError;
+pub(crate) use crate::error::ServiceError;
 
 /// `POST /v1/attest`.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +103,7 @@ pub struct RevokeRequest {
 /// `POST /v1/admin/lift`: lifts a quarantine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LiftRequest {
+pub(crate) struct LiftRequest {
     /// The quarantine's ID (from `revoke`'s answer or the revocation list).
     pub id: String,
 }
@@ -111,7 +111,7 @@ pub struct LiftRequest {
 /// `POST /v1/admin/clients`: registers a relying party for introspection.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClientRequest {
+pub(crate) struct ClientRequest {
     /// Its name, used as the Basic-auth user name.
     pub client_id: String,
 }
@@ -119,18 +119,20 @@ pub struct ClientRequest {
 /// `POST /v1/admin/reappraise`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReappraiseRequest {
+pub(crate) struct ReappraiseRequest {
     /// How sessions that no longer pass are revoked.
     pub mode: String,
 }
 
 /// `POST /v1/introspect` (RFC 7662; form-encoded or JSON).
 #[derive(Debug, Clone, Deserialize)]
-pub struct IntrospectRequest {
+pub(crate) struct IntrospectRequest {
     /// The access token.
     pub token: String,
-    /// Ignored hint (RFC 7662 §2.1).
+    /// A hint the server may ignore (RFC 7662 §2.1), and this one does:
+    /// accepted so that clients that send it are not refused.
     #[serde(default)]
+    #[allow(dead_code)]
     pub token_type_hint: Option<String>,
 }
 

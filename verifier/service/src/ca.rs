@@ -43,7 +43,7 @@ impl CsrError {
 }
 
 /// A checked CSR: its signature verified, its key the agent's.
-pub struct CheckedCsr(CertificateSigningRequestParams);
+pub(crate) struct CheckedCsr(CertificateSigningRequestParams);
 
 impl std::fmt::Debug for CheckedCsr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +55,7 @@ impl std::fmt::Debug for CheckedCsr {
 /// Only the key is used: names come from the appraisal. rcgen labels the key
 /// by the CSR's signature algorithm, so the label must match the JWK's curve
 /// too (a P-384 key signing with SHA-256 would otherwise be called P-256).
-pub fn check_csr(der: &[u8], agent_key: &AgentKey) -> Result<CheckedCsr, CsrError> {
+pub(crate) fn check_csr(der: &[u8], agent_key: &AgentKey) -> Result<CheckedCsr, CsrError> {
     let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
         .map_err(|e| CsrError::Invalid(e.to_string()))?;
     let alg = csr.public_key.algorithm();
@@ -74,10 +74,10 @@ pub fn check_csr(der: &[u8], agent_key: &AgentKey) -> Result<CheckedCsr, CsrErro
 }
 
 /// The subject OU of an SVID issued for test-root evidence.
-pub const TEST_ROOT_MARK: &str = "attest-gate test-root evidence";
+pub(crate) const TEST_ROOT_MARK: &str = "attest-gate test-root evidence";
 
 /// The SVID CA.
-pub struct SvidCa {
+pub(crate) struct SvidCa {
     issuer: Issuer<'static, KeyPair>,
     root_pem: String,
     intermediate_pem: String,
@@ -154,7 +154,7 @@ fn load_or_create_cert(
 
 impl SvidCa {
     /// Loads the CA in `dir`, creating root and intermediate on first start.
-    pub fn load_or_create(dir: &Path, now: OffsetDateTime) -> Result<Self, PkiError> {
+    pub(crate) fn load_or_create(dir: &Path, now: OffsetDateTime) -> Result<Self, PkiError> {
         let root_key = load_key(&dir.join("root.key.pem"))?;
         let root_params = ca_params("Attest Gate SVID root", 1, now, 10);
         let root_pem = load_or_create_cert(&dir.join("root.pem"), || {
@@ -175,7 +175,7 @@ impl SvidCa {
     }
 
     /// The trust bundle relying parties pin (the root, PEM).
-    pub fn bundle_pem(&self) -> &str {
+    pub(crate) fn bundle_pem(&self) -> &str {
         &self.root_pem
     }
 
@@ -185,7 +185,7 @@ impl SvidCa {
     /// Evidence under a test root (`--dev`) is said so in the subject
     /// (`OU=attest-gate test-root evidence`), since the SVID has no other
     /// place for it. Returns the chain (SVID, then intermediate) as PEM.
-    pub fn issue(&self, csr: &CheckedCsr, grant: &Grant) -> Result<String, PkiError> {
+    pub(crate) fn issue(&self, csr: &CheckedCsr, grant: &Grant) -> Result<String, PkiError> {
         let spiffe_id = grant.subject();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -216,7 +216,7 @@ impl SvidCa {
 
 /// The TLS server certificate and key (PEM), generated on first start for
 /// `localhost`, 127.0.0.1, ::1 and `extra_names`.
-pub fn load_or_create_tls(
+pub(crate) fn load_or_create_tls(
     dir: &Path,
     extra_names: &[String],
     now: OffsetDateTime,

@@ -20,7 +20,7 @@ const VERSION: u8 = 1;
 const RANDOM_LEN: usize = 15;
 const TAG_LEN: usize = 16;
 /// Length of a nonce in bytes.
-pub const NONCE_LEN: usize = 1 + 8 + RANDOM_LEN + TAG_LEN;
+pub(crate) const NONCE_LEN: usize = 1 + 8 + RANDOM_LEN + TAG_LEN;
 
 /// The key nonces are authenticated with (32 random bytes, shared by replicas).
 pub struct NonceKey(hmac::Key);
@@ -110,7 +110,7 @@ pub fn issue(
 
 /// Checks that `nonce` was issued with `key` and is unexpired at `now`;
 /// returns its expiry (how long the store must remember it).
-pub fn check(
+pub(crate) fn check(
     key: &NonceKey,
     nonce: &[u8],
     now: OffsetDateTime,

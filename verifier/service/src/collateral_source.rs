@@ -26,7 +26,7 @@ pub struct CollateralError {
 }
 
 /// A boxed future (the trait is used as `dyn`).
-pub type Pending<'a> =
+pub(crate) type Pending<'a> =
     Pin<Box<dyn Future<Output = Result<Option<Collateral>, CollateralError>> + Send + 'a>>;
 
 /// A place collateral can come from.

@@ -13,7 +13,7 @@ use crate::decision::Grant;
 use crate::store::CredentialRecord;
 
 /// `spiffe://<trust-domain>/<workload>/<instance>`.
-pub fn spiffe_id(workload: &Workload, instance: &str) -> String {
+pub(crate) fn spiffe_id(workload: &Workload, instance: &str) -> String {
     format!(
         "spiffe://{}/{}/{}",
         workload.grant.trust_domain, workload.grant.workload, instance
@@ -22,7 +22,7 @@ pub fn spiffe_id(workload: &Workload, instance: &str) -> String {
 
 /// The values of the registers the workload file constrains, hex, by name:
 /// what the token's `provenance.measurements` shows.
-pub fn measured(workload: &Workload, claims: &VerifiedClaims) -> BTreeMap<String, String> {
+pub(crate) fn measured(workload: &Workload, claims: &VerifiedClaims) -> BTreeMap<String, String> {
     workload
         .measurements
         .keys()
@@ -37,7 +37,7 @@ pub fn measured(workload: &Workload, claims: &VerifiedClaims) -> BTreeMap<String
 /// Every verified register's value, hex, in the TEE's order: what is
 /// recorded per credential and matched by `kind: measurement` revocations,
 /// whether or not the workload pins the register.
-pub fn all_registers(claims: &VerifiedClaims) -> Vec<String> {
+pub(crate) fn all_registers(claims: &VerifiedClaims) -> Vec<String> {
     attest_gate_core::verified_registers(claims)
         .into_iter()
         .map(|(_, value)| hex::encode(value))
@@ -47,7 +47,7 @@ pub fn all_registers(claims: &VerifiedClaims) -> Vec<String> {
 /// AR4SI: a TEE whose evidence verified to a vendor root and matched
 /// reference values is affirming in every claim it speaks to; a TCB status
 /// other than UpToDate (accepted by the workload) or a test root is a warning.
-pub fn ear(claims: &VerifiedClaims, workload: &Workload) -> Ear {
+pub(crate) fn ear(claims: &VerifiedClaims, workload: &Workload) -> Ear {
     let test_root = claims.trust == TrustKind::TestRoot;
     let platform_warning =
         matches!(claims.tcb_status, Some(status) if status != TcbStatus::UpToDate);
@@ -85,7 +85,7 @@ pub fn ear(claims: &VerifiedClaims, workload: &Workload) -> Ear {
 }
 
 /// The access token's claims for `grant`, issued by `issuer`.
-pub fn access_claims(grant: &Grant, issuer: &str) -> AccessClaims {
+pub(crate) fn access_claims(grant: &Grant, issuer: &str) -> AccessClaims {
     AccessClaims {
         iss: issuer.to_string(),
         sub: grant.subject(),
@@ -109,7 +109,7 @@ pub fn access_claims(grant: &Grant, issuer: &str) -> AccessClaims {
 }
 
 /// The credential's database record for `grant`.
-pub fn record(grant: &Grant) -> CredentialRecord {
+pub(crate) fn record(grant: &Grant) -> CredentialRecord {
     CredentialRecord {
         jti: grant.jti().to_string(),
         subject: grant.subject(),

@@ -233,7 +233,7 @@ pub struct DelegationAsk<'a> {
 }
 
 /// Reads every `*.toml` in `dir`, in name order.
-pub fn load_references(dir: &Path) -> Result<ReferenceValues, StartError> {
+pub(crate) fn load_references(dir: &Path) -> Result<ReferenceValues, StartError> {
     let mut files = Vec::new();
     let entries = std::fs::read_dir(dir)
         .map_err(|e| StartError::Config(format!("measurements {}: {e}", dir.display())))?;
@@ -253,7 +253,7 @@ pub fn load_references(dir: &Path) -> Result<ReferenceValues, StartError> {
 }
 
 /// Reads the policy file's text, or the built-in default's.
-pub fn read_policy(file: Option<&Path>) -> Result<String, StartError> {
+pub(crate) fn read_policy(file: Option<&Path>) -> Result<String, StartError> {
     match file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| StartError::Config(format!("policy {}: {e}", path.display()))),

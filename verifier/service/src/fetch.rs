@@ -31,9 +31,7 @@ const NEGATIVE_TTL: Duration = Duration::minutes(10);
 /// then the cache is cleared.
 const MAX_ENTRIES: usize = 4096;
 
-/// A clock the fetchers read (the service passes the real one; tests, a fixed
-/// instant inside the recorded collateral's window).
-pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+pub(crate) use crate::clock::Clock;
 
 /// How a fetcher talks HTTP.
 #[derive(Clone)]
@@ -328,7 +326,7 @@ pub struct PcsSource {
 }
 
 /// Where Intel publishes its root CA's CRL.
-pub const INTEL_ROOT_CA_CRL_URL: &str =
+pub(crate) const INTEL_ROOT_CA_CRL_URL: &str =
     "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
 /// Intel's PCS.
 pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";

@@ -65,7 +65,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
 }
 
 /// Reads at most `limit` bytes; a longer file is an error.
-pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, FileError> {
     let file = File::open(path).map_err(io(path))?;
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1)

@@ -22,16 +22,15 @@ use crate::api::{
     AttestRequest, ClientRequest, DryRunRequest, ExchangeRequest, IntrospectRequest, LiftRequest,
     ReappraiseRequest, RevokeRequest,
 };
-use crate::clock;
 use crate::error::{ErrorCode, ServiceCode, ServiceError};
 use crate::revocation::Mode;
 use crate::service::Service;
 use crate::store::AuditQuery;
 
 /// Largest request body accepted.
-pub const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 /// Longest a request may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
@@ -127,7 +126,7 @@ async fn json_for_bare_errors(response: Response) -> Response {
 }
 
 async fn challenge(State(service): State<Arc<Service>>) -> Response {
-    match service.challenge(clock::now()).await {
+    match service.challenge(service.now()).await {
         Ok(c) => Json(c).into_response(),
         Err(e) => e.into_response(),
     }
@@ -143,7 +142,7 @@ async fn attest(
     };
     // Its own task: a client that hangs up cannot cut a decision (and its
     // audit record) in half once the nonce is consumed.
-    let decided = tokio::spawn(async move { service.attest(request, clock::now()).await }).await;
+    let decided = tokio::spawn(async move { service.attest(request, service.now()).await }).await;
     match decided {
         Ok(Ok(r)) => Json(r).into_response(),
         Ok(Err(e)) => e.into_response(),
@@ -199,7 +198,7 @@ async fn reload(State(service): State<Arc<Service>>, headers: HeaderMap) -> Resp
     if let Err(e) = require_admin(&service, &headers) {
         return e.into_response();
     }
-    match service.reload(clock::now()).await {
+    match service.reload(service.now()).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
@@ -209,7 +208,7 @@ async fn rotate(State(service): State<Arc<Service>>, headers: HeaderMap) -> Resp
     if let Err(e) = require_admin(&service, &headers) {
         return e.into_response();
     }
-    match service.rotate_signing_key(clock::now()).await {
+    match service.rotate_signing_key(service.now()).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
@@ -241,7 +240,7 @@ async fn revoke(
         service,
         headers,
         body,
-        service.revoke(&body, clock::now()).await
+        service.revoke(&body, service.now()).await
     )
 }
 
@@ -254,7 +253,7 @@ async fn lift(
         service,
         headers,
         body,
-        service.lift(&body.id, clock::now()).await
+        service.lift(&body.id, service.now()).await
     )
 }
 
@@ -267,7 +266,7 @@ async fn add_client(
         service,
         headers,
         body,
-        service.add_client(&body.client_id, clock::now()).await
+        service.add_client(&body.client_id, service.now()).await
     )
 }
 
@@ -278,7 +277,7 @@ async fn reappraise(
 ) -> Response {
     admin_json!(service, headers, body, {
         match body.mode.parse::<Mode>() {
-            Ok(mode) => service.reappraise(mode, clock::now()).await,
+            Ok(mode) => service.reappraise(mode, service.now()).await,
             Err(e) => Err(ServiceError::new(
                 ServiceCode::MalformedRequest,
                 e.to_string(),
@@ -296,7 +295,7 @@ async fn dry_run(
         service,
         headers,
         body,
-        service.dry_run(&body, clock::now()).await
+        service.dry_run(&body, service.now()).await
     )
 }
 
@@ -334,7 +333,7 @@ async fn exchange(
     headers: HeaderMap,
     body: Result<Json<ExchangeRequest>, JsonRejection>,
 ) -> Response {
-    let now = clock::now();
+    let now = service.now();
     let mut response = match body {
         Err(rejection) => body_error(&rejection).into_response(),
         Ok(Json(request)) => {
@@ -408,7 +407,7 @@ async fn introspect(
     };
     match parsed {
         Err(e) => ServiceError::new(ServiceCode::MalformedRequest, e).into_response(),
-        Ok(req) => match service.introspect(&client, &req.token, clock::now()).await {
+        Ok(req) => match service.introspect(&client, &req.token, service.now()).await {
             Ok(v) => Json(v).into_response(),
             Err(e) => e.into_response(),
         },
@@ -423,7 +422,7 @@ struct Since {
 
 async fn revocations(State(service): State<Arc<Service>>, Query(q): Query<Since>) -> Response {
     match service
-        .revocation_list(q.since.unwrap_or(0), clock::now())
+        .revocation_list(q.since.unwrap_or(0), service.now())
         .await
     {
         Ok(jws) => ([(header::CONTENT_TYPE, "application/jwt")], jws).into_response(),
@@ -437,7 +436,7 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        service.metrics_text(clock::now()).await,
+        service.metrics_text(service.now()).await,
     )
         .into_response()
 }

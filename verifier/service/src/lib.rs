@@ -2,31 +2,56 @@
 //! HTTPS service. Verification itself lives in `attest-gate-core` (pure);
 //! this crate reads files and the clock, keeps state and speaks HTTP.
 //!
-//! Data flow of `verifier serve`: `http` (routes) → `service` (the decision:
-//! `challenge` freshness, core verification with collateral from
-//! `collateral_source`, binding, reference values, `policy`) →
-//! `credentials` + `token` + `ca` (what is issued) → `store` (single use,
-//! credentials, audit). `serve` starts it all; `secrets` keeps keys at rest.
+//! Data flow of `verifier serve`: `http` (routes) → `service` (challenge
+//! freshness, collateral, then `decision`: verification with exactly the
+//! configured trust, binding, reference values and the one Cedar scope rule,
+//! which alone builds a `Grant`) → `credentials` + `token` + `ca` (what the
+//! grant says is signed) → `store` (single use, credentials, audit). `serve`
+//! starts it all with the system clock; `secrets` keeps keys at rest.
+//!
+//! Modules are private: what is public is the list below, so the compiler's
+//! `unreachable_pub` lint keeps the surface honest.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod ca;
-pub mod challenge;
-pub mod clock;
-pub mod collateral_source;
-pub mod credentials;
-pub mod decision;
-pub mod error;
-pub mod fetch;
-pub mod files;
-pub mod http;
-pub mod metrics;
-pub mod policy;
-pub mod revocation;
-pub mod secrets;
-pub mod serve;
-pub mod service;
-pub mod store;
-pub mod token;
-pub mod wire;
+mod api;
+mod ca;
+mod challenge;
+mod clock;
+mod collateral_source;
+mod credentials;
+mod decision;
+mod error;
+mod fetch;
+mod files;
+mod http;
+mod metrics;
+mod policy;
+mod revocation;
+mod secrets;
+mod serve;
+mod service;
+mod store;
+mod token;
+mod wire;
+
+pub use api::{Decision, IntentRequest};
+pub use attest_gate_protocol::revocation::Mode as RevocationMode;
+pub use challenge::{issue as issue_nonce, Challenge, NonceKey};
+pub use clock::Clock;
+pub use collateral_source::{CollateralSource, CollateralSources, DirectorySource};
+pub use decision::{Appraiser, Verification};
+pub use error::{error_code_page, ErrorCode, Retry, ServiceCode, ServiceError};
+pub use fetch::{tls_client, Http, KdsSource, PcsSource, AMD_KDS_URL, INTEL_PCS_URL};
+pub use http::router;
+pub use serve::{open, run, ServeArgs};
+pub use service::{check_request_body, Service, ServiceConfig, StartError};
+pub use store::{AuditQuery, Store};
+
+/// What the `verifier` command line reads and prints: bounded file reads,
+/// the JSON output shapes, and the one wall-clock read of the CLI.
+pub mod cli {
+    pub use crate::clock::now;
+    pub use crate::files::{read_certificates, read_collateral_dir, read_evidence, FileError};
+    pub use crate::wire::{failure, rejected, verified, verify_failed};
+}

@@ -12,7 +12,8 @@ use attest_gate_core::{
     appraise, decode_text_encoding, nitro, resolve_tee, AppraisalPolicy, Collateral,
     EvidenceBundle, TcbStatus, TeeKind, TrustAnchors, UnknownTcbStatus, Verifier, VerifyError,
 };
-use attest_gate_verifier::{clock, files, serve, wire};
+use attest_gate_verifier::cli::{self as wire, now};
+use attest_gate_verifier::{cli as files, ServeArgs};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -37,7 +38,7 @@ enum Command {
     /// Record evidence and its collateral in a portable bundle file.
     Bundle(BundleArgs),
     /// Run the HTTPS attestation service.
-    Serve(serve::ServeArgs),
+    Serve(ServeArgs),
     /// Judge every live session again (new reference values or collateral);
     /// revoke those that no longer pass.
     Reappraise(ops::ReappraiseArgs),
@@ -188,12 +189,12 @@ fn main() -> ExitCode {
 }
 
 /// Runs the service on a multi-threaded runtime until it is told to stop.
-fn serve_forever(args: serve::ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve_forever(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve::run(args))?;
+    runtime.block_on(attest_gate_verifier::run(args))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -259,7 +260,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(t) => t,
             Err(e) => return reject(wire::verify_failed(&e)),
         },
-        None => default_at.unwrap_or_else(clock::now),
+        None => default_at.unwrap_or_else(now),
     };
 
     let verifier = Verifier::new(anchors);
@@ -295,7 +296,7 @@ fn bundle(args: BundleArgs) -> anyhow::Result<ExitCode> {
     let at = match args.at.as_deref().map(parse_at).transpose()? {
         Some(at) => resolve_at(at, tee, &evidence)?,
         None if tee == TeeKind::Nitro => nitro::unverified_timestamp(&evidence)?,
-        None => clock::now(),
+        None => now(),
     };
     let collateral = match &args.collateral {
         Some(dir) => files::read_collateral_dir(dir)?,

@@ -30,7 +30,7 @@ struct ModeLabel {
 
 /// The service's metrics.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     attestations: Family<Outcome, Counter>,
     rejections: Family<Code, Counter>,
@@ -86,7 +86,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// One attestation decided with `code` (`ok` or the rejection).
-    pub fn attestation(&self, tee: &str, code: &str, took: Duration) {
+    pub(crate) fn attestation(&self, tee: &str, code: &str, took: Duration) {
         let outcome = if code == "ok" { "issued" } else { "rejected" };
         self.attestations
             .get_or_create(&Outcome {
@@ -101,7 +101,7 @@ impl Metrics {
     }
 
     /// Any refused request (exchange, introspection...), by code.
-    pub fn rejection(&self, code: &str) {
+    pub(crate) fn rejection(&self, code: &str) {
         self.rejections
             .get_or_create(&Code {
                 code: code.to_string(),
@@ -110,7 +110,7 @@ impl Metrics {
     }
 
     /// `n` revocations recorded in `mode`.
-    pub fn revoked(&self, mode: &str, n: u64) {
+    pub(crate) fn revoked(&self, mode: &str, n: u64) {
         self.revocations
             .get_or_create(&ModeLabel {
                 mode: mode.to_string(),
@@ -119,7 +119,7 @@ impl Metrics {
     }
 
     /// The text exposition, with `active` unexpired credentials.
-    pub fn render(&self, active: i64) -> String {
+    pub(crate) fn render(&self, active: i64) -> String {
         self.active_sessions.set(active);
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {

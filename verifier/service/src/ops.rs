@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use attest_gate_core::EvidenceBundle;
-use attest_gate_verifier::api::{Decision, IntentRequest};
-use attest_gate_verifier::decision::{Appraiser, Verification};
-use attest_gate_verifier::error::{ServiceCode, ServiceError};
-use attest_gate_verifier::revocation::Mode;
-use attest_gate_verifier::store::{AuditQuery, Store};
-use attest_gate_verifier::{clock, files, serve};
+use attest_gate_verifier::cli::{self as files, now};
+use attest_gate_verifier::{
+    Appraiser, AuditQuery, Decision, IntentRequest, RevocationMode as Mode, ServeArgs, ServiceCode,
+    ServiceError, Store, Verification,
+};
 use clap::{Args, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -47,7 +46,7 @@ pub(crate) struct ReappraiseArgs {
     /// The same flags as `serve` (data directory, database, measurements,
     /// policy, collateral sources, `--dev`).
     #[command(flatten)]
-    pub serve: serve::ServeArgs,
+    pub serve: ServeArgs,
 }
 
 /// `verifier policy ...`.
@@ -142,9 +141,9 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
 /// `verifier reappraise`: prints what was revoked.
 pub(crate) fn reappraise(args: ReappraiseArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let (service, _) = serve::open(&args.serve, args.serve.listen).await?;
+        let (service, _) = attest_gate_verifier::open(&args.serve, args.serve.listen).await?;
         let outcome = Arc::new(service)
-            .reappraise(args.mode.into(), clock::now())
+            .reappraise(args.mode.into(), now())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         println!("{}", serde_json::to_string_pretty(&outcome)?);

@@ -16,7 +16,7 @@ use cedar_policy::{
 use time::OffsetDateTime;
 
 /// The policy the service uses when `--policy` is not given.
-pub const DEFAULT_POLICY: &str = include_str!("../default.cedar");
+pub(crate) const DEFAULT_POLICY: &str = include_str!("../default.cedar");
 
 /// A policy file that does not parse, or a request Cedar cannot form.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -12,14 +12,14 @@
 use serde::Serialize;
 
 use attest_gate_protocol::revocation::{self as rule, Entry};
-pub use attest_gate_protocol::revocation::{inherited_from, Kind, Mode, Standing};
+pub(crate) use attest_gate_protocol::revocation::{inherited_from, Kind, Mode, Standing};
 
 /// The revocation list's `typ`.
-pub const REVOCATION_LIST_TYPE: &str = "revocation-list+jwt";
+pub(crate) const REVOCATION_LIST_TYPE: &str = "revocation-list+jwt";
 
 /// `GET /v1/revocations`' signed payload.
 #[derive(Debug, Clone, Serialize)]
-pub struct RevocationListClaims<'a> {
+pub(crate) struct RevocationListClaims<'a> {
     /// The verifier's issuer URL.
     pub iss: &'a str,
     /// When the list was made, Unix seconds.
@@ -61,7 +61,7 @@ pub struct Revocation {
 
 /// A credential (issued or about to be), as revocations see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     /// Its own `jti` (if issued), its ancestors', and for a new attestation
     /// those of earlier credentials for the same agent key.
     pub jtis: &'a [String],
@@ -119,7 +119,7 @@ fn names(r: &Revocation, s: &Subject<'_>) -> bool {
 /// How `subject` stands: the protocol's one rule
 /// ([`attest_gate_protocol::revocation::standing`]) over the revocations
 /// naming it.
-pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
+pub(crate) fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
     rule::standing(
         revocations.iter().filter(|r| names(r, subject)),
         subject.issued_at,
@@ -129,7 +129,10 @@ pub fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
 /// Why nothing new may be issued for `subject`: any un-lifted immediate or
 /// graceful revocation naming it, whatever else also names it (a quarantine
 /// outranks graceful for a credential's standing, never for issuance).
-pub fn issuance_blocked(revocations: &[Revocation], subject: &Subject<'_>) -> Option<String> {
+pub(crate) fn issuance_blocked(
+    revocations: &[Revocation],
+    subject: &Subject<'_>,
+) -> Option<String> {
     revocations
         .iter()
         .filter(|r| !r.lifted && r.mode != Mode::Quarantine && names(r, subject))

@@ -46,7 +46,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
 }
 
 /// `n` bytes from the system CSPRNG.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
     let mut out = [0u8; N];
     SystemRandom::new()
         .fill(&mut out)
@@ -55,19 +55,19 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
 }
 
 /// A random identifier (128 bits, base64url).
-pub fn random_id() -> Result<String, SecretError> {
+pub(crate) fn random_id() -> Result<String, SecretError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<16>()?))
 }
 
 /// Creates `dir` (and parents) with mode 0700.
-pub fn private_dir(dir: &Path) -> Result<(), SecretError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), SecretError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))
 }
 
 /// Writes a new secret file, mode 0600 from the first byte; refuses to
 /// overwrite (two replicas starting at once must not clobber each other).
-pub fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
+pub(crate) fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
     if let Some(parent) = path.parent() {
         private_dir(parent)?;
     }
@@ -82,7 +82,7 @@ pub fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
 }
 
 /// Replaces a secret file atomically (write to a sibling, then rename).
-pub fn replace_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
+pub(crate) fn replace_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     write_new_secret(&tmp, bytes)?;
@@ -90,7 +90,7 @@ pub fn replace_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
 }
 
 /// Reads a secret file, refusing one that others may read.
-pub fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
     let meta = fs::metadata(path).map_err(io(path))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(SecretError::Invalid {
@@ -103,7 +103,7 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, SecretError> {
 
 /// Reads the secret at `path`, or makes one with `generate` and stores it.
 /// Returns the bytes and whether they were just generated.
-pub fn load_or_create(
+pub(crate) fn load_or_create(
     path: &Path,
     generate: impl FnOnce() -> Result<Vec<u8>, SecretError>,
 ) -> Result<(Vec<u8>, bool), SecretError> {
@@ -126,7 +126,7 @@ pub fn load_or_create(
 /// A bearer secret's SHA-256, as stored (the admin token, relying parties'
 /// secrets); the secret itself is shown once, at creation, and never stored.
 #[derive(Clone)]
-pub struct SecretHash([u8; 32]);
+pub(crate) struct SecretHash([u8; 32]);
 
 impl std::fmt::Debug for SecretHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,14 +136,14 @@ impl std::fmt::Debug for SecretHash {
 
 impl SecretHash {
     /// The hash of `token`.
-    pub fn of(token: &str) -> Self {
+    pub(crate) fn of(token: &str) -> Self {
         let mut out = [0u8; 32];
         out.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
         Self(out)
     }
 
     /// Parses the stored form (64 hex digits).
-    pub fn from_hex(text: &str) -> Option<Self> {
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
         hex::decode(text.trim())
             .ok()
             .and_then(|v| <[u8; 32]>::try_from(v).ok())
@@ -151,18 +151,18 @@ impl SecretHash {
     }
 
     /// The stored form.
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
     /// Whether `presented` is the secret (constant-time on the hashes).
-    pub fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         verify_slices_are_equal(&Self::of(presented).0, &self.0).is_ok()
     }
 
     /// Loads `path`, or creates a new token and stores its hash there; a new
     /// token is returned so the caller can show it once.
-    pub fn load_or_create(path: &Path) -> Result<(Self, Option<String>), SecretError> {
+    pub(crate) fn load_or_create(path: &Path) -> Result<(Self, Option<String>), SecretError> {
         let mut fresh = None;
         let (bytes, _) = load_or_create(path, || {
             let token = format!("agadm_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()?));

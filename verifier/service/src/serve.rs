@@ -14,7 +14,7 @@ use time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::ca;
-use crate::clock;
+use crate::clock::{self, Clock};
 use crate::collateral_source::{CollateralSources, DirectorySource};
 use crate::fetch;
 use crate::http;
@@ -171,7 +171,11 @@ fn show_admin_token_once(data_dir: &Path, token: &str) -> anyhow::Result<()> {
 }
 
 /// The collateral folder, then (when enabled) Intel PCS and AMD KDS.
-fn collateral_sources(args: &ServeArgs, dir: PathBuf) -> anyhow::Result<CollateralSources> {
+fn collateral_sources(
+    args: &ServeArgs,
+    dir: PathBuf,
+    clock: &Clock,
+) -> anyhow::Result<CollateralSources> {
     let mut sources = CollateralSources::new().with(DirectorySource::new(dir));
     if args.pcs_url.is_none() && args.kds_url.is_none() {
         return Ok(sources);
@@ -182,19 +186,18 @@ fn collateral_sources(args: &ServeArgs, dir: PathBuf) -> anyhow::Result<Collater
     };
     let tls = fetch::tls_client(&extra, true).map_err(anyhow::Error::msg)?;
     let http = fetch::Http::new(tls).map_err(anyhow::Error::msg)?;
-    let clock: fetch::Clock = Arc::new(clock::now);
     if let Some(url) = &args.pcs_url {
         sources = sources.with(fetch::PcsSource::new(
             url,
             &args.root_ca_crl_url,
             http.clone(),
-            Arc::clone(&clock),
+            Arc::clone(clock),
         ));
     }
     if let Some(url) = &args.kds_url {
         let mut http = http;
         http.min_interval = std::time::Duration::from_millis(args.kds_interval_ms);
-        sources = sources.with(fetch::KdsSource::new(url, http, clock));
+        sources = sources.with(fetch::KdsSource::new(url, http, Arc::clone(clock)));
     }
     Ok(sources)
 }
@@ -234,8 +237,11 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
         .collateral
         .clone()
         .unwrap_or_else(|| data_dir.join("collateral"));
-    let sources = collateral_sources(args, collateral_dir)?;
-    let (service, new_admin_token) = Service::start(config, store, sources, clock::now())?;
+    // The system clock, read by the fetchers and the service alike and by
+    // nothing else that serves a request.
+    let clock = clock::system();
+    let sources = collateral_sources(args, collateral_dir, &clock)?;
+    let (service, new_admin_token) = Service::start(config, store, sources, clock)?;
     if let Some(token) = new_admin_token {
         show_admin_token_once(&data_dir, &token)?;
     }
@@ -304,7 +310,7 @@ async fn signals(service: Arc<Service>, handle: axum_server::Handle) {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match service.reload(clock::now()).await {
+                match service.reload(service.now()).await {
                     Ok(_) => tracing::info!(workloads = service.workload_count(), "reloaded on SIGHUP"),
                     Err(e) => tracing::error!(error = %e.message(), "SIGHUP reload failed; keeping the previous configuration"),
                 }
@@ -328,7 +334,7 @@ async fn prune_nonces(service: Arc<Service>) {
         // A consumed nonce is kept well past its expiry (longer than a
         // request may take, plus clock skew between replicas), so a request
         // in flight across expiry can never find its nonce forgotten.
-        let horizon = clock::now().unix_timestamp() - PRUNE_GRACE_SECONDS;
+        let horizon = service.now().unix_timestamp() - PRUNE_GRACE_SECONDS;
         if let Err(e) = service.store().prune_nonces(horizon).await {
             tracing::warn!(error = %e, "pruning consumed nonces failed");
         }

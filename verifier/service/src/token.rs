@@ -23,7 +23,7 @@ use crate::revocation::{RevocationListClaims, REVOCATION_LIST_TYPE};
 use crate::secrets::{self, SecretError};
 
 /// One ES256 signing key.
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     kid: String,
     pair: EcdsaKeyPair,
     public: AgentKey,
@@ -38,11 +38,11 @@ impl std::fmt::Debug for SigningKey {
 /// A key file that does not hold a usable P-256 PKCS#8 key.
 #[derive(Debug, thiserror::Error)]
 #[error("not a P-256 PKCS#8 signing key")]
-pub struct BadKey;
+pub(crate) struct BadKey;
 
 impl SigningKey {
     /// The key from its PKCS#8 DER.
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, BadKey> {
+    pub(crate) fn from_pkcs8(der: &[u8]) -> Result<Self, BadKey> {
         let pair =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(|_| BadKey)?;
         let point = pair.public_key().as_ref();
@@ -61,19 +61,19 @@ impl SigningKey {
     }
 
     /// A fresh key's PKCS#8 DER.
-    pub fn generate_pkcs8() -> Result<Vec<u8>, SecretError> {
+    pub(crate) fn generate_pkcs8() -> Result<Vec<u8>, SecretError> {
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .map(|doc| doc.as_ref().to_vec())
             .map_err(|_| SecretError::Random)
     }
 
     /// Its key ID.
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.kid
     }
 
     /// Its public JWK with `kid`, `alg` and `use`.
-    pub fn public_jwk(&self) -> Value {
+    pub(crate) fn public_jwk(&self) -> Value {
         let mut jwk = self.public.to_jwk();
         if let Some(map) = jwk.as_object_mut() {
             map.insert("kid".into(), json!(self.kid));
@@ -85,7 +85,7 @@ impl SigningKey {
 
     /// The access token for `grant` (`typ: at+jwt`): the only way to sign
     /// a credential, so only what the decision module granted is signed.
-    pub fn sign_access(&self, grant: &Grant, issuer: &str) -> Result<String, SignError> {
+    pub(crate) fn sign_access(&self, grant: &Grant, issuer: &str) -> Result<String, SignError> {
         self.sign_jwt(
             ACCESS_TOKEN_TYPE,
             &credentials::access_claims(grant, issuer),
@@ -93,7 +93,7 @@ impl SigningKey {
     }
 
     /// The signed revocation list (`typ: revocation-list+jwt`).
-    pub fn sign_revocation_list(
+    pub(crate) fn sign_revocation_list(
         &self,
         list: &RevocationListClaims<'_>,
     ) -> Result<String, SignError> {
@@ -124,7 +124,7 @@ impl SigningKey {
 /// Signing failed (the random generator or serialisation failed).
 #[derive(Debug, thiserror::Error)]
 #[error("signing a token failed")]
-pub struct SignError;
+pub(crate) struct SignError;
 
 /// An access token this service signed, its signature checked: only
 /// [`TokenKeys::verify_access`] makes one, so a delegation is granted only
@@ -141,7 +141,7 @@ impl VerifiedToken {
 
 /// The current signing key and the one before it.
 #[derive(Debug)]
-pub struct TokenKeys {
+pub(crate) struct TokenKeys {
     /// Signs new tokens.
     pub current: SigningKey,
     /// Still published, so its unexpired tokens verify.
@@ -162,7 +162,7 @@ fn parse(path: &Path, der: &[u8]) -> Result<SigningKey, SecretError> {
 
 impl TokenKeys {
     /// Loads the keys in `dir`, generating the current one on first start.
-    pub fn load_or_create(dir: &Path) -> Result<Self, SecretError> {
+    pub(crate) fn load_or_create(dir: &Path) -> Result<Self, SecretError> {
         let (current_path, previous_path) = paths(dir);
         let (der, _) = secrets::load_or_create(&current_path, SigningKey::generate_pkcs8)?;
         let current = parse(&current_path, &der)?;
@@ -177,7 +177,7 @@ impl TokenKeys {
 
     /// Makes a new current key; the current one becomes the previous one and
     /// the previous one is dropped. Returns the reloaded keys.
-    pub fn rotate(dir: &Path) -> Result<Self, SecretError> {
+    pub(crate) fn rotate(dir: &Path) -> Result<Self, SecretError> {
         let (current_path, previous_path) = paths(dir);
         let old = secrets::read_secret(&current_path)?;
         secrets::replace_secret(&previous_path, &old)?;
@@ -189,7 +189,7 @@ impl TokenKeys {
     /// bad shape, another `typ` (a revocation list is signed by the same key
     /// and must never pass as an access token), unknown `kid`, wrong `alg`,
     /// a bad signature, or claims that are not an access token's.
-    pub fn verify_access(&self, jwt: &str) -> Option<VerifiedToken> {
+    pub(crate) fn verify_access(&self, jwt: &str) -> Option<VerifiedToken> {
         const MAX_TOKEN: usize = 16 * 1024;
         let jws = jws::split(jwt, MAX_TOKEN).ok()?;
         if jws.header_str("alg") != Some("ES256")
@@ -208,7 +208,7 @@ impl TokenKeys {
     }
 
     /// The JWKS document (RFC 7517): current key first.
-    pub fn jwks(&self) -> Value {
+    pub(crate) fn jwks(&self) -> Value {
         let keys: Vec<Value> = std::iter::once(&self.current)
             .chain(self.previous.as_ref())
             .map(SigningKey::public_jwk)

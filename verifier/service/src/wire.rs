@@ -11,7 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// RFC 3339 rendering of an instant (UTC).
-pub fn instant(t: OffsetDateTime) -> Value {
+pub(crate) fn instant(t: OffsetDateTime) -> Value {
     t.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .map_or(Value::Null, Value::String)
@@ -32,7 +32,7 @@ fn certificate(c: &CertificateSummary) -> Value {
 }
 
 /// The `claims` object of a successful verification.
-pub fn claims(c: &VerifiedClaims) -> Value {
+pub(crate) fn claims(c: &VerifiedClaims) -> Value {
     let mut out = Map::new();
     out.insert("tee".into(), json!(c.tee.as_str()));
     out.insert("trust".into(), json!(c.trust.as_str()));

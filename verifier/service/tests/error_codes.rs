@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use attest_gate_verifier::error::error_code_page;
+use attest_gate_verifier::error_code_page;
 
 fn page_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/error-codes.md")

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use attest_gate_core::{TcbStatus, TeeKind, TrustAnchors, Verifier};
 use attest_gate_forge::snp::{ChainSpec as SnpChain, ReportSpec};
-use attest_gate_verifier::collateral_source::CollateralSource;
-use attest_gate_verifier::fetch::{self, Clock, Http, KdsSource, PcsSource};
+use attest_gate_verifier::CollateralSource;
+use attest_gate_verifier::{Clock, Http, KdsSource, PcsSource};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -131,7 +131,8 @@ fn clock(at: OffsetDateTime) -> (Clock, Arc<AtomicI64>) {
 }
 
 fn http(cert_pem: &str) -> Http {
-    let mut http = Http::new(fetch::tls_client(cert_pem.as_bytes(), false).unwrap()).unwrap();
+    let mut http =
+        Http::new(attest_gate_verifier::tls_client(cert_pem.as_bytes(), false).unwrap()).unwrap();
     http.backoff = Duration::from_millis(20);
     http
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use attest_gate_core::ModelDigest;
 use attest_gate_forge::{live, tdx::TdxSpec};
-use attest_gate_verifier::challenge::{self, NonceKey};
-use attest_gate_verifier::store::{AuditQuery, Store};
+use attest_gate_verifier::{issue_nonce, NonceKey};
+use attest_gate_verifier::{AuditQuery, Store};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -229,10 +229,8 @@ async fn an_expired_or_foreign_nonce_is_refused() {
     let agent = Agent::new();
     let ttl = time::Duration::seconds(60);
     let past = OffsetDateTime::now_utc() - time::Duration::minutes(5);
-    let expired = challenge::issue(&server.nonce_key(), past, ttl)
-        .unwrap()
-        .nonce;
-    let foreign = challenge::issue(&NonceKey::new(&[7; 32]), OffsetDateTime::now_utc(), ttl)
+    let expired = issue_nonce(&server.nonce_key(), past, ttl).unwrap().nonce;
+    let foreign = issue_nonce(&NonceKey::new(&[7; 32]), OffsetDateTime::now_utc(), ttl)
         .unwrap()
         .nonce;
     for (nonce, expected) in [(expired, "nonce_expired"), (foreign, "nonce_unknown")] {

@@ -262,7 +262,7 @@ impl Service {
         // `now` was read when the request arrived; the nonce must still be
         // current when it is consumed, or a slow request could outlive its
         // expiry and the pruning of consumed nonces.
-        if crate::clock::now() >= nonce_expiry {
+        if self.now() >= nonce_expiry {
             return Err(nonce_denial(NonceError::Expired));
         }
 

@@ -26,7 +26,7 @@ use crate::revocation::{Kind, Standing};
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Where the endpoint lives under the issuer (the proof's `htu`).
-pub const EXCHANGE_PATH: &str = "/v1/token/exchange";
+pub(crate) const EXCHANGE_PATH: &str = "/v1/token/exchange";
 /// How far a proof's `iat` may be from the verifier's clock.
 const IAT_WINDOW: i64 = 60;
 

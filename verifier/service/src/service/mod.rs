@@ -12,7 +12,7 @@ mod dry_run;
 mod exchange;
 mod lifecycle;
 
-pub use exchange::EXCHANGE_PATH;
+pub(crate) use exchange::EXCHANGE_PATH;
 
 pub use attest::check_request_body;
 
@@ -23,6 +23,7 @@ use time::{Duration, OffsetDateTime};
 use crate::api::ChallengeResponse;
 use crate::ca::SvidCa;
 use crate::challenge::{self, NonceKey};
+use crate::clock::Clock;
 use crate::collateral_source::CollateralSources;
 use crate::decision::{Appraiser, Verification};
 use crate::error::{ServiceCode, ServiceError};
@@ -80,7 +81,6 @@ pub enum StartError {
 }
 
 /// The running service's state.
-#[derive(Debug)]
 pub struct Service {
     config: ServiceConfig,
     verification: Verification,
@@ -100,16 +100,25 @@ pub struct Service {
     collateral: CollateralSources,
     admin: SecretHash,
     metrics: Metrics,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where keys live: `keys/`, or `keys-dev/` under `--dev`, so a production
 /// data directory's keys never sign credentials for test-root evidence.
-pub fn keys_dir(data_dir: &Path, dev: bool) -> PathBuf {
+pub(crate) fn keys_dir(data_dir: &Path, dev: bool) -> PathBuf {
     data_dir.join(if dev { "keys-dev" } else { "keys" })
 }
 
 /// The project's test roots (`--dev`, `verifier policy test --dev`).
-pub fn test_anchors() -> Result<TrustAnchors, StartError> {
+pub(crate) fn test_anchors() -> Result<TrustAnchors, StartError> {
     let mut roots = Vec::new();
     for text in TEST_ROOTS_PEM {
         for block in pem::parse_many(text).map_err(|e| StartError::Config(e.to_string()))? {
@@ -148,8 +157,9 @@ impl Service {
         config: ServiceConfig,
         store: Store,
         collateral: CollateralSources,
-        now: OffsetDateTime,
+        clock: Clock,
     ) -> Result<(Self, Option<String>), StartError> {
+        let now = clock();
         let keys_dir = keys_dir(&config.data_dir, config.dev);
         secrets::private_dir(&keys_dir)?;
         let (nonce_secret, _) = secrets::load_or_create(&keys_dir.join("nonce.key"), || {
@@ -182,9 +192,15 @@ impl Service {
                 admin,
                 metrics: Metrics::default(),
                 config,
+                clock,
             },
             new_admin_token,
         ))
+    }
+
+    /// Now, by the injected clock: the instant every decision is made at.
+    pub fn now(&self) -> OffsetDateTime {
+        (self.clock)()
     }
 
     /// The configuration it runs with.

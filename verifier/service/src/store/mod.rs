@@ -4,8 +4,9 @@
 //! PostgreSQL (multi-replica), one schema and one set of migrations
 //! (`migrations/`, portable SQL) for both.
 
-pub use audit::{AuditBreak, AuditEvent, AuditQuery, AuditRecord};
-pub use lifecycle::SessionEvidence;
+pub use audit::AuditQuery;
+pub(crate) use audit::{AuditEvent, AuditRecord};
+pub(crate) use lifecycle::SessionEvidence;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use attest_gate_core::{AgentKey, Binding, ModelDigest};
 use attest_gate_forge::{live, nitro::DocSpec, snp::ReportSpec, tdx::TdxSpec};
-use attest_gate_verifier::challenge::NonceKey;
+use attest_gate_verifier::NonceKey;
 use aws_lc_rs::digest::{digest, SHA384};
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
