@@ -3,6 +3,14 @@
 //! [`VerifiedClaims`] can only be constructed inside this crate, by a
 //! verifier that has checked every signature and chain link: holding one is
 //! proof that verification ran (the pattern of rustls' `HandshakeSignatureValid`).
+//!
+//! The per-TEE claim types live in the submodules `snp` and `tdx` (Nitro's
+//! few fields are inline in [`PlatformClaims::Nitro`]); `crate::snp` and
+//! `crate::tdx` re-export them. So claims depend on nothing else in the
+//! crate, and every verifier depends on claims, never the reverse.
+
+pub(crate) mod snp;
+pub(crate) mod tdx;
 
 use std::fmt;
 
@@ -219,9 +227,9 @@ pub enum PlatformClaims {
         timestamp: OffsetDateTime,
     },
     /// AMD SEV-SNP.
-    Snp(Box<crate::snp::SnpClaims>),
+    Snp(Box<snp::SnpClaims>),
     /// Intel TDX.
-    Tdx(Box<crate::tdx::TdxClaims>),
+    Tdx(Box<tdx::TdxClaims>),
 }
 
 /// Verified, normalized claims: authentic evidence, not yet appraised.
@@ -263,3 +271,4 @@ impl VerifiedClaims {
             .map(|m| &m.value)
     }
 }
+
