@@ -5,6 +5,7 @@
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
+use aws_lc_rs::digest::SHA256;
 use lru::LruCache;
 use time::OffsetDateTime;
 
@@ -48,4 +49,26 @@ impl<V: Clone> WindowCache<V> {
             entries.clear();
         }
     }
+}
+
+/// A cheap cache key for large inputs: the anchors' fingerprints, and each
+/// part's length, head and tail (where signatures sit). Two different sets
+/// may share it, so a hit counts only if the stored parts equal the given
+/// ones byte for byte.
+pub(crate) fn fingerprint<'a>(
+    anchors: impl IntoIterator<Item = &'a [u8; 32]>,
+    parts: &[&[u8]],
+) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&SHA256);
+    for anchor in anchors {
+        ctx.update(anchor);
+    }
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.get(..64).unwrap_or(part));
+        ctx.update(part.get(part.len().saturating_sub(64)..).unwrap_or(part));
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod appraisal;
+mod authenticated;
 mod binding;
 mod bundle;
 mod cache;

@@ -7,12 +7,18 @@
 //! lists has one of its allowed values. A file that lists no primary register
 //! (Nitro `pcr0`, TDX `mrtd`, SNP `measurement`) or an unknown register name
 //! is refused at load time: a typo must never allow every image.
+//!
+//! Debug mode and TCB status are judged by the shared appraisal
+//! (`appraisal::platform_reasons`, under the policy a workload implies);
+//! this module adds only the register, model and SNP bounds, and a
+//! rejection lists every reason the matched workload fails.
 
 use std::collections::BTreeMap;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde::Deserialize;
 
+use crate::appraisal::{platform_reasons, AppraisalPolicy};
 use crate::binding::ModelDigest;
 use crate::claims::{PlatformClaims, TcbStatus, TeeKind, VerifiedClaims};
 use crate::error::Rejection;
@@ -312,43 +318,48 @@ impl Workload {
             })
     }
 
-    /// TCB and debug bounds.
-    fn platform_acceptable(&self, claims: &VerifiedClaims) -> Result<(), Rejection> {
-        if claims.debug && !self.allow_debug {
-            return Err(Rejection::DebugEnclave);
+    /// The shared appraisal policy this workload implies: its debug and TCB
+    /// status bounds, no expected nonce or report data (binding is checked
+    /// elsewhere).
+    pub(crate) fn appraisal_policy(&self) -> AppraisalPolicy {
+        AppraisalPolicy {
+            allow_debug: self.allow_debug,
+            accepted_tcb_statuses: self.accepted_tcb_statuses.clone(),
+            expected_nonce: None,
+            expected_report_data: None,
         }
-        if let Some(status) = claims.tcb_status {
-            if !self.accepted_tcb_statuses.contains(&status) {
-                return Err(Rejection::TcbStatusNotAccepted {
-                    status: status.to_string(),
-                });
-            }
-        }
+    }
+
+    /// Every platform bound the claims fail: debug and TCB status (judged by
+    /// the shared [`platform_reasons`]), then each SNP REPORTED_TCB component
+    /// below its minimum, then a VMPL above the maximum.
+    fn platform_reasons(&self, claims: &VerifiedClaims) -> Vec<Rejection> {
+        let mut reasons = platform_reasons(claims, &self.appraisal_policy());
         if let (Some(bounds), PlatformClaims::Snp(snp)) = (&self.snp, &claims.platform) {
             let t = &snp.reported_tcb;
-            let below = [
-                ("bootloader", t.bootloader, bounds.min_bootloader),
-                ("tee", t.tee, bounds.min_tee),
-                ("snp", t.snp, bounds.min_snp),
-                ("microcode", t.microcode, bounds.min_microcode),
-            ]
-            .into_iter()
-            .find(|(_, have, min)| have < min);
-            if let Some((component, have, min)) = below {
-                return Err(Rejection::TcbBelowMinimum {
+            reasons.extend(
+                [
+                    ("bootloader", t.bootloader, bounds.min_bootloader),
+                    ("tee", t.tee, bounds.min_tee),
+                    ("snp", t.snp, bounds.min_snp),
+                    ("microcode", t.microcode, bounds.min_microcode),
+                ]
+                .into_iter()
+                .filter(|(_, have, min)| have < min)
+                .map(|(component, have, min)| Rejection::TcbBelowMinimum {
                     component,
                     have: have.into(),
                     minimum: min.into(),
-                });
-            }
+                }),
+            );
             if snp.vmpl > bounds.max_vmpl {
-                return Err(Rejection::VmplAboveMaximum {
+                reasons.push(Rejection::VmplAboveMaximum {
                     have: snp.vmpl,
                     maximum: bounds.max_vmpl,
                 });
             }
         }
-        Ok(())
+        reasons
     }
 }
 
@@ -386,24 +397,161 @@ impl ReferenceValues {
     /// `measurement_not_allowed` if no workload's registers match,
     /// `model_not_allowed` if none of those serves this model, then its
     /// debug and TCB bounds (`debug_enclave`, `tcb_status_not_accepted`,
-    /// `tcb_below_minimum`).
+    /// `tcb_below_minimum`, `vmpl_above_maximum`). On rejection, the first
+    /// of the reasons [`ReferenceValues::appraise_all`] gives.
     pub fn appraise(
         &self,
         claims: &VerifiedClaims,
         model: &ModelDigest,
     ) -> Result<&Workload, Rejection> {
-        let mut matching = self
+        self.appraise_all(claims, model).map_err(|reasons| {
+            reasons
+                .into_iter()
+                .next()
+                .unwrap_or(Rejection::MeasurementNotAllowed)
+        })
+    }
+
+    /// As [`ReferenceValues::appraise`], but a rejection lists every reason
+    /// (never empty), most relevant first. If no workload's registers match,
+    /// that is the only reason. Otherwise the workload judged is the first
+    /// whose registers match and that serves `model`, else the first whose
+    /// registers match (then `model_not_allowed` leads); every platform bound
+    /// it fails follows, in the order listed for `appraise`.
+    pub fn appraise_all(
+        &self,
+        claims: &VerifiedClaims,
+        model: &ModelDigest,
+    ) -> Result<&Workload, Vec<Rejection>> {
+        let matching: Vec<&Workload> = self
             .workloads
             .iter()
             .filter(|w| w.measurements_match(claims))
-            .peekable();
-        if matching.peek().is_none() {
-            return Err(Rejection::MeasurementNotAllowed);
+            .collect();
+        let serving = matching.iter().find(|w| w.models.contains(model));
+        let (workload, mut reasons) = match (serving, matching.first()) {
+            (Some(w), _) => (*w, Vec::new()),
+            (None, Some(w)) => (*w, vec![Rejection::ModelNotAllowed]),
+            (None, None) => return Err(vec![Rejection::MeasurementNotAllowed]),
+        };
+        reasons.extend(workload.platform_reasons(claims));
+        if reasons.is_empty() {
+            Ok(workload)
+        } else {
+            Err(reasons)
         }
-        let workload = matching
-            .find(|w| w.models.contains(model))
-            .ok_or(Rejection::ModelNotAllowed)?;
-        workload.platform_acceptable(claims)?;
-        Ok(workload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::appraisal::appraise;
+
+    const MRTD: [u8; 48] = [0xd3; 48];
+    const MODEL: [u8; 48] = [0xcb; 48];
+
+    fn workload(accepted: &str, allow_debug: bool) -> ReferenceValues {
+        let text = format!(
+            r#"schema = 1
+[workload]
+name = "w"
+version = "1"
+tee = "tdx"
+models = ["{model}"]
+accepted_tcb_statuses = {accepted}
+allow_debug = {allow_debug}
+[workload.measurements]
+mrtd = "{mrtd}"
+[workload.grant]
+trust_domain = "attest-gate.test"
+workload = "w"
+scopes = ["s"]
+audiences = ["https://rp.attest-gate.test"]
+max_ttl_seconds = 600
+"#,
+            model = hex::encode(MODEL),
+            mrtd = hex::encode(MRTD),
+        );
+        ReferenceValues::from_files([("w.toml", text.as_str())]).unwrap()
+    }
+
+    fn codes(
+        values: &ReferenceValues,
+        claims: &VerifiedClaims,
+        model: [u8; 48],
+    ) -> Vec<&'static str> {
+        match values.appraise_all(claims, &ModelDigest(model)) {
+            Ok(_) => Vec::new(),
+            Err(reasons) => reasons.iter().map(Rejection::code).collect(),
+        }
+    }
+
+    /// A matched workload's rejection names every bound the claims fail;
+    /// `appraise` keeps giving the first of them.
+    #[test]
+    fn a_workload_rejection_lists_debug_and_tcb_status_together() {
+        let values = workload(r#"["UpToDate"]"#, false);
+        let claims = VerifiedClaims::for_test(&MRTD, true, Some(TcbStatus::OutOfDate));
+        assert_eq!(
+            codes(&values, &claims, MODEL),
+            ["debug_enclave", "tcb_status_not_accepted"]
+        );
+        assert_eq!(
+            values
+                .appraise(&claims, &ModelDigest(MODEL))
+                .unwrap_err()
+                .code(),
+            "debug_enclave"
+        );
+        // Another model: that leads, the platform's reasons follow.
+        assert_eq!(
+            codes(&values, &claims, [0; 48]),
+            [
+                "model_not_allowed",
+                "debug_enclave",
+                "tcb_status_not_accepted"
+            ]
+        );
+        // Unmatched registers say only that.
+        let other = VerifiedClaims::for_test(&[0; 48], true, Some(TcbStatus::OutOfDate));
+        assert_eq!(codes(&values, &other, MODEL), ["measurement_not_allowed"]);
+        // Allowed by the workload: accepted.
+        let lenient = workload(r#"["UpToDate", "OutOfDate"]"#, true);
+        assert!(lenient.appraise(&claims, &ModelDigest(MODEL)).is_ok());
+    }
+
+    /// A workload's debug and TCB-status verdicts are exactly those of the
+    /// shared appraisal under the policy the workload implies.
+    #[test]
+    fn workload_bounds_are_the_shared_appraisal() {
+        for accepted in [r#"["UpToDate"]"#, r#"["UpToDate", "SWHardeningNeeded"]"#] {
+            for allow_debug in [false, true] {
+                let values = workload(accepted, allow_debug);
+                let w = values.workloads().first().unwrap();
+                for debug in [false, true] {
+                    for status in [
+                        None,
+                        Some(TcbStatus::UpToDate),
+                        Some(TcbStatus::SwHardeningNeeded),
+                        Some(TcbStatus::OutOfDate),
+                    ] {
+                        let claims = VerifiedClaims::for_test(&MRTD, debug, status);
+                        let shared = platform_reasons(&claims, &w.appraisal_policy());
+                        assert_eq!(w.platform_reasons(&claims), shared);
+                        let general = appraise(claims.clone(), &w.appraisal_policy())
+                            .err()
+                            .unwrap_or_default();
+                        assert_eq!(general, shared);
+                        match values.appraise_all(&claims, &ModelDigest(MODEL)) {
+                            Ok(_) => assert!(shared.is_empty()),
+                            Err(reasons) => assert_eq!(reasons, shared),
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -4,28 +4,13 @@
 use time::OffsetDateTime;
 
 use crate::chain::ChainValidator;
-use crate::claims::{
-    BoundData, CertificateSummary, NamedMeasurement, PlatformClaims, TcbStatus, TeeKind, Verified,
-    VerifiedClaims,
-};
+use crate::claims::{TeeKind, Verified, VerifiedClaims};
 use crate::collateral::Collateral;
 use crate::error::VerifyError;
 use crate::nitro;
 use crate::snp::{self, EndorsementCache};
 use crate::tdx::{self, TdxCache};
 use crate::trust::TrustAnchors;
-
-/// What a per-TEE verifier yields once every signature and link has checked.
-#[derive(Debug)]
-pub(crate) struct Authenticated {
-    pub(crate) tee: TeeKind,
-    pub(crate) measurements: Vec<NamedMeasurement>,
-    pub(crate) bound: BoundData,
-    pub(crate) debug: bool,
-    pub(crate) tcb_status: Option<TcbStatus>,
-    pub(crate) platform: PlatformClaims,
-    pub(crate) chain: Vec<CertificateSummary>,
-}
 
 /// Verifies evidence against a fixed set of trust anchors.
 ///

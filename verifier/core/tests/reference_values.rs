@@ -10,7 +10,8 @@
 )]
 
 use attest_gate_core::{
-    Collateral, ModelDigest, ReferenceValues, TeeKind, TrustAnchors, VerifiedClaims, Verifier,
+    Collateral, ModelDigest, ReferenceValues, Rejection, TeeKind, TrustAnchors, VerifiedClaims,
+    Verifier,
 };
 use attest_gate_forge::{cases, intel, nitro, snp, testdata::EXAMPLE_MODEL};
 
@@ -140,6 +141,69 @@ fn each_appraisal_rule_rejects_with_its_own_code() {
         code(&tdx_sw, &claims("tdx", "tcb_sw_hardening_needed"), &model()),
         "ok"
     );
+}
+
+/// Where the workload matched, a rejection lists every reason, not the
+/// first: a debug TD whose TCB status the workload does not accept fails
+/// on both, while `appraise` still names the first.
+#[test]
+fn a_workload_rejection_lists_every_reason() {
+    let files: Vec<(String, String)> = shipped()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n == "example-tdx-agent.toml" {
+                t.replacen("[\"UpToDate\"]", "[\"SWHardeningNeeded\"]", 1)
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    let values = load(&files).unwrap();
+    let debug_td = claims("tdx", "debug_td");
+    let reasons: Vec<&str> = values
+        .appraise_all(&debug_td, &model())
+        .unwrap_err()
+        .iter()
+        .map(|r| r.code())
+        .collect();
+    assert_eq!(reasons, ["debug_enclave", "tcb_status_not_accepted"]);
+    assert_eq!(code(&values, &debug_td, &model()), "debug_enclave");
+    // The shipped files: the debug TD fails on debug alone.
+    let shipped_values = load(&shipped()).unwrap();
+    assert_eq!(
+        shipped_values
+            .appraise_all(&debug_td, &model())
+            .unwrap_err()
+            .iter()
+            .map(|r| r.code())
+            .collect::<Vec<_>>(),
+        ["debug_enclave"]
+    );
+    // SNP: each component below its minimum is its own reason.
+    let snp_files: Vec<(String, String)> = shipped()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n == "example-snp-agent.toml" {
+                t.replacen("min_bootloader = 3", "min_bootloader = 255", 1)
+                    .replacen("min_snp = 8", "min_snp = 255", 1)
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    let components: Vec<&str> = load(&snp_files)
+        .unwrap()
+        .appraise_all(&claims("snp", "valid"), &model())
+        .unwrap_err()
+        .iter()
+        .map(|r| match r {
+            Rejection::TcbBelowMinimum { component, .. } => component,
+            other => other.code(),
+        })
+        .collect();
+    assert_eq!(components, ["bootloader", "snp"]);
 }
 
 #[test]

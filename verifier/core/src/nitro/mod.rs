@@ -12,11 +12,11 @@ mod document;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use time::OffsetDateTime;
 
+use crate::authenticated::Authenticated;
 use crate::chain::{ChainValidator, ECDSA_ALGS};
 use crate::claims::{BoundData, Measurement, NamedMeasurement, PlatformClaims, TeeKind};
 use crate::error::VerifyError;
 use crate::trust::{sha256, TrustAnchors};
-use crate::verifier::Authenticated;
 
 use cose::Envelope;
 use document::AttestationDocument;

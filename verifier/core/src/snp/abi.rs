@@ -2,6 +2,7 @@
 //! "ATTESTATION_REPORT"), 1184 bytes, little-endian. Offsets mirror the spec;
 //! every must-be-zero range is checked.
 
+use crate::claims::snp::SigningKey;
 use crate::error::VerifyError;
 
 /// Size of an attestation report.
@@ -10,25 +11,6 @@ pub const REPORT_LEN: usize = 0x4a0;
 pub(crate) const SIGNED_LEN: usize = 0x2a0;
 /// SIGNATURE_ALGO value for ECDSA P-384 with SHA-384.
 const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
-
-/// Which key signed the report (SIGNING_KEY, bits 4:2 at 0x48).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigningKey {
-    /// Versioned Chip Endorsement Key.
-    Vcek,
-    /// Versioned Loaded Endorsement Key (cloud-provider key).
-    Vlek,
-}
-
-impl SigningKey {
-    /// `vcek` or `vlek`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Vcek => "vcek",
-            Self::Vlek => "vlek",
-        }
-    }
-}
 
 /// A parsed report: fields as raw bytes or integers, not yet authenticated.
 #[derive(Debug, Clone)]

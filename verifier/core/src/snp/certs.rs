@@ -169,7 +169,7 @@ impl AmdExtensions {
         Ok(out)
     }
 
-    /// The certified value of a TCB component, by the name [`super::tcb::Tcb::components`] uses.
+    /// The certified value of a TCB component, by the name [`crate::claims::snp::Tcb::components`] uses.
     pub(crate) fn component(&self, name: &str) -> Option<u8> {
         match name {
             "bootloader" => self.bootloader,

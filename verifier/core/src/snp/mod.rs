@@ -12,12 +12,12 @@
 mod abi;
 mod cert_table;
 mod certs;
-mod tcb;
 
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use time::OffsetDateTime;
 use x509_parser::prelude::X509Certificate;
 
+use crate::authenticated::Authenticated;
 use crate::cache::WindowCache;
 use crate::chain::{parse, summarize};
 use crate::claims::{
@@ -26,95 +26,15 @@ use crate::claims::{
 use crate::collateral::Collateral;
 use crate::error::VerifyError;
 use crate::trust::{sha256, Anchor, TrustAnchors};
-use crate::verifier::Authenticated;
 
-pub use abi::{SigningKey, REPORT_LEN};
-pub use tcb::{Product, Tcb};
+pub use crate::claims::snp::{
+    Product, SigningKey, SnpClaims, Tcb, PLATFORM_INFO_BITS, POLICY_BITS,
+};
+pub use abi::REPORT_LEN;
 
 use abi::Report;
 use cert_table::CertTable;
 use certs::AmdExtensions;
-
-/// Guest policy bits (SNP ABI), bit number → name.
-pub const POLICY_BITS: [(u32, &str); 10] = [
-    (16, "smt"),
-    (18, "migrate_ma"),
-    (19, "debug"),
-    (20, "single_socket"),
-    (21, "cxl_allow"),
-    (22, "mem_aes_256_xts"),
-    (23, "rapl_dis"),
-    (24, "ciphertext_hiding"),
-    (25, "page_swap_disable"),
-    (17, "reserved_must_be_one"),
-];
-
-/// PLATFORM_INFO bits, bit number → name.
-pub const PLATFORM_INFO_BITS: [(u32, &str); 7] = [
-    (0, "smt_en"),
-    (1, "tsme_en"),
-    (2, "ecc_en"),
-    (3, "rapl_dis"),
-    (4, "ciphertext_hiding_dram_en"),
-    (5, "alias_check_complete"),
-    (7, "tio_en"),
-];
-
-/// Everything an SEV-SNP report says, decoded, once authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnpClaims {
-    /// The processor product.
-    pub product: Product,
-    /// Report format version (2, 3 or 5).
-    pub report_version: u32,
-    /// VCEK or VLEK.
-    pub signing_key: SigningKey,
-    /// GUEST_SVN.
-    pub guest_svn: u32,
-    /// Guest policy, raw (see [`POLICY_BITS`]; ABI major/minor in bits 15:8 / 7:0).
-    pub policy: u64,
-    /// VMPL the report was requested at.
-    pub vmpl: u32,
-    /// PLATFORM_INFO, raw (see [`PLATFORM_INFO_BITS`]).
-    pub platform_info: u64,
-    /// CURRENT_TCB.
-    pub current_tcb: Tcb,
-    /// REPORTED_TCB (the one the VCEK certifies).
-    pub reported_tcb: Tcb,
-    /// COMMITTED_TCB.
-    pub committed_tcb: Tcb,
-    /// LAUNCH_TCB.
-    pub launch_tcb: Tcb,
-    /// HOST_DATA.
-    pub host_data: [u8; 32],
-    /// ID_KEY_DIGEST.
-    pub id_key_digest: [u8; 48],
-    /// AUTHOR_KEY_DIGEST.
-    pub author_key_digest: [u8; 48],
-    /// AUTHOR_KEY_EN.
-    pub author_key_en: bool,
-    /// FAMILY_ID.
-    pub family_id: [u8; 16],
-    /// IMAGE_ID.
-    pub image_id: [u8; 16],
-    /// REPORT_ID.
-    pub report_id: [u8; 32],
-    /// CHIP_ID.
-    pub chip_id: [u8; 64],
-    /// CPUID family, model, stepping (version ≥ 3).
-    pub cpuid: Option<(u8, u8, u8)>,
-    /// Firmware version (major, minor, build) running now.
-    pub current_firmware: (u8, u8, u8),
-    /// Committed firmware version (major, minor, build).
-    pub committed_firmware: (u8, u8, u8),
-    /// (launch, current) mitigation vectors (version ≥ 5).
-    pub mitigation_vectors: Option<(u64, u64)>,
-    /// The VLEK's cloud-provider ID, if signed by a VLEK.
-    pub csp_id: Option<String>,
-    /// Whether an AMD CRL was supplied and checked (the CRL is optional
-    /// collateral; relying parties that need revocation must require this).
-    pub revocation_checked: bool,
-}
 
 /// A chain that verified, remembered until its certificates (or CRL) lapse.
 #[derive(Debug, Clone)]
@@ -204,7 +124,7 @@ pub fn unverified_vcek_lookup(bytes: &[u8]) -> Result<VcekLookup, VerifyError> {
             .and_then(|(family, model, _)| Product::from_cpuid(family, model)),
         chip_id: report.chip_id,
         reported_tcb: report.reported_tcb,
-        signed_by_vlek: report.signing_key == abi::SigningKey::Vlek,
+        signed_by_vlek: report.signing_key == SigningKey::Vlek,
     })
 }
 

@@ -3,6 +3,14 @@
 //! [`VerifiedClaims`] can only be constructed inside this crate, by a
 //! verifier that has checked every signature and chain link: holding one is
 //! proof that verification ran (the pattern of rustls' `HandshakeSignatureValid`).
+//!
+//! The per-TEE claim types live in the submodules `snp` and `tdx` (Nitro's
+//! few fields are inline in [`PlatformClaims::Nitro`]); `crate::snp` and
+//! `crate::tdx` re-export them. So claims depend on nothing else in the
+//! crate, and every verifier depends on claims, never the reverse.
+
+pub(crate) mod snp;
+pub(crate) mod tdx;
 
 use std::fmt;
 
@@ -219,9 +227,9 @@ pub enum PlatformClaims {
         timestamp: OffsetDateTime,
     },
     /// AMD SEV-SNP.
-    Snp(Box<crate::snp::SnpClaims>),
+    Snp(Box<snp::SnpClaims>),
     /// Intel TDX.
-    Tdx(Box<crate::tdx::TdxClaims>),
+    Tdx(Box<tdx::TdxClaims>),
 }
 
 /// Verified, normalized claims: authentic evidence, not yet appraised.
@@ -261,5 +269,48 @@ impl VerifiedClaims {
             .iter()
             .find(|m| m.name == name)
             .map(|m| &m.value)
+    }
+}
+
+#[cfg(test)]
+impl VerifiedClaims {
+    /// TDX claims for unit tests of appraisal: one `mrtd` register, the
+    /// given debug flag (also in TDATTRIBUTES) and TCB status, no chain.
+    pub(crate) fn for_test(mrtd: &[u8], debug: bool, tcb_status: Option<TcbStatus>) -> Self {
+        let epoch = OffsetDateTime::UNIX_EPOCH;
+        let status = tcb_status.unwrap_or(TcbStatus::UpToDate);
+        Self {
+            tee: TeeKind::Tdx,
+            measurements: vec![NamedMeasurement {
+                name: "mrtd".into(),
+                value: Measurement::new(mrtd.to_vec()),
+            }],
+            bound: BoundData::default(),
+            debug,
+            tcb_status,
+            platform: PlatformClaims::Tdx(Box::new(tdx::TdxClaims {
+                quote_version: 4,
+                td_attributes: tdx::TdAttributes::decode([u8::from(debug), 0, 0, 0, 0, 0, 0, 0]),
+                xfam: [0; 8],
+                tee_tcb_svn: [0; 16],
+                seam_attributes: [0; 8],
+                fmspc: [0; 6],
+                pce_id: [0; 2],
+                tcb_status: status,
+                advisory_ids: Vec::new(),
+                platform_tcb_status: status,
+                tdx_module_tcb_status: None,
+                qe_tcb_status: TcbStatus::UpToDate,
+                tcb_date: epoch,
+                tcb_evaluation_data_number: 0,
+                collateral_valid_from: epoch,
+                collateral_valid_until: epoch,
+            })),
+            chain: Vec::new(),
+            verified_at: epoch,
+            trust: TrustKind::TestRoot,
+            evidence_sha384: [0; 48],
+            _verified: Verified,
+        }
     }
 }
