@@ -63,7 +63,7 @@ fn verdict(verifier: &Verifier, case: &cases::Case) -> Result<(), String> {
     let claims = verifier
         .verify(tee, &case.evidence, &collateral, case.at())
         .map_err(|e| e.code().to_string())?;
-    assert_eq!(claims.trust, TrustKind::TestRoot);
+    assert_eq!(claims.trust(), TrustKind::TestRoot);
     let policy = AppraisalPolicy {
         expected_nonce: case.expected_nonce.clone(),
         expected_report_data: case.expected_report_data.clone(),

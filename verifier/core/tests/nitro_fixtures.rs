@@ -32,11 +32,11 @@ fn every_recorded_nitro_sample_verifies_at_its_instant_and_expires_after_its_lea
             continue;
         }
         let claims = result.unwrap_or_else(|e| panic!("{id}: {e}"));
-        assert_eq!(claims.trust, TrustKind::VendorRoot);
-        assert_eq!(claims.verified_at, at);
+        assert_eq!(claims.trust(), TrustKind::VendorRoot);
+        assert_eq!(claims.verified_at(), at);
         let PlatformClaims::Nitro {
             module_id, digest, ..
-        } = &claims.platform
+        } = &claims.platform()
         else {
             panic!()
         };
@@ -47,18 +47,18 @@ fn every_recorded_nitro_sample_verifies_at_its_instant_and_expires_after_its_lea
             sample["pcr0"].as_str().unwrap(),
             "{id}"
         );
-        assert_eq!(claims.chain.len(), 5, "{id}: root, 3 intermediates, leaf");
+        assert_eq!(claims.chain().len(), 5, "{id}: root, 3 intermediates, leaf");
         assert_eq!(
-            claims.debug,
+            claims.debug(),
             claims.measurement("pcr0").unwrap().is_zero(),
             "{id}"
         );
-        if claims.debug {
+        if claims.debug() {
             let reasons = appraise(claims.clone(), &AppraisalPolicy::default()).unwrap_err();
             assert_eq!(reasons[0].code(), "debug_enclave", "{id}");
         }
 
-        let leaf_not_after = claims.chain.last().unwrap().not_after;
+        let leaf_not_after = claims.chain().last().unwrap().not_after;
         let err = verifier
             .verify(
                 TeeKind::Nitro,

@@ -46,7 +46,7 @@ fn every_recorded_snp_sample_verifies_inside_its_window() {
         let claims = verifier
             .verify(TeeKind::Snp, &report, &collateral, at)
             .unwrap_or_else(|e| panic!("{id}: {} {e}", e.code()));
-        let PlatformClaims::Snp(snp) = &claims.platform else {
+        let PlatformClaims::Snp(snp) = &claims.platform() else {
             panic!()
         };
         assert!(!snp.revocation_checked, "{id}: no CRL was given");
@@ -76,7 +76,7 @@ fn every_recorded_snp_sample_verifies_inside_its_window() {
             "{id}"
         );
         assert_eq!(
-            hex_of(claims.bound.report_data.as_deref().unwrap()),
+            hex_of(claims.bound().report_data.as_deref().unwrap()),
             expected["report_data"],
             "{id}"
         );
@@ -91,13 +91,13 @@ fn every_recorded_snp_sample_verifies_inside_its_window() {
             "{id}"
         );
         assert_eq!(
-            claims.debug,
+            claims.debug(),
             expected["debug_allowed"].as_bool().unwrap(),
             "{id}"
         );
-        assert_eq!(claims.chain.len(), 3, "{id}: ARK, ASK/ASVK, VCEK/VLEK");
+        assert_eq!(claims.chain().len(), 3, "{id}: ARK, ASK/ASVK, VCEK/VLEK");
         assert!(
-            claims.chain[0]
+            claims.chain()[0]
                 .subject
                 .contains(&format!("ARK-{}", snp.product)),
             "{id}"
@@ -189,7 +189,7 @@ fn the_amd_crl_is_checked_when_given() {
     let claims = verifier
         .verify(TeeKind::Snp, &report, &with_crl(crl.clone()), inside)
         .unwrap();
-    let PlatformClaims::Snp(snp) = &claims.platform else {
+    let PlatformClaims::Snp(snp) = &claims.platform() else {
         panic!()
     };
     assert!(snp.revocation_checked);

@@ -108,13 +108,13 @@ fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
         let result = verifier.verify(TeeKind::Tdx, quote, &collateral, at);
         if let Some(status) = staging_differs(id) {
             let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
-            assert_eq!(claims.tcb_status.unwrap().as_str(), status, "{id}");
+            assert_eq!(claims.tcb_status().unwrap().as_str(), status, "{id}");
             accepted += 1;
             continue;
         }
         if outcome.starts_with("ACCEPT") {
             let claims = result.unwrap_or_else(|e| panic!("{id} with {bundle}: {e}"));
-            let PlatformClaims::Tdx(tdx) = &claims.platform else {
+            let PlatformClaims::Tdx(tdx) = &claims.platform() else {
                 panic!("{id}: not TDX claims")
             };
             let eval = &check["tcb_evaluation"];
@@ -145,7 +145,7 @@ fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
                 eval["qe_status"][0].as_str().unwrap(),
                 "{id} with {bundle}"
             );
-            assert_eq!(claims.debug, expected["td_debug"] == true, "{id}");
+            assert_eq!(claims.debug(), expected["td_debug"] == true, "{id}");
             assert_eq!(hex::encode(tdx.fmspc), expected["pck"]["fmspc"], "{id}");
             assert_eq!(
                 claims.measurement("mrtd").map(|m| m.to_string()).as_deref(),
@@ -203,7 +203,7 @@ fn dcap_qvl_collateral_json_imports() {
             instant("2026-03-05T10:50:03Z"),
         )
         .unwrap();
-    assert_eq!(claims.tcb_status.unwrap().as_str(), "UpToDate");
+    assert_eq!(claims.tcb_status().unwrap().as_str(), "UpToDate");
 }
 
 /// Intel's synthetic QVL sample chains to Intel's own test root, which is
@@ -253,7 +253,7 @@ fn verdicts_agree_with_dcap_qvl() {
         match oracle {
             Ok(report) => {
                 let claims = ours.unwrap_or_else(|e| panic!("{id}: dcap-qvl accepts, we say {e}"));
-                assert_eq!(claims.tcb_status.unwrap().as_str(), report.status, "{id}");
+                assert_eq!(claims.tcb_status().unwrap().as_str(), report.status, "{id}");
                 agreed += 1;
             }
             Err(e) if format!("{e:#}").contains("No matching TCB level") => {

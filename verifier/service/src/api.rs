@@ -8,6 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod decode;
+
+pub use decode::check_request_body;
+pub(crate) use decode::{decode_b64, parse, Parsed};
+
 pub(crate) use crate::error::ServiceError;
 
 /// `POST /v1/attest`.

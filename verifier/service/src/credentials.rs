@@ -48,9 +48,9 @@ pub(crate) fn all_registers(claims: &VerifiedClaims) -> Vec<String> {
 /// reference values is affirming in every claim it speaks to; a TCB status
 /// other than UpToDate (accepted by the workload) or a test root is a warning.
 pub(crate) fn ear(claims: &VerifiedClaims, workload: &Workload) -> Ear {
-    let test_root = claims.trust == TrustKind::TestRoot;
+    let test_root = claims.trust() == TrustKind::TestRoot;
     let platform_warning =
-        matches!(claims.tcb_status, Some(status) if status != TcbStatus::UpToDate);
+        matches!(claims.tcb_status(), Some(status) if status != TcbStatus::UpToDate);
     // AR4SI values: 2 affirming; 32 warning; hardware 2 = genuine,
     // 32 = genuine with known vulnerabilities (or unrecognised root).
     let hardware = if test_root || platform_warning { 32 } else { 2 };
@@ -80,7 +80,7 @@ pub(crate) fn ear(claims: &VerifiedClaims, workload: &Workload) -> Ear {
             ("developer".to_string(), "attest-gate".to_string()),
             ("build".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ]),
-        submods: BTreeMap::from([(claims.tee.to_string(), appraisal)]),
+        submods: BTreeMap::from([(claims.tee().to_string(), appraisal)]),
     }
 }
 

@@ -68,8 +68,8 @@ impl Verification {
             (other, _) => other,
         }
         .map_err(|e| ServiceError::from(&e))?;
-        if let PlatformClaims::Snp(snp) = &claims.platform {
-            if claims.trust == TrustKind::VendorRoot && !snp.revocation_checked {
+        if let PlatformClaims::Snp(snp) = &claims.platform() {
+            if claims.trust() == TrustKind::VendorRoot && !snp.revocation_checked {
                 return Err(ServiceError::new(
                     ServiceCode::RevocationNotChecked,
                     "SEV-SNP evidence needs AMD's CRL for its ARK (crl.der) as collateral",
@@ -312,15 +312,15 @@ impl Appraiser {
                 audience: ask.intent.audience.clone(),
             },
             provenance: Provenance {
-                tee: claims.tee.to_string(),
+                tee: claims.tee().to_string(),
                 workload: workload.name.clone(),
                 workload_version: workload.version.clone(),
                 measurements: credentials::measured(workload, claims),
                 model_digest: model.to_hex(),
-                tcb_status: claims.tcb_status.map(|s| s.to_string()),
-                debug: claims.debug,
-                evidence_sha384: hex::encode(claims.evidence_sha384),
-                test_root: claims.trust == TrustKind::TestRoot,
+                tcb_status: claims.tcb_status().map(|s| s.to_string()),
+                debug: claims.debug(),
+                evidence_sha384: hex::encode(claims.evidence_sha384()),
+                test_root: claims.trust() == TrustKind::TestRoot,
             },
             ear: credentials::ear(claims, workload),
             jti: secrets::random_id().map_err(ServiceError::internal)?,
@@ -462,7 +462,7 @@ impl Appraiser {
             .appraise(claims, model)
             .map_err(|r| ServiceError::from(&r))?;
         let model_hex = model.to_hex();
-        let tcb_status = claims.tcb_status.map(|s| s.to_string());
+        let tcb_status = claims.tcb_status().map(|s| s.to_string());
         let scopes = self.permitted(&PolicyQuery {
             subject: PolicySubject::attested(workload, claims, &model_hex, tcb_status.as_deref()),
             delegation: None,

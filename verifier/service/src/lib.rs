@@ -35,6 +35,7 @@ mod store;
 mod token;
 mod wire;
 
+pub use api::check_request_body;
 pub use api::{Decision, IntentRequest};
 pub use attest_gate_protocol::revocation::Mode as RevocationMode;
 pub use challenge::{issue as issue_nonce, Challenge, NonceKey};
@@ -45,7 +46,7 @@ pub use error::{error_code_page, ErrorCode, Retry, ServiceCode, ServiceError};
 pub use fetch::{tls_client, Http, KdsSource, PcsSource, AMD_KDS_URL, INTEL_PCS_URL};
 pub use http::router;
 pub use serve::{open, run, ServeArgs};
-pub use service::{check_request_body, Service, ServiceConfig, StartError};
+pub use service::{Service, ServiceConfig, StartError};
 pub use store::{AuditQuery, Store};
 
 /// What the `verifier` command line reads and prints: bounded file reads,

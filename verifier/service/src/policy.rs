@@ -53,11 +53,11 @@ impl<'a> PolicySubject<'a> {
     ) -> Self {
         Self {
             workload,
-            tee: claims.tee.as_str(),
+            tee: claims.tee().as_str(),
             model,
             tcb_status,
-            debug: claims.debug,
-            test_root: claims.trust == TrustKind::TestRoot,
+            debug: claims.debug(),
+            test_root: claims.trust() == TrustKind::TestRoot,
         }
     }
 }

@@ -34,20 +34,20 @@ fn certificate(c: &CertificateSummary) -> Value {
 /// The `claims` object of a successful verification.
 pub(crate) fn claims(c: &VerifiedClaims) -> Value {
     let mut out = Map::new();
-    out.insert("tee".into(), json!(c.tee.as_str()));
-    out.insert("trust".into(), json!(c.trust.as_str()));
-    out.insert("debug".into(), json!(c.debug));
+    out.insert("tee".into(), json!(c.tee().as_str()));
+    out.insert("trust".into(), json!(c.trust().as_str()));
+    out.insert("debug".into(), json!(c.debug()));
     out.insert(
         "tcb_status".into(),
-        c.tcb_status.map_or(Value::Null, |s| json!(s.as_str())),
+        c.tcb_status().map_or(Value::Null, |s| json!(s.as_str())),
     );
     let measurements: Map<String, Value> = c
-        .measurements
+        .measurements()
         .iter()
         .map(|m| (m.name.clone(), json!(m.value.to_string())))
         .collect();
     out.insert("measurements".into(), Value::Object(measurements));
-    match &c.platform {
+    match &c.platform() {
         PlatformClaims::Nitro {
             module_id,
             digest,
@@ -56,39 +56,42 @@ pub(crate) fn claims(c: &VerifiedClaims) -> Value {
             out.insert("module_id".into(), json!(module_id));
             out.insert("digest".into(), json!(digest));
             out.insert("timestamp".into(), instant(*timestamp));
-            out.insert("user_data".into(), hex_opt(c.bound.user_data.as_deref()));
-            out.insert("nonce".into(), hex_opt(c.bound.nonce.as_deref()));
-            out.insert("public_key".into(), hex_opt(c.bound.public_key.as_deref()));
+            out.insert("user_data".into(), hex_opt(c.bound().user_data.as_deref()));
+            out.insert("nonce".into(), hex_opt(c.bound().nonce.as_deref()));
+            out.insert(
+                "public_key".into(),
+                hex_opt(c.bound().public_key.as_deref()),
+            );
         }
         PlatformClaims::Snp(snp) => {
             out.insert(
                 "report_data".into(),
-                hex_opt(c.bound.report_data.as_deref()),
+                hex_opt(c.bound().report_data.as_deref()),
             );
             snp_claims(snp, &mut out);
         }
         PlatformClaims::Tdx(tdx) => {
             out.insert(
                 "report_data".into(),
-                hex_opt(c.bound.report_data.as_deref()),
+                hex_opt(c.bound().report_data.as_deref()),
             );
             tdx_claims(tdx, &mut out);
         }
         _ => {
             out.insert(
                 "report_data".into(),
-                hex_opt(c.bound.report_data.as_deref()),
+                hex_opt(c.bound().report_data.as_deref()),
             );
         }
     }
     out.insert(
         "chain".into(),
-        Value::Array(c.chain.iter().map(certificate).collect()),
+        Value::Array(c.chain().iter().map(certificate).collect()),
     );
-    out.insert("verified_at".into(), instant(c.verified_at));
+    out.insert("verified_at".into(), instant(c.verified_at()));
     out.insert(
         "evidence_sha384".into(),
-        json!(hex::encode(c.evidence_sha384)),
+        json!(hex::encode(c.evidence_sha384())),
     );
     Value::Object(out)
 }
@@ -230,8 +233,8 @@ fn snp_claims(s: &SnpClaims, out: &mut Map<String, Value>) {
 pub fn verified(c: &VerifiedClaims) -> Value {
     json!({
         "verified": true,
-        "tee": c.tee.as_str(),
-        "trust": c.trust.as_str(),
+        "tee": c.tee().as_str(),
+        "trust": c.trust().as_str(),
         "claims": claims(c),
     })
 }

@@ -33,19 +33,22 @@ async fn a_challenge_expires_by_the_injected_clock() {
         default_token_ttl: 600,
     };
     let fixed = datetime!(2030-01-01 00:00:00 UTC);
-    let (service, _) =
-        Service::start(config, store, CollateralSources::new(), Arc::new(move || fixed)).unwrap();
+    let (service, _) = Service::start(
+        config,
+        store,
+        CollateralSources::new(),
+        Arc::new(move || fixed),
+    )
+    .unwrap();
     assert_eq!(service.now(), fixed);
     let response = router(Arc::new(service))
-        .oneshot(
-            Request::post("/v1/challenge")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .oneshot(Request::post("/v1/challenge").body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
     let challenge: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(challenge["expires_at"], "2030-01-01T00:01:00Z");
 }

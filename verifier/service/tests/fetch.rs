@@ -237,7 +237,7 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
     let claims = Verifier::new(TrustAnchors::vendor().unwrap())
         .verify(TeeKind::Tdx, &quote, &fetched, at)
         .unwrap();
-    assert_eq!(claims.tcb_status, Some(TcbStatus::UpToDate));
+    assert_eq!(claims.tcb_status(), Some(TcbStatus::UpToDate));
 
     // Cached: a second lookup asks the server nothing.
     let before = plan.total.load(Ordering::SeqCst);
@@ -339,7 +339,7 @@ async fn kds_vcek_chain_and_crl_are_fetched_spaced_and_verify() {
     let claims = Verifier::new(TrustAnchors::test_roots(vec![root]).unwrap())
         .verify(TeeKind::Snp, &report, &fetched, at)
         .unwrap();
-    match claims.platform {
+    match claims.platform() {
         attest_gate_core::PlatformClaims::Snp(snp) => assert!(snp.revocation_checked),
         other => panic!("{other:?}"),
     }

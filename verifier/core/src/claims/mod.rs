@@ -236,25 +236,25 @@ pub enum PlatformClaims {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedClaims {
     /// The TEE that produced the evidence.
-    pub tee: TeeKind,
+    pub(crate) tee: TeeKind,
     /// Every measurement register present, in the TEE's own order.
-    pub measurements: Vec<NamedMeasurement>,
+    pub(crate) measurements: Vec<NamedMeasurement>,
     /// The data the workload bound into the evidence.
-    pub bound: BoundData,
+    pub(crate) bound: BoundData,
     /// Whether the TEE runs in a debug (inspectable) mode.
-    pub debug: bool,
+    pub(crate) debug: bool,
     /// The platform's TCB status; `None` where the TEE has no such notion (Nitro).
-    pub tcb_status: Option<TcbStatus>,
+    pub(crate) tcb_status: Option<TcbStatus>,
     /// TEE-specific claims.
-    pub platform: PlatformClaims,
+    pub(crate) platform: PlatformClaims,
     /// The verified chain, root first, leaf last.
-    pub chain: Vec<CertificateSummary>,
+    pub(crate) chain: Vec<CertificateSummary>,
     /// The instant the evidence was verified at (an input, never the clock).
-    pub verified_at: OffsetDateTime,
+    pub(crate) verified_at: OffsetDateTime,
     /// Whether a vendor root or a test root anchored the chain.
-    pub trust: TrustKind,
+    pub(crate) trust: TrustKind,
     /// SHA-384 of the exact evidence bytes verified.
-    pub evidence_sha384: [u8; 48],
+    pub(crate) evidence_sha384: [u8; 48],
     pub(crate) _verified: Verified,
 }
 
@@ -262,7 +262,51 @@ pub struct VerifiedClaims {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Verified;
 
+/// Read-only: the fields are crate-private so that verified claims cannot
+/// be edited after verification (a `VerifiedClaims` is proof of what the
+/// evidence says, not a form to fill in).
 impl VerifiedClaims {
+    /// The TEE that produced the evidence.
+    pub fn tee(&self) -> TeeKind {
+        self.tee
+    }
+    /// Every measurement register present, in the TEE's own order.
+    pub fn measurements(&self) -> &[NamedMeasurement] {
+        &self.measurements
+    }
+    /// The data the workload bound into the evidence.
+    pub fn bound(&self) -> &BoundData {
+        &self.bound
+    }
+    /// Whether the TEE runs in a debug (inspectable) mode.
+    pub fn debug(&self) -> bool {
+        self.debug
+    }
+    /// The platform's TCB status; `None` where the TEE has no such notion (Nitro).
+    pub fn tcb_status(&self) -> Option<TcbStatus> {
+        self.tcb_status
+    }
+    /// TEE-specific claims.
+    pub fn platform(&self) -> &PlatformClaims {
+        &self.platform
+    }
+    /// The verified chain, root first, leaf last.
+    pub fn chain(&self) -> &[CertificateSummary] {
+        &self.chain
+    }
+    /// The instant the evidence was verified at (an input, never the clock).
+    pub fn verified_at(&self) -> OffsetDateTime {
+        self.verified_at
+    }
+    /// Whether a vendor root or a test root anchored the chain.
+    pub fn trust(&self) -> TrustKind {
+        self.trust
+    }
+    /// SHA-384 of the exact evidence bytes verified.
+    pub fn evidence_sha384(&self) -> &[u8; 48] {
+        &self.evidence_sha384
+    }
+
     /// Looks a measurement up by name.
     pub fn measurement(&self, name: &str) -> Option<&Measurement> {
         self.measurements

@@ -6,13 +6,11 @@
 use std::sync::Arc;
 
 use attest_gate_core::{Collateral, ModelDigest, TeeKind};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{read, Service, Trail};
-use crate::api::{Decision, DryRunRequest};
+use crate::api::{decode_b64, Decision, DryRunRequest};
 use crate::decision::Appraiser;
 use crate::error::{ServiceCode, ServiceError};
 
@@ -31,17 +29,11 @@ impl Service {
             None => now,
         };
         let tee: TeeKind = req.tee.parse().map_err(|_| bad("unknown `tee`"))?;
-        let evidence = STANDARD
-            .decode(req.evidence.trim())
-            .map_err(|_| bad("`evidence` is not base64"))?;
+        // Decoded as attestation decodes: the same four alphabets.
+        let evidence = decode_b64("evidence", &req.evidence)?;
         let mut items = Vec::new();
         for (name, b64) in &req.collateral {
-            items.push((
-                name.clone(),
-                STANDARD
-                    .decode(b64.trim())
-                    .map_err(|_| bad("collateral is not base64"))?,
-            ));
+            items.push((name.clone(), decode_b64("collateral", b64)?));
         }
         let model = ModelDigest::from_hex(req.model_digest.trim())
             .ok_or_else(|| bad("`model_digest` must be 96 hex digits"))?;

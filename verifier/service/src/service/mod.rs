@@ -14,8 +14,6 @@ mod lifecycle;
 
 pub(crate) use exchange::EXCHANGE_PATH;
 
-pub use attest::check_request_body;
-
 use attest_gate_core::TrustAnchors;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -40,7 +38,7 @@ const TEST_ROOTS_PEM: [&str; 3] = [
 ];
 
 /// Longest a requested principal, task ID, audience or scope may be.
-const MAX_FIELD_LEN: usize = 256;
+pub(crate) const MAX_FIELD_LEN: usize = 256;
 /// Longest audit detail stored (details can echo request input).
 const MAX_AUDIT_DETAIL: usize = 512;
 
