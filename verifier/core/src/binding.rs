@@ -128,7 +128,7 @@ mod tests {
     }
 
     /// A fixed vector, so that the agent and any third-party implementation
-    /// can check theirs against it (also printed in README).
+    /// can check theirs against it (also printed in docs/agent.md).
     #[test]
     fn binding_is_stable_and_covers_every_input() {
         let b = Binding::new(b"nonce", key(1), ModelDigest([2; 48])).unwrap();

@@ -106,7 +106,7 @@ service_codes! {
     AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for.";
     ScopeNotAllowed => "scope_not_allowed", FORBIDDEN, No, "No requested scope survives the workload's grant and the Cedar policy.";
     Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement.";
-    ParentRevoked => "parent_revoked", FORBIDDEN, No, "The token to exchange is revoked (immediately or gracefully) or expired.";
+    ParentRevoked => "parent_revoked", FORBIDDEN, No, "The token to exchange is revoked (immediately or gracefully); an expired or unknown one is `invalid_token`.";
     WorkloadUnknown => "workload_unknown", FORBIDDEN, No, "The token to exchange names a workload no longer in measurements/.";
     DelegationNotAllowed => "delegation_not_allowed", FORBIDDEN, No, "The workload's grant does not allow delegation.";
     DelegationTooDeep => "delegation_too_deep", FORBIDDEN, No, "The delegation chain would be deeper than the workload's max_delegation_depth.";
