@@ -122,6 +122,59 @@ pub fn inherited_from(origin: &str) -> String {
 
 const INHERITED: &str = "inherited:";
 
+/// The revocation list's `typ`, so that no other JWS the verifier signs can
+/// pass as one.
+pub const REVOCATION_LIST_TYPE: &str = "revocation-list+jwt";
+
+/// One revocation, as the verifier records and lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationEntry {
+    /// The entry's stable ID; a later version of an entry has the same ID.
+    pub id: String,
+    /// What `target` names.
+    pub kind: Kind,
+    /// The revoked value: a `jti`, session ID, workload name, register value
+    /// or model digest (hex), or key thumbprint.
+    pub target: String,
+    /// How matching credentials are treated.
+    pub mode: Mode,
+    /// Why, for logs and error messages.
+    #[serde(default)]
+    pub reason: String,
+    /// When it was revoked, Unix seconds.
+    pub revoked_at: i64,
+    /// When this version of the entry was written, Unix seconds.
+    pub updated_at: i64,
+    /// True once lifted (quarantines only): the entry then matches nothing.
+    #[serde(default)]
+    pub lifted: bool,
+    /// The entry this one was derived from: the revoked target for a
+    /// cascaded row, `inherited:<id>` for an inherited quarantine.
+    #[serde(default)]
+    pub cascade_from: Option<String>,
+}
+
+impl Entry for RevocationEntry {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+    fn revoked_at(&self) -> i64 {
+        self.revoked_at
+    }
+    fn lifted(&self) -> bool {
+        self.lifted
+    }
+    fn cascade_from(&self) -> Option<&str> {
+        self.cascade_from.as_deref()
+    }
+}
+
 /// One revocation, as [`standing`] needs to see it.
 pub trait Entry {
     /// Its stable ID.

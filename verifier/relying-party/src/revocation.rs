@@ -14,9 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::token::{claims_error, verify_signed, AccessToken, Jwks, JwsFailure};
 
-/// The list's `typ`, so that no other JWS the verifier signs can pass as one.
-pub const REVOCATION_LIST_TYPE: &str = "revocation-list+jwt";
-
 /// Longest list accepted, in bytes.
 pub const MAX_REVOCATION_LIST_LEN: usize = 8 * 1024 * 1024;
 
@@ -24,34 +21,9 @@ pub const MAX_REVOCATION_LIST_LEN: usize = 8 * 1024 * 1024;
 /// caller should alert), never silently truncated.
 pub const MAX_REVOCATION_ENTRIES: usize = 1_000_000;
 
-use attest_gate_protocol::revocation::{self as rule, Entry, Standing};
+use attest_gate_protocol::revocation::{self as rule, Standing};
 pub use attest_gate_protocol::revocation::{Kind as RevocationKind, Mode as RevocationMode};
-
-/// One revocation, as the verifier lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RevocationEntry {
-    /// The entry's stable ID; a later version of an entry has the same ID.
-    pub id: String,
-    /// What `target` names.
-    pub kind: RevocationKind,
-    /// The revoked value.
-    pub target: String,
-    /// How matching tokens are treated.
-    pub mode: RevocationMode,
-    /// Why, for logs and error messages.
-    #[serde(default)]
-    pub reason: String,
-    /// When it was revoked, Unix seconds.
-    pub revoked_at: i64,
-    /// When this version of the entry was written, Unix seconds.
-    pub updated_at: i64,
-    /// True once lifted: the entry then matches nothing.
-    #[serde(default)]
-    pub lifted: bool,
-    /// The entry this one was derived from, when a revocation cascaded.
-    #[serde(default)]
-    pub cascade_from: Option<String>,
-}
+pub use attest_gate_protocol::revocation::{RevocationEntry, REVOCATION_LIST_TYPE};
 
 /// A verified revocation list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,26 +270,5 @@ impl RevocationSet {
             Standing::Quarantined { reason, .. } => Status::Quarantined { reason },
             Standing::Revoked { reason } => Status::Revoked { reason },
         }
-    }
-}
-
-impl Entry for RevocationEntry {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn mode(&self) -> RevocationMode {
-        self.mode
-    }
-    fn reason(&self) -> &str {
-        &self.reason
-    }
-    fn revoked_at(&self) -> i64 {
-        self.revoked_at
-    }
-    fn lifted(&self) -> bool {
-        self.lifted
-    }
-    fn cascade_from(&self) -> Option<&str> {
-        self.cascade_from.as_deref()
     }
 }

@@ -11,11 +11,10 @@
 
 use serde::Serialize;
 
-use attest_gate_protocol::revocation::{self as rule, Entry};
-pub(crate) use attest_gate_protocol::revocation::{inherited_from, Kind, Mode, Standing};
-
-/// The revocation list's `typ`.
-pub(crate) const REVOCATION_LIST_TYPE: &str = "revocation-list+jwt";
+use attest_gate_protocol::revocation as rule;
+pub(crate) use attest_gate_protocol::revocation::{
+    inherited_from, Kind, Mode, RevocationEntry, Standing, REVOCATION_LIST_TYPE,
+};
 
 /// `GET /v1/revocations`' signed payload.
 #[derive(Debug, Clone, Serialize)]
@@ -34,30 +33,9 @@ pub(crate) struct RevocationListClaims<'a> {
     pub entries: &'a [Revocation],
 }
 
-/// One revocation as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct Revocation {
-    /// Random identifier.
-    pub id: String,
-    /// What it names.
-    #[sqlx(try_from = "String")]
-    pub kind: Kind,
-    /// The `jti`, session ID, workload name, measurement or model digest.
-    pub target: String,
-    /// How it takes effect.
-    #[sqlx(try_from = "String")]
-    pub mode: Mode,
-    /// Why (free text from the administrator, or the reappraisal's code).
-    pub reason: String,
-    /// For a row made by cascading: the revoked ancestor's `jti`.
-    pub cascade_from: Option<String>,
-    /// When, Unix seconds.
-    pub revoked_at: i64,
-    /// Last change (creation or lifting), Unix seconds: the list's cursor.
-    pub updated_at: i64,
-    /// A lifted quarantine.
-    pub lifted: bool,
-}
+/// One revocation as recorded: the protocol's entry, so the list the
+/// service signs and the entries relying parties read are one type.
+pub(crate) type Revocation = RevocationEntry;
 
 /// A credential (issued or about to be), as revocations see it.
 #[derive(Debug, Clone, Copy)]
@@ -77,27 +55,6 @@ pub(crate) struct Subject<'a> {
     pub keys: &'a [String],
     /// When it was (or would be) issued, Unix seconds.
     pub issued_at: i64,
-}
-
-impl Entry for Revocation {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn mode(&self) -> Mode {
-        self.mode
-    }
-    fn reason(&self) -> &str {
-        &self.reason
-    }
-    fn revoked_at(&self) -> i64 {
-        self.revoked_at
-    }
-    fn lifted(&self) -> bool {
-        self.lifted
-    }
-    fn cascade_from(&self) -> Option<&str> {
-        self.cascade_from.as_deref()
-    }
 }
 
 fn names(r: &Revocation, s: &Subject<'_>) -> bool {

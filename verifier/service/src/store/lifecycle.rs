@@ -37,6 +37,41 @@ const CREDENTIAL_COLUMNS: &str = "jti, subject, session_id, parent_jti, workload
 const REVOCATION_COLUMNS: &str =
     "id, kind, target, mode, reason, cascade_from, revoked_at, updated_at, lifted";
 
+/// A `revocations` row as the database returns it.
+#[derive(sqlx::FromRow)]
+struct RevocationRow {
+    id: String,
+    kind: String,
+    target: String,
+    mode: String,
+    reason: String,
+    cascade_from: Option<String>,
+    revoked_at: i64,
+    updated_at: i64,
+    lifted: bool,
+}
+
+impl TryFrom<RevocationRow> for Revocation {
+    type Error = StoreError;
+    /// A kind or mode this build does not know is a corrupt row, refused
+    /// rather than read as something that matches nothing.
+    fn try_from(row: RevocationRow) -> Result<Self, StoreError> {
+        let corrupt =
+            |e: attest_gate_protocol::revocation::UnknownName| StoreError::Corrupt(e.to_string());
+        Ok(Self {
+            id: row.id,
+            kind: row.kind.parse().map_err(corrupt)?,
+            target: row.target,
+            mode: row.mode.parse().map_err(corrupt)?,
+            reason: row.reason,
+            cascade_from: row.cascade_from,
+            revoked_at: row.revoked_at,
+            updated_at: row.updated_at,
+            lifted: row.lifted,
+        })
+    }
+}
+
 impl Store {
     /// The credential with this `jti`.
     pub async fn credential(&self, jti: &str) -> Result<Option<CredentialRecord>, StoreError> {
@@ -148,7 +183,9 @@ impl Store {
     /// Every revocation in force (not lifted).
     pub async fn revocations_in_force(&self) -> Result<Vec<Revocation>, StoreError> {
         let sql = format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE lifted = FALSE");
-        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+        let rows: Vec<RevocationRow> =
+            on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
+        rows.into_iter().map(Revocation::try_from).collect()
     }
 
     /// Revocations created or changed at or after `since`, oldest change first.
@@ -161,11 +198,12 @@ impl Store {
             "SELECT {REVOCATION_COLUMNS} FROM revocations WHERE updated_at >= $1 \
              ORDER BY updated_at, id LIMIT $2"
         );
-        Ok(on_pool!(self, pool => sqlx::query_as(&sql)
+        let rows: Vec<RevocationRow> = on_pool!(self, pool => sqlx::query_as(&sql)
             .bind(since)
             .bind(limit)
             .fetch_all(pool)
-            .await?))
+            .await?);
+        rows.into_iter().map(Revocation::try_from).collect()
     }
 
     /// Registers a relying party that may introspect.

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// Migrating the schema failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored row holds what no code of this build wrote.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
 }
 
 /// Runs the same statement on whichever pool `$store` holds: sqlx's drivers
