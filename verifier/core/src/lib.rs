@@ -44,7 +44,7 @@ pub use evidence::{decode_text_encoding, detect_tee, resolve_tee, MAX_EVIDENCE_F
 pub use jwk::{AgentKey, JwkError};
 pub use reference::{
     is_register_length, verified_registers, Grant, ReferenceError, ReferenceValues, SnpBounds,
-    Workload, SCHEMA_VERSION,
+    Workload, MAX_DELEGATION_DEPTH, SCHEMA_VERSION,
 };
 pub use trust::{TrustAnchors, TrustError};
 pub use verifier::Verifier;

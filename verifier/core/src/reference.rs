@@ -23,6 +23,10 @@ use crate::binding::ModelDigest;
 use crate::claims::{PlatformClaims, TcbStatus, TeeKind, VerifiedClaims};
 use crate::error::Rejection;
 
+/// The deepest delegation chain a workload may allow: revocation walks a
+/// credential's ancestors this far, so a deeper chain could outrun it.
+pub const MAX_DELEGATION_DEPTH: u8 = 16;
+
 /// The schema version this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -223,6 +227,11 @@ impl Workload {
         }
         let w = parsed.workload;
         let tee: TeeKind = w.tee.parse().map_err(|e| err(format!("tee: {e}")))?;
+        if w.grant.max_delegation_depth > MAX_DELEGATION_DEPTH {
+            return Err(err(format!(
+                "grant.max_delegation_depth is at most {MAX_DELEGATION_DEPTH}"
+            )));
+        }
         let known = registers(tee);
         let mut measurements = BTreeMap::new();
         for (name, values) in w.measurements {

@@ -220,6 +220,11 @@ fn malformed_reference_files_are_refused() {
         ("tee = \"tdx\"", "tee = \"sgx\"", "unknown tee"),
         ("max_ttl_seconds = 600", "max_ttl_seconds = 0", "zero ttl"),
         (
+            "max_delegation_depth = 2",
+            "max_delegation_depth = 17",
+            "delegation deeper than revocation walks",
+        ),
+        (
             "version = \"1\"",
             "version = \"1\"\nextra = true",
             "unknown field",

@@ -401,6 +401,8 @@ impl Appraiser {
                 actor: &jkt,
                 depth: i64::from(depth),
                 parent_jti: &parent.jti,
+                parent_task_id: &parent.intent.task_id,
+                parent_audience: &parent.aud,
             }),
             act_for: &parent.act_for,
             task_id: ask.purpose,

@@ -179,6 +179,25 @@ impl ErrorCode {
         self.status() == StatusCode::FORBIDDEN
     }
 
+    /// About the state of collateral or of time rather than the evidence:
+    /// collateral missing or past its window, a certificate outside its
+    /// validity when evidence is verified again later, revocation not
+    /// checkable. Reappraisal lists these as not judged instead of revoking.
+    pub fn is_collateral_state(self) -> bool {
+        matches!(
+            self,
+            Self::Verify(
+                VerifyCode::CollateralExpired
+                    | VerifyCode::CollateralMissing
+                    | VerifyCode::CrlInvalid
+                    | VerifyCode::CertificateExpired
+                    | VerifyCode::CertificateNotYetValid
+            ) | Self::Service(
+                ServiceCode::RevocationNotChecked | ServiceCode::CollateralUnavailable
+            )
+        )
+    }
+
     /// Which part of the system decides it, for the error-code page.
     pub fn origin(self) -> &'static str {
         match self {
@@ -320,6 +339,24 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for code in ErrorCode::all() {
             assert!(seen.insert(code.as_str()), "{code} twice");
+        }
+    }
+
+    #[test]
+    fn collateral_trouble_is_not_a_verdict_on_the_evidence() {
+        for code in [
+            VerifyCode::CollateralExpired,
+            VerifyCode::CertificateExpired,
+        ] {
+            assert!(ErrorCode::Verify(code).is_collateral_state());
+        }
+        for code in [
+            VerifyCode::SignatureInvalid,
+            VerifyCode::CertificateRevoked,
+            VerifyCode::ChainUntrusted,
+        ] {
+            assert!(!ErrorCode::Verify(code).is_collateral_state());
+            assert!(ErrorCode::Verify(code).is_denial());
         }
     }
 

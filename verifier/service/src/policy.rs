@@ -71,6 +71,10 @@ pub struct DelegationQuery<'a> {
     pub depth: i64,
     /// The parent credential's `jti`.
     pub parent_jti: &'a str,
+    /// The parent's declared task (its `intent.task_id`).
+    pub parent_task_id: &'a str,
+    /// The parent's audience.
+    pub parent_audience: &'a str,
 }
 
 /// What the policy is asked about one attestation or delegation.
@@ -167,6 +171,14 @@ impl Policy {
             (
                 "parent_jti".to_string(),
                 string(delegation.map_or("", |d| d.parent_jti)),
+            ),
+            (
+                "parent_task_id".to_string(),
+                string(delegation.map_or("", |d| d.parent_task_id)),
+            ),
+            (
+                "parent_audience".to_string(),
+                string(delegation.map_or("", |d| d.parent_audience)),
             ),
         ])
         .map_err(|e| PolicyError(e.to_string()))?;

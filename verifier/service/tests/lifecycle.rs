@@ -803,7 +803,7 @@ async fn revoking_a_register_no_workload_pins_blocks_it_everywhere() {
     );
 
     // A target no TEE can produce is refused, not silently recorded.
-    for bad in ["cafe", "not hex at all", &"ab".repeat(20)] {
+    for bad in ["cafe", "not hex at all", &"ab".repeat(20), &"00".repeat(48)] {
         let (status, response) = server
             .admin(
                 "/v1/admin/revoke",
@@ -910,6 +910,35 @@ async fn a_quarantined_key_stays_quarantined_when_delegated_to_until_lifted() {
         server.introspect(&rp, &parent.token).await["revocation"],
         Value::Null
     );
+
+    // A quarantined parent's grandchildren are marked for relying parties
+    // too (which see only a token's own jti and its parent).
+    let q_parent = server
+        .revoke("jti", parent.claims["jti"].as_str().unwrap(), "quarantine")
+        .await;
+    let child_of_q = delegate(&server, &parent, "inference:invoke").await;
+    let grandchild = delegate(&server, &child_of_q, "inference:invoke").await;
+    let mut set = attest_gate_relying_party::RevocationSet::new();
+    set.apply(server.revocation_list(0).await).unwrap();
+    let (_, jwks) = server.get("/.well-known/jwks.json").await;
+    let jwks = Jwks::from_json(&serde_json::from_str(&jwks).unwrap()).unwrap();
+    let now = grandchild.claims["iat"].as_i64().unwrap();
+    let token =
+        attest_gate_relying_party::Validator::new(&server.url, "https://rp.attest-gate.test")
+            .validate(&jwks, &grandchild.token, now)
+            .unwrap();
+    assert!(
+        matches!(
+            set.status(&token),
+            attest_gate_relying_party::Status::Quarantined { .. }
+        ),
+        "{:?}",
+        set.status(&token)
+    );
+    let (status, _) = server
+        .admin("/v1/admin/lift", &json!({"id": q_parent["id"]}))
+        .await;
+    assert_eq!(status, 200);
 
     // Lifting the original quarantine lifts the inherited one.
     let (status, _) = server

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use time::OffsetDateTime;
 
+use super::lifecycle::Inherited;
 use super::{read, Service, Trail};
 use crate::api::{ExchangeRequest, ExchangeResponse};
 use crate::challenge;
@@ -121,9 +122,16 @@ impl Service {
                 "the subject token is revoked: it cannot delegate",
             ));
         }
-        if let Standing::Quarantined { reason, .. } = standing {
-            tracing::warn!(jti, %reason, "a quarantined credential delegates");
-        }
+        // A quarantined parent's children are quarantined in their own
+        // right, so relying parties (which see only a token's own jti and
+        // parent) mark grandchildren too, as introspection does.
+        let parent_quarantine = match standing {
+            Standing::Quarantined { reason, origin } => {
+                tracing::warn!(jti, %reason, "a quarantined credential delegates");
+                Some(Inherited { reason, origin })
+            }
+            _ => None,
+        };
         // The sub-agent's key must not be one revoked before (by itself or
         // in a session); if it is quarantined, its new token inherits that.
         // A child of a quarantined parent is marked through its lineage.
@@ -165,7 +173,7 @@ impl Service {
             .map_err(ServiceError::internal)?;
         trail.subject = Some(grant.subject());
         trail.jti = Some(grant.jti().to_string());
-        if let Some(inherited) = inherited {
+        for inherited in [inherited, parent_quarantine].into_iter().flatten() {
             self.inherit_quarantine(Kind::Jti, grant.jti(), &inherited, now)
                 .await?;
         }

@@ -27,7 +27,7 @@ const CURSOR_OVERLAP_SECONDS: i64 = 120;
 /// Longest a revocation reason may be.
 const MAX_REASON: usize = 512;
 /// Deepest delegation chain walked (the workload files cap depth far lower).
-pub(super) const MAX_CHAIN: usize = 16;
+pub(super) const MAX_CHAIN: usize = attest_gate_core::MAX_DELEGATION_DEPTH as usize;
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::internal(e)
@@ -69,9 +69,11 @@ fn canonical_target(kind: Kind, target: &str) -> Result<String, ServiceError> {
             .map(|_| target.to_ascii_lowercase())
     };
     match kind {
-        Kind::Measurement => hex_of(&attest_gate_core::is_register_length).ok_or_else(|| {
-            bad("a measurement `target` is the hex of a 16-, 32- or 48-byte register value")
-        }),
+        Kind::Measurement => hex_of(&attest_gate_core::is_register_length)
+            .filter(|hex| hex.bytes().any(|b| b != b'0'))
+            .ok_or_else(|| {
+                bad("a measurement `target` is the hex of a 16-, 32- or 48-byte register value, not all zero (unused registers are zero in every TEE)")
+            }),
         Kind::Model => {
             hex_of(&|len| len == 48).ok_or_else(|| bad("a model `target` is a SHA-384 digest, hex"))
         }
@@ -225,14 +227,13 @@ impl Service {
         // matching the signed list by `jti` see it too.
         let mut queue = match kind {
             Kind::Jti => vec![target.to_string()],
+            // Only credentials still alive: expired ones need no row, and
+            // counting them would let a long-lived key outgrow MAX_CASCADE.
             Kind::Key => self
                 .store
-                .credentials_for_key(target)
+                .live_credentials_for_key(target, at)
                 .await
-                .map_err(internal)?
-                .into_iter()
-                .map(|(jti, _)| jti)
-                .collect(),
+                .map_err(internal)?,
             Kind::Measurement => self
                 .store
                 .credentials_with_register(target, at)
@@ -540,7 +541,7 @@ impl Service {
             }
             let judged = self.judge_again(session, now).await;
             if let Err(e) = &judged {
-                if !e.code().is_denial() {
+                if !e.code().is_denial() || e.code().is_collateral_state() {
                     // The verifier's own trouble (collateral unavailable, a
                     // bad stored row) says nothing about the session.
                     tracing::warn!(session = %session.session_id, code = %e.code(), "reappraisal could not judge a session");

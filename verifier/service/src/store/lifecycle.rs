@@ -88,6 +88,18 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(jkt).fetch_all(pool).await?))
     }
 
+    /// `jti`s of the unexpired credentials bound to an agent key.
+    pub(crate) async fn live_credentials_for_key(
+        &self,
+        jkt: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT jti FROM credentials WHERE jkt = $1 AND expires_at > $2";
+        let rows: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(jkt).bind(now).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(j,)| j).collect())
+    }
+
     /// `jti`s of unexpired credentials issued on evidence with this register
     /// value (hex, lower case).
     pub async fn credentials_with_register(
