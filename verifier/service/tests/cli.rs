@@ -567,6 +567,35 @@ fn policy_test_compares_decisions_with_expectations() {
         .unwrap();
     assert_eq!(tdx["got"]["code"], "chain_untrusted", "{tdx}");
 
+    // A candidate's `forbid` applies to `policy test` as it would in service.
+    let forbidding = dir.path().join("forbid-tdx.cedar");
+    std::fs::write(
+        &forbidding,
+        "permit (principal, action, resource);\n\
+         forbid (principal, action, resource) when { principal.tee == \"tdx\" };",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_verifier"))
+        .args(args)
+        .arg("--policy")
+        .arg(&forbidding)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tdx: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .find(|v: &Value| v["case"] == "tdx-user")
+        .unwrap();
+    assert_eq!(
+        (tdx["got"]["decision"].clone(), tdx["got"]["code"].clone()),
+        (
+            serde_json::json!("deny"),
+            serde_json::json!("scope_not_allowed")
+        ),
+        "{tdx}"
+    );
+
     // A policy change that turns the denial into an allowance is caught.
     let permissive = dir.path().join("permissive.cedar");
     std::fs::write(&permissive, "permit (principal, action, resource);").unwrap();

@@ -950,3 +950,32 @@ async fn a_quarantined_key_stays_quarantined_when_delegated_to_until_lifted() {
         Value::Null
     );
 }
+
+#[tokio::test]
+async fn reappraisal_applies_a_forbid_added_since_attestation() {
+    let server = start(Options {
+        policy: Some("permit (principal, action == AttestGate::Action::\"issue\", resource);"),
+        ..Options::default()
+    });
+    let rp = server.client("rp-reappraise-policy").await;
+    let nitro = attest(&server, Tee::Nitro).await;
+    let tdx = attest(&server, Tee::Tdx).await;
+    std::fs::write(
+        server.data_dir.path().join("test-policy.cedar"),
+        "permit (principal, action == AttestGate::Action::\"issue\", resource);\n\
+         forbid (principal, action, resource) when { principal.tee == \"nitro\" };",
+    )
+    .unwrap();
+    let (status, _) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, outcome) = server
+        .admin("/v1/admin/reappraise", &json!({"mode": "immediate"}))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    let revoked = outcome["revoked"].as_array().unwrap();
+    assert_eq!(revoked.len(), 1, "{outcome}");
+    assert_eq!(revoked[0]["session_id"], nitro.claims["session"]["id"]);
+    assert_eq!(revoked[0]["code"], "scope_not_allowed");
+    assert_eq!(server.introspect(&rp, &nitro.token).await["active"], false);
+    assert_eq!(server.introspect(&rp, &tdx.token).await["active"], true);
+}
