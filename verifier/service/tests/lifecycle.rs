@@ -978,4 +978,24 @@ async fn reappraisal_applies_a_forbid_added_since_attestation() {
     assert_eq!(revoked[0]["code"], "scope_not_allowed");
     assert_eq!(server.introspect(&rp, &nitro.token).await["active"], false);
     assert_eq!(server.introspect(&rp, &tdx.token).await["active"], true);
+
+    // Narrowing counts too: forbidding one scope the TDX session holds ends it.
+    std::fs::write(
+        server.data_dir.path().join("test-policy.cedar"),
+        "permit (principal, action == AttestGate::Action::\"issue\", resource);\n\
+         forbid (principal, action, resource == AttestGate::Scope::\"tools:search\");",
+    )
+    .unwrap();
+    let (status, _) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(tdx.claims["scope"], "inference:invoke tools:search");
+    let (status, outcome) = server
+        .admin("/v1/admin/reappraise", &json!({"mode": "immediate"}))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(
+        outcome["revoked"][0]["session_id"], tdx.claims["session"]["id"],
+        "{outcome}"
+    );
+    assert_eq!(server.introspect(&rp, &tdx.token).await["active"], false);
 }

@@ -631,9 +631,23 @@ impl Service {
                 .collect(),
             audience: session.audience.clone(),
         };
-        read(&self.appraiser)
-            .decide(&claims, &model, &session.principal, &intent, now)
-            .map(|_| ())
+        let decided = read(&self.appraiser)
+            .decide(&claims, &model, &session.principal, &intent, now)?
+            .scopes;
+        // Narrowing counts: a scope the session holds that the decision no
+        // longer grants ends the session as a full denial would.
+        let held = self
+            .store
+            .session_scopes(&session.session_id)
+            .await
+            .map_err(internal)?;
+        if let Some(lost) = held.iter().find(|s| !decided.contains(s)) {
+            return Err(ServiceError::new(
+                ServiceCode::ScopeNotAllowed,
+                format!("the session holds `{lost}`, which is no longer granted"),
+            ));
+        }
+        Ok(())
     }
 
     /// `GET /v1/admin/audit`.

@@ -118,6 +118,21 @@ impl Store {
         Ok(rows.into_iter().map(|(j,)| j).collect())
     }
 
+    /// The scopes held by a session's attested (not delegated) credentials.
+    pub(crate) async fn session_scopes(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
+        const SQL: &str =
+            "SELECT scope FROM credentials WHERE session_id = $1 AND parent_jti IS NULL";
+        let rows: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(session_id).fetch_all(pool).await?);
+        let mut scopes: Vec<String> = rows
+            .iter()
+            .flat_map(|(s,)| s.split_whitespace().map(str::to_string))
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        Ok(scopes)
+    }
+
     /// The agent key(s) of a session's attested (not delegated) credentials.
     pub async fn session_keys(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
         const SQL: &str =
