@@ -164,7 +164,7 @@ impl Service {
         };
         if let Some(reason) = revocation::issuance_blocked(&revocations, &subject) {
             return Err(ServiceError::new(
- ServiceCode::Revoked,
+                ServiceCode::Revoked,
                 format!(
                     "a revocation in force names this agent key, workload, model or measurement: {reason}"
                 ),

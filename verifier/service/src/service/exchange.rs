@@ -68,7 +68,7 @@ impl Service {
     ) -> Result<ExchangeResponse, ServiceError> {
         if req.grant_type != GRANT_TYPE || req.subject_token_type != ACCESS_TOKEN_TYPE {
             return Err(ServiceError::new(
- ServiceCode::UnsupportedGrantType,
+                ServiceCode::UnsupportedGrantType,
                 format!("`grant_type` must be {GRANT_TYPE} and `subject_token_type` {ACCESS_TOKEN_TYPE}"),
             ));
         }
