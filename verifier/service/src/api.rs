@@ -102,7 +102,18 @@ pub struct RevokeRequest {
     /// `credential` (default) or `key`: for a `jti` or `session`, also
     /// revoke every credential of the agent key behind it.
     #[serde(default)]
-    pub scope: Option<String>,
+    pub scope: RevokeScope,
+}
+
+/// How far a `jti` or `session` revocation reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevokeScope {
+    /// The named credential or session (and what was delegated from it).
+    #[default]
+    Credential,
+    /// Also every credential of the agent key behind it.
+    Key,
 }
 
 /// `POST /v1/admin/lift`: lifts a quarantine.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{read, Service, Trail, MAX_FIELD_LEN};
-use crate::api::{IntentRequest, RevokeRequest};
+use crate::api::{IntentRequest, RevokeRequest, RevokeScope};
 use crate::error::{ServiceCode, ServiceError};
 use crate::revocation::{self, Kind, Mode, Revocation, RevocationListClaims, Standing, Subject};
 use crate::secrets::{self, SecretHash};
@@ -104,12 +104,10 @@ impl Service {
     ) -> Result<Value, ServiceError> {
         let kind = req.kind.parse::<Kind>().map_err(|e| bad(e.to_string()))?;
         let mode = req.mode.parse::<Mode>().map_err(|e| bad(e.to_string()))?;
-        let whole_key = match req.scope.as_deref() {
-            None | Some("credential") => false,
-            Some("key") if matches!(kind, Kind::Jti | Kind::Session) => true,
-            Some(_) => return Err(bad(
-                "`scope` is `credential` (default) or `key`, and `key` only for a jti or session",
-            )),
+        let whole_key = match req.scope {
+            RevokeScope::Credential => false,
+            RevokeScope::Key if matches!(kind, Kind::Jti | Kind::Session) => true,
+            RevokeScope::Key => return Err(bad("`scope: key` applies to a jti or session only")),
         };
         let target = canonical_target(kind, req.target.trim())?;
         let target = target.as_str();
