@@ -80,6 +80,17 @@ impl Verifier {
         })
     }
 
+    /// The TDX platform a quote proves by its own signatures and PCK chain
+    /// (no collateral needed): see [`tdx::AuthenticatedPlatform`]. Verifying
+    /// later checks all of it again, with the collateral.
+    pub fn authenticate_tdx_platform(
+        &self,
+        evidence: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<tdx::AuthenticatedPlatform, VerifyError> {
+        tdx::authenticate_platform(evidence, &self.anchors, &self.chains, &self.tdx, at)
+    }
+
     /// Drops cached verification results, so the next call takes the cold path.
     pub fn clear_cache(&self) {
         self.chains.clear();

@@ -31,6 +31,18 @@ pub fn snp(report: &ReportSpec) -> Result<(Vec<u8>, Collateral), ForgeError> {
     ))
 }
 
+/// The SEV-SNP chain with a CRL of AMD's shape, current at `at` (issued a
+/// day before, next update 29 days after), revoking nothing: what a KDS
+/// serves for the forged chips.
+pub fn snp_chain_with_crl(at: OffsetDateTime) -> Result<Collateral, ForgeError> {
+    Ok(SnpChain {
+        crl_revokes_ask: Some(false),
+        crl_window: (at - Duration::days(1), at + Duration::days(29)),
+        ..SnpChain::default()
+    }
+    .collateral()?)
+}
+
 /// A TDX quote and its collateral, the collateral current at `at` (issued a
 /// day before, next update 29 days after).
 pub fn tdx(spec: &TdxSpec, at: OffsetDateTime) -> Result<(Vec<u8>, Collateral), ForgeError> {

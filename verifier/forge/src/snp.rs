@@ -193,6 +193,8 @@ pub struct ChainSpec {
     pub ark_in_chain: bool,
     /// Revoke the ASK in a `crl.der`.
     pub crl_revokes_ask: Option<bool>,
+    /// The CRL's `thisUpdate` and `nextUpdate`.
+    pub crl_window: (OffsetDateTime, OffsetDateTime),
 }
 
 impl ChainSpec {
@@ -237,6 +239,10 @@ impl Default for ChainSpec {
             },
             ark_in_chain: true,
             crl_revokes_ask: None,
+            crl_window: (
+                FORGE_INSTANT - Duration::days(1),
+                FORGE_INSTANT + Duration::days(30),
+            ),
         }
     }
 }
@@ -314,13 +320,9 @@ impl ChainSpec {
         ];
         if let Some(revoke) = self.crl_revokes_ask {
             let serials: &[u32] = if revoke { &[ASK_SERIAL] } else { &[] };
-            let window = (
-                FORGE_INSTANT - Duration::days(1),
-                FORGE_INSTANT + Duration::days(30),
-            );
             files.push((
                 "crl.der".to_string(),
-                amd::crl(&ark_name, &ark, window, serials)?,
+                amd::crl(&ark_name, &ark, self.crl_window, serials)?,
             ));
         }
         Ok(files)

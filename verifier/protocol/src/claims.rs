@@ -31,6 +31,42 @@ fn fail_closed() -> bool {
     true
 }
 
+/// Where the collateral a credential was issued on came from (TCB info, QE
+/// identity, CRLs): the `provenance.collateral` claim and a Cedar attribute,
+/// so a relying party or a policy can refuse collateral an agent supplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CollateralOrigin {
+    /// From the verifier's own sources (its folder, Intel PCS, AMD KDS).
+    Service,
+    /// From the agent's request: the verifier has no source for this TEE.
+    /// A token without the claim counts as this: fail closed.
+    AgentSupplied,
+    /// The TEE needs none (Nitro: the chain is in the document).
+    None,
+}
+
+impl CollateralOrigin {
+    /// As the claim and the Cedar attribute spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::AgentSupplied => "agent-supplied",
+            Self::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for CollateralOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn agent_supplied() -> CollateralOrigin {
+    CollateralOrigin::AgentSupplied
+}
+
 /// The `provenance` claim: what was attested.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -59,6 +95,9 @@ pub struct Provenance {
     /// True when the evidence chained to a test root (`--dev`): not a
     /// production attestation; refuse it in production.
     pub test_root: bool,
+    /// Where TCB info, QE identity and CRLs came from.
+    #[serde(default = "agent_supplied")]
+    pub collateral: CollateralOrigin,
 }
 
 /// The `session` claim: where the credential sits in a delegation chain, so

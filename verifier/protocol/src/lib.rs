@@ -16,6 +16,7 @@ pub mod jws;
 pub mod revocation;
 
 pub use claims::{
-    AccessClaims, Actor, Confirmation, Ear, EarAppraisal, Intent, Provenance, Session,
+    AccessClaims, Actor, CollateralOrigin, Confirmation, Ear, EarAppraisal, Intent, Provenance,
+    Session,
 };
 pub use revocation::{Kind, Mode, Standing};

@@ -111,6 +111,15 @@ pub enum AuthError {
         /// The revocation's reason.
         reason: String,
     },
+    /// The revocation list has not been refreshed within the maximum age
+    /// (or never): no token is accepted until it is.
+    #[error("the revocation list is stale (last refreshed {last_refreshed:?}, maximum age {max_age_seconds} s)")]
+    RevocationListStale {
+        /// The verifier's `iat` of the last complete list, if any.
+        last_refreshed: Option<i64>,
+        /// The maximum age allowed.
+        max_age_seconds: i64,
+    },
 }
 
 impl AuthError {
@@ -124,20 +133,20 @@ impl AuthError {
             Self::InvalidToken(e) => e.code(),
             Self::MissingProof | Self::ProofReplayed => "invalid_dpop_proof",
             Self::InvalidProof(e) => e.code(),
-            Self::ReplayCacheFull => "temporarily_unavailable",
+            Self::ReplayCacheFull | Self::RevocationListStale { .. } => "temporarily_unavailable",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Revoked { .. } => "token_revoked",
         }
     }
 
     /// The HTTP status for it: 403 for `insufficient_scope` (RFC 6750 §3.1),
-    /// 503 for a full replay cache, 401 otherwise (with
+    /// 503 for a full replay cache or a stale revocation list, 401 otherwise (with
     /// `WWW-Authenticate: DPoP error="<code>"`, and a fresh `DPoP-Nonce`
     /// header for `use_dpop_nonce`, RFC 9449 §9).
     pub fn http_status(&self) -> u16 {
         match self {
             Self::InsufficientScope { .. } => 403,
-            Self::ReplayCacheFull => 503,
+            Self::ReplayCacheFull | Self::RevocationListStale { .. } => 503,
             _ => 401,
         }
     }
@@ -169,7 +178,13 @@ pub struct RelyingParty {
     /// How far a proof's `iat` may be from `now`, seconds; a proof's `jti` is
     /// remembered for this long after its `iat`.
     pub iat_window_seconds: i64,
+    /// The oldest revocation list accepted ([`RevocationSet::refreshed_at`]),
+    /// seconds; past it every request is refused.
+    pub max_revocation_age_seconds: i64,
 }
+
+/// The default [`RelyingParty::max_revocation_age_seconds`]: five minutes.
+pub const DEFAULT_MAX_REVOCATION_AGE_SECONDS: i64 = 300;
 
 impl RelyingParty {
     /// An RP for tokens `validator` accepts, with the default proof window.
@@ -177,15 +192,17 @@ impl RelyingParty {
         Self {
             validator,
             iat_window_seconds: dpop::DEFAULT_IAT_WINDOW_SECONDS,
+            max_revocation_age_seconds: DEFAULT_MAX_REVOCATION_AGE_SECONDS,
         }
     }
 
     /// Decides one request: the token (DPoP scheme only; signature, issuer,
     /// audience, lifetime), then the proof (bound to this token by `ath` and
     /// to its key by `cnf.jkt`, for this method and URL, fresh), then the
-    /// scope, then `revocations`, then the proof's `jti` against `replay`.
-    /// Revoked tokens are refused; quarantined ones are authorized with
-    /// [`Authorized::quarantined`] set.
+    /// scope, then `revocations` (refused outright while the list is older
+    /// than [`RelyingParty::max_revocation_age_seconds`]), then the proof's
+    /// `jti` against `replay`. Revoked tokens are refused; quarantined ones
+    /// are authorized with [`Authorized::quarantined`] set.
     pub fn authorize(
         &self,
         request: &Request<'_>,
@@ -213,6 +230,12 @@ impl RelyingParty {
                     required: required.to_string(),
                 });
             }
+        }
+        if !revocations.is_fresh(request.now, self.max_revocation_age_seconds) {
+            return Err(AuthError::RevocationListStale {
+                last_refreshed: revocations.refreshed_at(),
+                max_age_seconds: self.max_revocation_age_seconds,
+            });
         }
         let quarantined = match revocations.status(&token) {
             Status::Revoked { reason } => return Err(AuthError::Revoked { reason }),

@@ -150,6 +150,8 @@ pub struct RevocationSet {
     entries: HashMap<String, RevocationEntry>,
     by_target: HashMap<(RevocationKind, String), BTreeSet<String>>,
     cursor: i64,
+    /// The verifier's `iat` of the newest complete list applied.
+    refreshed_at: Option<i64>,
 }
 
 impl RevocationSet {
@@ -163,6 +165,21 @@ impl RevocationSet {
     /// is harmless.
     pub fn cursor(&self) -> i64 {
         self.cursor
+    }
+
+    /// When the set was last known complete: the verifier-signed `iat` of the
+    /// newest list applied that had no `more` pages after it. `None` until
+    /// one is applied. [`crate::RelyingParty::authorize`] refuses every
+    /// token while this is older than its maximum age: a relying party that
+    /// cannot learn of revocations must not keep accepting tokens.
+    pub fn refreshed_at(&self) -> Option<i64> {
+        self.refreshed_at
+    }
+
+    /// Whether the set was refreshed within `max_age_seconds` of `now`.
+    pub fn is_fresh(&self, now: i64, max_age_seconds: i64) -> bool {
+        self.refreshed_at
+            .is_some_and(|at| now.saturating_sub(at) <= max_age_seconds)
     }
 
     /// How many entries are held (lifted ones included: they keep an older
@@ -225,6 +242,9 @@ impl RevocationSet {
             changed += 1;
         }
         self.cursor = self.cursor.max(list.cursor);
+        if !list.more {
+            self.refreshed_at = Some(self.refreshed_at.unwrap_or(i64::MIN).max(list.iat));
+        }
         Ok(changed)
     }
 

@@ -244,7 +244,17 @@ async fn example_rp_accepts_bound_tokens_and_follows_revocations() {
     let dpop_auth = || Some(format!("DPoP {token}"));
     let proof = |jti: &str| Some(agent.proof("GET", &url, Some(&token), None, unix_now(), jti));
 
-    // A bound token with its proof (no revocation endpoint yet: a 404 is an empty list).
+    // No revocation endpoint (404): a failed refresh, so nothing is accepted.
+    let refused = get_hello(&client, &url, dpop_auth(), proof("p0")).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.body["error"], "temporarily_unavailable");
+    mock.lock().unwrap().revocations = Some(vec![(
+        0,
+        revocation_list(&issuer, &verifier, unix_now(), false, json!([])),
+    )]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // A bound token with its proof, the (empty) list current.
     let first = proof("p1");
     let ok = get_hello(&client, &url, dpop_auth(), first.clone()).await;
     assert_eq!(ok.status, 200, "{}", ok.body);

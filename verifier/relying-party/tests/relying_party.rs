@@ -28,6 +28,20 @@ struct World {
     replay: ReplayCache,
 }
 
+/// A set refreshed at `iat` with an empty (complete) list.
+fn fresh_set(iat: i64) -> RevocationSet {
+    let mut set = RevocationSet::new();
+    set.apply(empty_list(iat, false)).unwrap();
+    set
+}
+
+fn empty_list(iat: i64, more: bool) -> RevocationList {
+    serde_json::from_value(
+        json!({"iss": ISSUER, "iat": iat, "since": 0, "cursor": iat, "more": more, "entries": []}),
+    )
+    .unwrap()
+}
+
 impl World {
     fn new() -> Self {
         let issuer = Issuer::new();
@@ -38,7 +52,7 @@ impl World {
             agent,
             token,
             rp: RelyingParty::new(Validator::new(ISSUER, AUDIENCE)),
-            revocations: RevocationSet::new(),
+            revocations: fresh_set(NOW),
             replay: ReplayCache::new(100),
         }
     }
@@ -279,4 +293,73 @@ fn a_nonce_requirement_surfaces_as_use_dpop_nonce() {
             .unwrap_err();
     assert_eq!(err.code(), "use_dpop_nonce");
     assert!(w.replay.is_empty(), "a refused proof is not recorded");
+}
+
+#[test]
+fn a_stale_or_never_refreshed_revocation_list_refuses_every_token() {
+    let mut w = World::new();
+    // Never refreshed: fail closed.
+    w.revocations = RevocationSet::new();
+    let err = w
+        .authorize(
+            Some(&w.dpop_header()),
+            Some(&w.proof("s1")),
+            "inference:invoke",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AuthError::RevocationListStale {
+            last_refreshed: None,
+            max_age_seconds: 300
+        }
+    );
+    assert_eq!(
+        (err.code(), err.http_status()),
+        ("temporarily_unavailable", 503)
+    );
+
+    // Refreshed 301 s before the request (now is NOW + 1): too old.
+    w.revocations = fresh_set(NOW - 300);
+    let err = w
+        .authorize(
+            Some(&w.dpop_header()),
+            Some(&w.proof("s2")),
+            "inference:invoke",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, AuthError::RevocationListStale { last_refreshed: Some(t), .. } if t == NOW - 300),
+        "{err:?}"
+    );
+
+    // A page with more to come does not make the set current.
+    w.revocations = fresh_set(NOW - 300);
+    w.revocations.apply(empty_list(NOW, true)).unwrap();
+    assert_eq!(w.revocations.refreshed_at(), Some(NOW - 300));
+    assert!(w
+        .authorize(
+            Some(&w.dpop_header()),
+            Some(&w.proof("s3")),
+            "inference:invoke"
+        )
+        .is_err());
+
+    // Exactly at the maximum age it is still accepted; the maximum is the RP's to set.
+    w.revocations = fresh_set(NOW + 1 - 300);
+    w.authorize(
+        Some(&w.dpop_header()),
+        Some(&w.proof("s4")),
+        "inference:invoke",
+    )
+    .unwrap();
+    w.rp.max_revocation_age_seconds = 10;
+    let err = w
+        .authorize(
+            Some(&w.dpop_header()),
+            Some(&w.proof("s5")),
+            "inference:invoke",
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "temporarily_unavailable");
 }

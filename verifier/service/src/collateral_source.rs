@@ -1,28 +1,89 @@
 //! Where the service finds TDX and SNP collateral: behind one trait, the
-//! service's own sources first (its collateral directory, keyed by FMSPC and
-//! by chip ID + TCB), and the request's collateral only when they have none —
-//! so an agent cannot swap in older, still-valid TCB info that predates a TCB
-//! recovery. Sources do the I/O; verification stays free of it and checks
-//! whatever a source returns (signatures, windows, FMSPC / chip binding), so a
-//! source is trusted for availability only, never for correctness.
+//! service's own sources (its collateral directory, keyed by FMSPC and by
+//! chip ID + TCB; Intel PCS; AMD KDS). Sources do the I/O; verification stays
+//! free of it and checks whatever a source returns (signatures, windows,
+//! FMSPC / chip binding), so a source is trusted for availability only.
+//!
+//! The rule ([`CollateralSources::resolve`]): when the service has any source
+//! for a TEE, TCB info, QE identity and CRLs come only from the service — an
+//! agent could otherwise bring real but older collateral, still inside its
+//! `nextUpdate`, from before a TCB recovery or before its own chip was
+//! revoked — and when the service cannot get them, nothing is issued (503
+//! `collateral_unavailable`). The request may add only certificates that
+//! endorse one chip. Only a service with no source at all for a TEE uses the
+//! request's collateral, which `--collateral-policy service-only` forbids,
+//! and every credential says which it was ([`CollateralOrigin`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use attest_gate_core::{snp, tdx, Collateral, TeeKind};
+use attest_gate_core::snp::{Product, VcekLookup};
+use attest_gate_core::tdx::{names, PckCa};
+use attest_gate_core::{Collateral, TeeKind};
+pub use attest_gate_protocol::CollateralOrigin;
 
 use crate::files::{self, FileError};
 
 /// A source failed (not "has nothing": that is `Ok(None)`).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("collateral source {source_name}: {reason}")]
 pub struct CollateralError {
     /// Which source.
     pub source_name: &'static str,
     /// What went wrong.
     pub reason: String,
+    /// How long the source asked us to wait (a vendor's `Retry-After`, or a
+    /// full fetch queue), when it said.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl CollateralError {
+    /// A failure without retry advice.
+    pub fn new(source_name: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            source_name,
+            reason: reason.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// What a source looks collateral up by, built by the service before any
+/// fetch: for TDX the platform proven by the quote's own signatures and PCK
+/// chain, so only a genuine Intel platform can cause a PCS fetch; for SNP
+/// the report's parsed, range-checked fields (the VCEK that would prove
+/// them is itself what is fetched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Nitro needs no collateral.
+    Nitro,
+    /// A TDX platform, authenticated.
+    Tdx {
+        /// FMSPC, from the verified PCK certificate.
+        fmspc: [u8; 6],
+        /// Which PCK CA issued it.
+        ca: PckCa,
+    },
+    /// An SEV-SNP report, unverified.
+    Snp {
+        /// CHIP_ID, REPORTED_TCB, signing key and CPUID product.
+        report: VcekLookup,
+        /// The product (CPUID, else the endorsement certificate's issuer).
+        product: Option<Product>,
+    },
+}
+
+impl Lookup {
+    /// The TEE it is for.
+    pub fn tee(&self) -> TeeKind {
+        match self {
+            Self::Nitro => TeeKind::Nitro,
+            Self::Tdx { .. } => TeeKind::Tdx,
+            Self::Snp { .. } => TeeKind::Snp,
+        }
+    }
 }
 
 /// A boxed future (the trait is used as `dyn`).
@@ -34,12 +95,17 @@ pub trait CollateralSource: Send + Sync + std::fmt::Debug {
     /// A short name for logs and errors.
     fn name(&self) -> &'static str;
 
-    /// Collateral for this evidence, or `None` if this source has none.
-    fn find<'a>(&'a self, tee: TeeKind, evidence: &'a [u8]) -> Pending<'a>;
+    /// Whether this source is configured for `tee` at all (a fetcher for its
+    /// vendor, a folder with files for it). A TEE that any source serves
+    /// never takes TCB info, QE identity or CRLs from a request.
+    fn serves(&self, tee: TeeKind) -> bool;
+
+    /// Collateral for this lookup, or `None` if this source has none.
+    fn find<'a>(&'a self, lookup: &'a Lookup) -> Pending<'a>;
 }
 
 /// A folder with one subfolder per TEE, each laid out like the CLI's
-/// `--collateral` folder (the service's files win over a request's):
+/// `--collateral` folder:
 ///
 /// ```text
 /// <root>/tdx/               shared: pck_crl.der, root_ca_crl.der, qe_identity.json, ...
@@ -51,7 +117,8 @@ pub trait CollateralSource: Send + Sync + std::fmt::Debug {
 ///
 /// A file in the keyed folder wins over the shared one of the same name.
 /// Files are read on each request, so an operator can replace them without a
-/// restart.
+/// restart; a TEE's folder with any entry in it makes the folder a source
+/// for that TEE.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     root: PathBuf,
@@ -63,17 +130,16 @@ impl DirectorySource {
         Self { root }
     }
 
-    /// The keyed subfolder's name for this evidence, if its key can be read
-    /// (unverified: the key only chooses files; verification checks them).
-    fn key(tee: TeeKind, evidence: &[u8]) -> Option<String> {
-        match tee {
-            TeeKind::Nitro => None,
-            TeeKind::Tdx => tdx::unverified_pck_lookup(evidence)
-                .ok()
-                .map(|(fmspc, _)| hex::encode(fmspc)),
-            TeeKind::Snp => snp::unverified_vcek_lookup(evidence)
-                .ok()
-                .map(|l| format!("{}-{:016x}", hex::encode(l.chip_id), l.reported_tcb)),
+    /// The keyed subfolder's name for this lookup.
+    fn key(lookup: &Lookup) -> Option<String> {
+        match lookup {
+            Lookup::Nitro => None,
+            Lookup::Tdx { fmspc, .. } => Some(hex::encode(fmspc)),
+            Lookup::Snp { report, .. } => Some(format!(
+                "{}-{:016x}",
+                hex::encode(report.chip_id),
+                report.reported_tcb
+            )),
         }
     }
 
@@ -95,26 +161,27 @@ impl CollateralSource for DirectorySource {
         "directory"
     }
 
-    fn find<'a>(&'a self, tee: TeeKind, evidence: &'a [u8]) -> Pending<'a> {
+    fn serves(&self, tee: TeeKind) -> bool {
+        tee != TeeKind::Nitro
+            && std::fs::read_dir(self.root.join(tee.to_string()))
+                .is_ok_and(|mut entries| entries.next().is_some())
+    }
+
+    fn find<'a>(&'a self, lookup: &'a Lookup) -> Pending<'a> {
         Box::pin(async move {
+            let tee = lookup.tee();
             if tee == TeeKind::Nitro {
                 return Ok(None);
             }
             let shared = self.root.join(tee.to_string());
-            let keyed = Self::key(tee, evidence).map(|k| shared.join(k));
+            let keyed = Self::key(lookup).map(|k| shared.join(k));
             let read = tokio::task::spawn_blocking(move || Self::read(&shared, keyed.as_deref()))
                 .await
-                .map_err(|e| CollateralError {
-                    source_name: "directory",
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| CollateralError::new("directory", e))?;
             match read {
                 Ok(c) if c.is_empty() => Ok(None),
                 Ok(c) => Ok(Some(c)),
-                Err(e) => Err(CollateralError {
-                    source_name: "directory",
-                    reason: e.to_string(),
-                }),
+                Err(e) => Err(CollateralError::new("directory", e)),
             }
         })
     }
@@ -130,10 +197,61 @@ fn chip_certificate(name: &str) -> bool {
     )
 }
 
+/// Whether `collateral` holds every signed, time-bounded document a TEE's
+/// verification needs from the service (TDX: TCB info, QE identity, both
+/// CRLs; SNP: AMD's CRL), so later sources need not be asked.
+fn complete(tee: TeeKind, collateral: &BTreeMap<String, Vec<u8>>) -> bool {
+    match tee {
+        TeeKind::Nitro => true,
+        TeeKind::Tdx => [
+            names::TCB_INFO,
+            names::QE_IDENTITY,
+            names::PCK_CRL,
+            names::ROOT_CA_CRL,
+        ]
+        .iter()
+        .all(|name| collateral.contains_key(*name)),
+        TeeKind::Snp => collateral.contains_key("crl.der") || collateral.contains_key("crl.pem"),
+    }
+}
+
+/// Whether a request's collateral may stand in for a TEE the service has no
+/// source for (`--collateral-policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CollateralPolicy {
+    /// Use the request's collateral for a TEE the service has no source for
+    /// (warned at start; credentials say `collateral: agent-supplied`).
+    #[default]
+    AllowAgentSupplied,
+    /// Never: a TEE without a service source cannot attest.
+    ServiceOnly,
+}
+
+/// Why no collateral could be settled on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    /// A service source failed and the service's set is incomplete.
+    #[error(transparent)]
+    Unavailable(#[from] CollateralError),
+    /// No service source for this TEE and `--collateral-policy service-only`.
+    #[error("the verifier has no collateral source for {0} and accepts none from agents")]
+    NoSource(TeeKind),
+}
+
+/// Collateral as settled for one verification, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// What verification gets.
+    pub collateral: Collateral,
+    /// Where its TCB info, QE identity and CRLs came from.
+    pub origin: CollateralOrigin,
+}
+
 /// Sources in order of preference.
 #[derive(Debug, Default)]
 pub struct CollateralSources {
     sources: Vec<Box<dyn CollateralSource>>,
+    policy: CollateralPolicy,
 }
 
 impl CollateralSources {
@@ -148,27 +266,80 @@ impl CollateralSources {
         self
     }
 
-    /// Every service source's collateral, merged file by file (earlier
-    /// sources win; the folder comes first, fetchers fill what it lacks).
-    /// When they supply anything, the request may only add certificates
-    /// bound to one chip (VCEK / VLEK, SNP's ASK/ARK chain): never TCB info,
-    /// QE identity or a CRL, whose older still-valid versions could roll a
-    /// platform back past a TCB recovery. When the service has nothing for
-    /// this TEE, the request's collateral is used as sent (verification
-    /// still checks every signature and window).
-    pub async fn resolve(
+    /// Sets whether a request's collateral may stand in where the service
+    /// has no source.
+    pub fn with_policy(mut self, policy: CollateralPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Whether any source is configured for `tee`.
+    pub fn serves(&self, tee: TeeKind) -> bool {
+        tee == TeeKind::Nitro || self.sources.iter().any(|s| s.serves(tee))
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> CollateralPolicy {
+        self.policy
+    }
+
+    /// For a TEE no source serves: the request's collateral as sent, unless
+    /// `--collateral-policy service-only` forbids it.
+    pub fn agent_supplied(
         &self,
         tee: TeeKind,
-        evidence: &[u8],
         from_request: Collateral,
-    ) -> Result<Collateral, CollateralError> {
+    ) -> Result<Resolved, ResolveError> {
         if tee == TeeKind::Nitro {
-            return Ok(from_request);
+            return Ok(Resolved {
+                collateral: from_request,
+                origin: CollateralOrigin::None,
+            });
+        }
+        match self.policy {
+            CollateralPolicy::ServiceOnly => Err(ResolveError::NoSource(tee)),
+            CollateralPolicy::AllowAgentSupplied => Ok(Resolved {
+                collateral: from_request,
+                origin: CollateralOrigin::AgentSupplied,
+            }),
+        }
+    }
+
+    /// The collateral to verify with (see the module's rule). Sources that
+    /// serve the TEE are asked in order until the set is complete (the
+    /// folder first, so a fetcher is asked only for what it lacks), and
+    /// earlier sources win file by file. A source's failure with the set
+    /// still incomplete is an error: the request's TCB info, QE identity or
+    /// CRLs never fill the gap. An incomplete set without a failure goes to
+    /// verification, which rejects it as missing collateral.
+    pub async fn resolve(
+        &self,
+        lookup: &Lookup,
+        from_request: Collateral,
+    ) -> Result<Resolved, ResolveError> {
+        let tee = lookup.tee();
+        if tee == TeeKind::Nitro {
+            return Ok(Resolved {
+                collateral: from_request,
+                origin: CollateralOrigin::None,
+            });
+        }
+        let serving: Vec<&dyn CollateralSource> = self
+            .sources
+            .iter()
+            .map(|s| s.as_ref())
+            .filter(|s| s.serves(tee))
+            .collect();
+        if serving.is_empty() {
+            return self.agent_supplied(tee, from_request);
         }
         let mut merged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut failure = None;
-        for source in &self.sources {
-            match source.find(tee, evidence).await {
+        for source in serving {
+            if complete(tee, &merged) {
+                break;
+            }
+            match source.find(lookup).await {
                 Ok(Some(found)) => {
                     tracing::debug!(source = source.name(), %tee, "collateral found");
                     for (name, bytes) in found.iter() {
@@ -184,11 +355,10 @@ impl CollateralSources {
                 }
             }
         }
-        if merged.is_empty() {
-            return match failure {
-                Some(e) if from_request.is_empty() => Err(e),
-                _ => Ok(from_request),
-            };
+        if let Some(e) = failure {
+            if !complete(tee, &merged) {
+                return Err(ResolveError::Unavailable(e));
+            }
         }
         for (name, bytes) in from_request.iter() {
             if chip_certificate(name) {
@@ -197,6 +367,9 @@ impl CollateralSources {
                     .or_insert_with(|| bytes.to_vec());
             }
         }
-        Ok(Collateral::from_items(merged))
+        Ok(Resolved {
+            collateral: Collateral::from_items(merged),
+            origin: CollateralOrigin::Service,
+        })
     }
 }

@@ -13,7 +13,7 @@ use attest_gate_core::{
     AgentKey, Binding, Collateral, ModelDigest, PlatformClaims, ReferenceValues, TeeKind,
     TrustAnchors, TrustKind, VerifiedClaims, Verifier, VerifyError, Workload,
 };
-use attest_gate_protocol::{Actor, Ear, Intent, Provenance, Session};
+use attest_gate_protocol::{Actor, CollateralOrigin, Ear, Intent, Provenance, Session};
 use aws_lc_rs::digest::{digest, SHA256};
 use time::{Duration, OffsetDateTime};
 
@@ -46,6 +46,26 @@ impl Verification {
                 None
             },
         })
+    }
+
+    /// The TDX platform a quote proves by its own signatures, with the same
+    /// trust as [`Verification::verify`]: what the service checks before it
+    /// fetches collateral for the platform.
+    pub fn authenticate_tdx_platform(
+        &self,
+        evidence: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<attest_gate_core::tdx::AuthenticatedPlatform, ServiceError> {
+        match (
+            self.vendor.authenticate_tdx_platform(evidence, at),
+            &self.test,
+        ) {
+            (Err(VerifyError::ChainUntrusted { .. }), Some(test)) => {
+                test.authenticate_tdx_platform(evidence, at)
+            }
+            (other, _) => other,
+        }
+        .map_err(|e| ServiceError::from(&e))
     }
 
     /// Verifies, then requires what the service requires of verified
@@ -215,6 +235,8 @@ pub struct AttestationAsk<'a> {
     pub ttl_seconds: Option<u32>,
     /// The lifetime when none is asked for (capped by the workload).
     pub default_ttl: u32,
+    /// Where the verification's collateral came from.
+    pub collateral: CollateralOrigin,
 }
 
 /// What a delegating agent asks for its sub-agent.
@@ -293,7 +315,14 @@ impl Appraiser {
     ) -> Result<Grant, ServiceError> {
         binding.check(claims).map_err(|r| ServiceError::from(&r))?;
         let model = binding.model();
-        let decided = self.decide(claims, model, ask.principal, ask.intent, now)?;
+        let decided = self.decide(
+            claims,
+            ask.collateral,
+            model,
+            ask.principal,
+            ask.intent,
+            now,
+        )?;
         let workload = decided.workload;
         let ttl = ask
             .ttl_seconds
@@ -321,6 +350,7 @@ impl Appraiser {
                 debug: claims.debug(),
                 evidence_sha384: hex::encode(claims.evidence_sha384()),
                 test_root: claims.trust() == TrustKind::TestRoot,
+                collateral: ask.collateral,
             },
             ear: credentials::ear(claims, workload),
             jti: secrets::random_id().map_err(ServiceError::internal)?,
@@ -396,6 +426,7 @@ impl Appraiser {
                 tcb_status: provenance.tcb_status.as_deref(),
                 debug: provenance.debug,
                 test_root: provenance.test_root,
+                collateral: provenance.collateral,
             },
             delegation: Some(DelegationQuery {
                 actor: &jkt,
@@ -454,6 +485,7 @@ impl Appraiser {
     pub fn decide(
         &self,
         claims: &VerifiedClaims,
+        collateral: CollateralOrigin,
         model: &ModelDigest,
         principal: &str,
         intent: &IntentRequest,
@@ -466,7 +498,13 @@ impl Appraiser {
         let model_hex = model.to_hex();
         let tcb_status = claims.tcb_status().map(|s| s.to_string());
         let scopes = self.permitted(&PolicyQuery {
-            subject: PolicySubject::attested(workload, claims, &model_hex, tcb_status.as_deref()),
+            subject: PolicySubject::attested(
+                workload,
+                claims,
+                &model_hex,
+                tcb_status.as_deref(),
+                collateral,
+            ),
             delegation: None,
             act_for: principal,
             task_id: &intent.task_id,

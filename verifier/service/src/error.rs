@@ -115,8 +115,13 @@ service_codes! {
     CascadeTooLarge => "cascade_too_large", INTERNAL_SERVER_ERROR, No, "Revoking this token would record more than 10,000 descendants in one request.";
     ReloadFailed => "reload_failed", INTERNAL_SERVER_ERROR, No, "A reload found reference values or a policy that do not load; the old ones stay in force.";
     InternalError => "internal_error", INTERNAL_SERVER_ERROR, Later, "The service failed (database, signing, a panicking handler); the detail is in its log only.";
-    CollateralUnavailable => "collateral_unavailable", SERVICE_UNAVAILABLE, Later, "The service's collateral sources could not be read.";
+    CollateralUnavailable => "collateral_unavailable", SERVICE_UNAVAILABLE, Later, "The service has a collateral source for this TEE but could not get current TCB info, QE identity or CRLs from it (the request's are never used then), its fetch queue is full, or it has none and `--collateral-policy service-only` is set; `Retry-After` says when to try again.";
+    Busy => "busy", SERVICE_UNAVAILABLE, Later, "Every verification slot stayed busy for 10 s; `Retry-After` says when to try again.";
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS, Later, "Too many requests from this client address, agent key or relying party for this endpoint; `Retry-After` says when the next one is allowed.";
 }
+
+/// `Retry-After` for a 429 or 503 that names no other wait.
+const DEFAULT_RETRY_AFTER: u64 = 5;
 
 /// Every code the service answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -225,6 +230,8 @@ impl From<ServiceCode> for ErrorCode {
 pub struct ServiceError {
     code: ErrorCode,
     message: String,
+    /// Seconds until a retry may succeed (`Retry-After`), when known.
+    retry_after: Option<u64>,
 }
 
 impl ServiceError {
@@ -233,7 +240,25 @@ impl ServiceError {
         Self {
             code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// With a `Retry-After` of `seconds`.
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Seconds until a retry may succeed: as given, else for a code the
+    /// client should retry later (429, 503), a default of 5 s.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after.or_else(|| {
+            let status = self.code.status();
+            (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(DEFAULT_RETRY_AFTER)
+        })
     }
 
     /// The service's own failure (500); the detail goes to the log only.

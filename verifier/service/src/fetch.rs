@@ -4,18 +4,25 @@
 //! still valid if a refresh fails, retried with exponential backoff, and (for
 //! KDS, which rate-limits) spaced out. What is fetched is never trusted:
 //! verification checks every signature, window and binding.
+//!
+//! Under attack: one fetch per key at a time (single flight), a bounded
+//! number of fetches per source in flight (past it, fail fast: 503), a
+//! vendor's `Retry-After` obeyed (no request to it until then), bodies
+//! capped while they stream, and "not found" remembered apart from good
+//! sets, so a flood of made-up platforms evicts only other "not found"s.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use attest_gate_core::snp::{self, Product, Tcb};
-use attest_gate_core::tdx::{self, PckCa};
+use attest_gate_core::snp::{Product, Tcb};
+use attest_gate_core::tdx::PckCa;
 use attest_gate_core::{Collateral, TeeKind};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::collateral_source::{CollateralError, CollateralSource, Pending};
+use crate::collateral_source::{CollateralError, CollateralSource, Lookup, Pending};
 
 /// Largest response accepted from a collateral server.
 const MAX_RESPONSE: usize = 1024 * 1024;
@@ -27,9 +34,16 @@ const STATIC_REFRESH: Duration = Duration::hours(24);
 /// A "not found" answer is remembered this long, so made-up chip IDs or TCB
 /// values in forged reports cannot make every request go to the vendor.
 const NEGATIVE_TTL: Duration = Duration::minutes(10);
-/// Most platforms one fetcher remembers; past it, lapsed entries go first,
-/// then the cache is cleared.
+/// Most good sets one fetcher remembers (least recently used goes first;
+/// only another good set can push one out).
 const MAX_ENTRIES: usize = 4096;
+/// Most "not found" answers one fetcher remembers, apart from the good sets.
+const MAX_NEGATIVE: usize = 4096;
+/// Most distinct fetches one source runs at once; past it a request fails at
+/// once with 503 instead of queueing behind the vendor.
+pub const MAX_FETCHES_IN_FLIGHT: usize = 4;
+/// The longest `Retry-After` obeyed as given (a longer one is capped here).
+const MAX_RETRY_AFTER: StdDuration = StdDuration::from_secs(600);
 
 pub(crate) use crate::clock::Clock;
 
@@ -43,7 +57,10 @@ pub struct Http {
     pub backoff: StdDuration,
     /// At least this long between two requests (KDS's rate limit).
     pub min_interval: StdDuration,
-    last: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// When the next request may start (pacing), shared by clones.
+    next_slot: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// No request before this instant: the vendor said `Retry-After`.
+    blocked_until: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Http {
@@ -68,14 +85,34 @@ pub enum FetchError {
         url: String,
         /// Why it failed.
         reason: String,
+        /// How long the server (or our own queue) says to wait.
+        retry_after: Option<StdDuration>,
     },
+}
+
+impl FetchError {
+    fn retry_after(&self) -> Option<StdDuration> {
+        match self {
+            Self::NotFound(_) => None,
+            Self::Failed { retry_after, .. } => *retry_after,
+        }
+    }
 }
 
 fn failed(url: &str, reason: impl std::fmt::Display) -> FetchError {
     FetchError::Failed {
         url: url.to_string(),
         reason: reason.to_string(),
+        retry_after: None,
     }
+}
+
+/// `Retry-After` in seconds (RFC 9110 §10.2.3; an HTTP date is not used by
+/// PCS or KDS and counts as a minute).
+fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<StdDuration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let seconds = value.trim().parse::<u64>().unwrap_or(60);
+    Some(StdDuration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// A rustls client configuration trusting the system's roots plus `extra`
@@ -117,23 +154,82 @@ impl Http {
             attempts: 3,
             backoff: StdDuration::from_millis(250),
             min_interval: StdDuration::ZERO,
-            last: Arc::default(),
+            next_slot: Arc::default(),
+            blocked_until: Arc::default(),
         })
     }
 
+    /// Waits for this request's turn: each request reserves the next slot
+    /// `min_interval` after the previous one and sleeps without holding any
+    /// lock (how many wait is bounded by the sources' in-flight limit).
     async fn pace(&self) {
         if self.min_interval.is_zero() {
             return;
         }
-        let mut last = self.last.lock().await;
-        if let Some(previous) = *last {
-            tokio::time::sleep_until(previous + self.min_interval).await;
+        let now = tokio::time::Instant::now();
+        let mine = {
+            let mut next = self
+                .next_slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mine = next.map_or(now, |slot| slot.max(now));
+            *next = Some(mine + self.min_interval);
+            mine
+        };
+        tokio::time::sleep_until(mine).await;
+    }
+
+    /// Fails at once while the vendor's `Retry-After` runs.
+    fn check_not_blocked(&self, url: &str) -> Result<(), FetchError> {
+        let blocked = *self
+            .blocked_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        match blocked {
+            Some(until) if until > now => Err(FetchError::Failed {
+                url: url.to_string(),
+                reason: "the server asked us to wait (Retry-After)".into(),
+                retry_after: Some(until - now),
+            }),
+            _ => Ok(()),
         }
-        *last = Some(tokio::time::Instant::now());
+    }
+
+    fn block_for(&self, wait: StdDuration) {
+        *self
+            .blocked_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(tokio::time::Instant::now() + wait);
+    }
+
+    /// The body, refused as soon as it grows past [`MAX_RESPONSE`] (a
+    /// length header is not trusted to say so).
+    async fn capped_body(
+        url: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, FetchError> {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE as u64)
+        {
+            return Err(failed(url, "response too large"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(url, e))? {
+            if body.len() + chunk.len() > MAX_RESPONSE {
+                return Err(failed(url, "response too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// GETs `url`: the body and the response headers. Retries network
-    /// errors, 429 and 5xx; a 404 is `NotFound` at once.
+    /// errors, 429 and 5xx; a 404 is `NotFound` at once; a 429 or 503 with
+    /// `Retry-After` stops the retries and holds every request to this
+    /// server until then.
     pub async fn get(
         &self,
         url: &str,
@@ -145,6 +241,7 @@ impl Http {
                 tokio::time::sleep(delay).await;
                 delay = delay.saturating_mul(2);
             }
+            self.check_not_blocked(url)?;
             self.pace().await;
             let response = match self.client.get(url).send().await {
                 Ok(r) => r,
@@ -158,24 +255,24 @@ impl Http {
                 return Err(FetchError::NotFound(url.to_string()));
             }
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                if let Some(wait) = retry_after_header(response.headers()) {
+                    tracing::warn!(%url, ?wait, "collateral server asked us to wait");
+                    self.block_for(wait);
+                    return Err(FetchError::Failed {
+                        url: url.to_string(),
+                        reason: status.to_string(),
+                        retry_after: Some(wait),
+                    });
+                }
                 last_error = failed(url, status);
                 continue;
             }
             if !status.is_success() {
                 return Err(failed(url, status));
             }
-            if response
-                .content_length()
-                .is_some_and(|n| n > MAX_RESPONSE as u64)
-            {
-                return Err(failed(url, "response too large"));
-            }
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| failed(url, e))?;
-            if body.len() > MAX_RESPONSE {
-                return Err(failed(url, "response too large"));
-            }
-            return Ok((body.to_vec(), headers));
+            let body = Self::capped_body(url, response).await?;
+            return Ok((body, headers));
         }
         Err(last_error)
     }
@@ -225,19 +322,31 @@ fn crl_next_update(der: &[u8]) -> Option<OffsetDateTime> {
     Some(crl.next_update()?.to_datetime())
 }
 
-/// A cached collateral set (or a remembered "not found") and when to
-/// refresh it / stop serving it.
+/// A cached collateral set and when to refresh it / stop serving it.
 #[derive(Debug, Clone)]
 struct Cached {
-    collateral: Option<Collateral>,
+    collateral: Collateral,
     refresh_at: OffsetDateTime,
     valid_until: OffsetDateTime,
 }
 
-/// A per-key cache with refresh-ahead and stale-while-valid.
+/// The cache's state: good sets and "not found" answers kept apart.
+struct Entries {
+    good: lru::LruCache<String, Cached>,
+    /// Key → until when "not found" is believed.
+    missing: lru::LruCache<String, OffsetDateTime>,
+}
+
+/// A per-key cache with refresh-ahead, stale-while-valid, single flight and
+/// a bound on fetches in flight.
 struct Cache {
     clock: Clock,
-    entries: tokio::sync::Mutex<HashMap<String, Cached>>,
+    entries: std::sync::Mutex<Entries>,
+    /// One lock per key being fetched: later callers wait for the first
+    /// fetch and then read its result from the cache.
+    in_flight: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Distinct fetches running.
+    fetches: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -246,11 +355,41 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the cache holds for a key at an instant.
+enum Held {
+    Fresh(Option<Collateral>),
+    Stale(Option<Cached>),
+}
+
 impl Cache {
     fn new(clock: Clock) -> Self {
+        let cap = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         Self {
             clock,
-            entries: tokio::sync::Mutex::default(),
+            entries: std::sync::Mutex::new(Entries {
+                good: lru::LruCache::new(cap(MAX_ENTRIES)),
+                missing: lru::LruCache::new(cap(MAX_NEGATIVE)),
+            }),
+            in_flight: std::sync::Mutex::default(),
+            fetches: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHES_IN_FLIGHT)),
+        }
+    }
+
+    fn held(&self, key: &str, now: OffsetDateTime) -> Held {
+        let mut entries = lock(&self.entries);
+        if let Some(c) = entries.good.get(key) {
+            if now < c.refresh_at {
+                return Held::Fresh(Some(c.collateral.clone()));
+            }
+            return Held::Stale(Some(c.clone()));
+        }
+        match entries.missing.get(key) {
+            Some(until) if now < *until => Held::Fresh(None),
+            _ => Held::Stale(None),
         }
     }
 
@@ -261,51 +400,75 @@ impl Cache {
     where
         F: std::future::Future<Output = Result<(Collateral, OffsetDateTime), FetchError>>,
     {
-        let now = (self.clock)();
-        let cached = self.entries.lock().await.get(key).cloned();
-        if let Some(c) = &cached {
-            if now < c.refresh_at {
-                return Ok(c.collateral.clone());
-            }
+        if let Held::Fresh(found) = self.held(key, (self.clock)()) {
+            return Ok(found);
         }
-        let (entry, result) = match fetch.await {
+        let key_lock = Arc::clone(lock(&self.in_flight).entry(key.to_string()).or_default());
+        let _turn = key_lock.lock().await;
+        // Whoever held the key's lock before us may have fetched it.
+        let now = (self.clock)();
+        let cached = match self.held(key, now) {
+            Held::Fresh(found) => return Ok(found),
+            Held::Stale(cached) => cached,
+        };
+        let result = match Arc::clone(&self.fetches).try_acquire_owned() {
+            Ok(_permit) => self.fetch_into(key, now, cached, fetch).await,
+            Err(_) => Err(FetchError::Failed {
+                url: key.to_string(),
+                reason: "too many collateral fetches in flight".into(),
+                retry_after: Some(StdDuration::from_secs(1)),
+            }),
+        };
+        lock(&self.in_flight).remove(key);
+        result
+    }
+
+    async fn fetch_into<F>(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        cached: Option<Cached>,
+        fetch: F,
+    ) -> Result<Option<Collateral>, FetchError>
+    where
+        F: std::future::Future<Output = Result<(Collateral, OffsetDateTime), FetchError>>,
+    {
+        match fetch.await {
             Ok((collateral, valid_until)) => {
                 let refresh_at = (valid_until - REFRESH_MARGIN).max(now);
-                let entry = Cached {
-                    collateral: Some(collateral.clone()),
-                    refresh_at,
-                    valid_until,
-                };
-                (Some(entry), Ok(Some(collateral)))
+                let mut entries = lock(&self.entries);
+                entries.missing.pop(key);
+                entries.good.put(
+                    key.to_string(),
+                    Cached {
+                        collateral: collateral.clone(),
+                        refresh_at,
+                        valid_until,
+                    },
+                );
+                Ok(Some(collateral))
             }
             Err(FetchError::NotFound(url)) => {
                 tracing::debug!(%url, "collateral not found; remembered for a while");
-                let entry = Cached {
-                    collateral: None,
-                    refresh_at: now + NEGATIVE_TTL,
-                    valid_until: now + NEGATIVE_TTL,
-                };
-                (Some(entry), Ok(None))
+                let mut entries = lock(&self.entries);
+                entries.good.pop(key);
+                entries.missing.put(key.to_string(), now + NEGATIVE_TTL);
+                Ok(None)
             }
             Err(e) => match cached {
-                Some(c) if now < c.valid_until && c.collateral.is_some() => {
+                Some(c) if now < c.valid_until => {
                     tracing::warn!(error = %e, key, "collateral refresh failed; serving the cached set");
-                    (None, Ok(c.collateral))
+                    Ok(Some(c.collateral))
                 }
-                _ => (None, Err(e)),
+                _ => Err(e),
             },
-        };
-        if let Some(entry) = entry {
-            let mut entries = self.entries.lock().await;
-            if entries.len() >= MAX_ENTRIES {
-                entries.retain(|_, c| now < c.valid_until);
-                if entries.len() >= MAX_ENTRIES {
-                    entries.clear();
-                }
-            }
-            entries.insert(key.to_string(), entry);
         }
-        result
+    }
+
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
+        let entries = lock(&self.entries);
+        (entries.good.len(), entries.missing.len())
     }
 }
 
@@ -313,6 +476,7 @@ fn source_error(source_name: &'static str, e: &FetchError) -> CollateralError {
     CollateralError {
         source_name,
         reason: e.to_string(),
+        retry_after: e.retry_after(),
     }
 }
 
@@ -402,12 +566,15 @@ impl CollateralSource for PcsSource {
         "intel-pcs"
     }
 
-    fn find<'a>(&'a self, tee: TeeKind, evidence: &'a [u8]) -> Pending<'a> {
+    fn serves(&self, tee: TeeKind) -> bool {
+        tee == TeeKind::Tdx
+    }
+
+    /// Only for an authenticated platform ([`Lookup::Tdx`] is built from a
+    /// verified PCK certificate), so forged quotes cannot make it fetch.
+    fn find<'a>(&'a self, lookup: &'a Lookup) -> Pending<'a> {
         Box::pin(async move {
-            if tee != TeeKind::Tdx {
-                return Ok(None);
-            }
-            let Ok((fmspc, ca)) = tdx::unverified_pck_lookup(evidence) else {
+            let Lookup::Tdx { fmspc, ca } = *lookup else {
                 return Ok(None);
             };
             let fmspc = hex::encode_upper(fmspc);
@@ -459,31 +626,46 @@ impl KdsSource {
         url
     }
 
-    async fn fetch(
+    /// AMD's certificate chain and CRL for a product's VCEKs or VLEKs
+    /// (shared by every chip of the product).
+    async fn fetch_product(
         &self,
-        lookup: snp::VcekLookup,
         product: Product,
+        family: &str,
     ) -> Result<(Collateral, OffsetDateTime), FetchError> {
         let now = (self.cache.clock)();
-        let tcb = Tcb::decode(lookup.reported_tcb, product);
-        let (vcek, _) = self
-            .http
-            .get(&self.vcek_url(product, &lookup.chip_id, &tcb))
-            .await?;
-        let chain_url = format!("{}/vcek/v1/{product}/cert_chain", self.base);
+        let chain_url = format!("{}/{family}/v1/{product}/cert_chain", self.base);
         let (chain, _) = self.http.get(&chain_url).await?;
-        let crl_url = format!("{}/vcek/v1/{product}/crl", self.base);
+        let crl_url = format!("{}/{family}/v1/{product}/crl", self.base);
         let (crl, _) = self.http.get(&crl_url).await?;
         let valid_until = crl_next_update(&crl)
             .unwrap_or(now + STATIC_REFRESH)
             .min(now + STATIC_REFRESH);
         Ok((
             Collateral::from_items([
-                ("vcek.der".to_string(), vcek),
                 ("cert_chain.pem".to_string(), chain),
                 ("crl.der".to_string(), crl),
             ]),
             valid_until,
+        ))
+    }
+
+    /// One chip's VCEK at one TCB.
+    async fn fetch_vcek(
+        &self,
+        chip_id: [u8; 64],
+        reported_tcb: u64,
+        product: Product,
+    ) -> Result<(Collateral, OffsetDateTime), FetchError> {
+        let now = (self.cache.clock)();
+        let tcb = Tcb::decode(reported_tcb, product);
+        let (vcek, _) = self
+            .http
+            .get(&self.vcek_url(product, &chip_id, &tcb))
+            .await?;
+        Ok((
+            Collateral::from_items([("vcek.der".to_string(), vcek)]),
+            now + STATIC_REFRESH,
         ))
     }
 }
@@ -493,38 +675,62 @@ impl CollateralSource for KdsSource {
         "amd-kds"
     }
 
-    fn find<'a>(&'a self, tee: TeeKind, evidence: &'a [u8]) -> Pending<'a> {
+    fn serves(&self, tee: TeeKind) -> bool {
+        tee == TeeKind::Snp
+    }
+
+    /// The product's chain and CRL (VLEK ones for a VLEK-signed report), and
+    /// for a VCEK-signed report naming a chip, its VCEK. A report whose
+    /// product cannot be told gets nothing (and then no CRL: refused).
+    fn find<'a>(&'a self, lookup: &'a Lookup) -> Pending<'a> {
         Box::pin(async move {
-            if tee != TeeKind::Snp {
-                return Ok(None);
-            }
-            let Ok(lookup) = snp::unverified_vcek_lookup(evidence) else {
+            let Lookup::Snp { report, product } = lookup else {
                 return Ok(None);
             };
-            // Version 2 reports name no product; a VLEK is the cloud
-            // provider's, not KDS's per-chip key; a masked (all-zero) chip ID
-            // names no chip. KDS cannot help with any of them.
-            let Some(product) = lookup.product else {
+            let Some(product) = *product else {
                 return Ok(None);
             };
-            if lookup.signed_by_vlek || lookup.chip_id.iter().all(|b| *b == 0) {
-                return Ok(None);
-            }
-            let key = format!(
-                "{product}/{}/{:016x}",
-                hex::encode(lookup.chip_id),
-                lookup.reported_tcb
-            );
-            self.cache
-                .get_or_fetch(&key, self.fetch(lookup, product))
+            let family = if report.signed_by_vlek {
+                "vlek"
+            } else {
+                "vcek"
+            };
+            let key = format!("{product}/{family}");
+            let shared = self
+                .cache
+                .get_or_fetch(&key, self.fetch_product(product, family))
                 .await
-                .map_err(|e| source_error("amd-kds", &e))
+                .map_err(|e| source_error("amd-kds", &e))?;
+            // A VLEK is the cloud provider's, not KDS's per-chip key; a
+            // masked (all-zero) chip ID names no chip.
+            let chip = if report.signed_by_vlek || report.chip_id.iter().all(|b| *b == 0) {
+                None
+            } else {
+                let key = format!(
+                    "{product}/{}/{:016x}",
+                    hex::encode(report.chip_id),
+                    report.reported_tcb
+                );
+                self.cache
+                    .get_or_fetch(
+                        &key,
+                        self.fetch_vcek(report.chip_id, report.reported_tcb, product),
+                    )
+                    .await
+                    .map_err(|e| source_error("amd-kds", &e))?
+            };
+            let items: Vec<(String, Vec<u8>)> = shared
+                .iter()
+                .chain(chip.iter())
+                .flat_map(|c| c.iter().map(|(n, b)| (n.to_string(), b.to_vec())))
+                .collect();
+            Ok((!items.is_empty()).then(|| Collateral::from_items(items)))
         })
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -536,6 +742,130 @@ mod tests {
         );
         assert!(percent_decode(b"%4").is_none());
         assert!(percent_decode(b"%zz").is_none());
+    }
+
+    fn fixed_clock() -> (Clock, OffsetDateTime) {
+        let now = OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap();
+        (Arc::new(move || now), now)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_not_found_never_evicts_a_good_set() {
+        let (clock, now) = fixed_clock();
+        let cache = Cache::new(clock);
+        let good = Collateral::from_items([("tcb_info.json".to_string(), vec![1, 2, 3])]);
+        let fetched = cache
+            .get_or_fetch("90C06F000000/platform", async {
+                Ok((good.clone(), now + Duration::days(30)))
+            })
+            .await
+            .unwrap();
+        assert!(fetched.is_some());
+        // 5,000 made-up platforms, each "not found" at the vendor.
+        for i in 0..5000 {
+            let found = cache
+                .get_or_fetch(&format!("{i:012X}/platform"), async {
+                    Err(FetchError::NotFound(format!("fmspc {i}")))
+                })
+                .await
+                .unwrap();
+            assert!(found.is_none());
+        }
+        assert_eq!(
+            cache.sizes(),
+            (1, MAX_NEGATIVE),
+            "negatives evict negatives only"
+        );
+        // The good set is served with no fetch at all.
+        let served = cache
+            .get_or_fetch("90C06F000000/platform", async {
+                Err(failed("nowhere", "must not be fetched"))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(served.get("tcb_info.json"), Some(&[1u8, 2, 3][..]));
+    }
+
+    #[tokio::test]
+    async fn one_fetch_per_key_however_many_ask_at_once() {
+        let (clock, now) = fixed_clock();
+        let cache = Arc::new(Cache::new(clock));
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (cache, fetches) = (Arc::clone(&cache), Arc::clone(&fetches));
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch("Milan/vcek", async {
+                        fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(StdDuration::from_millis(50)).await;
+                        Ok((Collateral::empty(), now + Duration::days(1)))
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_in_flight_bound_a_fetch_fails_at_once() {
+        let (clock, now) = fixed_clock();
+        let cache = Arc::new(Cache::new(clock));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut slow = Vec::new();
+        for i in 0..MAX_FETCHES_IN_FLIGHT {
+            let (cache, release) = (Arc::clone(&cache), Arc::clone(&release));
+            slow.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(&format!("chip-{i}"), async {
+                        release.notified().await;
+                        Ok((Collateral::empty(), now + Duration::days(1)))
+                    })
+                    .await
+            }));
+        }
+        // Let the slow ones take every place.
+        while Arc::clone(&cache.fetches).available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        let refused = cache
+            .get_or_fetch("one-more", async {
+                Ok((Collateral::empty(), now + Duration::days(1)))
+            })
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < StdDuration::from_secs(1));
+        assert_eq!(refused.retry_after(), Some(StdDuration::from_secs(1)));
+        release.notify_waiters();
+        for task in slow {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after_header(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "120".parse().unwrap());
+        assert_eq!(
+            retry_after_header(&headers),
+            Some(StdDuration::from_secs(120))
+        );
+        headers.insert(reqwest::header::RETRY_AFTER, "99999".parse().unwrap());
+        assert_eq!(retry_after_header(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            retry_after_header(&headers),
+            Some(StdDuration::from_secs(60))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, JSON errors, admin authentication, body limit
 //! and timeouts. Handlers only translate; decisions are `Service`'s.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::api::{
     ReappraiseRequest, RevokeRequest,
 };
 use crate::error::{ErrorCode, ServiceCode, ServiceError};
+use crate::ratelimit::Endpoint;
 use crate::revocation::Mode;
 use crate::service::Service;
 use crate::store::AuditQuery;
@@ -52,6 +54,11 @@ impl IntoResponse for ServiceError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         response
     }
@@ -90,6 +97,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/admin/audit", get(audit))
         .route("/healthz", get(health))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&service),
+            limit_by_address,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -101,6 +112,36 @@ pub fn router(service: Arc<Service>) -> Router {
         .layer(axum::middleware::map_response(json_for_bare_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(service)
+}
+
+/// Per-address limits on the endpoints anyone can call, before the body is
+/// read or anything is decided. The address is the TCP peer's (or, behind a
+/// trusted proxy, the one it forwards); a router served without connection
+/// info (in-process tests) has none and is limited per key and client only.
+async fn limit_by_address(
+    State(service): State<Arc<Service>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let endpoint = match path {
+        "/v1/challenge" => Some(Endpoint::Challenge),
+        "/v1/attest" => Some(Endpoint::Attest),
+        "/v1/introspect" => Some(Endpoint::Introspect),
+        _ if path == crate::service::EXCHANGE_PATH => Some(Endpoint::Exchange),
+        _ => None,
+    };
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let (Some(endpoint), Some(peer)) = (endpoint, peer) {
+        let client = service.client_address(peer, request.headers());
+        if let Err(e) = service.limit_address(endpoint, client) {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Responses made by axum or tower themselves (405, 408) have no body; give
@@ -126,7 +167,7 @@ async fn json_for_bare_errors(response: Response) -> Response {
 }
 
 async fn challenge(State(service): State<Arc<Service>>) -> Response {
-    match service.challenge(service.now()).await {
+    match service.challenge(service.now()) {
         Ok(c) => Json(c).into_response(),
         Err(e) => e.into_response(),
     }
@@ -396,6 +437,9 @@ async fn introspect(
         Ok(true) => {}
         Ok(false) => return unauthorized(),
         Err(e) => return e.into_response(),
+    }
+    if let Err(e) = service.limit_client(&client) {
+        return e.into_response();
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)

@@ -27,6 +27,7 @@ mod files;
 mod http;
 mod metrics;
 mod policy;
+mod ratelimit;
 mod revocation;
 mod secrets;
 mod serve;
@@ -40,11 +41,17 @@ pub use api::{Decision, IntentRequest};
 pub use attest_gate_protocol::revocation::Mode as RevocationMode;
 pub use challenge::{issue as issue_nonce, Challenge, NonceKey};
 pub use clock::Clock;
-pub use collateral_source::{CollateralSource, CollateralSources, DirectorySource};
+pub use collateral_source::{
+    CollateralError, CollateralOrigin, CollateralPolicy, CollateralSource, CollateralSources,
+    DirectorySource, Lookup, ResolveError, Resolved,
+};
 pub use decision::{Appraiser, Verification};
 pub use error::{error_code_page, ErrorCode, Retry, ServiceCode, ServiceError};
-pub use fetch::{tls_client, Http, KdsSource, PcsSource, AMD_KDS_URL, INTEL_PCS_URL};
+pub use fetch::{
+    tls_client, Http, KdsSource, PcsSource, AMD_KDS_URL, INTEL_PCS_URL, MAX_FETCHES_IN_FLIGHT,
+};
 pub use http::router;
+pub use ratelimit::{Endpoint, Rate, RateLimitConfig};
 pub use serve::{open, run, ServeArgs};
 pub use service::{Service, ServiceConfig, StartError};
 pub use store::{AuditQuery, Store};

@@ -37,6 +37,8 @@ pub(crate) struct Metrics {
     issuance_seconds: Histogram,
     revocations: Family<ModeLabel, Counter>,
     active_sessions: Gauge<i64, AtomicI64>,
+    challenges: Counter,
+    rate_limited: Family<Code, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,18 @@ impl Default for Metrics {
         let issuance_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
         let revocations = Family::<ModeLabel, Counter>::default();
         let active_sessions = Gauge::<i64, AtomicI64>::default();
+        let challenges = Counter::default();
+        let rate_limited = Family::<Code, Counter>::default();
+        registry.register(
+            "challenges",
+            "Challenge nonces issued (stateless: counted here, never stored)",
+            challenges.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by limiter (endpoint and what it counts by)",
+            rate_limited.clone(),
+        );
         registry.register(
             "attestations",
             "Attestation requests by TEE and outcome (issued or rejected)",
@@ -80,11 +94,27 @@ impl Default for Metrics {
             issuance_seconds,
             revocations,
             active_sessions,
+            challenges,
+            rate_limited,
         }
     }
 }
 
 impl Metrics {
+    /// A challenge nonce was issued.
+    pub(crate) fn challenge(&self) {
+        self.challenges.inc();
+    }
+
+    /// A request was refused by the limiter named `which`.
+    pub(crate) fn rate_limited(&self, which: &str) {
+        self.rate_limited
+            .get_or_create(&Code {
+                code: which.to_string(),
+            })
+            .inc();
+    }
+
     /// One attestation decided with `code` (`ok` or the rejection).
     pub(crate) fn attestation(&self, tee: &str, code: &str, took: Duration) {
         let outcome = if code == "ok" { "issued" } else { "rejected" };

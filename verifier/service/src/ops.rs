@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use attest_gate_core::EvidenceBundle;
 use attest_gate_verifier::cli::{self as files, now};
+use attest_gate_verifier::CollateralOrigin;
 use attest_gate_verifier::{
     Appraiser, AuditQuery, Decision, IntentRequest, RevocationMode as Mode, ServeArgs, ServiceCode,
     ServiceError, Store, Verification,
@@ -228,9 +229,17 @@ fn judge(
                 bundle.verify_at,
             )
             .and_then(|claims| {
+                // The bundle's collateral is the operator's own recording:
+                // decided as the service decides on its own sources.
+                let collateral = if bundle.tee == attest_gate_core::TeeKind::Nitro {
+                    CollateralOrigin::None
+                } else {
+                    CollateralOrigin::Service
+                };
                 appraiser
                     .decide(
                         &claims,
+                        collateral,
                         &model,
                         &case.principal,
                         &case.intent,

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use attest_gate_core::{TrustKind, VerifiedClaims, Workload};
+use attest_gate_protocol::CollateralOrigin;
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression,
@@ -41,6 +42,8 @@ pub struct PolicySubject<'a> {
     pub debug: bool,
     /// Whether a test root anchored the evidence.
     pub test_root: bool,
+    /// Where its TCB info, QE identity and CRLs came from.
+    pub collateral: CollateralOrigin,
 }
 
 impl<'a> PolicySubject<'a> {
@@ -50,6 +53,7 @@ impl<'a> PolicySubject<'a> {
         claims: &'a VerifiedClaims,
         model: &'a str,
         tcb_status: Option<&'a str>,
+        collateral: CollateralOrigin,
     ) -> Self {
         Self {
             workload,
@@ -58,6 +62,7 @@ impl<'a> PolicySubject<'a> {
             tcb_status,
             debug: claims.debug(),
             test_root: claims.trust() == TrustKind::TestRoot,
+            collateral,
         }
     }
 }
@@ -139,6 +144,10 @@ impl Policy {
             (
                 "test_root".to_string(),
                 RestrictedExpression::new_bool(subject.test_root),
+            ),
+            (
+                "collateral".to_string(),
+                string(subject.collateral.as_str()),
             ),
         ]);
         let delegation = query.delegation;

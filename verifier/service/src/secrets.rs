@@ -81,12 +81,36 @@ pub(crate) fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretEr
     file.sync_all().map_err(io(path))
 }
 
-/// Replaces a secret file atomically (write to a sibling, then rename).
+/// Replaces a secret file atomically (write to a sibling, then rename),
+/// and fsyncs the directory so the rename itself survives a crash: a
+/// rotated key is never lost to a power cut after the rotation answered.
 pub(crate) fn replace_secret(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     write_new_secret(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(io(path))
+    fs::rename(&tmp, path).map_err(io(path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (the SQLite
+/// database, whose WAL and shared-memory files then take the same mode),
+/// and tightens an existing one that others may read.
+pub(crate) fn create_private_file(path: &Path) -> Result<(), SecretError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    let mode = fs::metadata(path).map_err(io(path))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    }
+    Ok(())
 }
 
 /// Reads a secret file, refusing one that others may read.

@@ -15,12 +15,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::ca;
 use crate::clock::{self, Clock};
-use crate::collateral_source::{CollateralSources, DirectorySource};
+use crate::collateral_source::{CollateralPolicy, CollateralSources, DirectorySource};
 use crate::fetch;
 use crate::http;
+use crate::ratelimit::{Rate, RateLimitConfig};
 use crate::secrets;
 use crate::service::{Service, ServiceConfig};
 use crate::store::Store;
+use attest_gate_core::TeeKind;
 
 /// `verifier serve` flags (other tools depend on their names).
 #[derive(Debug, Args)]
@@ -31,8 +33,10 @@ pub struct ServeArgs {
     /// Keys, CA, TLS certificate and the default database live here.
     #[arg(long = "data-dir", default_value = "./attest-gate-data")]
     pub data_dir: PathBuf,
-    /// `sqlite:PATH` or `postgres://...` (default: SQLite in the data directory).
-    #[arg(long)]
+    /// `sqlite:PATH` or `postgres://...` (default: SQLite in the data
+    /// directory). Prefer the environment variable: a password in a flag is
+    /// visible to every user in the process list.
+    #[arg(long, env = "ATTEST_GATE_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
     /// Reference-value folder (default: `./measurements`, else the repository's).
     #[arg(long)]
@@ -70,6 +74,33 @@ pub struct ServeArgs {
     /// Also trust this CA (PEM) for collateral fetches (e.g. a PCCS's own).
     #[arg(long = "fetch-ca")]
     pub fetch_ca: Option<PathBuf>,
+    /// For a TEE the service has no collateral source for (no fetcher, no
+    /// file in the folder): use the agent's collateral (warned at start;
+    /// credentials say `collateral: agent-supplied`) or refuse.
+    #[arg(
+        long = "collateral-policy",
+        value_enum,
+        default_value = "allow-agent-supplied"
+    )]
+    pub collateral_policy: CollateralPolicy,
+    /// Per client address and endpoint (challenge, attest, exchange,
+    /// introspection): RATE/BURST, requests a second and at once.
+    #[arg(long = "rate-limit-address", default_value = "20/40")]
+    pub rate_limit_address: Rate,
+    /// Per agent key (JWK thumbprint), for attest and exchange: RATE/BURST.
+    #[arg(long = "rate-limit-key", default_value = "1/10")]
+    pub rate_limit_key: Rate,
+    /// Per relying party (`client_id`), for introspection: RATE/BURST.
+    #[arg(long = "rate-limit-client", default_value = "50/100")]
+    pub rate_limit_client: Rate,
+    /// Turn every rate limit off (load tests from one address; never in production).
+    #[arg(long = "no-rate-limits")]
+    pub no_rate_limits: bool,
+    /// A proxy or load balancer (CIDR, repeatable) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client; without it those headers
+    /// are ignored.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Issuer URL in tokens (default: `https://<listen address>`).
     #[arg(long)]
     pub issuer: Option<String>,
@@ -176,7 +207,9 @@ fn collateral_sources(
     dir: PathBuf,
     clock: &Clock,
 ) -> anyhow::Result<CollateralSources> {
-    let mut sources = CollateralSources::new().with(DirectorySource::new(dir));
+    let mut sources = CollateralSources::new()
+        .with_policy(args.collateral_policy)
+        .with(DirectorySource::new(dir));
     if args.pcs_url.is_none() && args.kds_url.is_none() {
         return Ok(sources);
     }
@@ -208,10 +241,14 @@ fn collateral_sources(
 pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service, PathBuf)> {
     secrets::private_dir(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
-    let database = args
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("attest-gate.db").display()));
+    let database = match &args.database {
+        Some(url) => url.clone(),
+        None => {
+            let file = data_dir.join("attest-gate.db");
+            secrets::create_private_file(&file)?;
+            format!("sqlite://{}", file.display())
+        }
+    };
     let store = Store::open(&database)
         .await
         .context("opening the database")?;
@@ -232,6 +269,13 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
         dev: args.dev,
         nonce_ttl: Duration::seconds(i64::from(args.nonce_ttl.max(1))),
         default_token_ttl: 600,
+        rate_limits: RateLimitConfig {
+            enabled: !args.no_rate_limits,
+            per_address: args.rate_limit_address,
+            per_key: args.rate_limit_key,
+            per_client: args.rate_limit_client,
+        },
+        trusted_proxies: args.trusted_proxy.clone(),
     };
     let collateral_dir = args
         .collateral
@@ -241,6 +285,24 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
     // nothing else that serves a request.
     let clock = clock::system();
     let sources = collateral_sources(args, collateral_dir, &clock)?;
+    for tee in [TeeKind::Tdx, TeeKind::Snp] {
+        if sources.serves(tee) {
+            continue;
+        }
+        match args.collateral_policy {
+            CollateralPolicy::AllowAgentSupplied => tracing::warn!(
+                %tee,
+                "no collateral source for {tee} (no fetcher, no file in the collateral folder): \
+                 agents' own TCB info, QE identity and CRLs are used, and credentials say \
+                 collateral: agent-supplied; --collateral-policy service-only refuses them"
+            ),
+            CollateralPolicy::ServiceOnly => tracing::warn!(
+                %tee,
+                "no collateral source for {tee} and --collateral-policy service-only: \
+                 {tee} evidence is refused with collateral_unavailable"
+            ),
+        }
+    }
     let (service, new_admin_token) = Service::start(config, store, sources, clock)?;
     if let Some(token) = new_admin_token {
         show_admin_token_once(&data_dir, &token)?;
@@ -263,6 +325,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (service, data_dir) = open(&args, addr).await?;
+    if args.no_rate_limits {
+        tracing::warn!("--no-rate-limits: no request is limited per address, key or client");
+    }
     if args.dev {
         tracing::warn!(
             "--dev: the project's TEST ROOTS are trusted besides the vendor roots; \
@@ -282,7 +347,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
     )
     .handle(handle)
-    .serve(app.into_make_service());
+    .serve(app.into_make_service_with_connect_info::<SocketAddr>());
     tracing::info!(
         database = service.store().kind(),
         workloads = service.workload_count(),

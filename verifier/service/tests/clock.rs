@@ -7,7 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use attest_gate_verifier::{router, CollateralSources, Service, ServiceConfig, Store};
+use attest_gate_verifier::{
+    router, CollateralSources, RateLimitConfig, Service, ServiceConfig, Store,
+};
 use axum::body::Body;
 use axum::http::Request;
 use time::macros::datetime;
@@ -31,6 +33,8 @@ async fn a_challenge_expires_by_the_injected_clock() {
         dev: true,
         nonce_ttl: Duration::seconds(60),
         default_token_ttl: 600,
+        rate_limits: RateLimitConfig::default(),
+        trusted_proxies: vec![],
     };
     let fixed = datetime!(2030-01-01 00:00:00 UTC);
     let (service, _) = Service::start(

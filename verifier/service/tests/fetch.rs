@@ -12,112 +12,38 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attest_gate_core::{TcbStatus, TeeKind, TrustAnchors, Verifier};
 use attest_gate_forge::snp::{ChainSpec as SnpChain, ReportSpec};
-use attest_gate_verifier::CollateralSource;
 use attest_gate_verifier::{Clock, Http, KdsSource, PcsSource};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use attest_gate_verifier::{CollateralSource, Lookup};
 use time::macros::datetime;
 use time::OffsetDateTime;
 
 use attest_gate_tests::fixtures_dir as fixtures;
 
-/// A body and its headers.
-type Answer = (Vec<u8>, Vec<(&'static str, String)>);
+mod common;
+use common::vendor::{percent_encode, start, Plan};
 
-/// What the fake server answers: path → (body, headers). Counts hits per
-/// path; fails the first `fail_first` hits of a path with 503, and every
-/// request while `down` is set.
-#[derive(Default)]
-struct Plan {
-    routes: HashMap<String, Answer>,
-    fail_first: HashMap<String, usize>,
-    hits: Mutex<HashMap<String, usize>>,
-    queries: Mutex<Vec<String>>,
-    down: AtomicBool,
-    total: AtomicUsize,
+/// What the service would look a quote up by (here from the unverified
+/// PCK certificate: these tests are about the fetcher, not the service's
+/// authentication before it).
+fn tdx_lookup(quote: &[u8]) -> Lookup {
+    let (fmspc, ca) = attest_gate_core::tdx::unverified_pck_lookup(quote).unwrap();
+    Lookup::Tdx { fmspc, ca }
 }
 
-impl Plan {
-    fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+fn snp_lookup(report: &[u8]) -> Lookup {
+    Lookup::Snp {
+        report: attest_gate_core::snp::unverified_vcek_lookup(report).unwrap(),
+        product: attest_gate_core::snp::unverified_product(
+            report,
+            &attest_gate_core::Collateral::empty(),
+        ),
     }
-}
-
-async fn serve_plan(State(plan): State<Arc<Plan>>, request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    plan.total.fetch_add(1, Ordering::SeqCst);
-    plan.queries.lock().unwrap().push(request.uri().to_string());
-    let hit = {
-        let mut hits = plan.hits.lock().unwrap();
-        let n = hits.entry(path.clone()).or_default();
-        *n += 1;
-        *n
-    };
-    if plan.down.load(Ordering::SeqCst) || hit <= plan.fail_first.get(&path).copied().unwrap_or(0) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    match plan.routes.get(&path) {
-        Some((body, headers)) => {
-            let mut map = HeaderMap::new();
-            for (name, value) in headers {
-                map.insert(*name, HeaderValue::from_str(value).unwrap());
-            }
-            (map, body.clone()).into_response()
-        }
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// Starts the fake server on loopback; returns its URL and its certificate (PEM).
-async fn start(plan: Arc<Plan>) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap(),
-    ));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().fallback(serve_plan).with_state(plan);
-    tokio::spawn(async move {
-        axum_server::from_tcp_rustls(listener, config)
-            .serve(app.into_make_service())
-            .await
-            .unwrap();
-    });
-    (format!("https://{addr}"), cert.pem())
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A clock the test moves.
@@ -198,7 +124,8 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
         clock,
     );
 
-    let fetched = pcs.find(TeeKind::Tdx, &quote).await.unwrap().unwrap();
+    let lookup = tdx_lookup(&quote);
+    let fetched = pcs.find(&lookup).await.unwrap().unwrap();
     for name in [
         "tcb_info.json",
         "tcb_info_issuer_chain.pem",
@@ -217,7 +144,7 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
     assert_eq!(
         plan.hits("/IntelSGXRootCA.der"),
         2,
-        "one retry after the 503"
+        "one retry after the 5xx"
     );
     let queries = plan.queries.lock().unwrap().clone();
     assert!(
@@ -241,7 +168,7 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
 
     // Cached: a second lookup asks the server nothing.
     let before = plan.total.load(Ordering::SeqCst);
-    pcs.find(TeeKind::Tdx, &quote).await.unwrap().unwrap();
+    pcs.find(&lookup).await.unwrap().unwrap();
     assert_eq!(plan.total.load(Ordering::SeqCst), before);
 
     // Within the hour before nextUpdate it is fetched again.
@@ -250,7 +177,7 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
         (next_update - time::Duration::minutes(30)).unix_timestamp(),
         Ordering::SeqCst,
     );
-    pcs.find(TeeKind::Tdx, &quote).await.unwrap().unwrap();
+    pcs.find(&lookup).await.unwrap().unwrap();
     assert!(
         plan.total.load(Ordering::SeqCst) > before,
         "refreshed before nextUpdate"
@@ -267,7 +194,7 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
         Ordering::SeqCst,
     );
     assert!(
-        pcs.find(TeeKind::Tdx, &quote).await.unwrap().is_some(),
+        pcs.find(&lookup).await.unwrap().is_some(),
         "stale while valid"
     );
     now.store(
@@ -275,12 +202,13 @@ async fn pcs_collateral_is_fetched_cached_refreshed_and_verifies() {
         Ordering::SeqCst,
     );
     assert!(
-        pcs.find(TeeKind::Tdx, &quote).await.is_err(),
+        pcs.find(&lookup).await.is_err(),
         "expired and unrefreshable"
     );
 
     // Other TEEs are not its business.
-    assert!(pcs.find(TeeKind::Snp, &quote).await.unwrap().is_none());
+    assert!(pcs.find(&Lookup::Nitro).await.unwrap().is_none());
+    assert!(pcs.serves(TeeKind::Tdx) && !pcs.serves(TeeKind::Snp));
 }
 
 #[tokio::test]
@@ -317,7 +245,7 @@ async fn kds_vcek_chain_and_crl_are_fetched_spaced_and_verify() {
     let kds = KdsSource::new(&url, http, clock);
 
     let started = Instant::now();
-    let fetched = kds.find(TeeKind::Snp, &report).await.unwrap().unwrap();
+    let fetched = kds.find(&snp_lookup(&report)).await.unwrap().unwrap();
     // Three requests, at least one interval apart.
     assert!(
         started.elapsed() >= Duration::from_millis(300),
@@ -327,9 +255,9 @@ async fn kds_vcek_chain_and_crl_are_fetched_spaced_and_verify() {
     assert_eq!(plan.total.load(Ordering::SeqCst), 3);
     let queries = plan.queries.lock().unwrap().clone();
     assert!(
-        queries[0].ends_with(&format!(
+        queries.iter().any(|q| q.ends_with(&format!(
             "/vcek/v1/Milan/{hwid}?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"
-        )),
+        ))),
         "{queries:?}"
     );
     for name in ["vcek.der", "cert_chain.pem", "crl.der"] {
@@ -344,7 +272,7 @@ async fn kds_vcek_chain_and_crl_are_fetched_spaced_and_verify() {
         other => panic!("{other:?}"),
     }
     // Cached.
-    kds.find(TeeKind::Snp, &report).await.unwrap().unwrap();
+    kds.find(&snp_lookup(&report)).await.unwrap().unwrap();
     assert_eq!(plan.total.load(Ordering::SeqCst), 3);
 }
 
@@ -355,9 +283,102 @@ async fn a_missing_item_is_none_once_not_a_retry_loop() {
     let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
     let kds = KdsSource::new(&url, http(&cert), clock);
     let report = ReportSpec::default().sign(&attest_gate_forge::snp::vcek_key());
-    assert!(kds.find(TeeKind::Snp, &report).await.unwrap().is_none());
-    assert_eq!(plan.total.load(Ordering::SeqCst), 1, "404 is final");
+    let lookup = snp_lookup(&report);
+    assert!(kds.find(&lookup).await.unwrap().is_none());
+    // The product's chain (404: its CRL is not asked for) and the VCEK.
+    assert_eq!(plan.total.load(Ordering::SeqCst), 2, "404 is final");
     // Remembered: a flood of reports naming unknown chips reaches AMD once.
-    assert!(kds.find(TeeKind::Snp, &report).await.unwrap().is_none());
+    assert!(kds.find(&lookup).await.unwrap().is_none());
+    assert_eq!(plan.total.load(Ordering::SeqCst), 2);
+}
+
+/// A report signed (the report says) by a VLEK: the forge's VCEK key signs
+/// it, which is enough for lookups.
+fn vlek_report() -> Vec<u8> {
+    let mut spec = ReportSpec::default();
+    spec.signer_info |= 1 << 2;
+    spec.sign(&attest_gate_forge::snp::vcek_key())
+}
+
+#[tokio::test]
+async fn a_retry_after_stops_the_retries_and_holds_every_request_until_then() {
+    let plan = Arc::new(Plan::default());
+    plan.set_down(true);
+    *plan.retry_after.lock().unwrap() = Some("120".into());
+    let (url, cert) = start(Arc::clone(&plan)).await;
+    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
+    let kds = KdsSource::new(&url, http(&cert), clock);
+    let report = ReportSpec::default().sign(&attest_gate_forge::snp::vcek_key());
+    let lookup = snp_lookup(&report);
+    let err = kds.find(&lookup).await.unwrap_err();
+    assert_eq!(err.retry_after, Some(Duration::from_secs(120)), "{err}");
+    assert_eq!(plan.total.load(Ordering::SeqCst), 1, "no retry against it");
+    // Back up, but we were told to wait: nothing is sent before then.
+    plan.set_down(false);
+    let err = kds.find(&lookup).await.unwrap_err();
+    assert!(err
+        .retry_after
+        .is_some_and(|w| w <= Duration::from_secs(120)));
     assert_eq!(plan.total.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_vlek_signed_report_gets_kds_vlek_chain_and_crl_and_no_vcek() {
+    let chain = SnpChain {
+        crl_revokes_ask: Some(false),
+        ..SnpChain::default()
+    };
+    let files: HashMap<String, Vec<u8>> = chain.collateral().unwrap().into_iter().collect();
+    let mut plan = Plan::default();
+    plan.routes.insert(
+        "/vlek/v1/Milan/cert_chain".into(),
+        (files["cert_chain.pem"].clone(), vec![]),
+    );
+    plan.routes.insert(
+        "/vlek/v1/Milan/crl".into(),
+        (files["crl.der"].clone(), vec![]),
+    );
+    let plan = Arc::new(plan);
+    let (url, cert) = start(Arc::clone(&plan)).await;
+    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
+    let kds = KdsSource::new(&url, http(&cert), clock);
+    let fetched = kds
+        .find(&snp_lookup(&vlek_report()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fetched.get("crl.der").unwrap(), files["crl.der"].as_slice());
+    assert!(fetched.get("vcek.der").is_none());
+    assert_eq!(plan.total.load(Ordering::SeqCst), 2);
+    assert_eq!(plan.hits_under("/vlek/"), 2);
+}
+
+#[tokio::test]
+async fn a_kds_that_fails_is_an_error_not_an_empty_answer() {
+    // What the service turns into 503 collateral_unavailable: never "none",
+    // which would let a request's own CRL stand in.
+    let plan = Arc::new(Plan {
+        failing_prefixes: vec!["/vlek/".into(), "/vcek/".into()],
+        ..Plan::default()
+    });
+    let (url, cert) = start(Arc::clone(&plan)).await;
+    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
+    let kds = KdsSource::new(&url, http(&cert), clock);
+    assert!(kds.find(&snp_lookup(&vlek_report())).await.is_err());
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let mut plan = Plan::default();
+    plan.routes.insert(
+        "/vcek/v1/Milan/cert_chain".into(),
+        (vec![b'A'; 2 * 1024 * 1024], vec![]),
+    );
+    let plan = Arc::new(plan);
+    let (url, cert) = start(Arc::clone(&plan)).await;
+    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
+    let kds = KdsSource::new(&url, http(&cert), clock);
+    let report = ReportSpec::default().sign(&attest_gate_forge::snp::vcek_key());
+    let err = kds.find(&snp_lookup(&report)).await.unwrap_err();
+    assert!(err.reason.contains("too large"), "{err}");
 }

@@ -115,6 +115,32 @@ pub struct VcekLookup {
     pub signed_by_vlek: bool,
 }
 
+/// The product a report is for, *unverified*, only to choose which of AMD's
+/// CRLs and certificate chains to fetch: from CPUID (version 3 reports and
+/// later), else from the issuer of the endorsement certificate the request
+/// or the extended report's table carries. Verification later checks the
+/// chain to the pinned ARK of that product and that CPUID agrees.
+pub fn unverified_product(bytes: &[u8], collateral: &Collateral) -> Option<Product> {
+    let (report_bytes, table) = bytes.split_at(bytes.len().min(REPORT_LEN));
+    let report = Report::parse(report_bytes).ok()?;
+    if let Some(product) = report
+        .cpuid
+        .and_then(|(family, model, _)| Product::from_cpuid(family, model))
+    {
+        return Some(product);
+    }
+    let table = if table.is_empty() {
+        CertTable::default()
+    } else {
+        CertTable::parse(table).ok()?
+    };
+    let der = endorsement_from(collateral)
+        .map(|(_, der)| der)
+        .or(table.vcek)
+        .or(table.vlek)?;
+    Product::from_ca_name(&common_name(&parse(&der).ok()?, true))
+}
+
 /// See [`VcekLookup`].
 pub fn unverified_vcek_lookup(bytes: &[u8]) -> Result<VcekLookup, VerifyError> {
     let report = Report::parse(bytes.get(..REPORT_LEN).unwrap_or(bytes))?;

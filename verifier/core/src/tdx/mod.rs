@@ -53,6 +53,48 @@ fn measurement(name: &str, bytes: &[u8]) -> NamedMeasurement {
     }
 }
 
+/// A platform proven by a quote's own signatures: which FMSPC and which PCK
+/// CA, read from a PCK certificate that chains to the pinned Intel root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthenticatedPlatform {
+    /// The platform type, from the verified PCK certificate.
+    pub fmspc: [u8; 6],
+    /// The CA that issued it (which PCK CRL applies).
+    pub ca: PckCa,
+}
+
+/// Checks everything about a quote that needs no fetched collateral — the
+/// quote signature, the QE report's binding of the attestation key and its
+/// signature by the PCK key, and the PCK chain to the pinned Intel root —
+/// and returns the platform it proves. A service calls this *before*
+/// fetching collateral, so only a genuine Intel platform can cause a fetch.
+pub(crate) fn authenticate_platform(
+    evidence: &[u8],
+    anchors: &TrustAnchors,
+    chains: &ChainValidator,
+    cache: &TdxCache,
+    at: OffsetDateTime,
+) -> Result<AuthenticatedPlatform, VerifyError> {
+    let quote = Quote::parse(evidence)?;
+    check_quote_and_binding(&quote)?;
+    let pck = verify_pck_chain(&quote, anchors.intel(), chains, &cache.pcks, at)?;
+    check_qe_report_signature(&quote, &pck.leaf_public_key)?;
+    let issuer = crate::chain::parse(&pck.issuer_der)?;
+    let processor = issuer
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .any(|cn| cn.contains("Processor"));
+    Ok(AuthenticatedPlatform {
+        fmspc: pck.extension.fmspc,
+        ca: if processor {
+            PckCa::Processor
+        } else {
+            PckCa::Platform
+        },
+    })
+}
+
 /// Verifies a TDX quote with its collateral at `at`.
 pub(crate) fn verify(
     evidence: &[u8],

@@ -85,7 +85,6 @@ struct Revocations {
     set: RevocationSet,
     last_attempt: Option<Instant>,
     last_success: Option<Instant>,
-    warned_missing: bool,
 }
 
 struct App {
@@ -194,40 +193,28 @@ impl App {
             .clone()
     }
 
-    /// One `GET /v1/revocations?since=<cursor>`; `None` for a 404 (a
-    /// verifier without revocation support).
-    async fn fetch_revocations(&self, cursor: i64) -> anyhow::Result<Option<String>> {
+    /// One `GET /v1/revocations?since=<cursor>`. Anything but a 200 — a 404
+    /// included — is a failed refresh: a relying party that cannot learn of
+    /// revocations must not assume there are none.
+    async fn fetch_revocations(&self, cursor: i64) -> anyhow::Result<String> {
         let response = self
             .http
             .get(format!("{}/v1/revocations?since={cursor}", self.verifier))
             .send()
             .await?;
         let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
+        if status != reqwest::StatusCode::OK {
             bail!("GET /v1/revocations: {status}");
         }
         let body = read_capped(response, MAX_REVOCATION_LIST_LEN).await?;
-        Ok(Some(
-            String::from_utf8(body).context("the list is not text")?,
-        ))
+        String::from_utf8(body).context("the list is not text")
     }
 
     /// Brings the set up to date: one request, or several while the
     /// verifier says there are `more` pages (bounded).
     async fn update_revocations(&self, state: &mut Revocations) -> anyhow::Result<()> {
         for _ in 0..MAX_REVOCATION_PAGES {
-            let Some(jws) = self.fetch_revocations(state.set.cursor()).await? else {
-                if !state.warned_missing {
-                    tracing::warn!(
-                        "the verifier has no /v1/revocations (404): treating the revocation list as empty"
-                    );
-                    state.warned_missing = true;
-                }
-                return Ok(());
-            };
+            let jws = self.fetch_revocations(state.set.cursor()).await?;
             let issuer = &self.rp.validator.issuer;
             let list = match RevocationList::verify(&jws, &self.jwks(), issuer) {
                 Err(RevocationError::UnknownKid) if self.refresh_jwks().await => {
@@ -426,7 +413,6 @@ async fn main() -> anyhow::Result<()> {
             set: RevocationSet::new(),
             last_attempt: None,
             last_success: None,
-            warned_missing: false,
         }),
         replay: ReplayCache::new(REPLAY_CAPACITY),
     });

@@ -5,20 +5,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use attest_gate_core::{Binding, Collateral, TeeKind, VerifiedClaims};
+use attest_gate_core::{snp, Binding, Collateral, TeeKind, VerifiedClaims};
 use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use time::OffsetDateTime;
 
 use super::lifecycle::Inherited;
-use super::{read, Service, Trail};
+use super::{is_rate_limited, read, Service, Trail};
 use crate::api::{parse, AttestRequest, AttestResponse, Parsed};
 use crate::ca::{check_csr, CheckedCsr};
 use crate::challenge::{self, NonceError};
+use crate::collateral_source::{CollateralOrigin, Lookup, ResolveError};
 use crate::credentials;
 use crate::decision::{AttestationAsk, Grant};
 use crate::error::{ServiceCode, ServiceError};
+use crate::ratelimit::Endpoint;
 use crate::revocation::{self, Kind, Subject};
 use crate::store::SessionEvidence;
 
@@ -45,7 +47,10 @@ impl Service {
             &code,
             started.elapsed(),
         );
-        self.audit(now, "attest", &code, trail, &detail).await;
+        // A refusal by the rate limiter writes nothing (that is its point).
+        if !is_rate_limited(&result) {
+            self.audit(now, "attest", &code, trail, &detail).await?;
+        }
         result
     }
 
@@ -58,6 +63,7 @@ impl Service {
         let parsed = parse(&req)?;
         trail.tee = Some(parsed.tee.to_string());
         trail.actor = Some(format!("agent:{}", parsed.key.jkt()));
+        self.limit_key(Endpoint::Attest, &parsed.key.jkt())?;
         let csr = parsed
             .csr
             .as_deref()
@@ -66,8 +72,9 @@ impl Service {
             .map_err(|e| ServiceError::from(&e))?;
         let nonce_expiry =
             challenge::check(&self.nonce_key, &parsed.nonce, now).map_err(nonce_denial)?;
+        trail.nonce_issued = Some(nonce_expiry - self.config.nonce_ttl);
 
-        let claims = self
+        let (claims, collateral) = self
             .verify_with_collateral(parsed.tee, &parsed.evidence, parsed.collateral.clone(), now)
             .await?;
         trail.evidence_sha384 = Some(hex::encode(claims.evidence_sha384()));
@@ -82,6 +89,7 @@ impl Service {
                 intent: &req.intent,
                 ttl_seconds: req.ttl_seconds,
                 default_ttl: self.config.default_token_ttl,
+                collateral,
             },
             now,
         )?;
@@ -179,49 +187,104 @@ impl Service {
     }
 
     /// Collateral from the service's sources (and what the request may add),
-    /// evidence verification, and the SNP revocation requirement.
+    /// evidence verification, and the SNP revocation requirement; and where
+    /// the collateral came from. The verification slot is taken first, so
+    /// fetching for a request counts against the same bound as verifying
+    /// it; a slot not had within [`SLOT_WAIT`] is 503 `busy` (the request
+    /// runs detached from its connection, so waiting longer would outlive
+    /// it). For TDX the quote's signatures and PCK chain are checked before
+    /// anything is fetched: only a genuine Intel platform can cause a fetch.
     pub(super) async fn verify_with_collateral(
         self: &Arc<Self>,
         tee: TeeKind,
         evidence: &[u8],
         sent: Collateral,
         now: OffsetDateTime,
-    ) -> Result<VerifiedClaims, ServiceError> {
-        let collateral = self
-            .collateral
-            .resolve(tee, evidence, sent)
+    ) -> Result<(VerifiedClaims, CollateralOrigin), ServiceError> {
+        let slot = tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.verify_slots).acquire_owned())
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "collateral source failed");
+            .map_err(|_| {
                 ServiceError::new(
-                    ServiceCode::CollateralUnavailable,
-                    "the verifier's collateral could not be read; see its log",
+                    ServiceCode::Busy,
+                    "every verification slot stayed busy; try again later",
                 )
-            })?;
-        self.verify_evidence(tee, evidence.to_vec(), collateral, now)
-            .await
-    }
-
-    /// [`Verification::verify`] off the async threads, bounded by the
-    /// verification slots.
-    async fn verify_evidence(
-        self: &Arc<Self>,
-        tee: TeeKind,
-        evidence: Vec<u8>,
-        collateral: Collateral,
-        now: OffsetDateTime,
-    ) -> Result<VerifiedClaims, ServiceError> {
-        let this = Arc::clone(self);
-        let slot = Arc::clone(&self.verify_slots)
-            .acquire_owned()
-            .await
+            })?
             .map_err(ServiceError::internal)?;
-        tokio::task::spawn_blocking(move || {
+        let resolved = if self.collateral.serves(tee) {
+            let lookup = self.lookup(tee, evidence, &sent, now).await?;
+            self.collateral.resolve(&lookup, sent).await
+        } else {
+            self.collateral.agent_supplied(tee, sent)
+        }
+        .map_err(|e| collateral_unavailable(&e))?;
+        let this = Arc::clone(self);
+        let evidence = evidence.to_vec();
+        let claims = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            this.verification.verify(tee, &evidence, &collateral, now)
+            this.verification
+                .verify(tee, &evidence, &resolved.collateral, now)
         })
         .await
-        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::internal)??;
+        Ok((claims, resolved.origin))
+    }
+
+    /// What the collateral sources look up: for TDX the platform as the
+    /// quote's own signatures prove it (a forged quote is refused here,
+    /// before any fetch); for SEV-SNP the report's fields, parsed.
+    async fn lookup(
+        self: &Arc<Self>,
+        tee: TeeKind,
+        evidence: &[u8],
+        sent: &Collateral,
+        now: OffsetDateTime,
+    ) -> Result<Lookup, ServiceError> {
+        match tee {
+            TeeKind::Nitro => Ok(Lookup::Nitro),
+            TeeKind::Tdx => {
+                let this = Arc::clone(self);
+                let evidence = evidence.to_vec();
+                let platform = tokio::task::spawn_blocking(move || {
+                    this.verification.authenticate_tdx_platform(&evidence, now)
+                })
+                .await
+                .map_err(ServiceError::internal)??;
+                Ok(Lookup::Tdx {
+                    fmspc: platform.fmspc,
+                    ca: platform.ca,
+                })
+            }
+            TeeKind::Snp => {
+                let report =
+                    snp::unverified_vcek_lookup(evidence).map_err(|e| ServiceError::from(&e))?;
+                Ok(Lookup::Snp {
+                    report,
+                    product: snp::unverified_product(evidence, sent),
+                })
+            }
+        }
+    }
+}
+
+/// The longest an attestation waits for a verification slot.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// 503 for collateral the service cannot settle on, with the source's
+/// `Retry-After` when it gave one.
+fn collateral_unavailable(e: &ResolveError) -> ServiceError {
+    tracing::error!(error = %e, "no collateral to verify with");
+    let (message, retry_after) = match e {
+        ResolveError::Unavailable(source) => (
+            "the verifier could not get current collateral from its own sources; see its log"
+                .to_string(),
+            source.retry_after,
+        ),
+        ResolveError::NoSource(_) => (e.to_string(), None),
+    };
+    let error = ServiceError::new(ServiceCode::CollateralUnavailable, message);
+    match retry_after {
+        Some(wait) => error.with_retry_after(wait.as_secs().max(1)),
+        None => error,
     }
 }
 

@@ -40,13 +40,13 @@ impl Service {
         let current = read(&self.appraiser);
         let candidate = Appraiser::new(current.references.clone(), &req.policy)
             .map_err(|e| ServiceError::new(ServiceCode::PolicyInvalid, e.to_string()))?;
-        let claims = self
+        let checked = self
             .verify_with_collateral(tee, &evidence, Collateral::from_items(items), at)
             .await;
         let decide = |appraiser: &Appraiser| {
-            Decision::of(claims.clone().and_then(|claims| {
+            Decision::of(checked.clone().and_then(|(claims, collateral)| {
                 appraiser
-                    .decide(&claims, &model, &req.principal, &req.intent, at)
+                    .decide(&claims, collateral, &model, &req.principal, &req.intent, at)
                     .map(|g| g.scopes)
             }))
         };
@@ -56,7 +56,7 @@ impl Service {
             candidate.policy_version, now_decides.decision, then_decides.decision
         );
         self.audit(now, "admin.policy_dry_run", "ok", Trail::admin(), &detail)
-            .await;
+            .await?;
         Ok(serde_json::json!({
             "current": now_decides,
             "candidate": then_decides,

@@ -16,12 +16,13 @@ use base64::Engine;
 use time::OffsetDateTime;
 
 use super::lifecycle::Inherited;
-use super::{read, Service, Trail};
+use super::{is_rate_limited, read, Service, Trail};
 use crate::api::{ExchangeRequest, ExchangeResponse};
 use crate::challenge;
 use crate::credentials;
 use crate::decision::DelegationAsk;
 use crate::error::{ServiceCode, ServiceError};
+use crate::ratelimit::Endpoint;
 use crate::revocation::{Kind, Standing};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -55,7 +56,10 @@ impl Service {
         if code != "ok" {
             self.metrics.rejection(&code);
         }
-        self.audit(now, "exchange", &code, trail, &detail).await;
+        // A refusal by the rate limiter writes nothing (that is its point).
+        if !is_rate_limited(&result) {
+            self.audit(now, "exchange", &code, trail, &detail).await?;
+        }
         result
     }
 
@@ -96,6 +100,7 @@ impl Service {
             })?;
         let parent_claims = parent_token.claims();
         trail.actor = Some(format!("agent:{}", parent_claims.cnf.jkt));
+        self.limit_key(Endpoint::Exchange, &parent_claims.cnf.jkt)?;
         self.check_proof(proof, &req.subject_token, &parent_claims.cnf.jkt, now)
             .await?;
 

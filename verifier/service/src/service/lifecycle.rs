@@ -150,7 +150,8 @@ impl Service {
             kind.as_str(),
             req.reason
         );
-        self.audit(now, "admin.revoke", "ok", trail, &detail).await;
+        self.audit(now, "admin.revoke", "ok", trail, &detail)
+            .await?;
         Ok(json!({"id": id, "kind": kind, "mode": mode, "cascaded": cascaded}))
     }
 
@@ -297,7 +298,7 @@ impl Service {
             .map_err(internal)?;
         let code = if lifted { "ok" } else { "not_found" };
         self.audit(now, "admin.lift", code, Trail::admin(), id)
-            .await;
+            .await?;
         if lifted {
             Ok(json!({"lifted": true, "id": id}))
         } else {
@@ -388,7 +389,7 @@ impl Service {
                 ServiceError::new(ServiceCode::ClientExists, "a client with this ID exists")
             })?;
         self.audit(now, "admin.add_client", "ok", Trail::admin(), client_id)
-            .await;
+            .await?;
         Ok(json!({"client_id": client_id, "client_secret": secret}))
     }
 
@@ -430,7 +431,7 @@ impl Service {
         };
         let Some(verified) = read(&self.tokens).verify_access(token) else {
             self.audit(now, "introspect", "invalid_token", trail, "")
-                .await;
+                .await?;
             return Ok(inactive);
         };
         let claims = verified.claims();
@@ -438,7 +439,7 @@ impl Service {
         let credential = self.store.credential(&claims.jti).await.map_err(internal)?;
         let Some(credential) = credential.filter(|_| claims.exp > now.unix_timestamp()) else {
             self.audit(now, "introspect", "inactive", trail, "expired or unknown")
-                .await;
+                .await?;
             return Ok(inactive);
         };
         trail.subject = Some(credential.subject.clone());
@@ -451,7 +452,7 @@ impl Service {
             Standing::Quarantined { reason, .. } => ("quarantined_use", reason.clone()),
             Standing::Revoked { reason } => ("revoked", reason.clone()),
         };
-        self.audit(now, "introspect", code, trail, &detail).await;
+        self.audit(now, "introspect", code, trail, &detail).await?;
         if matches!(standing, Standing::Revoked { .. }) {
             return Ok(inactive);
         }
@@ -565,7 +566,7 @@ impl Service {
                     ..Trail::default()
                 };
                 self.audit(now, "reappraise.revoke", e.code().as_str(), trail, &reason)
-                    .await;
+                    .await?;
                 revoked.push(
                     json!({"session_id": session.session_id, "code": e.code().as_str(), "message": e.message()}),
                 );
@@ -578,7 +579,7 @@ impl Service {
             mode.as_str()
         );
         self.audit(now, "reappraise", "ok", Trail::default(), &detail)
-            .await;
+            .await?;
         Ok(
             json!({"checked": sessions.len(), "revoked": revoked, "not_judged": errors, "mode": mode}),
         )
@@ -617,7 +618,7 @@ impl Service {
         if session.principal.is_empty() {
             return Err(unreadable("intent (recorded before intents were kept)"));
         }
-        let claims = self
+        let (claims, collateral) = self
             .verify_with_collateral(tee, &evidence, Collateral::from_items(items), now)
             .await?;
         let intent = IntentRequest {
@@ -630,7 +631,14 @@ impl Service {
             audience: session.audience.clone(),
         };
         let decided = read(&self.appraiser)
-            .decide(&claims, &model, &session.principal, &intent, now)?
+            .decide(
+                &claims,
+                collateral,
+                &model,
+                &session.principal,
+                &intent,
+                now,
+            )?
             .scopes;
         // Narrowing counts: a scope the session holds that the decision no
         // longer grants ends the session as a full denial would.

@@ -26,6 +26,7 @@ use crate::collateral_source::CollateralSources;
 use crate::decision::{Appraiser, Verification};
 use crate::error::{ServiceCode, ServiceError};
 use crate::metrics::Metrics;
+use crate::ratelimit::{self, Endpoint, Limited, RateLimitConfig, RateLimits};
 use crate::secrets::{self, SecretHash};
 use crate::store::{AuditEvent, Store};
 use crate::token::TokenKeys;
@@ -59,6 +60,10 @@ pub struct ServiceConfig {
     pub nonce_ttl: Duration,
     /// Token lifetime when the request names none (capped by the workload).
     pub default_token_ttl: u32,
+    /// Per-client request limits.
+    pub rate_limits: RateLimitConfig,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Something the service could not start with.
@@ -98,6 +103,7 @@ pub struct Service {
     collateral: CollateralSources,
     admin: SecretHash,
     metrics: Metrics,
+    limits: RateLimits,
     clock: Clock,
 }
 
@@ -137,6 +143,9 @@ struct Trail {
     jti: Option<String>,
     session_id: Option<String>,
     evidence_sha384: Option<String>,
+    /// When the attestation's nonce was issued (challenges are not audited
+    /// themselves).
+    nonce_issued: Option<OffsetDateTime>,
 }
 
 impl Trail {
@@ -189,6 +198,7 @@ impl Service {
                 collateral,
                 admin,
                 metrics: Metrics::default(),
+                limits: RateLimits::new(&config.rate_limits, Arc::clone(&clock)),
                 config,
                 clock,
             },
@@ -216,28 +226,71 @@ impl Service {
         read(&self.appraiser).references.workloads().len()
     }
 
+    /// One request from `address` (the client, as [`Service::client_address`]
+    /// found it) to a limited endpoint.
+    pub fn limit_address(
+        &self,
+        endpoint: Endpoint,
+        address: std::net::IpAddr,
+    ) -> Result<(), ServiceError> {
+        self.limits
+            .address(endpoint, address)
+            .map_err(|l| self.limited(l))
+    }
+
+    /// One request by the agent key `jkt`.
+    pub(crate) fn limit_key(&self, endpoint: Endpoint, jkt: &str) -> Result<(), ServiceError> {
+        self.limits.key(endpoint, jkt).map_err(|l| self.limited(l))
+    }
+
+    /// One introspection by the relying party `client_id`.
+    pub(crate) fn limit_client(&self, client_id: &str) -> Result<(), ServiceError> {
+        self.limits.client(client_id).map_err(|l| self.limited(l))
+    }
+
+    fn limited(&self, l: Limited) -> ServiceError {
+        self.metrics
+            .rate_limited(&format!("{}/{}", l.endpoint.as_str(), l.by));
+        ServiceError::new(
+            ServiceCode::RateLimited,
+            format!(
+                "too many {} requests from this {}; try again in {} s",
+                l.endpoint.as_str(),
+                l.by,
+                l.retry_after
+            ),
+        )
+        .with_retry_after(l.retry_after)
+    }
+
+    /// The client's address: the peer, or behind a `--trusted-proxy` what
+    /// its forwarding headers say.
+    pub fn client_address(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        ratelimit::client_address(peer, headers, &self.config.trusted_proxies)
+    }
+
     /// Whether `token` is the admin token.
     pub fn is_admin(&self, token: &str) -> bool {
         self.admin.matches(token)
     }
 
-    /// `POST /v1/challenge` (audited: its expiry is the record's detail,
-    /// never the nonce).
-    pub async fn challenge(&self, now: OffsetDateTime) -> Result<ChallengeResponse, ServiceError> {
+    /// `POST /v1/challenge`. Costs no database write: the nonce is
+    /// stateless (its MAC proves it ours), challenges are counted in the
+    /// metrics, and the attestation's own audit record names when its nonce
+    /// was issued — so a flood of unauthenticated challenges cannot stall
+    /// the store's writers or the audit chain.
+    pub fn challenge(&self, now: OffsetDateTime) -> Result<ChallengeResponse, ServiceError> {
         let issued = challenge::issue(&self.nonce_key, now, self.config.nonce_ttl)
             .map_err(|_| ServiceError::internal("random generator failed"))?;
         let expires_at = issued
             .expires_at
             .format(&Rfc3339)
             .map_err(ServiceError::internal)?;
-        self.audit(
-            now,
-            "challenge",
-            "ok",
-            Trail::default(),
-            &format!("expires {expires_at}"),
-        )
-        .await;
+        self.metrics.challenge();
         Ok(ChallengeResponse {
             nonce: issued.encoded(),
             expires_at,
@@ -300,7 +353,7 @@ impl Service {
             ),
         };
         self.audit(now, "admin.reload", code, Trail::admin(), "")
-            .await;
+            .await?;
         outcome
     }
 
@@ -314,10 +367,12 @@ impl Service {
         let kid = keys.current.kid().to_string();
         write(&self.tokens, keys);
         self.audit(now, "admin.rotate_signing_key", "ok", Trail::admin(), &kid)
-            .await;
+            .await?;
         Ok(serde_json::json!({"rotated": true, "kid": kid}))
     }
 
+    /// Appends the decision to the audit chain. A decision that cannot be
+    /// recorded is not made: the caller answers 500 and hands out nothing.
     async fn audit(
         &self,
         now: OffsetDateTime,
@@ -325,7 +380,14 @@ impl Service {
         code: &str,
         trail: Trail,
         detail: &str,
-    ) {
+    ) -> Result<(), ServiceError> {
+        let detail = match trail.nonce_issued {
+            Some(at) => format!(
+                "{detail}; nonce issued {}",
+                at.format(&Rfc3339).unwrap_or_default()
+            ),
+            None => detail.to_string(),
+        };
         let event = AuditEvent {
             id: secrets::random_id().unwrap_or_default(),
             at: now.unix_timestamp(),
@@ -344,10 +406,21 @@ impl Service {
             detail: detail.chars().take(MAX_AUDIT_DETAIL).collect(),
         };
         if let Err(e) = self.store.audit(&event).await {
-            tracing::error!(error = %e, action, code, "could not write the audit log");
+            tracing::error!(error = %e, action, code, "could not write the audit log; the decision is void");
+            return Err(ServiceError::new(
+                ServiceCode::InternalError,
+                "the decision could not be recorded in the audit log; nothing was issued",
+            ));
         }
         tracing::info!(action, decision = %event.decision, code, tee = ?event.tee, workload = ?event.workload, "decision");
+        Ok(())
     }
+}
+
+/// Whether a request was refused by the rate limiter (then it is not
+/// audited: a flood must not cost database writes).
+fn is_rate_limited<T>(result: &Result<T, ServiceError>) -> bool {
+    matches!(result, Err(e) if e.code() == ServiceCode::RateLimited.into())
 }
 
 /// SHA-256(`label` ‖ `secret`): an independent key for another purpose.

@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod vendor;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,6 +64,11 @@ pub struct Options {
     pub collateral_dir: Option<PathBuf>,
     /// Run on a private copy of `measurements/` (to change it under the server).
     pub copy_measurements: bool,
+    /// Keep the default rate limits (otherwise `--no-rate-limits`: most
+    /// tests send many requests from one address and key).
+    pub rate_limits: bool,
+    /// More flags for `verifier serve`.
+    pub args: Vec<String>,
 }
 
 pub fn start(options: Options) -> Server {
@@ -113,6 +120,10 @@ pub fn start(options: Options) -> Server {
     if let Some(dir) = &options.collateral_dir {
         command.arg("--collateral").arg(dir);
     }
+    if !options.rate_limits {
+        command.arg("--no-rate-limits");
+    }
+    command.args(&options.args);
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -189,6 +200,27 @@ impl Server {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs `body` with extra headers: the status, the headers and the body.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.url)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (
+            status,
+            headers,
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 
     /// Posts an attestation request that must be refused with `status` and `code`.
