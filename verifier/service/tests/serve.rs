@@ -609,6 +609,8 @@ fn keys_at_rest_are_private() {
         "tls/key.pem",
         "admin-token.sha256",
         "admin-token.new",
+        "attest-gate.db",
+        "attest-gate.db-wal",
     ] {
         let mode = std::fs::metadata(data.join(file))
             .unwrap()
@@ -617,6 +619,22 @@ fn keys_at_rest_are_private() {
             & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
+}
+
+#[test]
+fn the_database_url_can_come_from_the_environment() {
+    // A URL with a password should not sit in the process list.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = elsewhere.path().join("from-env.db");
+    let server = start(Options {
+        env: vec![(
+            "ATTEST_GATE_DATABASE_URL".into(),
+            format!("sqlite://{}?mode=rwc", file.display()),
+        )],
+        ..Options::default()
+    });
+    assert!(file.exists(), "the environment's database is used");
+    assert!(!server.data_dir.path().join("attest-gate.db").exists());
 }
 
 /// PostgreSQL for the shared-store test: `ATTEST_GATE_TEST_POSTGRES`, else the

@@ -69,6 +69,8 @@ pub struct Options {
     pub rate_limits: bool,
     /// More flags for `verifier serve`.
     pub args: Vec<String>,
+    /// Environment variables for it.
+    pub env: Vec<(String, String)>,
 }
 
 pub fn start(options: Options) -> Server {
@@ -124,6 +126,7 @@ pub fn start(options: Options) -> Server {
         command.arg("--no-rate-limits");
     }
     command.args(&options.args);
+    command.envs(options.env.iter().map(|(k, v)| (k, v)));
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
