@@ -359,6 +359,23 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A key's place in the single-flight map, given up on drop.
+struct InFlightEntry<'a> {
+    map: &'a std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for InFlightEntry<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(self.map);
+        // Only our own entry: a later caller may have made a new one.
+        if map.get(self.key).is_some_and(|l| Arc::ptr_eq(l, &self.lock)) {
+            map.remove(self.key);
+        }
+    }
+}
+
 /// What the cache holds for a key at an instant.
 enum Held {
     Fresh(Option<Collateral>),
@@ -404,6 +421,13 @@ impl Cache {
             return Ok(found);
         }
         let key_lock = Arc::clone(lock(&self.in_flight).entry(key.to_string()).or_default());
+        // Removes the key's entry however this call ends (a dropped request
+        // included), so the map holds only fetches in progress.
+        let _entry = InFlightEntry {
+            map: &self.in_flight,
+            key,
+            lock: Arc::clone(&key_lock),
+        };
         let _turn = key_lock.lock().await;
         // Whoever held the key's lock before us may have fetched it.
         let now = (self.clock)();
@@ -411,16 +435,14 @@ impl Cache {
             Held::Fresh(found) => return Ok(found),
             Held::Stale(cached) => cached,
         };
-        let result = match Arc::clone(&self.fetches).try_acquire_owned() {
+        match Arc::clone(&self.fetches).try_acquire_owned() {
             Ok(_permit) => self.fetch_into(key, now, cached, fetch).await,
             Err(_) => Err(FetchError::Failed {
                 url: key.to_string(),
                 reason: "too many collateral fetches in flight".into(),
                 retry_after: Some(StdDuration::from_secs(1)),
             }),
-        };
-        lock(&self.in_flight).remove(key);
-        result
+        }
     }
 
     async fn fetch_into<F>(
