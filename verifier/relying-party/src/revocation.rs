@@ -25,6 +25,10 @@ use attest_gate_protocol::revocation::{self as rule, Standing};
 pub use attest_gate_protocol::revocation::{Kind as RevocationKind, Mode as RevocationMode};
 pub use attest_gate_protocol::revocation::{RevocationEntry, REVOCATION_LIST_TYPE};
 
+/// How far ahead of the relying party's clock a list's `iat` may be and
+/// still count as fresh (clock skew).
+pub const MAX_FUTURE_IAT_SECONDS: i64 = 60;
+
 /// A verified revocation list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationList {
@@ -176,10 +180,15 @@ impl RevocationSet {
         self.refreshed_at
     }
 
-    /// Whether the set was refreshed within `max_age_seconds` of `now`.
+    /// Whether the set was refreshed within `max_age_seconds` of `now`. A
+    /// list dated more than [`MAX_FUTURE_IAT_SECONDS`] ahead of `now` (a
+    /// verifier clock gone wrong) does not count as fresh: nothing would
+    /// ever make it stale.
     pub fn is_fresh(&self, now: i64, max_age_seconds: i64) -> bool {
-        self.refreshed_at
-            .is_some_and(|at| now.saturating_sub(at) <= max_age_seconds)
+        self.refreshed_at.is_some_and(|at| {
+            let age = now.saturating_sub(at);
+            (-MAX_FUTURE_IAT_SECONDS..=max_age_seconds).contains(&age)
+        })
     }
 
     /// How many entries are held (lifted ones included: they keep an older

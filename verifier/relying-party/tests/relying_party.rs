@@ -353,6 +353,23 @@ fn a_stale_or_never_refreshed_revocation_list_refuses_every_token() {
         "inference:invoke",
     )
     .unwrap();
+    // A list dated well ahead of the RP's clock would never grow stale.
+    w.revocations = fresh_set(NOW + 3600);
+    assert!(w
+        .authorize(
+            Some(&w.dpop_header()),
+            Some(&w.proof("s6")),
+            "inference:invoke"
+        )
+        .is_err());
+    w.revocations = fresh_set(NOW + 30);
+    w.authorize(
+        Some(&w.dpop_header()),
+        Some(&w.proof("s7")),
+        "inference:invoke",
+    )
+    .unwrap();
+    w.revocations = fresh_set(NOW + 1 - 300);
     w.rp.max_revocation_age_seconds = 10;
     let err = w
         .authorize(

@@ -72,6 +72,9 @@ pub enum Lookup {
         report: VcekLookup,
         /// The product (CPUID, else the endorsement certificate's issuer).
         product: Option<Product>,
+        /// The request or the extended report brings the VCEK / VLEK (a
+        /// chip certificate it may add), so none need be fetched.
+        endorsement_supplied: bool,
     },
 }
 
@@ -117,17 +120,30 @@ pub trait CollateralSource: Send + Sync + std::fmt::Debug {
 ///
 /// A file in the keyed folder wins over the shared one of the same name.
 /// Files are read on each request, so an operator can replace them without a
-/// restart; a TEE's folder with any entry in it makes the folder a source
-/// for that TEE.
+/// restart; a TEE's folder with any entry in it, now or when the service
+/// started, makes the folder a source for that TEE.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     root: PathBuf,
+    /// The TEEs whose folder had files when the source was made: they stay
+    /// served whatever happens to the folder later (a read error, files
+    /// being swapped, descriptors exhausted), so a moment's absence can
+    /// never turn the service into one that takes agents' collateral.
+    at_start: [bool; 2],
+}
+
+fn has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 impl DirectorySource {
     /// The source rooted at `root`.
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        let at_start = [
+            has_files(&root.join(TeeKind::Tdx.to_string())),
+            has_files(&root.join(TeeKind::Snp.to_string())),
+        ];
+        Self { root, at_start }
     }
 
     /// The keyed subfolder's name for this lookup.
@@ -162,9 +178,12 @@ impl CollateralSource for DirectorySource {
     }
 
     fn serves(&self, tee: TeeKind) -> bool {
-        tee != TeeKind::Nitro
-            && std::fs::read_dir(self.root.join(tee.to_string()))
-                .is_ok_and(|mut entries| entries.next().is_some())
+        let at_start = match tee {
+            TeeKind::Nitro => return false,
+            TeeKind::Tdx => self.at_start[0],
+            TeeKind::Snp => self.at_start[1],
+        };
+        at_start || has_files(&self.root.join(tee.to_string()))
     }
 
     fn find<'a>(&'a self, lookup: &'a Lookup) -> Pending<'a> {

@@ -28,6 +28,9 @@ use crate::collateral_source::{CollateralError, CollateralSource, Lookup, Pendin
 const MAX_RESPONSE: usize = 1024 * 1024;
 /// Collateral is refreshed this long before its `nextUpdate`.
 const REFRESH_MARGIN: Duration = Duration::hours(1);
+/// And at least this often whatever its `nextUpdate` says (Intel's run a
+/// month): a TCB recovery or a new CRL entry reaches verdicts within this.
+const MAX_CACHE_AGE: Duration = Duration::hours(1);
 /// What has no `nextUpdate` (VCEKs, AMD's certificate chain) is re-fetched
 /// this often.
 const STATIC_REFRESH: Duration = Duration::hours(24);
@@ -47,7 +50,8 @@ const MAX_RETRY_AFTER: StdDuration = StdDuration::from_secs(600);
 
 pub(crate) use crate::clock::Clock;
 
-/// How a fetcher talks HTTP.
+/// How a fetcher talks HTTP. Clones share their pacing and `Retry-After`
+/// state: give each vendor its own (`Http::new`).
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
@@ -370,7 +374,10 @@ impl Drop for InFlightEntry<'_> {
     fn drop(&mut self) {
         let mut map = lock(self.map);
         // Only our own entry: a later caller may have made a new one.
-        if map.get(self.key).is_some_and(|l| Arc::ptr_eq(l, &self.lock)) {
+        if map
+            .get(self.key)
+            .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+        {
             map.remove(self.key);
         }
     }
@@ -420,14 +427,25 @@ impl Cache {
         if let Held::Fresh(found) = self.held(key, (self.clock)()) {
             return Ok(found);
         }
-        let key_lock = Arc::clone(lock(&self.in_flight).entry(key.to_string()).or_default());
-        // Removes the key's entry however this call ends (a dropped request
-        // included), so the map holds only fetches in progress.
-        let _entry = InFlightEntry {
+        let (key_lock, inserted) = {
+            let mut map = lock(&self.in_flight);
+            match map.get(key) {
+                Some(existing) => (Arc::clone(existing), false),
+                None => {
+                    let new = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(key.to_string(), Arc::clone(&new));
+                    (new, true)
+                }
+            }
+        };
+        // The caller that made the key's entry removes it however its call
+        // ends (a dropped request included), so the map holds only fetches
+        // in progress; a waiter that gives up leaves it alone.
+        let _entry = inserted.then(|| InFlightEntry {
             map: &self.in_flight,
             key,
             lock: Arc::clone(&key_lock),
-        };
+        });
         let _turn = key_lock.lock().await;
         // Whoever held the key's lock before us may have fetched it.
         let now = (self.clock)();
@@ -437,6 +455,10 @@ impl Cache {
         };
         match Arc::clone(&self.fetches).try_acquire_owned() {
             Ok(_permit) => self.fetch_into(key, now, cached, fetch).await,
+            // Too busy to refresh: a set still valid is served as it is.
+            Err(_) if cached.as_ref().is_some_and(|c| now < c.valid_until) => {
+                Ok(cached.map(|c| c.collateral))
+            }
             Err(_) => Err(FetchError::Failed {
                 url: key.to_string(),
                 reason: "too many collateral fetches in flight".into(),
@@ -457,7 +479,9 @@ impl Cache {
     {
         match fetch.await {
             Ok((collateral, valid_until)) => {
-                let refresh_at = (valid_until - REFRESH_MARGIN).max(now);
+                let refresh_at = (valid_until - REFRESH_MARGIN)
+                    .min(now + MAX_CACHE_AGE)
+                    .max(now);
                 let mut entries = lock(&self.entries);
                 entries.missing.pop(key);
                 entries.good.put(
@@ -702,11 +726,16 @@ impl CollateralSource for KdsSource {
     }
 
     /// The product's chain and CRL (VLEK ones for a VLEK-signed report), and
-    /// for a VCEK-signed report naming a chip, its VCEK. A report whose
+    /// for a VCEK-signed report naming a chip that brings no VCEK, its VCEK. A report whose
     /// product cannot be told gets nothing (and then no CRL: refused).
     fn find<'a>(&'a self, lookup: &'a Lookup) -> Pending<'a> {
         Box::pin(async move {
-            let Lookup::Snp { report, product } = lookup else {
+            let Lookup::Snp {
+                report,
+                product,
+                endorsement_supplied,
+            } = lookup
+            else {
                 return Ok(None);
             };
             let Some(product) = *product else {
@@ -724,8 +753,13 @@ impl CollateralSource for KdsSource {
                 .await
                 .map_err(|e| source_error("amd-kds", &e))?;
             // A VLEK is the cloud provider's, not KDS's per-chip key; a
-            // masked (all-zero) chip ID names no chip.
-            let chip = if report.signed_by_vlek || report.chip_id.iter().all(|b| *b == 0) {
+            // masked (all-zero) chip ID names no chip; a VCEK the request
+            // brings needs no fetch (a forged report cannot make us fetch
+            // for it then).
+            let chip = if *endorsement_supplied
+                || report.signed_by_vlek
+                || report.chip_id.iter().all(|b| *b == 0)
+            {
                 None
             } else {
                 let key = format!(

@@ -384,9 +384,17 @@ async fn exchange(
                 (Some(one), None) => one.to_str().ok(),
                 _ => None,
             };
-            match service.exchange(&request, proof, now).await {
-                Ok(r) => Json(r).into_response(),
-                Err(e) => e.into_response(),
+            // Its own task, as attestation: a client that hangs up cannot
+            // cut a decision (and its audit record) in half.
+            let proof = proof.map(str::to_string);
+            let this = Arc::clone(&service);
+            let decided =
+                tokio::spawn(async move { this.exchange(&request, proof.as_deref(), now).await })
+                    .await;
+            match decided {
+                Ok(Ok(r)) => Json(r).into_response(),
+                Ok(Err(e)) => e.into_response(),
+                Err(e) => ServiceError::internal(e).into_response(),
             }
         }
     };

@@ -51,7 +51,7 @@ pub use fetch::{
     tls_client, Http, KdsSource, PcsSource, AMD_KDS_URL, INTEL_PCS_URL, MAX_FETCHES_IN_FLIGHT,
 };
 pub use http::router;
-pub use ratelimit::{Endpoint, Rate, RateLimitConfig};
+pub use ratelimit::{Endpoint, ForwardedHeader, Rate, RateLimitConfig};
 pub use serve::{open, run, ServeArgs};
 pub use service::{Service, ServiceConfig, StartError};
 pub use store::{AuditQuery, Store};

@@ -244,7 +244,7 @@ impl RateLimits {
     pub(crate) fn address(&self, endpoint: Endpoint, address: IpAddr) -> Result<(), Limited> {
         self.check(
             self.by_address.get(endpoint.index()),
-            address,
+            bucket_key(address),
             "address",
             endpoint,
         )
@@ -271,48 +271,76 @@ impl RateLimits {
     }
 }
 
+/// Which header a trusted proxy names the client in (`--forwarded-header`):
+/// only the one the proxy itself writes, or a client could send the other
+/// through it and choose its own address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, AWS ALB, most others).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), `for=`.
+    Forwarded,
+}
+
 /// The client's address: the TCP peer, unless the peer is a trusted proxy;
-/// then the right-most address in `Forwarded` (RFC 7239 `for=`) or else
-/// `X-Forwarded-For` that is not itself a trusted proxy. Without trusted
-/// proxies the headers are ignored: anyone can send them.
+/// then the right-most address in the proxy's header (`header`) that is not
+/// itself a trusted proxy. Without trusted proxies the headers are ignored:
+/// anyone can send them. IPv4-mapped IPv6 addresses count as IPv4.
 pub(crate) fn client_address(
     peer: IpAddr,
     headers: &axum::http::HeaderMap,
     trusted: &[ipnet::IpNet],
+    header: ForwardedHeader,
 ) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                name.eq_ignore_ascii_case("for")
-                    .then(|| parse_node(value))
-                    .flatten()
-            })
-        })
-        .collect();
-    let hops = if forwarded.is_empty() {
+    let values = |name: &str| -> Vec<String> {
         headers
-            .get_all("x-forwarded-for")
+            .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(parse_node)
+            .map(str::to_string)
             .collect()
-    } else {
-        forwarded
+    };
+    let hops: Vec<IpAddr> = match header {
+        ForwardedHeader::Forwarded => values("forwarded")
+            .iter()
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.eq_ignore_ascii_case("for")
+                        .then(|| parse_node(value))
+                        .flatten()
+                })
+            })
+            .collect(),
+        ForwardedHeader::XForwardedFor => values("x-forwarded-for")
+            .iter()
+            .filter_map(|v| parse_node(v))
+            .collect(),
     };
     hops.into_iter()
+        .map(|ip| ip.to_canonical())
         .rev()
         .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
+}
+
+/// What an address is counted as: IPv4 as it is, IPv6 by its /64 (one
+/// subscriber's allocation, which it can fill with addresses at will).
+fn bucket_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 /// An address as `Forwarded` or `X-Forwarded-For` write it: bare, quoted,
@@ -421,31 +449,51 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_static("203.0.113.9, 198.51.100.7"),
         );
+        headers.insert(
+            "forwarded",
+            HeaderValue::from_static("for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\""),
+        );
+        let xff = ForwardedHeader::XForwardedFor;
         assert_eq!(
-            client_address(peer, &headers, &[]),
+            client_address(peer, &headers, &[], xff),
             peer,
             "no trusted proxy"
         );
         let proxy: ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
         assert_eq!(
-            client_address(peer, &headers, &[proxy]),
+            client_address(peer, &headers, &[proxy], xff),
             "198.51.100.7".parse::<IpAddr>().unwrap(),
-            "the right-most untrusted hop"
-        );
-        headers.insert(
-            "forwarded",
-            HeaderValue::from_static("for=192.0.2.60;proto=https, for=\"[2001:db8::1]:4711\""),
+            "the right-most untrusted hop; a client's own Forwarded is not read"
         );
         assert_eq!(
-            client_address(peer, &headers, &[proxy]),
+            client_address(peer, &headers, &[proxy], ForwardedHeader::Forwarded),
             "2001:db8::1".parse::<IpAddr>().unwrap(),
-            "Forwarded wins over X-Forwarded-For"
+            "a Forwarded-writing proxy's header, X-Forwarded-For ignored"
         );
         let mut junk = HeaderMap::new();
         junk.insert(
             "x-forwarded-for",
             HeaderValue::from_static("not an address"),
         );
-        assert_eq!(client_address(peer, &junk, &[proxy]), peer);
+        assert_eq!(client_address(peer, &junk, &[proxy], xff), peer);
+        // An IPv4-mapped peer matches an IPv4 trusted network.
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        assert_eq!(
+            client_address(mapped, &headers, &[proxy], xff),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_client() {
+        let limits = limits(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        limits.address(Endpoint::Challenge, a).unwrap();
+        limits.address(Endpoint::Challenge, b).unwrap();
+        assert!(limits.address(Endpoint::Challenge, a).is_err());
+        limits
+            .address(Endpoint::Challenge, "2001:db8:1:3::1".parse().unwrap())
+            .unwrap();
     }
 }

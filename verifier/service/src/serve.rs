@@ -18,7 +18,7 @@ use crate::clock::{self, Clock};
 use crate::collateral_source::{CollateralPolicy, CollateralSources, DirectorySource};
 use crate::fetch;
 use crate::http;
-use crate::ratelimit::{Rate, RateLimitConfig};
+use crate::ratelimit::{ForwardedHeader, Rate, RateLimitConfig};
 use crate::secrets;
 use crate::service::{Service, ServiceConfig};
 use crate::store::Store;
@@ -101,6 +101,14 @@ pub struct ServeArgs {
     /// are ignored.
     #[arg(long = "trusted-proxy")]
     pub trusted_proxy: Vec<ipnet::IpNet>,
+    /// The header those proxies write the client's address in (only that
+    /// one is read: a client could send the other through them).
+    #[arg(
+        long = "forwarded-header",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: ForwardedHeader,
     /// Issuer URL in tokens (default: `https://<listen address>`).
     #[arg(long)]
     pub issuer: Option<String>,
@@ -218,17 +226,19 @@ fn collateral_sources(
         None => Vec::new(),
     };
     let tls = fetch::tls_client(&extra, true).map_err(anyhow::Error::msg)?;
-    let http = fetch::Http::new(tls).map_err(anyhow::Error::msg)?;
+    // One client per vendor: a `Retry-After` or pacing state of one never
+    // holds requests to the other.
     if let Some(url) = &args.pcs_url {
+        let http = fetch::Http::new(tls.clone()).map_err(anyhow::Error::msg)?;
         sources = sources.with(fetch::PcsSource::new(
             url,
             &args.root_ca_crl_url,
-            http.clone(),
+            http,
             Arc::clone(clock),
         ));
     }
     if let Some(url) = &args.kds_url {
-        let mut http = http;
+        let mut http = fetch::Http::new(tls).map_err(anyhow::Error::msg)?;
         http.min_interval = std::time::Duration::from_millis(args.kds_interval_ms);
         sources = sources.with(fetch::KdsSource::new(url, http, Arc::clone(clock)));
     }
@@ -276,6 +286,7 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
             per_client: args.rate_limit_client,
         },
         trusted_proxies: args.trusted_proxy.clone(),
+        forwarded_header: args.forwarded_header,
     };
     let collateral_dir = args
         .collateral

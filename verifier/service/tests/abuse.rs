@@ -464,6 +464,7 @@ async fn in_process(dir: &tempfile::TempDir) -> (Arc<attest_gate_verifier::Servi
             ..attest_gate_verifier::RateLimitConfig::default()
         },
         trusted_proxies: vec![],
+        forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
     };
     let (service, _) = attest_gate_verifier::Service::start(
         config,

@@ -35,6 +35,7 @@ async fn a_challenge_expires_by_the_injected_clock() {
         default_token_ttl: 600,
         rate_limits: RateLimitConfig::default(),
         trusted_proxies: vec![],
+        forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
     };
     let fixed = datetime!(2030-01-01 00:00:00 UTC);
     let (service, _) = Service::start(

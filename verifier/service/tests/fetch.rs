@@ -43,6 +43,7 @@ fn snp_lookup(report: &[u8]) -> Lookup {
             report,
             &attest_gate_core::Collateral::empty(),
         ),
+        endorsement_supplied: false,
     }
 }
 

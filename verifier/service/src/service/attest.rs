@@ -63,7 +63,6 @@ impl Service {
         let parsed = parse(&req)?;
         trail.tee = Some(parsed.tee.to_string());
         trail.actor = Some(format!("agent:{}", parsed.key.jkt()));
-        self.limit_key(Endpoint::Attest, &parsed.key.jkt())?;
         let csr = parsed
             .csr
             .as_deref()
@@ -93,6 +92,11 @@ impl Service {
             },
             now,
         )?;
+        // Counted per key only once the evidence proved it holds the key
+        // (the binding): anyone may know an agent's public key, and must not
+        // be able to spend its allowance. The cost before this point is
+        // bounded per client address.
+        self.limit_key(Endpoint::Attest, grant.jkt())?;
         trail.workload = Some(grant.workload().name.clone());
         trail.workload_version = Some(grant.workload().version.clone());
         let quarantine = self
@@ -257,14 +261,22 @@ impl Service {
             TeeKind::Snp => {
                 let report =
                     snp::unverified_vcek_lookup(evidence).map_err(|e| ServiceError::from(&e))?;
+                let endorsement_supplied = evidence.len() > SNP_REPORT_LEN
+                    || ["vcek.der", "vcek.pem", "vlek.der", "vlek.pem"]
+                        .iter()
+                        .any(|name| sent.get(name).is_some());
                 Ok(Lookup::Snp {
                     report,
                     product: snp::unverified_product(evidence, sent),
+                    endorsement_supplied,
                 })
             }
         }
     }
 }
+
+/// An SEV-SNP report's size; more is an extended report's certificate table.
+const SNP_REPORT_LEN: usize = 0x4A0;
 
 /// The longest an attestation waits for a verification slot.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

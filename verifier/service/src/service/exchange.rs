@@ -100,9 +100,11 @@ impl Service {
             })?;
         let parent_claims = parent_token.claims();
         trail.actor = Some(format!("agent:{}", parent_claims.cnf.jkt));
-        self.limit_key(Endpoint::Exchange, &parent_claims.cnf.jkt)?;
         self.check_proof(proof, &req.subject_token, &parent_claims.cnf.jkt, now)
             .await?;
+        // Per key only after a proof by that key: a relying party holding a
+        // copy of the token cannot spend the agent's allowance.
+        self.limit_key(Endpoint::Exchange, &parent_claims.cnf.jkt)?;
 
         let jti = parent_claims.jti.as_str();
         trail.jti = Some(jti.to_string());

@@ -26,7 +26,7 @@ use crate::collateral_source::CollateralSources;
 use crate::decision::{Appraiser, Verification};
 use crate::error::{ServiceCode, ServiceError};
 use crate::metrics::Metrics;
-use crate::ratelimit::{self, Endpoint, Limited, RateLimitConfig, RateLimits};
+use crate::ratelimit::{self, Endpoint, ForwardedHeader, Limited, RateLimitConfig, RateLimits};
 use crate::secrets::{self, SecretHash};
 use crate::store::{AuditEvent, Store};
 use crate::token::TokenKeys;
@@ -62,8 +62,10 @@ pub struct ServiceConfig {
     pub default_token_ttl: u32,
     /// Per-client request limits.
     pub rate_limits: RateLimitConfig,
-    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client.
+    /// Peers whose forwarding header names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header they write.
+    pub forwarded_header: ForwardedHeader,
 }
 
 /// Something the service could not start with.
@@ -270,7 +272,12 @@ impl Service {
         peer: std::net::IpAddr,
         headers: &axum::http::HeaderMap,
     ) -> std::net::IpAddr {
-        ratelimit::client_address(peer, headers, &self.config.trusted_proxies)
+        ratelimit::client_address(
+            peer,
+            headers,
+            &self.config.trusted_proxies,
+            self.config.forwarded_header,
+        )
     }
 
     /// Whether `token` is the admin token.
