@@ -63,6 +63,22 @@ pub struct AuthenticatedPlatform {
     pub ca: PckCa,
 }
 
+/// Steps 1 and 2 without the CRLs: the quote parses, its signature and the
+/// QE report check, and the PCK chain leads to the pinned root.
+fn signed_by_platform<'a>(
+    evidence: &'a [u8],
+    anchors: &TrustAnchors,
+    chains: &ChainValidator,
+    cache: &TdxCache,
+    at: OffsetDateTime,
+) -> Result<(Quote<'a>, std::sync::Arc<pck_chain::VerifiedPck>), VerifyError> {
+    let quote = Quote::parse(evidence)?;
+    check_quote_and_binding(&quote)?;
+    let pck = verify_pck_chain(&quote, anchors.intel(), chains, &cache.pcks, at)?;
+    check_qe_report_signature(&quote, &pck.leaf_public_key)?;
+    Ok((quote, pck))
+}
+
 /// Checks everything about a quote that needs no fetched collateral — the
 /// quote signature, the QE report's binding of the attestation key and its
 /// signature by the PCK key, and the PCK chain to the pinned Intel root —
@@ -75,10 +91,7 @@ pub(crate) fn authenticate_platform(
     cache: &TdxCache,
     at: OffsetDateTime,
 ) -> Result<AuthenticatedPlatform, VerifyError> {
-    let quote = Quote::parse(evidence)?;
-    check_quote_and_binding(&quote)?;
-    let pck = verify_pck_chain(&quote, anchors.intel(), chains, &cache.pcks, at)?;
-    check_qe_report_signature(&quote, &pck.leaf_public_key)?;
+    let (_, pck) = signed_by_platform(evidence, anchors, chains, cache, at)?;
     let issuer = crate::chain::parse(&pck.issuer_der)?;
     let processor = issuer
         .subject()
@@ -104,10 +117,7 @@ pub(crate) fn verify(
     cache: &TdxCache,
     at: OffsetDateTime,
 ) -> Result<Authenticated, VerifyError> {
-    let quote = Quote::parse(evidence)?;
-    check_quote_and_binding(&quote)?;
-    let pck = verify_pck_chain(&quote, anchors.intel(), chains, &cache.pcks, at)?;
-    check_qe_report_signature(&quote, &pck.leaf_public_key)?;
+    let (quote, pck) = signed_by_platform(evidence, anchors, chains, cache, at)?;
 
     let endorsed = verify_endorsements(collateral, &pck, anchors, chains, &cache.endorsements, at)?;
     endorsed.root_crl.check(&[&pck.issuer_serial])?;
