@@ -128,6 +128,7 @@ async fn limit_by_address(
         "/v1/challenge" => Some(Endpoint::Challenge),
         "/v1/attest" => Some(Endpoint::Attest),
         "/v1/introspect" => Some(Endpoint::Introspect),
+        "/v1/revocations" => Some(Endpoint::Revocations),
         _ if path == crate::service::EXCHANGE_PATH => Some(Endpoint::Exchange),
         _ => None,
     };

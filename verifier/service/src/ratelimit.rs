@@ -1,5 +1,5 @@
 //! Per-client token buckets for the endpoints anyone can call: challenge,
-//! attest, exchange and introspection, counted per client address, per agent
+//! attest, exchange, introspection and the revocation list, counted per client address, per agent
 //! key (JWK thumbprint) and per relying party (`client_id`). A refused
 //! request gets 429 with `Retry-After` and costs no database write.
 //!
@@ -101,14 +101,17 @@ pub enum Endpoint {
     Exchange,
     /// `POST /v1/introspect`.
     Introspect,
+    /// `GET /v1/revocations` (a database read and a signature each).
+    Revocations,
 }
 
 impl Endpoint {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Challenge,
         Self::Attest,
         Self::Exchange,
         Self::Introspect,
+        Self::Revocations,
     ];
 
     fn index(self) -> usize {
@@ -117,6 +120,7 @@ impl Endpoint {
             Self::Attest => 1,
             Self::Exchange => 2,
             Self::Introspect => 3,
+            Self::Revocations => 4,
         }
     }
 
@@ -127,6 +131,7 @@ impl Endpoint {
             Self::Attest => "attest",
             Self::Exchange => "exchange",
             Self::Introspect => "introspect",
+            Self::Revocations => "revocations",
         }
     }
 }
@@ -194,8 +199,8 @@ pub(crate) struct Limited {
 pub(crate) struct RateLimits {
     enabled: bool,
     clock: Clock,
-    by_address: [Limiter<IpAddr>; 4],
-    by_key: [Limiter<String>; 4],
+    by_address: [Limiter<IpAddr>; 5],
+    by_key: [Limiter<String>; 5],
     by_client: Limiter<String>,
 }
 

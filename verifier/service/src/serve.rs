@@ -84,7 +84,8 @@ pub struct ServeArgs {
     )]
     pub collateral_policy: CollateralPolicy,
     /// Per client address and endpoint (challenge, attest, exchange,
-    /// introspection): RATE/BURST, requests a second and at once.
+    /// introspection, revocation list): RATE/BURST, requests a second and
+    /// at once.
     #[arg(long = "rate-limit-address", default_value = "20/40")]
     pub rate_limit_address: Rate,
     /// Per agent key (JWK thumbprint), for attest and exchange: RATE/BURST.

@@ -595,3 +595,19 @@ async fn an_attestation_that_cannot_be_audited_is_a_500_and_issues_nothing() {
     );
     assert_eq!(count(&db, "audit_events").await, 1);
 }
+
+#[tokio::test]
+async fn the_revocation_list_is_limited_per_address_too() {
+    let server = start(Options {
+        rate_limits: true,
+        args: vec!["--rate-limit-address".into(), "0.01/2".into()],
+        ..Options::default()
+    });
+    assert_eq!(server.get("/v1/revocations").await.0, 200);
+    assert_eq!(server.get("/v1/revocations").await.0, 200);
+    let (status, body) = server.get("/v1/revocations").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("rate_limited"), "{body}");
+    // Endpoints are counted apart: a challenge still passes.
+    assert_eq!(server.post("/v1/challenge", &json!({})).await.0, 200);
+}
