@@ -19,9 +19,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use attest_gate_core::snp::{Product, VcekLookup};
+use attest_gate_core::snp::{self, Product, VcekLookup};
 use attest_gate_core::tdx::{names, PckCa};
-use attest_gate_core::{Collateral, TeeKind};
+use attest_gate_core::{Collateral, TeeKind, VerifyError};
 pub use attest_gate_protocol::CollateralOrigin;
 
 use crate::files::{self, FileError};
@@ -79,6 +79,18 @@ pub enum Lookup {
 }
 
 impl Lookup {
+    /// An SEV-SNP report's lookup: its fields parsed (unverified), its
+    /// product, and whether the request (`sent`) or the extended report's
+    /// certificate table brings the endorsement certificate.
+    pub fn snp(evidence: &[u8], sent: &Collateral) -> Result<Self, VerifyError> {
+        Ok(Self::Snp {
+            report: snp::unverified_vcek_lookup(evidence)?,
+            product: snp::unverified_product(evidence, sent),
+            endorsement_supplied: evidence.len() > snp::REPORT_LEN
+                || ENDORSEMENTS.iter().any(|name| sent.get(name).is_some()),
+        })
+    }
+
     /// The TEE it is for.
     pub fn tee(&self) -> TeeKind {
         match self {
@@ -210,11 +222,11 @@ impl CollateralSource for DirectorySource {
 /// that endorse one chip and verify to a pinned root, so no older version of
 /// them changes a verdict.
 fn chip_certificate(name: &str) -> bool {
-    matches!(
-        name,
-        "vcek.der" | "vcek.pem" | "vlek.der" | "vlek.pem" | "cert_chain.pem"
-    )
+    ENDORSEMENTS.contains(&name) || name == "cert_chain.pem"
 }
+
+/// The names an SEV-SNP endorsement certificate (VCEK or VLEK) goes by.
+const ENDORSEMENTS: [&str; 4] = ["vcek.der", "vcek.pem", "vlek.der", "vlek.pem"];
 
 /// Whether `collateral` holds every signed, time-bounded document a TEE's
 /// verification needs from the service (TDX: TCB info, QE identity, both

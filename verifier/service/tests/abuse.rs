@@ -32,16 +32,19 @@ fn claims(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
+/// The forged collateral file called `name`.
+fn named(items: &[(String, Vec<u8>)], name: &str) -> Vec<u8> {
+    items
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, b)| b.clone())
+        .unwrap()
+}
+
 /// Intel PCS, played with forged collateral current now.
 fn pcs_plan() -> Plan {
     let (_, current) = live::tdx(&TdxSpec::default(), OffsetDateTime::now_utc()).unwrap();
-    let item = |name: &str| {
-        current
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b.clone())
-            .unwrap()
-    };
+    let item = |name: &str| named(&current, name);
     let header = |name: &str| percent_encode(&String::from_utf8(item(name)).unwrap());
     let mut plan = Plan::default();
     plan.routes.insert(
@@ -159,11 +162,7 @@ async fn a_kds_only_service_refuses_a_vlek_report_that_brings_its_own_crl() {
     })
     .await;
     let mut body = body;
-    let crl = snp_chain_with_crl()
-        .into_iter()
-        .find(|(name, _)| name == "crl.der")
-        .unwrap()
-        .1;
+    let crl = named(&snp_chain_with_crl(), "crl.der");
     body["collateral"]["crl.der"] = json!(base64::engine::general_purpose::STANDARD.encode(crl));
     let (status, response) = server.post("/v1/attest", &body).await;
     assert_eq!(
@@ -208,13 +207,7 @@ async fn a_flood_of_forged_snp_reports_is_bounded_and_a_real_agent_still_attests
     // chips, from one address (behind a trusted proxy, so the test can
     // speak for two clients).
     let files = snp_chain_with_crl();
-    let file = |name: &str| {
-        files
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b.clone())
-            .unwrap()
-    };
+    let file = |name: &str| named(&files, name);
     let mut plan = Plan::default();
     let chip = hex::encode(attest_gate_forge::snp::chip_id());
     plan.routes

@@ -37,14 +37,7 @@ fn tdx_lookup(quote: &[u8]) -> Lookup {
 }
 
 fn snp_lookup(report: &[u8]) -> Lookup {
-    Lookup::Snp {
-        report: attest_gate_core::snp::unverified_vcek_lookup(report).unwrap(),
-        product: attest_gate_core::snp::unverified_product(
-            report,
-            &attest_gate_core::Collateral::empty(),
-        ),
-        endorsement_supplied: false,
-    }
+    Lookup::snp(report, &attest_gate_core::Collateral::empty()).unwrap()
 }
 
 /// A clock the test moves.

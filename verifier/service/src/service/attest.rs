@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use attest_gate_core::{snp, Binding, Collateral, TeeKind, VerifiedClaims};
+use attest_gate_core::{Binding, Collateral, TeeKind, VerifiedClaims};
 use aws_lc_rs::digest::{digest, SHA256};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -258,25 +258,10 @@ impl Service {
                     ca: platform.ca,
                 })
             }
-            TeeKind::Snp => {
-                let report =
-                    snp::unverified_vcek_lookup(evidence).map_err(|e| ServiceError::from(&e))?;
-                let endorsement_supplied = evidence.len() > SNP_REPORT_LEN
-                    || ["vcek.der", "vcek.pem", "vlek.der", "vlek.pem"]
-                        .iter()
-                        .any(|name| sent.get(name).is_some());
-                Ok(Lookup::Snp {
-                    report,
-                    product: snp::unverified_product(evidence, sent),
-                    endorsement_supplied,
-                })
-            }
+            TeeKind::Snp => Lookup::snp(evidence, sent).map_err(|e| ServiceError::from(&e)),
         }
     }
 }
-
-/// An SEV-SNP report's size; more is an extended report's certificate table.
-const SNP_REPORT_LEN: usize = 0x4A0;
 
 /// The longest an attestation waits for a verification slot.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
