@@ -40,6 +40,14 @@ fn snp_lookup(report: &[u8]) -> Lookup {
     Lookup::snp(report, &attest_gate_core::Collateral::empty()).unwrap()
 }
 
+/// A KDS fetcher (no spacing) against the fake server playing `plan`, at
+/// the forge's instant.
+async fn kds_playing(plan: &Arc<Plan>) -> KdsSource {
+    let (url, cert) = start(Arc::clone(plan)).await;
+    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
+    KdsSource::new(&url, http(&cert), clock)
+}
+
 /// A clock the test moves.
 fn clock(at: OffsetDateTime) -> (Clock, Arc<AtomicI64>) {
     let now = Arc::new(AtomicI64::new(at.unix_timestamp()));
@@ -273,9 +281,7 @@ async fn kds_vcek_chain_and_crl_are_fetched_spaced_and_verify() {
 #[tokio::test]
 async fn a_missing_item_is_none_once_not_a_retry_loop() {
     let plan = Arc::new(Plan::default());
-    let (url, cert) = start(Arc::clone(&plan)).await;
-    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
-    let kds = KdsSource::new(&url, http(&cert), clock);
+    let kds = kds_playing(&plan).await;
     let report = ReportSpec::default().sign(&attest_gate_forge::snp::vcek_key());
     let lookup = snp_lookup(&report);
     assert!(kds.find(&lookup).await.unwrap().is_none());
@@ -299,9 +305,7 @@ async fn a_retry_after_stops_the_retries_and_holds_every_request_until_then() {
     let plan = Arc::new(Plan::default());
     plan.set_down(true);
     *plan.retry_after.lock().unwrap() = Some("120".into());
-    let (url, cert) = start(Arc::clone(&plan)).await;
-    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
-    let kds = KdsSource::new(&url, http(&cert), clock);
+    let kds = kds_playing(&plan).await;
     let report = ReportSpec::default().sign(&attest_gate_forge::snp::vcek_key());
     let lookup = snp_lookup(&report);
     let err = kds.find(&lookup).await.unwrap_err();
@@ -333,9 +337,7 @@ async fn a_vlek_signed_report_gets_kds_vlek_chain_and_crl_and_no_vcek() {
         (files["crl.der"].clone(), vec![]),
     );
     let plan = Arc::new(plan);
-    let (url, cert) = start(Arc::clone(&plan)).await;
-    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
-    let kds = KdsSource::new(&url, http(&cert), clock);
+    let kds = kds_playing(&plan).await;
     let fetched = kds
         .find(&snp_lookup(&vlek_report()))
         .await
@@ -355,9 +357,7 @@ async fn a_kds_that_fails_is_an_error_not_an_empty_answer() {
         failing_prefixes: vec!["/vlek/".into(), "/vcek/".into()],
         ..Plan::default()
     });
-    let (url, cert) = start(Arc::clone(&plan)).await;
-    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
-    let kds = KdsSource::new(&url, http(&cert), clock);
+    let kds = kds_playing(&plan).await;
     assert!(kds.find(&snp_lookup(&vlek_report())).await.is_err());
 }
 
@@ -369,9 +369,7 @@ async fn an_oversized_answer_is_refused() {
         (vec![b'A'; 2 * 1024 * 1024], vec![]),
     );
     let plan = Arc::new(plan);
-    let (url, cert) = start(Arc::clone(&plan)).await;
-    let (clock, _) = clock(attest_gate_forge::nitro::FORGE_INSTANT);
-    let kds = KdsSource::new(&url, http(&cert), clock);
+    let kds = kds_playing(&plan).await;
     let report = ReportSpec::default().sign(&attest_gate_forge::snp::vcek_key());
     let err = kds.find(&snp_lookup(&report)).await.unwrap_err();
     assert!(err.reason.contains("too large"), "{err}");
