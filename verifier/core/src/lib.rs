@@ -31,7 +31,7 @@ mod trust;
 mod verifier;
 
 pub use appraisal::{appraise, Appraisal, AppraisalPolicy};
-pub use binding::{Binding, ModelDigest, BINDING_DOMAIN, MAX_NONCE_LEN};
+pub use binding::{Binding, ModelDigest, BINDING_DOMAIN, BINDING_DOMAIN_V2, MAX_NONCE_LEN};
 pub use bundle::{BundleError, EvidenceBundle, BUNDLE_FORMAT, BUNDLE_VERSION};
 pub use claims::{
     BoundData, CertificateSummary, Measurement, NamedMeasurement, PlatformClaims, TcbStatus,

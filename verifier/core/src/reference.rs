@@ -51,6 +51,11 @@ pub struct Grant {
     /// How deep a delegation chain under it may go.
     #[serde(default)]
     pub max_delegation_depth: u8,
+    /// Whether a delegated token of this workload may have secrets
+    /// released (to the session's encryption key); off by default, so a
+    /// sub-agent cannot read what only the attested agent was meant to.
+    #[serde(default)]
+    pub secrets_may_delegate: bool,
 }
 
 /// SEV-SNP bounds beyond measurements.

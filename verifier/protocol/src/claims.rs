@@ -120,6 +120,11 @@ pub struct Confirmation {
     /// RFC 7638 thumbprint of the agent's key: DPoP proofs must be signed by
     /// the key with this thumbprint.
     pub jkt: String,
+    /// RFC 7638 thumbprint of the session's encryption key, when the
+    /// evidence bound one (binding v2): secrets are released only as JWEs to
+    /// that key. Absent when the agent bound none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_jkt: Option<String>,
 }
 
 /// RFC 8693 §4.1 `act`: the current actor, nesting the prior ones.

@@ -5,6 +5,8 @@
 //! - [`claims`]: the access token's claims, typed both ways;
 //! - [`jws`]: compact JWS splitting and checking;
 //! - [`dpop`]: DPoP proofs (RFC 9449), made and verified, and a replay cache;
+//! - [`jwe`]: compact JWE (`ECDH-ES+A256KW` / `A256GCM`), how attested
+//!   secrets are released to the agent's bound encryption key;
 //! - [`revocation`]: what a revocation names, its modes, and the one rule
 //!   that decides how a credential stands.
 //!
@@ -12,6 +14,7 @@
 
 pub mod claims;
 pub mod dpop;
+pub mod jwe;
 pub mod jws;
 pub mod revocation;
 

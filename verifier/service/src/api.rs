@@ -30,6 +30,11 @@ pub struct AttestRequest {
     pub nonce: String,
     /// The agent's ephemeral public key, a JWK.
     pub public_key: serde_json::Value,
+    /// A second ephemeral key, for decryption only (EC P-256 JWK): with it
+    /// the evidence must carry binding v2, and secrets can be released to
+    /// it. Without it binding v1, and no secrets.
+    #[serde(default)]
+    pub encryption_key: Option<serde_json::Value>,
     /// SHA-384 of the model the agent serves, hex.
     pub model_digest: String,
     /// On whose behalf the agent acts: `user:<id>`, `service:<id>` or `system`.
@@ -247,4 +252,55 @@ impl Decision {
             },
         }
     }
+}
+
+/// `PUT /v1/admin/secrets/{name}`: exactly one of `value` and `value_base64`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretRequest {
+    /// The value as UTF-8 text.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The value as base64 (any common alphabet), for bytes.
+    #[serde(default)]
+    pub value_base64: Option<String>,
+    /// Not released after this instant (RFC 3339).
+    #[serde(default)]
+    pub not_after: Option<String>,
+    /// Whether a quarantined session may still have it (default no).
+    #[serde(default)]
+    pub release_in_quarantine: bool,
+}
+
+/// A secret's current version, never its value: the admin API's answers and
+/// `GET /v1/secrets/{name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretInfo {
+    /// Its name.
+    pub name: String,
+    /// The current version.
+    pub version: i64,
+    /// When that version was stored (RFC 3339).
+    pub created_at: String,
+    /// Not released after (RFC 3339), if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// Whether a quarantined session may have it.
+    pub release_in_quarantine: bool,
+    /// When it was retired (admin listing only; then nothing is released).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
+}
+
+/// `POST /v1/secrets/{name}`: the secret as a compact JWE to the session's
+/// encryption key.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretRelease {
+    /// Its name.
+    pub name: String,
+    /// The version released.
+    pub version: i64,
+    /// Compact JWE (`ECDH-ES+A256KW` / `A256GCM`); the protected header
+    /// names the secret and version too.
+    pub jwe: String,
 }

@@ -98,6 +98,7 @@ pub(crate) fn access_claims(grant: &Grant, issuer: &str) -> AccessClaims {
         scope: grant.scopes().join(" "),
         cnf: Confirmation {
             jkt: grant.jkt().to_string(),
+            enc_jkt: grant.encryption_jkt().map(str::to_string),
         },
         act_for: grant.act_for().to_string(),
         intent: grant.intent().clone(),

@@ -20,7 +20,9 @@ use time::{Duration, OffsetDateTime};
 use crate::api::IntentRequest;
 use crate::credentials;
 use crate::error::{ServiceCode, ServiceError};
-use crate::policy::{DelegationQuery, Policy, PolicyQuery, PolicySubject, DEFAULT_POLICY};
+use crate::policy::{
+    DelegationQuery, Policy, PolicyQuery, PolicySubject, SecretQuery, DEFAULT_POLICY,
+};
 use crate::secrets;
 use crate::service::{test_anchors, StartError};
 use crate::token::VerifiedToken;
@@ -138,6 +140,7 @@ pub struct Decided<'a> {
 pub struct Grant {
     workload: Workload,
     jkt: String,
+    encryption_jkt: Option<String>,
     scopes: Vec<String>,
     audience: String,
     act_for: String,
@@ -161,6 +164,11 @@ impl Grant {
     /// The bound key's RFC 7638 thumbprint.
     pub fn jkt(&self) -> &str {
         &self.jkt
+    }
+    /// The session's encryption key's thumbprint, when its evidence bound
+    /// one (`cnf.enc_jkt`): secrets are released only to that key.
+    pub fn encryption_jkt(&self) -> Option<&str> {
+        self.encryption_jkt.as_deref()
     }
     /// Its SPIFFE ID (`spiffe://<domain>/<workload>/<jkt>`).
     pub fn subject(&self) -> String {
@@ -360,6 +368,7 @@ impl Appraiser {
                 chain: vec![credentials::spiffe_id(workload, &jkt)],
             },
             jkt,
+            encryption_jkt: binding.encryption_key().map(AgentKey::jkt),
             actor: None,
             depth: 0,
             registers: credentials::all_registers(claims),
@@ -468,6 +477,8 @@ impl Appraiser {
                 chain,
             },
             jkt,
+            // The session's key: a sub-agent holds no key of the evidence.
+            encryption_jkt: parent.cnf.enc_jkt.clone(),
             // RFC 8693 §4.1: `act` names the current actor, nesting the prior ones.
             actor: Some(Actor {
                 sub: parent.sub.clone(),
@@ -478,6 +489,83 @@ impl Appraiser {
             issued_at: now,
             expires_at,
         })
+    }
+
+    /// Secret release: the token's workload must still be listed; a
+    /// delegated token only if the workload says `secrets_may_delegate`;
+    /// then Cedar must permit `read_secret` on the secret for this agent's
+    /// verified claims (the default policy permits none). Revocation and
+    /// quarantine are the caller's (they need the store).
+    pub fn decide_secret(
+        &self,
+        token: &VerifiedToken,
+        registers: &[String],
+        secret: (&str, i64),
+        now: OffsetDateTime,
+    ) -> Result<(), ServiceError> {
+        let claims = token.claims();
+        let workload = self
+            .references
+            .workloads()
+            .iter()
+            .find(|w| w.name == claims.client_id)
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ServiceCode::WorkloadUnknown,
+                    "the token's workload is no longer allowed",
+                )
+            })?;
+        let depth = i64::try_from(claims.depth()).unwrap_or(i64::MAX);
+        if depth > 0 && !workload.grant.secrets_may_delegate {
+            return Err(ServiceError::new(
+                ServiceCode::SecretsNotDelegable,
+                format!(
+                    "workload {} does not let delegated tokens read secrets",
+                    workload.name
+                ),
+            ));
+        }
+        let provenance = &claims.provenance;
+        let scopes: Vec<String> = claims
+            .scope
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let (name, version) = secret;
+        let permitted = self
+            .policy
+            .permits_secret(&SecretQuery {
+                subject: PolicySubject {
+                    workload,
+                    tee: &provenance.tee,
+                    model: &provenance.model_digest,
+                    tcb_status: provenance.tcb_status.as_deref(),
+                    debug: provenance.debug,
+                    test_root: provenance.test_root,
+                    collateral: provenance.collateral,
+                },
+                name,
+                version,
+                act_for: &claims.act_for,
+                task_id: &claims.intent.task_id,
+                audience: &claims.aud,
+                scopes: &scopes,
+                measurements: registers,
+                depth,
+                now,
+            })
+            .map_err(ServiceError::internal)?;
+        if permitted {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ServiceCode::SecretDenied,
+                format!(
+                    "the policy does not permit workload {} to read this secret",
+                    workload.name
+                ),
+            ))
+        }
     }
 
     /// Reference values, then the scope rule: what attestation, the dry run,

@@ -90,7 +90,7 @@ service_codes! {
     BadRequest => "bad_request", BAD_REQUEST, No, "Another client error found by the HTTP layer before any handler ran (e.g. a wrong content type); the status is the layer's.";
     Unauthorized => "unauthorized", UNAUTHORIZED, No, "An admin endpoint was called without the admin bearer token, or with a wrong one.";
     InvalidClient => "invalid_client", UNAUTHORIZED, No, "Introspection without valid HTTP Basic credentials of a registered relying party.";
-    InvalidToken => "invalid_token", UNAUTHORIZED, No, "The subject token of an exchange is not a current access token this service signed (signature, kid, typ, expiry).";
+    InvalidToken => "invalid_token", UNAUTHORIZED, No, "The subject token of an exchange, or the `Authorization: DPoP` token of a secret request, is missing or not a current access token this service signed (signature, kid, typ, expiry).";
     InvalidDpopProof => "invalid_dpop_proof", UNAUTHORIZED, No, "The DPoP proof is missing, repeated, malformed, signed by another key, for another method or URL, out of its time window, replayed, or its ath does not match the token.";
     UseDpopNonce => "use_dpop_nonce", BAD_REQUEST, NewDpopNonce, "The DPoP proof carries no valid server nonce; the answer's DPoP-Nonce header has one.";
     UnsupportedGrantType => "unsupported_grant_type", BAD_REQUEST, No, "A token exchange whose grant_type or subject_token_type is not RFC 8693's token exchange of an access token.";
@@ -105,11 +105,17 @@ service_codes! {
     RevocationNotChecked => "revocation_not_checked", FORBIDDEN, No, "SEV-SNP evidence under the vendor roots was verified without AMD's CRL.";
     AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for.";
     ScopeNotAllowed => "scope_not_allowed", FORBIDDEN, No, "No requested scope survives the workload's grant and the Cedar policy.";
-    Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement.";
+    Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement; or, for a secret, the token presented is revoked immediately or gracefully.";
     ParentRevoked => "parent_revoked", FORBIDDEN, No, "The token to exchange is revoked (immediately or gracefully); an expired or unknown one is `invalid_token`.";
     WorkloadUnknown => "workload_unknown", FORBIDDEN, No, "The token to exchange names a workload no longer in measurements/.";
     DelegationNotAllowed => "delegation_not_allowed", FORBIDDEN, No, "The workload's grant does not allow delegation.";
     DelegationTooDeep => "delegation_too_deep", FORBIDDEN, No, "The delegation chain would be deeper than the workload's max_delegation_depth.";
+    SecretNotFound => "secret_not_found", NOT_FOUND, No, "No secret has this name, or its current version was retired or is past its `not_after`.";
+    SecretDenied => "secret_denied", FORBIDDEN, No, "The Cedar policy does not permit `read_secret` on this secret for the token's workload and claims (the default policy permits none).";
+    SecretsNotDelegable => "secrets_not_delegable", FORBIDDEN, No, "A delegated token asked for a secret and its workload's grant does not say `secrets_may_delegate = true`.";
+    SecretQuarantined => "secret_quarantined", FORBIDDEN, No, "The token's session is quarantined and the secret was not stored with `release_in_quarantine: true`.";
+    NoEncryptionKey => "no_encryption_key", FORBIDDEN, No, "The token's session bound no encryption key in its evidence (binding v1, or its record is gone): there is no key to release a secret to.";
+    SecretTooLarge => "secret_too_large", PAYLOAD_TOO_LARGE, No, "A secret's value is empty or larger than 64 KiB.";
     ScopeWidening => "scope_widening", FORBIDDEN, No, "An exchange asks for a scope the parent token does not have.";
     ClientExists => "client_exists", FORBIDDEN, No, "A relying party with this client_id is already registered.";
     CascadeTooLarge => "cascade_too_large", INTERNAL_SERVER_ERROR, No, "Revoking this token would record more than 10,000 descendants in one request.";

@@ -29,6 +29,8 @@ use crate::revocation::Mode;
 use crate::service::Service;
 use crate::store::AuditQuery;
 
+mod secrets;
+
 /// Largest request body accepted.
 pub(crate) const MAX_BODY: usize = 256 * 1024;
 /// Longest a request may take.
@@ -95,6 +97,15 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/admin/reappraise", post(reappraise))
         .route("/v1/admin/policy/dry-run", post(dry_run))
         .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/secrets", get(secrets::list))
+        .route(
+            "/v1/admin/secrets/{name}",
+            axum::routing::put(secrets::put).delete(secrets::retire),
+        )
+        .route(
+            "/v1/secrets/{name}",
+            post(secrets::release).get(secrets::metadata),
+        )
         .route("/healthz", get(health))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -130,6 +141,7 @@ async fn limit_by_address(
         "/v1/introspect" => Some(Endpoint::Introspect),
         "/v1/revocations" => Some(Endpoint::Revocations),
         _ if path == crate::service::EXCHANGE_PATH => Some(Endpoint::Exchange),
+        _ if path.starts_with(crate::service::SECRETS_PATH) => Some(Endpoint::Secrets),
         _ => None,
     };
     let peer = request
@@ -376,7 +388,7 @@ async fn exchange(
     body: Result<Json<ExchangeRequest>, JsonRejection>,
 ) -> Response {
     let now = service.now();
-    let mut response = match body {
+    let response = match body {
         Err(rejection) => body_error(&rejection).into_response(),
         Ok(Json(request)) => {
             // RFC 9449 §4.3: exactly one proof.
@@ -399,7 +411,16 @@ async fn exchange(
             }
         }
     };
-    // Every answer carries a fresh server nonce (RFC 9449 §8).
+    with_dpop_nonce(&service, now, response)
+}
+
+/// Every answer of a DPoP endpoint carries a fresh server nonce (RFC 9449
+/// §8) and is not to be cached.
+fn with_dpop_nonce(
+    service: &Service,
+    now: time::OffsetDateTime,
+    mut response: Response,
+) -> Response {
     if let Some(v) = service
         .dpop_nonce(now)
         .and_then(|n| header::HeaderValue::from_str(&n).ok())

@@ -34,6 +34,7 @@ mod serve;
 mod service;
 mod store;
 mod token;
+mod vault;
 mod wire;
 
 pub use api::check_request_body;

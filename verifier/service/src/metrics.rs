@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): attestations by
 //! TEE and outcome, rejections by code, issuance latency, revocations by
-//! mode; active sessions are counted from the store at scrape time.
+//! mode, secret requests by outcome; active sessions are counted from the store at scrape time.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     active_sessions: Gauge<i64, AtomicI64>,
     challenges: Counter,
     rate_limited: Family<Code, Counter>,
+    secrets: Family<Code, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,6 +53,12 @@ impl Default for Metrics {
         let active_sessions = Gauge::<i64, AtomicI64>::default();
         let challenges = Counter::default();
         let rate_limited = Family::<Code, Counter>::default();
+        let secrets = Family::<Code, Counter>::default();
+        registry.register(
+            "secret_requests",
+            "Secret releases and metadata reads, by outcome code (ok or the refusal)",
+            secrets.clone(),
+        );
         registry.register(
             "challenges",
             "Challenge nonces issued (stateless: counted here, never stored)",
@@ -96,6 +103,7 @@ impl Default for Metrics {
             active_sessions,
             challenges,
             rate_limited,
+            secrets,
         }
     }
 }
@@ -137,6 +145,18 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
+    }
+
+    /// One secret request decided with `code`.
+    pub(crate) fn secret(&self, code: &str) {
+        self.secrets
+            .get_or_create(&Code {
+                code: code.to_string(),
+            })
+            .inc();
+        if code != "ok" {
+            self.rejection(code);
+        }
     }
 
     /// `n` revocations recorded in `mode`.

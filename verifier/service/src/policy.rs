@@ -116,7 +116,115 @@ fn string(s: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(s.to_string())
 }
 
+/// The Cedar principal for `subject`: its UID and entity.
+fn workload_entity(subject: &PolicySubject<'_>) -> Result<(EntityUid, Entity), PolicyError> {
+    let principal = uid("AttestGate::Workload", &subject.workload.name)?;
+    let attrs = HashMap::from([
+        ("name".to_string(), string(&subject.workload.name)),
+        ("version".to_string(), string(&subject.workload.version)),
+        ("tee".to_string(), string(subject.tee)),
+        ("model".to_string(), string(subject.model)),
+        (
+            "tcb_status".to_string(),
+            string(subject.tcb_status.unwrap_or("none")),
+        ),
+        (
+            "debug".to_string(),
+            RestrictedExpression::new_bool(subject.debug),
+        ),
+        (
+            "test_root".to_string(),
+            RestrictedExpression::new_bool(subject.test_root),
+        ),
+        (
+            "collateral".to_string(),
+            string(subject.collateral.as_str()),
+        ),
+    ]);
+    let entity = Entity::new(principal.clone(), attrs, HashSet::new())
+        .map_err(|e| PolicyError(e.to_string()))?;
+    Ok((principal, entity))
+}
+
+/// What the policy is asked about one secret release.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretQuery<'a> {
+    /// The attested agent (from its verified token).
+    pub subject: PolicySubject<'a>,
+    /// The secret's name.
+    pub name: &'a str,
+    /// Its current version.
+    pub version: i64,
+    /// On whose behalf the agent acts.
+    pub act_for: &'a str,
+    /// The task its token was issued for.
+    pub task_id: &'a str,
+    /// Its token's audience.
+    pub audience: &'a str,
+    /// Its token's scopes.
+    pub scopes: &'a [String],
+    /// Every verified register value, hex.
+    pub measurements: &'a [String],
+    /// Delegation hops of the token (0: the attested agent's own).
+    pub depth: i64,
+    /// The time of the decision.
+    pub now: OffsetDateTime,
+}
+
 impl Policy {
+    /// Whether Cedar permits `Action::"read_secret"` on `Secret::"{name}"`:
+    /// `Allow` with no evaluation error at all (as for scopes, an error
+    /// anywhere denies).
+    pub fn permits_secret(&self, query: &SecretQuery<'_>) -> Result<bool, PolicyError> {
+        let (principal, workload) = workload_entity(&query.subject)?;
+        let action = uid("AttestGate::Action", "read_secret")?;
+        let resource = uid("AttestGate::Secret", query.name)?;
+        let secret = Entity::new(
+            resource.clone(),
+            HashMap::from([
+                ("name".to_string(), string(query.name)),
+                (
+                    "version".to_string(),
+                    RestrictedExpression::new_long(query.version),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| PolicyError(e.to_string()))?;
+        let set = |items: &[String]| RestrictedExpression::new_set(items.iter().map(|s| string(s)));
+        let context = Context::from_pairs([
+            ("act_for".to_string(), string(query.act_for)),
+            ("task_id".to_string(), string(query.task_id)),
+            ("audience".to_string(), string(query.audience)),
+            ("scopes".to_string(), set(query.scopes)),
+            ("measurements".to_string(), set(query.measurements)),
+            (
+                "delegated".to_string(),
+                RestrictedExpression::new_bool(query.depth > 0),
+            ),
+            (
+                "depth".to_string(),
+                RestrictedExpression::new_long(query.depth),
+            ),
+            (
+                "now".to_string(),
+                RestrictedExpression::new_long(query.now.unix_timestamp()),
+            ),
+        ])
+        .map_err(|e| PolicyError(e.to_string()))?;
+        let entities = Entities::from_entities([workload, secret], None)
+            .map_err(|e| PolicyError(e.to_string()))?;
+        let request = Request::new(principal, action, resource, context, None)
+            .map_err(|e| PolicyError(e.to_string()))?;
+        let response = Authorizer::new().is_authorized(&request, &self.set, &entities);
+        let mut clean = true;
+        for error in response.diagnostics().errors() {
+            clean = false;
+            tracing::warn!(secret = %query.name, error = %error, "a policy failed to evaluate: secret denied");
+        }
+        Ok(clean && response.decision() == Decision::Allow)
+    }
+
     /// Parses Cedar policy text.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let set = PolicySet::from_str(text).map_err(|e| PolicyError(format!("{e:?}")))?;
@@ -126,33 +234,9 @@ impl Policy {
     /// The scopes among `query.scopes` that the policy permits, in request order.
     pub fn permitted_scopes(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, PolicyError> {
         let subject = &query.subject;
-        let principal = uid("AttestGate::Workload", &subject.workload.name)?;
+        let (principal, workload) = workload_entity(subject)?;
         let action = uid("AttestGate::Action", "issue")?;
-        let attrs = HashMap::from([
-            ("name".to_string(), string(&subject.workload.name)),
-            ("version".to_string(), string(&subject.workload.version)),
-            ("tee".to_string(), string(subject.tee)),
-            ("model".to_string(), string(subject.model)),
-            (
-                "tcb_status".to_string(),
-                string(subject.tcb_status.unwrap_or("none")),
-            ),
-            (
-                "debug".to_string(),
-                RestrictedExpression::new_bool(subject.debug),
-            ),
-            (
-                "test_root".to_string(),
-                RestrictedExpression::new_bool(subject.test_root),
-            ),
-            (
-                "collateral".to_string(),
-                string(subject.collateral.as_str()),
-            ),
-        ]);
         let delegation = query.delegation;
-        let workload = Entity::new(principal.clone(), attrs, HashSet::new())
-            .map_err(|e| PolicyError(e.to_string()))?;
         let context = Context::from_pairs([
             ("act_for".to_string(), string(query.act_for)),
             ("task_id".to_string(), string(query.task_id)),

@@ -103,15 +103,19 @@ pub enum Endpoint {
     Introspect,
     /// `GET /v1/revocations` (a database read and a signature each).
     Revocations,
+    /// `POST` / `GET /v1/secrets/{name}` (a token, a proof, a policy
+    /// decision and an audit record each).
+    Secrets,
 }
 
 impl Endpoint {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Challenge,
         Self::Attest,
         Self::Exchange,
         Self::Introspect,
         Self::Revocations,
+        Self::Secrets,
     ];
 
     fn index(self) -> usize {
@@ -121,6 +125,7 @@ impl Endpoint {
             Self::Exchange => 2,
             Self::Introspect => 3,
             Self::Revocations => 4,
+            Self::Secrets => 5,
         }
     }
 
@@ -132,6 +137,7 @@ impl Endpoint {
             Self::Exchange => "exchange",
             Self::Introspect => "introspect",
             Self::Revocations => "revocations",
+            Self::Secrets => "secrets",
         }
     }
 }
@@ -199,8 +205,8 @@ pub(crate) struct Limited {
 pub(crate) struct RateLimits {
     enabled: bool,
     clock: Clock,
-    by_address: [Limiter<IpAddr>; 5],
-    by_key: [Limiter<String>; 5],
+    by_address: [Limiter<IpAddr>; 6],
+    by_key: [Limiter<String>; 6],
     by_client: Limiter<String>,
 }
 

@@ -418,5 +418,8 @@ async fn prune_nonces(service: Arc<Service>) {
         if let Err(e) = service.store().prune_session_evidence(horizon).await {
             tracing::warn!(error = %e, "pruning ended sessions' evidence failed");
         }
+        if let Err(e) = service.store().prune_session_keys(horizon).await {
+            tracing::warn!(error = %e, "pruning ended sessions' encryption keys failed");
+        }
     }
 }

@@ -103,6 +103,23 @@ fn parse_csr(text: &str) -> Result<Vec<u8>, ServiceError> {
     }
 }
 
+/// The decryption-only key: EC P-256 (what the JWE of a released secret
+/// uses), and never the signing key itself.
+fn parse_encryption_key(jwk: &serde_json::Value, key: &AgentKey) -> Result<AgentKey, ServiceError> {
+    let invalid = |m: String| ServiceError::new(ServiceCode::InvalidPublicKey, m);
+    let encryption =
+        AgentKey::from_jwk(jwk).map_err(|e| invalid(format!("`encryption_key`: {e}")))?;
+    if !matches!(encryption, AgentKey::P256 { .. }) {
+        return Err(invalid("`encryption_key` must be an EC P-256 key".into()));
+    }
+    if encryption.thumbprint() == key.thumbprint() {
+        return Err(invalid(
+            "`encryption_key` must not be the signing key".into(),
+        ));
+    }
+    Ok(encryption)
+}
+
 /// A parsed, well-formed attestation request.
 pub(crate) struct Parsed {
     pub(crate) tee: TeeKind,
@@ -110,6 +127,7 @@ pub(crate) struct Parsed {
     pub(crate) collateral: Collateral,
     pub(crate) nonce: Vec<u8>,
     pub(crate) key: AgentKey,
+    pub(crate) encryption_key: Option<AgentKey>,
     pub(crate) model: ModelDigest,
     pub(crate) csr: Option<Vec<u8>>,
 }
@@ -135,6 +153,11 @@ pub(crate) fn parse(req: &AttestRequest) -> Result<Parsed, ServiceError> {
     })?;
     let key = AgentKey::from_jwk(&req.public_key)
         .map_err(|e| ServiceError::new(ServiceCode::InvalidPublicKey, e.to_string()))?;
+    let encryption_key = req
+        .encryption_key
+        .as_ref()
+        .map(|jwk| parse_encryption_key(jwk, &key))
+        .transpose()?;
     let model = ModelDigest::from_hex(req.model_digest.trim()).ok_or_else(|| {
         ServiceError::new(
             ServiceCode::MalformedRequest,
@@ -156,6 +179,7 @@ pub(crate) fn parse(req: &AttestRequest) -> Result<Parsed, ServiceError> {
         collateral: Collateral::from_items(items),
         nonce,
         key,
+        encryption_key,
         model,
         csr,
     })

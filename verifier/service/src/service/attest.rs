@@ -78,8 +78,16 @@ impl Service {
             .await?;
         trail.evidence_sha384 = Some(hex::encode(claims.evidence_sha384()));
 
-        let binding = Binding::new(&parsed.nonce, parsed.key.clone(), parsed.model)
-            .ok_or_else(|| nonce_denial(NonceError::Unknown))?;
+        let binding = match &parsed.encryption_key {
+            None => Binding::new(&parsed.nonce, parsed.key.clone(), parsed.model),
+            Some(encryption) => Binding::with_encryption_key(
+                &parsed.nonce,
+                parsed.key.clone(),
+                encryption.clone(),
+                parsed.model,
+            ),
+        }
+        .ok_or_else(|| nonce_denial(NonceError::Unknown))?;
         let grant = read(&self.appraiser).grant_attestation(
             &claims,
             &binding,
@@ -330,6 +338,16 @@ impl Service {
             })
             .await
             .map_err(ServiceError::internal)?;
+        if let Some(encryption) = &parsed.encryption_key {
+            self.store
+                .record_session_key(
+                    &grant.session().id,
+                    &encryption.to_jwk().to_string(),
+                    grant.expires_at().unix_timestamp(),
+                )
+                .await
+                .map_err(ServiceError::internal)?;
+        }
         trail.subject = Some(grant.subject());
         trail.jti = Some(grant.jti().to_string());
         trail.session_id = Some(grant.session().id.clone());

@@ -100,8 +100,14 @@ impl Service {
             })?;
         let parent_claims = parent_token.claims();
         trail.actor = Some(format!("agent:{}", parent_claims.cnf.jkt));
-        self.check_proof(proof, &req.subject_token, &parent_claims.cnf.jkt, now)
-            .await?;
+        self.check_proof(
+            proof,
+            ("POST", EXCHANGE_PATH),
+            &req.subject_token,
+            &parent_claims.cnf.jkt,
+            now,
+        )
+        .await?;
         // Per key only after a proof by that key: a relying party holding a
         // copy of the token cannot spend the agent's allowance.
         self.limit_key(Endpoint::Exchange, &parent_claims.cnf.jkt)?;
@@ -194,11 +200,12 @@ impl Service {
         })
     }
 
-    /// The proof must be by the subject token's key, for this request, with
-    /// a current server nonce, used once.
-    async fn check_proof(
+    /// The proof must be by the token's key, for this request (`htm`, and
+    /// `htu` = the issuer and `path`), with a current server nonce, used once.
+    pub(super) async fn check_proof(
         &self,
         proof: Option<&str>,
+        (htm, path): (&str, &str),
         token: &str,
         jkt: &str,
         now: OffsetDateTime,
@@ -209,13 +216,13 @@ impl Service {
                 "a `DPoP` proof header is required",
             )
         })?;
-        let htu = format!("{}{EXCHANGE_PATH}", self.config.issuer);
+        let htu = format!("{}{path}", self.config.issuer);
         let nonce_ok = |n: &str| {
             URL_SAFE_NO_PAD
                 .decode(n)
                 .is_ok_and(|bytes| challenge::check(&self.dpop_nonce_key, &bytes, now).is_ok())
         };
-        let mut expect = ProofExpectations::new("POST", &htu);
+        let mut expect = ProofExpectations::new(htm, &htu);
         expect.access_token = Some(token);
         expect.jkt = Some(jkt);
         expect.nonce = Some(&nonce_ok);

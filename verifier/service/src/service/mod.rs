@@ -11,8 +11,10 @@ mod attest;
 mod dry_run;
 mod exchange;
 mod lifecycle;
+mod release;
 
 pub(crate) use exchange::EXCHANGE_PATH;
+pub(crate) use release::SECRETS_PATH;
 
 use attest_gate_core::TrustAnchors;
 use time::format_description::well_known::Rfc3339;
@@ -30,6 +32,7 @@ use crate::ratelimit::{self, Endpoint, ForwardedHeader, Limited, RateLimitConfig
 use crate::secrets::{self, SecretHash};
 use crate::store::{AuditEvent, Store};
 use crate::token::TokenKeys;
+use crate::vault::LocalKek;
 
 /// The project's test roots, trusted only with `--dev`.
 const TEST_ROOTS_PEM: [&str; 3] = [
@@ -106,6 +109,8 @@ pub struct Service {
     admin: SecretHash,
     metrics: Metrics,
     limits: RateLimits,
+    /// Seals secrets at rest (`keys/secrets.kek`).
+    vault: LocalKek,
     clock: Clock,
 }
 
@@ -182,6 +187,7 @@ impl Service {
         })?;
         let tokens = TokenKeys::load_or_create(&keys_dir.join("jwt"))?;
         let ca = SvidCa::load_or_create(&keys_dir.join("ca"), now)?;
+        let vault = LocalKek::load_or_create(&keys_dir.join("secrets.kek"))?;
         let (admin, new_admin_token) =
             SecretHash::load_or_create(&config.data_dir.join("admin-token.sha256"))?;
         let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
@@ -201,6 +207,7 @@ impl Service {
                 admin,
                 metrics: Metrics::default(),
                 limits: RateLimits::new(&config.rate_limits, Arc::clone(&clock)),
+                vault,
                 config,
                 clock,
             },

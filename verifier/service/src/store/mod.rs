@@ -1,12 +1,14 @@
 //! The service's state that must survive restarts and be shared by replicas:
 //! consumed nonces, issued credentials, revocations (`lifecycle`) and the
-//! hash-chained audit log (`audit`). SQLite (embedded, the default) or
+//! hash-chained audit log (`audit`), sealed secrets and sessions'
+//! encryption keys (`secrets`). SQLite (embedded, the default) or
 //! PostgreSQL (multi-replica), one schema and one set of migrations
 //! (`migrations/`, portable SQL) for both.
 
 pub use audit::AuditQuery;
 pub(crate) use audit::{AuditEvent, AuditRecord};
 pub(crate) use lifecycle::SessionEvidence;
+pub(crate) use secrets::SecretRow;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -45,6 +47,7 @@ macro_rules! on_pool {
 
 mod audit;
 mod lifecycle;
+mod secrets;
 
 /// The database behind the service.
 #[derive(Debug, Clone)]
