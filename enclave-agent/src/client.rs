@@ -192,6 +192,36 @@ impl VerifierClient {
         Ok((status, body, nonce))
     }
 
+    /// A request under the agent's DPoP-bound token: `method path` with
+    /// `Authorization: DPoP <token>`, the proof, and `body` as JSON if given.
+    /// The status, the body and the `DPoP-Nonce` the verifier handed out.
+    pub async fn with_token(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        proof: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value, Option<String>), ClientError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let nonce = response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body: Value = response.json().await.map_err(transport)?;
+        Ok((status, body, nonce))
+    }
+
     /// A fresh nonce.
     pub async fn challenge(&self) -> Result<Vec<u8>, ClientError> {
         let body = self.post("/v1/challenge", &json!({})).await?;
@@ -212,8 +242,13 @@ impl VerifierClient {
         ask: &Ask,
     ) -> Result<Value, ClientError> {
         let nonce = self.challenge().await?;
-        let binding = Binding::new(&nonce, key.public().clone(), model)
-            .ok_or_else(|| transport("the verifier's nonce is empty or too long"))?;
+        let binding = Binding::with_encryption_key(
+            &nonce,
+            key.public().clone(),
+            key.encryption_public().clone(),
+            model,
+        )
+        .ok_or_else(|| transport("the verifier's nonce is empty or too long"))?;
         let public_key = key.public().raw_public_key();
         let evidence: Evidence = source
             .evidence(&Request {
@@ -234,6 +269,7 @@ impl VerifierClient {
             "collateral": collateral,
             "nonce": URL_SAFE_NO_PAD.encode(&nonce),
             "public_key": key.public().to_jwk(),
+            "encryption_key": key.encryption_public().to_jwk(),
             "model_digest": model.to_hex(),
             "principal": ask.principal,
             "intent": {

@@ -4,8 +4,15 @@
 //! when freed. The public half is the JWK the evidence binds and the
 //! credentials are bound to. The CSR is signed through rcgen's `SigningKey`
 //! trait implemented here, so no other library gets a copy of the key.
+//!
+//! A second P-256 key, for decryption only (ECDH), is made beside it: the
+//! evidence binds both (binding v2), and the verifier releases secrets only
+//! as JWEs to it. It is never used to sign, and the signing key never
+//! decrypts.
 
 use attest_gate_core::AgentKey;
+use attest_gate_protocol::jwe::{self, JweError, Opened};
+use aws_lc_rs::agreement::{PrivateKey, ECDH_P256};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -24,6 +31,9 @@ pub struct EphemeralKey {
     /// The same key, signing X.509 structures (CSRs): DER signatures.
     x509: EcdsaKeyPair,
     public: AgentKey,
+    /// Decrypts released secrets (ECDH P-256); never signs.
+    decryption: PrivateKey,
+    decryption_public: AgentKey,
 }
 
 impl std::fmt::Debug for EphemeralKey {
@@ -55,7 +65,28 @@ impl EphemeralKey {
             x: coordinate(1..33)?,
             y: coordinate(33..65)?,
         };
-        Ok(Self { pair, x509, public })
+        let decryption = PrivateKey::generate(&ECDH_P256)
+            .map_err(|_| KeyError("the random generator failed".into()))?;
+        let decryption_public =
+            jwe::public_key(&decryption).map_err(|e| KeyError(e.to_string()))?;
+        Ok(Self {
+            pair,
+            x509,
+            public,
+            decryption,
+            decryption_public,
+        })
+    }
+
+    /// The decryption-only key's public half (the `encryption_key` the
+    /// evidence binds).
+    pub fn encryption_public(&self) -> &AgentKey {
+        &self.decryption_public
+    }
+
+    /// Opens a JWE the verifier encrypted to the decryption key.
+    pub fn open(&self, compact: &str) -> Result<Opened, JweError> {
+        jwe::decrypt(&self.decryption, compact)
     }
 
     /// The public key (JWK, thumbprint, SEC1 point).

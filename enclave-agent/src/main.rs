@@ -57,6 +57,15 @@ enum Command {
         #[arg(long)]
         nonce: Option<String>,
     },
+    /// Print a secret a running agent fetches for this attested agent (its
+    /// value on stdout, as released; exit 1 with the refusal as JSON).
+    Secret {
+        /// The secret's name.
+        name: String,
+        /// The running agent's socket.
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Print the model digest of a file or directory (what `measurements/`
     /// files list under `models`).
     ModelDigest {
@@ -181,6 +190,7 @@ fn main() -> ExitCode {
             htu,
             nonce,
         } => runtime.block_on(proof(&socket, &htm, &htu, nonce)),
+        Command::Secret { name, socket } => runtime.block_on(secret(&socket, &name)),
         Command::ModelDigest { path } => model::digest(&path)
             .map(|d| {
                 print(&json!(d.to_hex()));
@@ -358,11 +368,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(path) = &args.socket {
         let listener = socket::bind(path).with_context(|| format!("socket {}", path.display()))?;
-        let responder = Arc::new(Responder {
-            served: Arc::clone(&served),
-            key: Arc::clone(&key),
-            client: setup.client,
-        });
+        let responder = Arc::new(Responder::new(
+            Arc::clone(&served),
+            Arc::clone(&key),
+            setup.client,
+        ));
         tokio::spawn(socket::serve(listener, responder));
         eprintln!("enclave-agent: serving on {}", path.display());
     }
@@ -467,4 +477,31 @@ async fn proof(
         }
         None => Ok(print_answer(&answer)),
     }
+}
+
+/// The secret's bytes exactly as released (no newline added), for scripts.
+async fn secret(socket: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    use std::io::Write;
+    let answer = enclave_agent::socket::ask(socket, &json!({"op": "secret", "name": name}))
+        .await
+        .with_context(|| format!("socket {}", socket.display()))?;
+    let value = match (
+        answer.get("value").and_then(serde_json::Value::as_str),
+        answer
+            .get("value_base64")
+            .and_then(serde_json::Value::as_str),
+    ) {
+        (Some(text), _) => zeroize::Zeroizing::new(text.as_bytes().to_vec()),
+        (None, Some(b64)) => zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .context("the agent sent bad base64")?,
+        ),
+        (None, None) => return Ok(print_answer(&answer)),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(&value)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,19 +9,29 @@
 //!   the token it returns.
 //! - `{"op": "delegate", "actor_key": {JWK}, "scope": "a b", "audience", "purpose", "ttl_seconds"}`
 //!   → the verifier's token-exchange answer (the sub-agent's token).
+//! - `{"op": "secret", "name": "db-password"}` → `{"name", "version", "value"}`
+//!   (`value_base64` instead when the secret is not UTF-8 text): fetched
+//!   from the verifier as a JWE to this agent's decryption key and opened
+//!   here, in the TEE. A copy is kept in memory only (never on disk) and
+//!   served again while the verifier's `GET /v1/secrets/{name}` still names
+//!   its version; a new version is fetched at once.
 //! - anything else, or no credential being served →
 //!   `{"error": {"code", "message"}}` (`no_token` once revoked or expired).
 //!
 //! The socket file is created mode 0600: only this user's processes talk to it.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use attest_gate_relying_party::dpop::{make_proof, ProofClaims};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
+use zeroize::Zeroizing;
 
 use crate::client::{refusal, VerifierClient, EXCHANGE_PATH};
 use crate::keeper::Served;
@@ -60,16 +70,58 @@ pub enum SocketRequest {
         #[serde(default)]
         ttl_seconds: Option<u32>,
     },
+    /// A secret the verifier releases to this attested agent.
+    Secret {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// The verifier's path for secrets, under its URL.
+const SECRETS_PATH: &str = "/v1/secrets/";
+
+/// A secret opened earlier, by version (zeroized when dropped).
+struct Cached {
+    version: i64,
+    value: Zeroizing<Vec<u8>>,
+}
+
+/// One request the agent makes under its token, with a DPoP proof.
+enum Call<'a> {
+    /// `POST /v1/token/exchange` with this body.
+    Exchange(&'a Value),
+    /// `GET` (metadata) or `POST` (release) of a secret.
+    Secret(reqwest::Method, String),
 }
 
 /// What answers on the socket.
 pub struct Responder {
     /// The credential served.
-    pub served: Arc<Served>,
+    served: Arc<Served>,
     /// The attested key.
-    pub key: Arc<EphemeralKey>,
-    /// The verifier (for delegation).
-    pub client: VerifierClient,
+    key: Arc<EphemeralKey>,
+    /// The verifier (for delegation and secrets).
+    client: VerifierClient,
+    /// The last `DPoP-Nonce` the verifier handed out (saves a round trip).
+    dpop_nonce: Mutex<Option<String>>,
+    /// Secrets opened, by name.
+    secrets: Mutex<HashMap<String, Cached>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The verifier's refusal, as a socket answer.
+fn refused(status: u16, answer: &Value, fallback: &str) -> Value {
+    match refusal(status, answer) {
+        crate::client::ClientError::Refused {
+            code,
+            message,
+            status,
+        } => json!({"error": {"code": code, "message": message, "status": status}}),
+        other => error(fallback, other),
+    }
 }
 
 fn error(code: &str, message: impl std::fmt::Display) -> Value {
@@ -88,6 +140,17 @@ fn random_jti() -> Option<String> {
 }
 
 impl Responder {
+    /// Answers for `served`, signing with `key`, talking to `client`.
+    pub fn new(served: Arc<Served>, key: Arc<EphemeralKey>, client: VerifierClient) -> Self {
+        Self {
+            served,
+            key,
+            client,
+            dpop_nonce: Mutex::new(None),
+            secrets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// A DPoP proof by the agent's key for `htm` `htu`, bound to `token`.
     pub fn proof(
         &self,
@@ -149,47 +212,129 @@ impl Responder {
                 if let (Some(map), Some(ttl)) = (body.as_object_mut(), ttl_seconds) {
                     map.insert("ttl_seconds".into(), json!(ttl));
                 }
-                self.delegate(&body, &current.token).await
+                match self.call(&Call::Exchange(&body), &current.token).await {
+                    Ok((200, answer)) => answer,
+                    Ok((status, answer)) => refused(status, &answer, "exchange_failed"),
+                    Err(e) => e,
+                }
             }
+            SocketRequest::Secret { name } => self.secret(&name, &current.token).await,
         }
     }
 
-    /// The exchange, with RFC 9449's nonce round: a first proof without a
-    /// nonce earns one; the second carries it.
-    async fn delegate(&self, body: &Value, token: &str) -> Value {
-        let htu = format!("{}{EXCHANGE_PATH}", self.client.base());
-        let mut nonce: Option<String> = None;
-        for _ in 0..2 {
-            let proof = match self.proof("POST", &htu, token, nonce.as_deref()) {
-                Ok(p) => p,
-                Err(e) => return error("proof_failed", e),
-            };
-            match self.client.exchange(body, &proof).await {
-                Ok((200, answer, _)) => return answer,
-                Ok((status, answer, fresh)) => {
-                    let code = answer.pointer("/error/code").and_then(Value::as_str);
-                    if code == Some("use_dpop_nonce") && fresh.is_some() && nonce.is_none() {
-                        nonce = fresh;
-                        continue;
-                    }
-                    return match refusal(status, &answer) {
-                        crate::client::ClientError::Refused {
-                            code,
-                            message,
-                            status,
-                        } => {
-                            json!({"error": {"code": code, "message": message, "status": status}})
-                        }
-                        other => error("exchange_failed", other),
-                    };
+    /// One call under `token` with RFC 9449's nonce round: the proof
+    /// carries the last nonce the verifier gave (if any); a
+    /// `use_dpop_nonce` answer's fresh nonce is tried once more.
+    async fn call(&self, call: &Call<'_>, token: &str) -> Result<(u16, Value), Value> {
+        let (htm, path) = match call {
+            Call::Exchange(_) => (reqwest::Method::POST, EXCHANGE_PATH.to_string()),
+            Call::Secret(method, path) => (method.clone(), path.clone()),
+        };
+        let htu = format!("{}{path}", self.client.base());
+        let mut retried = false;
+        loop {
+            let nonce = lock(&self.dpop_nonce).clone();
+            let proof = self
+                .proof(htm.as_str(), &htu, token, nonce.as_deref())
+                .map_err(|e| error("proof_failed", e))?;
+            let sent = match call {
+                Call::Exchange(body) => self.client.exchange(body, &proof).await,
+                Call::Secret(method, path) => {
+                    self.client
+                        .with_token(method.clone(), path, token, &proof, None)
+                        .await
                 }
-                Err(e) => return error("verifier_unreachable", e),
+            };
+            let (status, answer, fresh) = sent.map_err(|e| error("verifier_unreachable", e))?;
+            if fresh.is_some() {
+                *lock(&self.dpop_nonce) = fresh;
+            }
+            let code = answer.pointer("/error/code").and_then(Value::as_str);
+            if code == Some("use_dpop_nonce") && !retried {
+                retried = true;
+                continue;
+            }
+            return Ok((status, answer));
+        }
+    }
+
+    /// A secret: the version in force, then the cached copy if it is that
+    /// version, else a release opened with the decryption key.
+    async fn secret(&self, name: &str, token: &str) -> Value {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid {
+            return error(
+                "malformed_request",
+                "a secret's name is 1 to 128 letters, digits, `.`, `_` or `-`",
+            );
+        }
+        let path = format!("{SECRETS_PATH}{name}");
+        let version = match self
+            .call(&Call::Secret(reqwest::Method::GET, path.clone()), token)
+            .await
+        {
+            Ok((200, meta)) => meta.get("version").and_then(Value::as_i64),
+            Ok((status, answer)) => {
+                lock(&self.secrets).remove(name);
+                return refused(status, &answer, "secret_failed");
+            }
+            Err(e) => return e,
+        };
+        if let Some(cached) = lock(&self.secrets).get(name) {
+            if Some(cached.version) == version {
+                return secret_answer(name, cached);
             }
         }
-        error(
-            "exchange_failed",
-            "the verifier kept asking for a new DPoP nonce",
-        )
+        let released = match self
+            .call(&Call::Secret(reqwest::Method::POST, path), token)
+            .await
+        {
+            Ok((200, released)) => released,
+            Ok((status, answer)) => return refused(status, &answer, "secret_failed"),
+            Err(e) => return e,
+        };
+        let Some(jwe) = released.get("jwe").and_then(Value::as_str) else {
+            return error("secret_failed", "the verifier's answer has no JWE");
+        };
+        let opened = match self.key.open(jwe) {
+            Ok(o) => o,
+            Err(e) => return error("secret_undecryptable", e),
+        };
+        // The protected header (authenticated by the decryption) must name
+        // what was asked for.
+        let version = opened.header.get("version").and_then(Value::as_i64);
+        let (Some(version), true) = (
+            version,
+            opened.header.get("secret").and_then(Value::as_str) == Some(name),
+        ) else {
+            return error(
+                "secret_undecryptable",
+                "the JWE's protected header names another secret",
+            );
+        };
+        let cached = Cached {
+            version,
+            value: Zeroizing::new(opened.plaintext),
+        };
+        let answer = secret_answer(name, &cached);
+        lock(&self.secrets).insert(name.to_string(), cached);
+        answer
+    }
+}
+
+/// A secret on the socket: text as `value`, other bytes as `value_base64`.
+fn secret_answer(name: &str, cached: &Cached) -> Value {
+    match std::str::from_utf8(&cached.value) {
+        Ok(text) => json!({"name": name, "version": cached.version, "value": text}),
+        Err(_) => json!({
+            "name": name,
+            "version": cached.version,
+            "value_base64": STANDARD.encode(&cached.value[..]),
+        }),
     }
 }
 
