@@ -146,7 +146,8 @@ fn agent_proof(socket: &Path, htu: &str) -> (String, String) {
     )
 }
 
-async fn revoke(verifier: &RunningVerifier, jti: &str) {
+/// An admin call to the verifier (its TLS certificate pinned): the status.
+async fn admin(verifier: &RunningVerifier, method: &str, path: &str, body: &Value) -> u16 {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(verifier.cert()).unwrap() {
@@ -164,13 +165,21 @@ async fn revoke(verifier: &RunningVerifier, jti: &str) {
         .build()
         .unwrap();
     let response = client
-        .post(format!("{}/v1/admin/revoke", verifier.url))
+        .request(method.parse().unwrap(), format!("{}{path}", verifier.url))
         .bearer_auth(verifier.admin_token())
-        .json(&json!({"kind": "jti", "target": jti, "mode": "immediate", "reason": "compromised"}))
+        .json(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    response.status().as_u16()
+}
+
+async fn revoke(verifier: &RunningVerifier, jti: &str) {
+    let body = json!({"kind": "jti", "target": jti, "mode": "immediate", "reason": "compromised"});
+    assert_eq!(
+        admin(verifier, "POST", "/v1/admin/revoke", &body).await,
+        200
+    );
 }
 
 /// `enclave-agent run --simulate <tee>` serving on a socket in `dir`;
@@ -308,5 +317,75 @@ async fn a_running_agent_serves_delegates_and_stops_when_revoked() {
         (status, body["error"].clone()),
         (401, json!("token_revoked")),
         "{body}"
+    );
+}
+
+/// Attested secret release through the running agent, for each TEE: the
+/// agent binds its decryption key, fetches a secret the policy allows over
+/// its socket and opens it inside; `enclave-agent secret` prints it; a new
+/// version reaches the agent at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_agent_fetches_secrets_the_policy_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.cedar");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}\npermit (principal, action == AttestGate::Action::\"read_secret\", resource == AttestGate::Secret::\"api-key\");\n",
+            std::fs::read_to_string(workspace_root().join("verifier/service/default.cedar")).unwrap()
+        ),
+    )
+    .unwrap();
+    let verifier = RunningVerifier::start(&["--dev", "--policy", policy.to_str().unwrap()]);
+    let put = |value: &'static str| json!({"value": value});
+    assert_eq!(
+        admin(
+            &verifier,
+            "PUT",
+            "/v1/admin/secrets/api-key",
+            &put("sk-first")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        admin(&verifier, "PUT", "/v1/admin/secrets/other", &put("nope")).await,
+        200
+    );
+    for tee in ["nitro", "tdx", "snp"] {
+        let (_agent, socket, _) = start_agent(&verifier, tee, dir.path());
+        let answer = socket_ask(&socket, &json!({"op": "secret", "name": "api-key"}));
+        assert_eq!(answer["value"], "sk-first", "{tee}: {answer}");
+        let refused = socket_ask(&socket, &json!({"op": "secret", "name": "other"}));
+        assert_eq!(refused["error"]["code"], "secret_denied", "{refused}");
+        let printed = Command::new(binary("enclave-agent"))
+            .args(["secret", "api-key", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert!(printed.status.success());
+        assert_eq!(printed.stdout, b"sk-first");
+    }
+    // A fresh folder: the agents above left their (dead) sockets behind.
+    let again = tempfile::tempdir().unwrap();
+    let (_agent, socket, _) = start_agent(&verifier, "tdx", again.path());
+    assert_eq!(
+        socket_ask(&socket, &json!({"op": "secret", "name": "api-key"}))["version"],
+        1
+    );
+    assert_eq!(
+        admin(
+            &verifier,
+            "PUT",
+            "/v1/admin/secrets/api-key",
+            &put("sk-second")
+        )
+        .await,
+        200
+    );
+    let answer = socket_ask(&socket, &json!({"op": "secret", "name": "api-key"}));
+    assert_eq!(
+        (answer["version"].as_i64(), answer["value"].as_str()),
+        (Some(2), Some("sk-second"))
     );
 }
