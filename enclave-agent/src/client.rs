@@ -85,6 +85,21 @@ impl ClientError {
     }
 }
 
+/// A DPoP endpoint's answer: status, JSON body and the `DPoP-Nonce` it
+/// handed out.
+async fn with_dpop_nonce(
+    response: reqwest::Response,
+) -> Result<(u16, Value, Option<String>), ClientError> {
+    let status = response.status().as_u16();
+    let nonce = response
+        .headers()
+        .get("dpop-nonce")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body: Value = response.json().await.map_err(transport)?;
+    Ok((status, body, nonce))
+}
+
 fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
 }
@@ -182,14 +197,7 @@ impl VerifierClient {
             .send()
             .await
             .map_err(transport)?;
-        let status = response.status().as_u16();
-        let nonce = response
-            .headers()
-            .get("dpop-nonce")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body: Value = response.json().await.map_err(transport)?;
-        Ok((status, body, nonce))
+        with_dpop_nonce(response).await
     }
 
     /// A request under the agent's DPoP-bound token: `method path` with
@@ -212,14 +220,7 @@ impl VerifierClient {
             request = request.json(body);
         }
         let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let nonce = response
-            .headers()
-            .get("dpop-nonce")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body: Value = response.json().await.map_err(transport)?;
-        Ok((status, body, nonce))
+        with_dpop_nonce(response).await
     }
 
     /// A fresh nonce.

@@ -123,7 +123,7 @@ pub fn encrypt(
     };
     let kek = agreement::agree_ephemeral(
         ephemeral,
-        &UnparsedPublicKey::new(&ECDH_P256, &point),
+        UnparsedPublicKey::new(&ECDH_P256, &point),
         JweError::Decrypt,
         |z| Ok(concat_kdf(z, &[], &[])),
     )?;
@@ -241,7 +241,7 @@ pub fn decrypt(key: &PrivateKey, compact: &str) -> Result<Opened, JweError> {
 
     let kek = agreement::agree(
         key,
-        &UnparsedPublicKey::new(&ECDH_P256, &point),
+        UnparsedPublicKey::new(&ECDH_P256, &point),
         JweError::Decrypt,
         |z| Ok(concat_kdf(z, &apu, &apv)),
     )?;

@@ -428,15 +428,7 @@ impl Appraiser {
         let jkt = ask.actor.jkt();
         let provenance = &parent.provenance;
         let scopes = self.permitted(&PolicyQuery {
-            subject: PolicySubject {
-                workload,
-                tee: &provenance.tee,
-                model: &provenance.model_digest,
-                tcb_status: provenance.tcb_status.as_deref(),
-                debug: provenance.debug,
-                test_root: provenance.test_root,
-                collateral: provenance.collateral,
-            },
+            subject: PolicySubject::from_provenance(workload, provenance),
             delegation: Some(DelegationQuery {
                 actor: &jkt,
                 depth: i64::from(depth),
@@ -535,15 +527,7 @@ impl Appraiser {
         let permitted = self
             .policy
             .permits_secret(&SecretQuery {
-                subject: PolicySubject {
-                    workload,
-                    tee: &provenance.tee,
-                    model: &provenance.model_digest,
-                    tcb_status: provenance.tcb_status.as_deref(),
-                    debug: provenance.debug,
-                    test_root: provenance.test_root,
-                    collateral: provenance.collateral,
-                },
+                subject: PolicySubject::from_provenance(workload, provenance),
                 name,
                 version,
                 act_for: &claims.act_for,

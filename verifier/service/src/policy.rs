@@ -67,6 +67,25 @@ impl<'a> PolicySubject<'a> {
     }
 }
 
+impl<'a> PolicySubject<'a> {
+    /// From a verified token's provenance (exchange, secret release): the
+    /// same facts the attestation decided on.
+    pub fn from_provenance(
+        workload: &'a Workload,
+        provenance: &'a attest_gate_protocol::Provenance,
+    ) -> Self {
+        Self {
+            workload,
+            tee: &provenance.tee,
+            model: &provenance.model_digest,
+            tcb_status: provenance.tcb_status.as_deref(),
+            debug: provenance.debug,
+            test_root: provenance.test_root,
+            collateral: provenance.collateral,
+        }
+    }
+}
+
 /// A delegation being decided (token exchange).
 #[derive(Debug, Clone, Copy)]
 pub struct DelegationQuery<'a> {
