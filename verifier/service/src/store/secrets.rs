@@ -132,11 +132,9 @@ impl Store {
 
     /// Every name's highest version, by name (the ciphertexts left out).
     pub async fn secret_versions(&self) -> Result<Vec<SecretRow>, StoreError> {
-        let sql = format!(
-            "SELECT name, version, '' AS sealed, kek_id, release_in_quarantine, not_after, \
-             created_at, retired_at FROM secrets s WHERE version = \
-             (SELECT MAX(version) FROM secrets t WHERE t.name = s.name) ORDER BY name LIMIT 10000"
-        );
-        Ok(on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?))
+        const SQL: &str = "SELECT name, version, '' AS sealed, kek_id, release_in_quarantine, \
+             not_after, created_at, retired_at FROM secrets s WHERE version = \
+             (SELECT MAX(version) FROM secrets t WHERE t.name = s.name) ORDER BY name LIMIT 10000";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?))
     }
 }
