@@ -389,17 +389,7 @@ impl Appraiser {
         now: OffsetDateTime,
     ) -> Result<Grant, ServiceError> {
         let parent = parent.claims();
-        let workload = self
-            .references
-            .workloads()
-            .iter()
-            .find(|w| w.name == parent.client_id)
-            .ok_or_else(|| {
-                ServiceError::new(
-                    ServiceCode::WorkloadUnknown,
-                    "the subject token's workload is no longer allowed",
-                )
-            })?;
+        let workload = self.listed_workload(&parent.client_id, "the subject token")?;
         if !workload.grant.may_delegate {
             return Err(ServiceError::new(
                 ServiceCode::DelegationNotAllowed,
@@ -483,6 +473,21 @@ impl Appraiser {
         })
     }
 
+    /// The workload a verified token names, if `measurements/` still lists
+    /// it (`what` names the token in the refusal).
+    fn listed_workload(&self, name: &str, what: &str) -> Result<&Workload, ServiceError> {
+        self.references
+            .workloads()
+            .iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| {
+                ServiceError::new(
+                    ServiceCode::WorkloadUnknown,
+                    format!("{what}'s workload is no longer allowed"),
+                )
+            })
+    }
+
     /// Secret release: the token's workload must still be listed; a
     /// delegated token only if the workload says `secrets_may_delegate`;
     /// then Cedar must permit `read_secret` on the secret for this agent's
@@ -496,17 +501,7 @@ impl Appraiser {
         now: OffsetDateTime,
     ) -> Result<(), ServiceError> {
         let claims = token.claims();
-        let workload = self
-            .references
-            .workloads()
-            .iter()
-            .find(|w| w.name == claims.client_id)
-            .ok_or_else(|| {
-                ServiceError::new(
-                    ServiceCode::WorkloadUnknown,
-                    "the token's workload is no longer allowed",
-                )
-            })?;
+        let workload = self.listed_workload(&claims.client_id, "the token")?;
         let depth = i64::try_from(claims.depth()).unwrap_or(i64::MAX);
         if depth > 0 && !workload.grant.secrets_may_delegate {
             return Err(ServiceError::new(
