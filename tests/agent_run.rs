@@ -148,22 +148,7 @@ fn agent_proof(socket: &Path, htu: &str) -> (String, String) {
 
 /// An admin call to the verifier (its TLS certificate pinned): the status.
 async fn admin(verifier: &RunningVerifier, method: &str, path: &str, body: &Value) -> u16 {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(verifier.cert()).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap();
+    let client = verifier.client();
     let response = client
         .request(method.parse().unwrap(), format!("{}{path}", verifier.url))
         .bearer_auth(verifier.admin_token())

@@ -129,8 +129,14 @@ impl RunningVerifier {
     /// the test) when it cannot.
     #[allow(clippy::panic)]
     pub fn start(extra: &[&str]) -> Self {
-        use std::io::{BufRead, BufReader};
         let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        Self::start_in(data_dir, extra)
+    }
+
+    /// As [`Self::start`], on `data_dir` (one an earlier run left).
+    #[allow(clippy::panic)]
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(binary("verifier"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
@@ -171,6 +177,14 @@ impl RunningVerifier {
         }
     }
 
+    /// Kills the process (SIGKILL: no shutdown of any kind) and hands back
+    /// its data directory.
+    #[allow(clippy::panic)]
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let spare = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        std::mem::replace(&mut self.data_dir, spare)
+    }
+
     /// The admin token (a verifier without a terminal writes it to a file).
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("admin-token.new"))
@@ -182,5 +196,31 @@ impl RunningVerifier {
     /// The verifier's TLS certificate (to pin).
     pub fn cert(&self) -> PathBuf {
         self.data_dir.path().join("tls/cert.pem")
+    }
+
+    /// An HTTPS client that trusts only this verifier's certificate.
+    #[allow(clippy::panic)]
+    pub fn client(&self) -> reqwest::Client {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(self.cert())
+            .unwrap_or_else(|e| panic!("the verifier's certificate: {e}"));
+        for cert in certs {
+            let cert = cert.unwrap_or_else(|e| panic!("the verifier's certificate: {e}"));
+            roots
+                .add(cert)
+                .unwrap_or_else(|e| panic!("the verifier's certificate: {e}"));
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("TLS: {e}"))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"))
     }
 }

@@ -73,6 +73,16 @@ macro_rules! label_key {
                 sig.to_bytes().to_vec()
             }
 
+            /// The private key as PKCS#8 DER, for a faster signer (the
+            /// simulator's per-nonce signatures, [`crate::template`]).
+            pub fn pkcs8_der(&self) -> Vec<u8> {
+                use $curve::pkcs8::EncodePrivateKey;
+                self.signing
+                    .to_pkcs8_der()
+                    .map(|d| d.as_bytes().to_vec())
+                    .unwrap_or_default()
+            }
+
             /// ECDSA with the curve's hash, ASN.1 DER (X.509's encoding).
             pub fn sign_der(&self, msg: &[u8]) -> Vec<u8> {
                 let sig: $curve::ecdsa::Signature = self.signing.sign(msg);

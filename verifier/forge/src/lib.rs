@@ -15,4 +15,5 @@ pub mod nitro;
 pub mod pki;
 pub mod snp;
 pub mod tdx;
+pub mod template;
 pub mod testdata;

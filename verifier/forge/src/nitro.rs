@@ -170,6 +170,17 @@ impl DocSpec {
 
     /// Signs the document with `chain`'s leaf key, carrying `cabundle`.
     pub fn sign(&self, chain: &Chain, cabundle: &[Vec<u8>]) -> Result<Vec<u8>, ForgeError> {
+        self.sign_with(chain, cabundle, |tbs| chain.leaf_key.sign_fixed(tbs))
+    }
+
+    /// Signs the document with `sign` (ES384, `r ‖ s`) in place of the
+    /// chain's leaf key: the simulator's faster signer of the same key.
+    pub fn sign_with(
+        &self,
+        chain: &Chain,
+        cabundle: &[Vec<u8>],
+        sign: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Result<Vec<u8>, ForgeError> {
         let mut protected = HeaderBuilder::new();
         if let Some(alg) = self.protected_algorithm {
             protected = protected.algorithm(alg);
@@ -182,7 +193,7 @@ impl DocSpec {
             .protected(protected.build())
             .unprotected(unprotected.build())
             .payload(self.payload(chain, cabundle)?)
-            .create_signature(&[], |tbs| chain.leaf_key.sign_fixed(tbs))
+            .create_signature(&[], sign)
             .build();
         let bytes = if self.tagged {
             sign1.to_tagged_vec()
@@ -225,4 +236,7 @@ pub enum ForgeError {
     /// CBOR encoding failed.
     #[error("CBOR encoding failed: {0}")]
     Cbor(String),
+    /// A test key could not be loaded into the fast signer.
+    #[error("test key unusable: {0}")]
+    Key(String),
 }

@@ -156,9 +156,15 @@ impl ReportSpec {
 }
 
 /// Signs report bytes as the firmware does (for bodies edited by hand).
-pub fn sign_body(mut r: Vec<u8>, vcek: &TestKey) -> Vec<u8> {
+pub fn sign_body(r: Vec<u8>, vcek: &TestKey) -> Vec<u8> {
+    sign_body_with(r, |signed| vcek.sign_fixed(signed))
+}
+
+/// Signs report bytes with `sign` (P-384 `r ‖ s`, big-endian, 96 bytes),
+/// stored as the firmware stores them.
+pub fn sign_body_with(mut r: Vec<u8>, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
     {
-        let sig = vcek.sign_fixed(r.get(..0x2a0).unwrap_or_default());
+        let sig = sign(r.get(..0x2a0).unwrap_or_default());
         for (i, half) in sig.chunks(48).enumerate() {
             let mut le = half.to_vec();
             le.reverse();

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod audit_checkpoint;
 mod ca;
 mod challenge;
 mod clock;
@@ -29,6 +30,7 @@ mod metrics;
 mod policy;
 mod ratelimit;
 mod revocation;
+mod revocation_cache;
 mod secrets;
 mod serve;
 mod service;
@@ -40,6 +42,10 @@ mod wire;
 pub use api::check_request_body;
 pub use api::{Decision, IntentRequest};
 pub use attest_gate_protocol::revocation::Mode as RevocationMode;
+pub use audit_checkpoint::{
+    key_path as audit_checkpoint_key_path, prune_audit_log, verify_audit_log, AuditError,
+    CheckpointKey, Pruned,
+};
 pub use challenge::{issue as issue_nonce, Challenge, NonceKey};
 pub use clock::Clock;
 pub use collateral_source::{
@@ -55,7 +61,7 @@ pub use http::router;
 pub use ratelimit::{Endpoint, ForwardedHeader, Rate, RateLimitConfig};
 pub use serve::{open, run, ServeArgs};
 pub use service::{Service, ServiceConfig, StartError};
-pub use store::{AuditQuery, Store};
+pub use store::{AuditBreak, AuditCheckpoint, AuditQuery, AuditVerified, Store};
 
 /// What the `verifier` command line reads and prints: bounded file reads,
 /// the JSON output shapes, and the one wall-clock read of the CLI.

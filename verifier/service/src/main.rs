@@ -178,6 +178,7 @@ fn main() -> ExitCode {
         Command::Policy(ops::PolicyCommand::Test(args)) => ops::policy_test(&args),
         Command::Audit(ops::AuditCommand::Verify(args)) => ops::audit_verify(&args),
         Command::Audit(ops::AuditCommand::Export(args)) => ops::audit_export(&args),
+        Command::Audit(ops::AuditCommand::Prune(args)) => ops::audit_prune(&args),
     };
     match result {
         Ok(code) => code,

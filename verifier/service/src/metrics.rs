@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): attestations by
 //! TEE and outcome, rejections by code, issuance latency, revocations by
-//! mode, secret requests by outcome; active sessions are counted from the store at scrape time.
+//! mode, secret requests by outcome, rows per table (counted when the store
+//! is pruned); active sessions are counted from the store at scrape time.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -28,6 +29,11 @@ struct ModeLabel {
     mode: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Table {
+    table: String,
+}
+
 /// The service's metrics.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -40,6 +46,7 @@ pub(crate) struct Metrics {
     challenges: Counter,
     rate_limited: Family<Code, Counter>,
     secrets: Family<Code, Counter>,
+    table_rows: Family<Table, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -54,6 +61,12 @@ impl Default for Metrics {
         let challenges = Counter::default();
         let rate_limited = Family::<Code, Counter>::default();
         let secrets = Family::<Code, Counter>::default();
+        let table_rows = Family::<Table, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "store_rows",
+            "Rows per table of the store, counted when it is pruned (once a minute)",
+            table_rows.clone(),
+        );
         registry.register(
             "secret_requests",
             "Secret releases and metadata reads, by outcome code (ok or the refusal)",
@@ -104,6 +117,7 @@ impl Default for Metrics {
             challenges,
             rate_limited,
             secrets,
+            table_rows,
         }
     }
 }
@@ -166,6 +180,15 @@ impl Metrics {
                 mode: mode.to_string(),
             })
             .inc_by(n);
+    }
+
+    /// `table` holds `rows` rows.
+    pub(crate) fn table_rows(&self, table: &str, rows: i64) {
+        self.table_rows
+            .get_or_create(&Table {
+                table: table.to_string(),
+            })
+            .set(rows);
     }
 
     /// The text exposition, with `active` unexpired credentials.

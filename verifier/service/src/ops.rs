@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use attest_gate_core::EvidenceBundle;
 use attest_gate_verifier::cli::{self as files, now};
-use attest_gate_verifier::CollateralOrigin;
 use attest_gate_verifier::{
     Appraiser, AuditQuery, Decision, IntentRequest, RevocationMode as Mode, ServeArgs, ServiceCode,
     ServiceError, Store, Verification,
 };
+use attest_gate_verifier::{AuditError, CheckpointKey, CollateralOrigin};
 use clap::{Args, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -77,8 +77,12 @@ pub(crate) struct PolicyTestArgs {
 /// `verifier audit ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Check the whole hash chain; names the first broken record.
+    /// Check the whole hash chain (from its signed checkpoint, if pruned);
+    /// names the first broken record.
     Verify(StoreArgs),
+    /// Remove records dated before an instant, leaving a signed checkpoint
+    /// the chain is then checked from.
+    Prune(PruneArgs),
     /// Write records as JSON lines to stdout.
     Export(ExportArgs),
 }
@@ -92,6 +96,17 @@ pub(crate) struct StoreArgs {
     /// `sqlite:PATH` or `postgres://...`.
     #[arg(long)]
     pub database: Option<String>,
+}
+
+/// `verifier audit prune`.
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Remove the records dated before this instant (RFC 3339).
+    #[arg(long)]
+    pub before: String,
+    /// Which database.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `verifier audit export`.
@@ -156,21 +171,62 @@ pub(crate) fn reappraise(args: ReappraiseArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn audit_verify(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let store = open_store(args).await?;
-        match store.verify_audit().await? {
-            Ok((seq, hash)) => {
+        match attest_gate_verifier::verify_audit_log(&store, &args.data_dir).await {
+            Ok(verified) => {
                 println!(
                     "{}",
-                    serde_json::json!({"intact": true, "records": seq, "head": hash})
+                    serde_json::json!({
+                        "intact": true,
+                        "records": verified.records,
+                        "head": verified.head,
+                        "checkpoint": verified.checkpoint,
+                    })
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Err(broken) => {
+            Err(AuditError::Broken(broken)) => {
                 println!(
                     "{}",
                     serde_json::json!({"intact": false, "first_broken": broken})
                 );
                 Ok(ExitCode::from(1))
             }
+            Err(e @ (AuditError::BadCheckpoint(_) | AuditError::NoKey(_))) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"intact": false, "checkpoint_invalid": e.to_string()})
+                );
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// `verifier audit prune`: prints how many records went and the checkpoint.
+pub(crate) fn audit_prune(args: &PruneArgs) -> anyhow::Result<ExitCode> {
+    let before = OffsetDateTime::parse(&args.before, &Rfc3339)
+        .with_context(|| format!("--before {:?}", args.before))?
+        .unix_timestamp();
+    runtime()?.block_on(async {
+        let store = open_store(&args.store).await?;
+        let key = CheckpointKey::load_or_create(&args.store.data_dir)?;
+        let now = now().unix_timestamp();
+        match attest_gate_verifier::prune_audit_log(&store, &key, &args.store.data_dir, before, now)
+            .await
+        {
+            Ok(pruned) => {
+                println!("{}", serde_json::to_value(&pruned)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(AuditError::Broken(broken)) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"pruned": false, "first_broken": broken})
+                );
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e.into()),
         }
     })
 }

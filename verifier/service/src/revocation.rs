@@ -9,6 +9,8 @@
 //! - `quarantine`: credentials stay active but are marked, so relying
 //!   parties route them to a monitor; every use the verifier sees is audited.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use attest_gate_protocol::revocation as rule;
@@ -57,50 +59,101 @@ pub(crate) struct Subject<'a> {
     pub issued_at: i64,
 }
 
-fn names(r: &Revocation, s: &Subject<'_>) -> bool {
-    let any = |list: &[String]| list.contains(&r.target);
-    match r.kind {
-        Kind::Jti => any(s.jtis),
-        Kind::Session => any(s.sessions),
-        Kind::Workload => r.target == s.workload,
-        Kind::Model => r.target.eq_ignore_ascii_case(s.model),
-        Kind::Measurement => s
-            .measurements
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(&r.target)),
-        Kind::Key => any(s.keys),
-        Kind::Unknown => false,
+/// The revocations in force, indexed by what they name: a credential's
+/// standing costs a handful of lookups however many revocations there are.
+#[derive(Debug, Default)]
+pub(crate) struct RevocationIndex {
+    rows: Vec<Revocation>,
+    by_target: HashMap<(&'static str, String), Vec<usize>>,
+}
+
+/// The index key: kind and target, register values and model digests in
+/// lower case (they are hex, matched without regard to case).
+fn key(kind: Kind, target: &str) -> (&'static str, String) {
+    let target = match kind {
+        Kind::Model | Kind::Measurement => target.to_ascii_lowercase(),
+        _ => target.to_string(),
+    };
+    (kind.as_str(), target)
+}
+
+impl RevocationIndex {
+    /// Indexes `rows` (a kind this build does not know names nothing).
+    pub(crate) fn new(rows: Vec<Revocation>) -> Self {
+        let mut by_target: HashMap<_, Vec<usize>> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            if r.kind != Kind::Unknown {
+                by_target.entry(key(r.kind, &r.target)).or_default().push(i);
+            }
+        }
+        Self { rows, by_target }
     }
-}
 
-/// How `subject` stands: the protocol's one rule
-/// ([`attest_gate_protocol::revocation::standing`]) over the revocations
-/// naming it.
-pub(crate) fn standing(revocations: &[Revocation], subject: &Subject<'_>) -> Standing {
-    rule::standing(
-        revocations.iter().filter(|r| names(r, subject)),
-        subject.issued_at,
-    )
-}
+    /// Whether no revocation is in force.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 
-/// Why nothing new may be issued for `subject`: any un-lifted immediate or
-/// graceful revocation naming it, whatever else also names it (a quarantine
-/// outranks graceful for a credential's standing, never for issuance).
-pub(crate) fn issuance_blocked(
-    revocations: &[Revocation],
-    subject: &Subject<'_>,
-) -> Option<String> {
-    revocations
-        .iter()
-        .filter(|r| !r.lifted && r.mode != Mode::Quarantine && names(r, subject))
-        .map(|r| r.reason.clone())
-        .next()
+    /// Every revocation in force.
+    pub(crate) fn rows(&self) -> &[Revocation] {
+        &self.rows
+    }
+
+    /// The revocations naming `s`, in the order they were read.
+    fn naming(&self, s: &Subject<'_>) -> Vec<&Revocation> {
+        let single = [(Kind::Workload, s.workload), (Kind::Model, s.model)];
+        let lists = [
+            (Kind::Jti, s.jtis),
+            (Kind::Session, s.sessions),
+            (Kind::Measurement, s.measurements),
+            (Kind::Key, s.keys),
+        ];
+        let wanted = single.into_iter().chain(
+            lists
+                .into_iter()
+                .flat_map(|(kind, list)| list.iter().map(move |t| (kind, t.as_str()))),
+        );
+        let mut hits: Vec<usize> = wanted
+            .filter_map(|(kind, target)| self.by_target.get(&key(kind, target)))
+            .flatten()
+            .copied()
+            .collect();
+        hits.sort_unstable();
+        hits.dedup();
+        hits.into_iter().filter_map(|i| self.rows.get(i)).collect()
+    }
+
+    /// How `subject` stands: the protocol's one rule
+    /// ([`attest_gate_protocol::revocation::standing`]) over the
+    /// revocations naming it.
+    pub(crate) fn standing(&self, subject: &Subject<'_>) -> Standing {
+        rule::standing(self.naming(subject), subject.issued_at)
+    }
+
+    /// Why nothing new may be issued for `subject`: any un-lifted immediate
+    /// or graceful revocation naming it, whatever else also names it (a
+    /// quarantine outranks graceful for a credential's standing, never for
+    /// issuance).
+    pub(crate) fn issuance_blocked(&self, subject: &Subject<'_>) -> Option<String> {
+        self.naming(subject)
+            .into_iter()
+            .find(|r| !r.lifted && r.mode != Mode::Quarantine)
+            .map(|r| r.reason.clone())
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn standing(rows: &[Revocation], s: &Subject<'_>) -> Standing {
+        RevocationIndex::new(rows.to_vec()).standing(s)
+    }
+
+    fn issuance_blocked(rows: &[Revocation], s: &Subject<'_>) -> Option<String> {
+        RevocationIndex::new(rows.to_vec()).issuance_blocked(s)
+    }
 
     fn revocation(kind: Kind, target: &str, mode: Mode, at: i64) -> Revocation {
         Revocation {

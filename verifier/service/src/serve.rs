@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long = "log-format", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Remove audit records older than this many days (checked once a
+    /// minute), leaving a signed checkpoint; 0 keeps them all.
+    #[arg(long = "audit-retention", value_name = "DAYS", default_value_t = 0)]
+    pub audit_retention_days: u32,
 }
 
 /// How logs are written (to stderr).
@@ -288,6 +292,8 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
         },
         trusted_proxies: args.trusted_proxy.clone(),
         forwarded_header: args.forwarded_header,
+        audit_retention: (args.audit_retention_days > 0)
+            .then(|| Duration::days(i64::from(args.audit_retention_days))),
     };
     let collateral_dir = args
         .collateral
@@ -400,26 +406,11 @@ async fn signals(service: Arc<Service>, handle: axum_server::Handle) {
     handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
 }
 
-/// How long past expiry a consumed nonce is remembered.
-const PRUNE_GRACE_SECONDS: i64 = 600;
-
-/// Forgets long-expired nonces once a minute.
+/// Prunes what has outlived its use once a minute (`Service::prune`).
 async fn prune_nonces(service: Arc<Service>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
-        // A consumed nonce is kept well past its expiry (longer than a
-        // request may take, plus clock skew between replicas), so a request
-        // in flight across expiry can never find its nonce forgotten.
-        let horizon = service.now().unix_timestamp() - PRUNE_GRACE_SECONDS;
-        if let Err(e) = service.store().prune_nonces(horizon).await {
-            tracing::warn!(error = %e, "pruning consumed nonces failed");
-        }
-        if let Err(e) = service.store().prune_session_evidence(horizon).await {
-            tracing::warn!(error = %e, "pruning ended sessions' evidence failed");
-        }
-        if let Err(e) = service.store().prune_session_keys(horizon).await {
-            tracing::warn!(error = %e, "pruning ended sessions' encryption keys failed");
-        }
+        service.prune(service.now()).await;
     }
 }

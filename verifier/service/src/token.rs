@@ -100,8 +100,19 @@ impl SigningKey {
         self.sign_jwt(REVOCATION_LIST_TYPE, list)
     }
 
+    /// Whether `jws` is signed by this key (ES256, its `kid`).
+    pub(crate) fn signed(&self, jws: &jws::Compact<'_>) -> bool {
+        jws.header_str("alg") == Some("ES256")
+            && jws.header_str("kid") == Some(self.kid.as_str())
+            && jws.verifies(&ECDSA_P256_SHA256_FIXED, &self.public.raw_public_key())
+    }
+
     /// A compact JWS of `claims` with header `typ`.
-    fn sign_jwt<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, SignError> {
+    pub(crate) fn sign_jwt<C: Serialize>(
+        &self,
+        typ: &str,
+        claims: &C,
+    ) -> Result<String, SignError> {
         let header = json!({"alg": "ES256", "typ": typ, "kid": self.kid});
         let header = serde_json::to_vec(&header).map_err(|_| SignError)?;
         let payload = serde_json::to_vec(claims).map_err(|_| SignError)?;

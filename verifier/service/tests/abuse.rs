@@ -458,6 +458,7 @@ async fn in_process(dir: &tempfile::TempDir) -> (Arc<attest_gate_verifier::Servi
         },
         trusted_proxies: vec![],
         forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
+        audit_retention: None,
     };
     let (service, _) = attest_gate_verifier::Service::start(
         config,

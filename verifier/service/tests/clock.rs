@@ -36,6 +36,7 @@ async fn a_challenge_expires_by_the_injected_clock() {
         rate_limits: RateLimitConfig::default(),
         trusted_proxies: vec![],
         forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
+        audit_retention: None,
     };
     let fixed = datetime!(2030-01-01 00:00:00 UTC);
     let (service, _) = Service::start(

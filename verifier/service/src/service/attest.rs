@@ -7,11 +7,9 @@ use std::time::Instant;
 
 use attest_gate_core::{Binding, Collateral, TeeKind, VerifiedClaims};
 use aws_lc_rs::digest::{digest, SHA256};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use time::OffsetDateTime;
 
-use super::lifecycle::Inherited;
+use super::lifecycle::{inherited_quarantine, Inherited};
 use super::{is_rate_limited, read, Service, Trail};
 use crate::api::{parse, AttestRequest, AttestResponse, Parsed};
 use crate::ca::{check_csr, CheckedCsr};
@@ -21,8 +19,8 @@ use crate::credentials;
 use crate::decision::{AttestationAsk, Grant};
 use crate::error::{ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
-use crate::revocation::{self, Kind, Subject};
-use crate::store::SessionEvidence;
+use crate::revocation::{self, Kind, Mode, Subject};
+use crate::store::{Committed, NewSession, Row, WriteSet};
 
 fn nonce_denial(e: NonceError) -> ServiceError {
     ServiceError::from(e)
@@ -37,21 +35,73 @@ impl Service {
     ) -> Result<AttestResponse, ServiceError> {
         let started = Instant::now();
         let mut trail = Trail::default();
-        let result = self.attest_inner(req, now, &mut trail).await;
-        let (code, detail) = match &result {
-            Ok(r) => ("ok".to_string(), r.scope.clone()),
-            Err(e) => (e.code().as_str().to_string(), e.message().to_string()),
+        let result = match self.attest_inner(req, now, &mut trail).await {
+            Ok((response, pending)) => self.commit_issued(response, pending, &trail, now).await,
+            // A refusal by the rate limiter writes nothing (that is its point).
+            Err(e) if is_rate_limited(&e) => Err(e),
+            Err(e) => {
+                let event =
+                    self.audit_event(now, "attest", e.code().as_str(), trail.clone(), e.message());
+                self.commit(WriteSet::audit(event)).await?;
+                Err(e)
+            }
+        };
+        let code = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code().as_str().to_string(),
         };
         self.metrics.attestation(
             trail.tee.as_deref().unwrap_or("unknown"),
             &code,
             started.elapsed(),
         );
-        // A refusal by the rate limiter writes nothing (that is its point).
-        if !is_rate_limited(&result) {
-            self.audit(now, "attest", &code, trail, &detail).await?;
-        }
         result
+    }
+
+    /// Commits the credential, its session, the consumed nonce and the
+    /// audit record in one transaction (with other requests'); the response
+    /// is handed out only once they are. A nonce another request consumed
+    /// first voids the whole issuance, and only the refusal is recorded.
+    async fn commit_issued(
+        &self,
+        response: AttestResponse,
+        pending: Pending,
+        trail: &Trail,
+        now: OffsetDateTime,
+    ) -> Result<AttestResponse, ServiceError> {
+        let replayed = nonce_denial(NonceError::Replayed);
+        let refusal = Trail {
+            subject: None,
+            jti: None,
+            session_id: None,
+            ..trail.clone()
+        };
+        let quarantined = pending
+            .rows
+            .iter()
+            .filter(|row| matches!(row, Row::Revocation(_)))
+            .count();
+        let set = WriteSet {
+            consume: Some(pending.nonce),
+            rows: pending.rows,
+            audit: self.audit_event(now, "attest", "ok", trail.clone(), &response.scope),
+            audit_if_replayed: Some(self.audit_event(
+                now,
+                "attest",
+                replayed.code().as_str(),
+                refusal,
+                replayed.message(),
+            )),
+        };
+        match self.commit(set).await? {
+            Committed::Written(_) => {
+                if quarantined > 0 {
+                    self.revocations_changed(Mode::Quarantine, quarantined as u64);
+                }
+                Ok(response)
+            }
+            Committed::Replayed(_) => Err(replayed),
+        }
     }
 
     async fn attest_inner(
@@ -59,7 +109,7 @@ impl Service {
         req: AttestRequest,
         now: OffsetDateTime,
         trail: &mut Trail,
-    ) -> Result<AttestResponse, ServiceError> {
+    ) -> Result<(AttestResponse, Pending), ServiceError> {
         let parsed = parse(&req)?;
         trail.tee = Some(parsed.tee.to_string());
         trail.actor = Some(format!("agent:{}", parsed.key.jkt()));
@@ -124,24 +174,23 @@ impl Service {
             return Err(nonce_denial(NonceError::Expired));
         }
 
-        let nonce_id = hex::encode(digest(&SHA256, &parsed.nonce));
-        let first_use = self
-            .store
-            .consume_nonce(&nonce_id, nonce_expiry.unix_timestamp())
-            .await
-            .map_err(ServiceError::internal)?;
-        if !first_use {
-            return Err(nonce_denial(NonceError::Replayed));
-        }
-        let issued = self
-            .issue(&parsed, &req, &grant, csr.as_ref(), trail)
-            .await?;
+        // Consumed in the transaction that records the credential: two
+        // requests with one nonce (on any replica) cannot both commit.
+        let nonce = (
+            hex::encode(digest(&SHA256, &parsed.nonce)),
+            nonce_expiry.unix_timestamp(),
+        );
+        let (issued, mut rows) = self.issue(&parsed, &req, &grant, csr.as_ref(), trail)?;
         if let Some(inherited) = quarantine {
             // A quarantined agent that renews stays quarantined.
-            self.inherit_quarantine(Kind::Session, &issued.session_id, &inherited, now)
-                .await?;
+            rows.push(Row::Revocation(inherited_quarantine(
+                Kind::Session,
+                &issued.session_id,
+                &inherited,
+                now,
+            )?));
         }
-        Ok(issued)
+        Ok((issued, Pending { nonce, rows }))
     }
 
     /// Nothing new is issued for an agent key when a revocation in force
@@ -158,11 +207,7 @@ impl Service {
         measurements: &[String],
         now: OffsetDateTime,
     ) -> Result<Option<Inherited>, ServiceError> {
-        let revocations = self
-            .store
-            .revocations_in_force()
-            .await
-            .map_err(ServiceError::internal)?;
+        let revocations = self.revocations_in_force().await?;
         if revocations.is_empty() {
             return Ok(None);
         }
@@ -182,7 +227,7 @@ impl Service {
             keys: &key,
             issued_at: now.unix_timestamp(),
         };
-        if let Some(reason) = revocation::issuance_blocked(&revocations, &subject) {
+        if let Some(reason) = revocations.issuance_blocked(&subject) {
             return Err(ServiceError::new(
                 ServiceCode::Revoked,
                 format!(
@@ -190,7 +235,7 @@ impl Service {
                 ),
             ));
         }
-        Ok(match revocation::standing(&revocations, &subject) {
+        Ok(match revocations.standing(&subject) {
             revocation::Standing::Quarantined { reason, origin } => {
                 Some(Inherited { reason, origin })
             }
@@ -293,17 +338,25 @@ fn collateral_unavailable(e: &ResolveError) -> ServiceError {
     }
 }
 
+/// What an issuance writes, committed with its audit record.
+struct Pending {
+    /// The nonce's ID and expiry.
+    nonce: (String, i64),
+    rows: Vec<Row>,
+}
+
 impl Service {
-    /// Signs and records what `grant` says: the token, the SVID (if a CSR
-    /// came), the credential and the session's evidence.
-    async fn issue(
+    /// Signs what `grant` says (the token, the SVID if a CSR came) and lays
+    /// out its rows: the credential, the session's evidence and key.
+    /// Nothing is handed out until they are committed.
+    fn issue(
         &self,
         parsed: &Parsed,
         req: &AttestRequest,
         grant: &Grant,
         csr: Option<&CheckedCsr>,
         trail: &mut Trail,
-    ) -> Result<AttestResponse, ServiceError> {
+    ) -> Result<(AttestResponse, Vec<Row>), ServiceError> {
         let access_token = read(&self.tokens)
             .current
             .sign_access(grant, &self.config.issuer)
@@ -312,46 +365,38 @@ impl Service {
             .map(|csr| self.ca.issue(csr, grant))
             .transpose()
             .map_err(ServiceError::internal)?;
-        self.store
-            .record_credential(&credentials::record(grant))
-            .await
-            .map_err(ServiceError::internal)?;
-        // The decoded bytes, in one alphabet: reappraisal reads exactly what
-        // was verified, whichever base64 the agent sent.
-        let collateral: serde_json::Map<String, serde_json::Value> = parsed
-            .collateral
-            .iter()
-            .map(|(name, bytes)| (name.to_string(), STANDARD.encode(bytes).into()))
-            .collect();
-        self.store
-            .record_session_evidence(&SessionEvidence {
+        // The decoded bytes: reappraisal reads exactly what was verified,
+        // whichever base64 the agent sent.
+        let mut rows = vec![
+            Row::Credential(credentials::record(grant)),
+            Row::Session(NewSession {
                 session_id: grant.session().id.clone(),
                 tee: parsed.tee.to_string(),
-                evidence: STANDARD.encode(&parsed.evidence),
-                collateral: serde_json::Value::Object(collateral).to_string(),
+                evidence: parsed.evidence.clone(),
+                collateral: parsed
+                    .collateral
+                    .iter()
+                    .map(|(name, bytes)| (name.to_string(), bytes.to_vec()))
+                    .collect(),
                 model_digest: parsed.model.to_hex(),
                 expires_at: grant.expires_at().unix_timestamp(),
                 principal: req.principal.clone(),
                 task_id: req.intent.task_id.clone(),
                 scopes: req.intent.scopes.join(" "),
                 audience: req.intent.audience.clone(),
-            })
-            .await
-            .map_err(ServiceError::internal)?;
+            }),
+        ];
         if let Some(encryption) = &parsed.encryption_key {
-            self.store
-                .record_session_key(
-                    &grant.session().id,
-                    &encryption.to_jwk().to_string(),
-                    grant.expires_at().unix_timestamp(),
-                )
-                .await
-                .map_err(ServiceError::internal)?;
+            rows.push(Row::SessionKey(
+                grant.session().id.clone(),
+                encryption.to_jwk().to_string(),
+                grant.expires_at().unix_timestamp(),
+            ));
         }
         trail.subject = Some(grant.subject());
         trail.jti = Some(grant.jti().to_string());
         trail.session_id = Some(grant.session().id.clone());
-        Ok(AttestResponse {
+        let response = AttestResponse {
             access_token,
             token_type: "DPoP".into(),
             expires_in: (grant.expires_at() - grant.issued_at()).whole_seconds(),
@@ -360,6 +405,7 @@ impl Service {
             session_id: grant.session().id.clone(),
             svid,
             test_root: grant.test_root(),
-        })
+        };
+        Ok((response, rows))
     }
 }

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use time::OffsetDateTime;
 
-use super::lifecycle::Inherited;
+use super::lifecycle::{inherited_quarantine, Inherited};
 use super::{is_rate_limited, read, Service, Trail};
 use crate::api::{ExchangeRequest, ExchangeResponse};
 use crate::challenge;
@@ -23,7 +23,8 @@ use crate::credentials;
 use crate::decision::DelegationAsk;
 use crate::error::{ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
-use crate::revocation::{Kind, Standing};
+use crate::revocation::{Kind, Mode, Standing};
+use crate::store::{Row, WriteSet};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -49,16 +50,34 @@ impl Service {
     ) -> Result<ExchangeResponse, ServiceError> {
         let mut trail = Trail::default();
         let result = self.exchange_inner(req, proof, now, &mut trail).await;
-        let (code, detail) = match &result {
-            Ok(r) => ("ok".to_string(), r.scope.clone()),
-            Err(e) => (e.code().as_str().to_string(), e.message().to_string()),
+        let result = match result {
+            Ok((response, rows)) => {
+                let quarantined = rows
+                    .iter()
+                    .filter(|row| matches!(row, Row::Revocation(_)))
+                    .count() as u64;
+                let event = self.audit_event(now, "exchange", "ok", trail, &response.scope);
+                self.commit(WriteSet {
+                    rows,
+                    ..WriteSet::audit(event)
+                })
+                .await?;
+                if quarantined > 0 {
+                    self.revocations_changed(Mode::Quarantine, quarantined);
+                }
+                Ok(response)
+            }
+            // A refusal by the rate limiter writes nothing (that is its point).
+            Err(e) if is_rate_limited(&e) => Err(e),
+            Err(e) => {
+                let event =
+                    self.audit_event(now, "exchange", e.code().as_str(), trail, e.message());
+                self.commit(WriteSet::audit(event)).await?;
+                Err(e)
+            }
         };
-        if code != "ok" {
-            self.metrics.rejection(&code);
-        }
-        // A refusal by the rate limiter writes nothing (that is its point).
-        if !is_rate_limited(&result) {
-            self.audit(now, "exchange", &code, trail, &detail).await?;
+        if let Err(e) = &result {
+            self.metrics.rejection(e.code().as_str());
         }
         result
     }
@@ -69,7 +88,7 @@ impl Service {
         proof: Option<&str>,
         now: OffsetDateTime,
         trail: &mut Trail,
-    ) -> Result<ExchangeResponse, ServiceError> {
+    ) -> Result<(ExchangeResponse, Vec<Row>), ServiceError> {
         if req.grant_type != GRANT_TYPE || req.subject_token_type != ACCESS_TOKEN_TYPE {
             return Err(ServiceError::new(
                 ServiceCode::UnsupportedGrantType,
@@ -180,24 +199,26 @@ impl Service {
             .current
             .sign_access(&grant, &self.config.issuer)
             .map_err(ServiceError::internal)?;
-        self.store
-            .record_credential(&credentials::record(&grant))
-            .await
-            .map_err(ServiceError::internal)?;
         trail.subject = Some(grant.subject());
         trail.jti = Some(grant.jti().to_string());
+        let mut rows = vec![Row::Credential(credentials::record(&grant))];
         for inherited in [inherited, parent_quarantine].into_iter().flatten() {
-            self.inherit_quarantine(Kind::Jti, grant.jti(), &inherited, now)
-                .await?;
+            rows.push(Row::Revocation(inherited_quarantine(
+                Kind::Jti,
+                grant.jti(),
+                &inherited,
+                now,
+            )?));
         }
-        Ok(ExchangeResponse {
+        let response = ExchangeResponse {
             access_token,
             issued_token_type: ACCESS_TOKEN_TYPE.into(),
             token_type: "DPoP".into(),
             expires_in: (grant.expires_at() - now).whole_seconds(),
             scope: grant.scopes().join(" "),
             spiffe_id: grant.subject(),
-        })
+        };
+        Ok((response, rows))
     }
 
     /// The proof must be by the token's key, for this request (`htm`, and

@@ -174,7 +174,7 @@ impl Service {
             .insert_revocations(rows)
             .await
             .map_err(internal)?;
-        self.metrics.revoked(mode.as_str(), rows.len() as u64);
+        self.revocations_changed(mode, rows.len() as u64);
         Ok(())
     }
 
@@ -267,28 +267,6 @@ impl Service {
     /// its agent key (or workload, model, measurement) is quarantined:
     /// renewing or being delegated to must not shed the mark. The row names
     /// its origin, so lifting the origin lifts it too.
-    pub(super) async fn inherit_quarantine(
-        &self,
-        kind: Kind,
-        target: &str,
-        inherited: &Inherited,
-        now: OffsetDateTime,
-    ) -> Result<(), ServiceError> {
-        let row = Revocation {
-            id: secrets::random_id().map_err(internal)?,
-            kind,
-            target: target.to_string(),
-            mode: Mode::Quarantine,
-            reason: format!("inherited: {}", inherited.reason),
-            cascade_from: Some(revocation::inherited_from(&inherited.origin)),
-            revoked_at: now.unix_timestamp(),
-            updated_at: now.unix_timestamp(),
-            lifted: false,
-        };
-        self.store_revocations(std::slice::from_ref(&row), Mode::Quarantine)
-            .await
-    }
-
     /// `POST /v1/admin/lift`: ends a quarantine.
     pub async fn lift(&self, id: &str, now: OffsetDateTime) -> Result<Value, ServiceError> {
         let lifted = self
@@ -296,6 +274,7 @@ impl Service {
             .lift_quarantine(id, now.unix_timestamp())
             .await
             .map_err(internal)?;
+        self.revocations_changed(Mode::Quarantine, 0);
         let code = if lifted { "ok" } else { "not_found" };
         self.audit(now, "admin.lift", code, Trail::admin(), id)
             .await?;
@@ -338,7 +317,7 @@ impl Service {
         &self,
         credential: &CredentialRecord,
     ) -> Result<(Standing, Option<String>), ServiceError> {
-        let revocations = self.store.revocations_in_force().await.map_err(internal)?;
+        let revocations = self.revocations_in_force().await?;
         if revocations.is_empty() {
             return Ok((Standing::Clear, None));
         }
@@ -358,8 +337,8 @@ impl Service {
             issued_at: credential.issued_at,
         };
         Ok((
-            revocation::standing(&revocations, &subject),
-            revocation::issuance_blocked(&revocations, &subject),
+            revocations.standing(&subject),
+            revocations.issuance_blocked(&subject),
         ))
     }
 
@@ -526,11 +505,11 @@ impl Service {
             .live_session_evidence(now.unix_timestamp())
             .await
             .map_err(internal)?;
-        let revocations = self.store.revocations_in_force().await.map_err(internal)?;
+        let revocations = self.revocations_in_force().await?;
         let mut revoked = Vec::new();
         let mut errors = Vec::new();
         for session in &sessions {
-            let already = revocations.iter().any(|r| {
+            let already = revocations.rows().iter().any(|r| {
                 r.kind == Kind::Session
                     && r.target == session.session_id
                     && r.mode == Mode::Immediate
@@ -670,4 +649,25 @@ impl Service {
             .unwrap_or(-1);
         self.metrics.render(active)
     }
+}
+
+/// The quarantine a renewed credential (session `target`, or a delegated
+/// `jti`) inherits from the one its agent key stands under.
+pub(super) fn inherited_quarantine(
+    kind: Kind,
+    target: &str,
+    inherited: &Inherited,
+    now: OffsetDateTime,
+) -> Result<Revocation, ServiceError> {
+    Ok(Revocation {
+        id: secrets::random_id().map_err(internal)?,
+        kind,
+        target: target.to_string(),
+        mode: Mode::Quarantine,
+        reason: format!("inherited: {}", inherited.reason),
+        cascade_from: Some(revocation::inherited_from(&inherited.origin)),
+        revoked_at: now.unix_timestamp(),
+        updated_at: now.unix_timestamp(),
+        lifted: false,
+    })
 }

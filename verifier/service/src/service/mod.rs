@@ -12,6 +12,7 @@ mod dry_run;
 mod exchange;
 mod lifecycle;
 mod release;
+mod retention;
 
 pub(crate) use exchange::EXCHANGE_PATH;
 pub(crate) use release::SECRETS_PATH;
@@ -21,6 +22,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use crate::api::ChallengeResponse;
+use crate::audit_checkpoint::CheckpointKey;
 use crate::ca::SvidCa;
 use crate::challenge::{self, NonceKey};
 use crate::clock::Clock;
@@ -29,8 +31,10 @@ use crate::decision::{Appraiser, Verification};
 use crate::error::{ServiceCode, ServiceError};
 use crate::metrics::Metrics;
 use crate::ratelimit::{self, Endpoint, ForwardedHeader, Limited, RateLimitConfig, RateLimits};
+use crate::revocation::{Mode, RevocationIndex};
+use crate::revocation_cache::RevocationCache;
 use crate::secrets::{self, SecretHash};
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, Committed, Store, WriteSet, Writer};
 use crate::token::TokenKeys;
 use crate::vault::LocalKek;
 
@@ -69,6 +73,9 @@ pub struct ServiceConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Which header they write.
     pub forwarded_header: ForwardedHeader,
+    /// Audit records older than this are removed behind a signed
+    /// checkpoint (`None`: kept).
+    pub audit_retention: Option<Duration>,
 }
 
 /// Something the service could not start with.
@@ -86,6 +93,9 @@ pub enum StartError {
     /// Trust anchors.
     #[error(transparent)]
     Trust(#[from] attest_gate_core::TrustError),
+    /// The store's writer.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The running service's state.
@@ -105,12 +115,18 @@ pub struct Service {
     tokens: RwLock<Arc<TokenKeys>>,
     ca: SvidCa,
     store: Store,
+    /// Commits decisions, many requests' to a transaction.
+    writer: Writer,
+    /// The revocations in force, in memory.
+    revocations: Arc<RevocationCache>,
     collateral: CollateralSources,
     admin: SecretHash,
     metrics: Metrics,
     limits: RateLimits,
     /// Seals secrets at rest (`keys/secrets.kek`).
     vault: LocalKek,
+    /// Signs audit checkpoints when records are pruned (`--audit-retention`).
+    checkpoint_key: Option<CheckpointKey>,
     clock: Clock,
 }
 
@@ -140,7 +156,7 @@ pub(crate) fn test_anchors() -> Result<TrustAnchors, StartError> {
 }
 
 /// What a decision concerned, for the audit log (never a secret).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Trail {
     actor: Option<String>,
     tee: Option<String>,
@@ -188,6 +204,11 @@ impl Service {
         let tokens = TokenKeys::load_or_create(&keys_dir.join("jwt"))?;
         let ca = SvidCa::load_or_create(&keys_dir.join("ca"), now)?;
         let vault = LocalKek::load_or_create(&keys_dir.join("secrets.kek"))?;
+        let checkpoint_key = config
+            .audit_retention
+            .map(|_| CheckpointKey::load_or_create(&config.data_dir))
+            .transpose()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let (admin, new_admin_token) =
             SecretHash::load_or_create(&config.data_dir.join("admin-token.sha256"))?;
         let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
@@ -202,12 +223,15 @@ impl Service {
                 dpop_nonce_key: NonceKey::new(&derive_key(&nonce_secret, b"dpop-nonce")),
                 tokens: RwLock::new(Arc::new(tokens)),
                 ca,
+                writer: Writer::start(store.clone())?,
+                revocations: RevocationCache::start(&store),
                 store,
                 collateral,
                 admin,
                 metrics: Metrics::default(),
                 limits: RateLimits::new(&config.rate_limits, Arc::clone(&clock)),
                 vault,
+                checkpoint_key,
                 config,
                 clock,
             },
@@ -395,6 +419,36 @@ impl Service {
         trail: Trail,
         detail: &str,
     ) -> Result<(), ServiceError> {
+        let event = self.audit_event(now, action, code, trail, detail);
+        self.commit(WriteSet::audit(event)).await.map(|_| ())
+    }
+
+    /// The revocations in force (from memory while they are unchanged).
+    async fn revocations_in_force(&self) -> Result<Arc<RevocationIndex>, ServiceError> {
+        self.revocations
+            .get(&self.store)
+            .await
+            .map_err(ServiceError::internal)
+    }
+
+    /// `count` revocations in `mode` were committed: counted, and the
+    /// in-memory copy is read again.
+    fn revocations_changed(&self, mode: Mode, count: u64) {
+        self.revocations.invalidate();
+        if count > 0 {
+            self.metrics.revoked(mode.as_str(), count);
+        }
+    }
+
+    /// The audit record of a decision (never a secret).
+    fn audit_event(
+        &self,
+        now: OffsetDateTime,
+        action: &str,
+        code: &str,
+        trail: Trail,
+        detail: &str,
+    ) -> AuditEvent {
         let detail = match trail.nonce_issued {
             Some(at) => format!(
                 "{detail}; nonce issued {}",
@@ -402,7 +456,7 @@ impl Service {
             ),
             None => detail.to_string(),
         };
-        let event = AuditEvent {
+        AuditEvent {
             id: secrets::random_id().unwrap_or_default(),
             at: now.unix_timestamp(),
             action: action.to_string(),
@@ -418,23 +472,35 @@ impl Service {
             session_id: trail.session_id,
             evidence_sha384: trail.evidence_sha384,
             detail: detail.chars().take(MAX_AUDIT_DETAIL).collect(),
-        };
-        if let Err(e) = self.store.audit(&event).await {
-            tracing::error!(error = %e, action, code, "could not write the audit log; the decision is void");
-            return Err(ServiceError::new(
-                ServiceCode::InternalError,
-                "the decision could not be recorded in the audit log; nothing was issued",
-            ));
         }
-        tracing::info!(action, decision = %event.decision, code, tee = ?event.tee, workload = ?event.workload, "decision");
-        Ok(())
+    }
+
+    /// Commits a decision's rows with its audit record (group commit: with
+    /// whatever else is waiting). A failure is a 500 and nothing is issued.
+    async fn commit(&self, set: WriteSet) -> Result<Committed, ServiceError> {
+        let (action, code) = (set.audit.action.clone(), set.audit.code.clone());
+        let decision = set.audit.decision.clone();
+        let (tee, workload) = (set.audit.tee.clone(), set.audit.workload.clone());
+        match self.writer.commit(set).await {
+            Ok(committed) => {
+                tracing::info!(action, %decision, code, ?tee, ?workload, "decision");
+                Ok(committed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, action, code, "could not write the decision and its audit record; the decision is void");
+                Err(ServiceError::new(
+                    ServiceCode::InternalError,
+                    "the decision could not be recorded in the audit log; nothing was issued",
+                ))
+            }
+        }
     }
 }
 
 /// Whether a request was refused by the rate limiter (then it is not
 /// audited: a flood must not cost database writes).
-fn is_rate_limited<T>(result: &Result<T, ServiceError>) -> bool {
-    matches!(result, Err(e) if e.code() == ServiceCode::RateLimited.into())
+fn is_rate_limited(e: &ServiceError) -> bool {
+    e.code() == ServiceCode::RateLimited.into()
 }
 
 /// SHA-256(`label` ‖ `secret`): an independent key for another purpose.

@@ -285,7 +285,7 @@ impl Service {
             detail = format!("{detail}: {}", e.message());
         }
         self.metrics.secret(&code);
-        if !super::is_rate_limited(&result) {
+        if !result.as_ref().is_err_and(super::is_rate_limited) {
             self.audit(now, ask.action(), &code, trail, &detail).await?;
         }
         result

@@ -79,6 +79,36 @@ pub struct AuditBreak {
     pub problem: String,
 }
 
+/// Where the chain starts after pruning: the sequence number and hash of
+/// the last record removed, and a signature over them by the data
+/// directory's checkpoint key (`audit-checkpoint.p8`), so whoever can write
+/// the database cannot cut the chain's start unnoticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditCheckpoint {
+    /// The last record removed.
+    pub seq: i64,
+    /// Its hash: the next record's `prev_hash`.
+    pub hash: String,
+    /// Records dated before this instant were removed (Unix seconds).
+    pub pruned_before: i64,
+    /// When the checkpoint was made (Unix seconds).
+    pub created_at: i64,
+    /// Compact JWS (`typ: audit-checkpoint+jwt`) over the fields above.
+    #[serde(skip)]
+    pub signature: String,
+}
+
+/// An intact chain: its head, and the checkpoint it was checked from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditVerified {
+    /// The last record's sequence number.
+    pub records: i64,
+    /// The last record's hash.
+    pub head: String,
+    /// Where checking started (`None`: from the first record).
+    pub checkpoint: Option<AuditCheckpoint>,
+}
+
 /// A filter for reading the log.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -118,50 +148,21 @@ pub(super) fn record_hash(seq: i64, event: &AuditEvent, prev_hash: &str) -> Stri
     hex::encode(digest(&SHA256, &input))
 }
 
-const COLUMNS: &str = "seq, id, at, action, actor, decision, code, tee, workload, \
+pub(super) const COLUMNS: &str = "seq, id, at, action, actor, decision, code, tee, workload, \
                        workload_version, policy_version, subject, jti, session_id, \
                        evidence_sha384, detail, prev_hash, hash";
 
 impl Store {
-    /// Appends `event` to the chain; returns its sequence number.
+    /// Appends `event` to the chain on its own (the service appends through
+    /// its group-commit writer); returns its sequence number.
     pub async fn audit(&self, e: &AuditEvent) -> Result<i64, StoreError> {
-        const BUMP: &str = "UPDATE audit_head SET seq = seq + 1 WHERE id = 1";
-        const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
-        const SET_HEAD: &str = "UPDATE audit_head SET hash = $1 WHERE id = 1";
-        let insert = format!(
-            "INSERT INTO audit_events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-        );
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(BUMP).execute(&mut *tx).await?;
-            let (seq, prev): (i64, String) = sqlx::query_as(HEAD).fetch_one(&mut *tx).await?;
-            let hash = record_hash(seq, e, &prev);
-            sqlx::query(&insert)
-                .bind(seq)
-                .bind(&e.id)
-                .bind(e.at)
-                .bind(&e.action)
-                .bind(&e.actor)
-                .bind(&e.decision)
-                .bind(&e.code)
-                .bind(&e.tee)
-                .bind(&e.workload)
-                .bind(&e.workload_version)
-                .bind(&e.policy_version)
-                .bind(&e.subject)
-                .bind(&e.jti)
-                .bind(&e.session_id)
-                .bind(&e.evidence_sha384)
-                .bind(&e.detail)
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(SET_HEAD).bind(&hash).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(seq)
-        })
+        let committed = self
+            .commit_batch(&[super::WriteSet::audit(e.clone())])
+            .await?;
+        match committed.first() {
+            Some(super::Committed::Written(seq) | super::Committed::Replayed(seq)) => Ok(*seq),
+            None => Err(StoreError::Corrupt("no audit record was written".into())),
+        }
     }
 
     /// Records matching `q`, oldest first.
@@ -185,17 +186,102 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_one(pool).await?))
     }
 
-    /// Checks the whole chain, a page at a time. `Ok(None)`: intact, and
-    /// returns the head so it can be kept elsewhere; `Ok(Some(break))`: the
-    /// first record that does not check.
-    pub async fn verify_audit(&self) -> Result<Result<(i64, String), AuditBreak>, StoreError> {
+    /// The latest checkpoint, if the log was ever pruned.
+    pub async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        const SQL: &str =
+            "SELECT seq, hash, pruned_before, created_at, signature FROM audit_checkpoints \
+                           ORDER BY seq DESC LIMIT 1";
+        Ok(on_pool!(self, pool => sqlx::query_as(SQL).fetch_optional(pool).await?))
+    }
+
+    /// The longest prefix of the chain dated before `before`: the last
+    /// record such that it and every record before it are older (records
+    /// from replicas with skewed clocks are never skipped over), and its
+    /// hash. `None` if the first remaining record is not older.
+    pub async fn audit_prefix_before(
+        &self,
+        before: i64,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        const FIRST_KEPT: &str = "SELECT MIN(seq) FROM audit_events WHERE at >= $1";
+        const LAST: &str = "SELECT seq, hash FROM audit_events WHERE seq < $1 \
+                            ORDER BY seq DESC LIMIT 1";
+        let (first_kept,): (Option<i64>,) =
+            on_pool!(self, pool => sqlx::query_as(FIRST_KEPT).bind(before).fetch_one(pool).await?);
+        let bound = first_kept.unwrap_or(i64::MAX);
+        Ok(on_pool!(self, pool => sqlx::query_as(LAST).bind(bound).fetch_optional(pool).await?))
+    }
+
+    /// Removes every record up to `checkpoint.seq` and records the
+    /// checkpoint, in one transaction under the head's lock; returns how
+    /// many records went (none if a checkpoint at or past it exists). Refused
+    /// (nothing changes) if it does not name the record's real hash.
+    pub async fn prune_audit(&self, checkpoint: &AuditCheckpoint) -> Result<u64, StoreError> {
+        const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
+        const LATEST: &str = "SELECT MAX(seq) FROM audit_checkpoints";
+        const HASH: &str = "SELECT hash FROM audit_events WHERE seq = $1";
+        const INSERT: &str =
+            "INSERT INTO audit_checkpoints (seq, hash, pruned_before, created_at, \
+                              signature) VALUES ($1, $2, $3, $4, $5)";
+        const DELETE: &str = "DELETE FROM audit_events WHERE seq <= $1";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(LOCK_HEAD).execute(&mut *tx).await?;
+            let (latest,): (Option<i64>,) = sqlx::query_as(LATEST).fetch_one(&mut *tx).await?;
+            let hash: Option<(String,)> = sqlx::query_as(HASH)
+                .bind(checkpoint.seq)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // Another replica pruned this far already.
+            if latest.is_some_and(|l| l >= checkpoint.seq) {
+                return Ok(0);
+            }
+            if hash.is_none_or(|(h,)| h != checkpoint.hash) {
+                return Err(StoreError::Corrupt(
+                    "the checkpoint does not name its record's hash".into(),
+                ));
+            }
+            sqlx::query(INSERT)
+                .bind(checkpoint.seq)
+                .bind(&checkpoint.hash)
+                .bind(checkpoint.pruned_before)
+                .bind(checkpoint.created_at)
+                .bind(&checkpoint.signature)
+                .execute(&mut *tx)
+                .await?;
+            let removed = sqlx::query(DELETE)
+                .bind(checkpoint.seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(removed)
+        })
+    }
+
+    /// Checks the chain from its latest checkpoint (or its first record), a
+    /// page at a time: `Ok(Ok(..))` intact, with its head and the checkpoint
+    /// it started from (whose signature the caller checks, holding the
+    /// key); `Ok(Err(break))` the first record that does not check.
+    pub async fn verify_audit(&self) -> Result<Result<AuditVerified, AuditBreak>, StoreError> {
+        self.verify_audit_to(None).await
+    }
+
+    /// As [`Self::verify_audit`], stopping after record `last` when given.
+    pub async fn verify_audit_to(
+        &self,
+        last: Option<i64>,
+    ) -> Result<Result<AuditVerified, AuditBreak>, StoreError> {
         const PAGE: i64 = 1000;
         // The head first: records appended while this runs lie beyond it and
         // are not judged (nor mistaken for a tail that was cut off).
         let (head_seq, head_hash) = self.audit_head().await?;
-        let mut expected_seq = 1;
-        let mut prev = GENESIS.to_string();
-        loop {
+        let checkpoint = self.audit_checkpoint().await?;
+        let (mut expected_seq, mut prev) = match &checkpoint {
+            Some(c) => (c.seq + 1, c.hash.clone()),
+            None => (1, GENESIS.to_string()),
+        };
+        let stop = last.map_or(head_seq, |l| l.min(head_seq));
+        while expected_seq <= stop {
             let page = self
                 .audit_records(&AuditQuery {
                     after_seq: Some(expected_seq - 1),
@@ -205,7 +291,7 @@ impl Store {
                 .await?;
             let done = (page.len() as i64) < PAGE;
             for record in page {
-                if record.seq > head_seq {
+                if record.seq > stop {
                     break;
                 }
                 if let Some(problem) = check_record(&record, expected_seq, &prev) {
@@ -218,22 +304,33 @@ impl Store {
                 prev = record.hash;
                 expected_seq += 1;
             }
-            if done || expected_seq > head_seq {
+            if done {
                 break;
             }
         }
-        let last = expected_seq - 1;
-        if head_seq != last || head_hash != prev {
+        let reached = expected_seq - 1;
+        if last.is_none() && (head_seq != reached || head_hash != prev) {
             return Ok(Err(AuditBreak {
-                seq: last + 1,
+                seq: reached + 1,
                 id: None,
                 problem: format!(
-                    "the chain ends at record {last} but its head says {head_seq}: \
+                    "the chain ends at record {reached} but its head says {head_seq}: \
                      the newest records were deleted or replaced"
                 ),
             }));
         }
-        Ok(Ok((head_seq, head_hash)))
+        if reached < stop {
+            return Ok(Err(AuditBreak {
+                seq: reached + 1,
+                id: None,
+                problem: format!("record {} is missing: deleted", reached + 1),
+            }));
+        }
+        Ok(Ok(AuditVerified {
+            records: reached,
+            head: prev,
+            checkpoint,
+        }))
     }
 }
 
@@ -281,6 +378,8 @@ mod tests {
     }
 
     async fn first_break(store: &Store) -> Option<AuditBreak> {
+        // `verify_audit` stops at the head; a broken record before it is
+        // named whichever way it was broken.
         store.verify_audit().await.unwrap().err()
     }
 
@@ -291,7 +390,8 @@ mod tests {
     #[tokio::test]
     async fn an_intact_chain_verifies_and_reports_its_head() {
         let (_dir, store, _) = chain(5).await;
-        let (seq, head) = store.verify_audit().await.unwrap().unwrap();
+        let verified = store.verify_audit().await.unwrap().unwrap();
+        let (seq, head) = (verified.records, verified.head);
         assert_eq!(seq, 5);
         let records = store
             .audit_records(&AuditQuery {

@@ -2,11 +2,18 @@
 //! (by `jti`, key, parent), revocations, relying-party clients, and the
 //! evidence of live sessions for reappraisal.
 
+use std::collections::{BTreeMap, HashMap};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
 use super::{CredentialRecord, Store, StoreError};
 use crate::revocation::Revocation;
 
-/// The evidence a session was issued on.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// The evidence a session was issued on, as reappraisal reads it (the
+/// evidence and each collateral file in standard base64, whichever form
+/// the row is stored in).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEvidence {
     /// The session.
     pub session_id: String,
@@ -14,7 +21,8 @@ pub struct SessionEvidence {
     pub tee: String,
     /// The evidence, base64.
     pub evidence: String,
-    /// The request's collateral: JSON object, file name → base64.
+    /// The request's collateral: JSON object, file name → base64 (empty if
+    /// a file it names is missing: the row is then unreadable).
     pub collateral: String,
     /// The model digest, hex.
     pub model_digest: String,
@@ -30,11 +38,65 @@ pub struct SessionEvidence {
     pub audience: String,
 }
 
-const CREDENTIAL_COLUMNS: &str = "jti, subject, session_id, parent_jti, workload, jkt, scope, \
+/// A session's evidence as issuance writes it: bytes, and collateral files
+/// stored once each by content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewSession {
+    /// The session.
+    pub session_id: String,
+    /// `nitro`, `tdx` or `snp`.
+    pub tee: String,
+    /// The evidence as verified.
+    pub evidence: Vec<u8>,
+    /// The collateral the request carried, by file name.
+    pub collateral: Vec<(String, Vec<u8>)>,
+    /// The model digest, hex.
+    pub model_digest: String,
+    /// When the session's credential expires, Unix seconds.
+    pub expires_at: i64,
+    /// On whose behalf the agent acts.
+    pub principal: String,
+    /// The declared task.
+    pub task_id: String,
+    /// The scopes asked for, space-separated.
+    pub scopes: String,
+    /// The audience asked for.
+    pub audience: String,
+}
+
+/// A `session_evidence` row in either form.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    session_id: String,
+    tee: String,
+    evidence: String,
+    collateral: String,
+    evidence_bytes: Option<Vec<u8>>,
+    collateral_refs: Option<String>,
+    model_digest: String,
+    expires_at: i64,
+    principal: String,
+    task_id: String,
+    scopes: String,
+    audience: String,
+}
+
+/// The SHA-256 (hex) a collateral file is stored under.
+pub(super) fn content_address(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+pub(super) const CREDENTIAL_COLUMNS: &str =
+    "jti, subject, session_id, parent_jti, workload, jkt, scope, \
                                   audience, issued_at, expires_at, test_root, model_digest, \
                                   measurements, depth";
 
-const REVOCATION_COLUMNS: &str =
+/// The columns a session's evidence is written with.
+pub(super) const SESSION_INSERT_COLUMNS: &str = "session_id, tee, evidence, collateral, \
+                                                 evidence_bytes, collateral_refs, model_digest, \
+                                                 expires_at, principal, task_id, scopes, audience";
+
+pub(super) const REVOCATION_COLUMNS: &str =
     "id, kind, target, mode, reason, cascade_from, revoked_at, updated_at, lifted";
 
 /// A `revocations` row as the database returns it.
@@ -180,6 +242,12 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            if self.is_postgres() {
+                sqlx::query(super::NOTIFY_REVOCATIONS)
+                    .bind(super::REVOCATIONS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
         Ok(())
@@ -198,12 +266,23 @@ impl Store {
                 WHERE r.mode = 'quarantine' AND r.lifted = FALSE AND (r.id = $1 \
                 OR (r.cascade_from, r.revoked_at) IN (SELECT target, revoked_at \
                     FROM revocations WHERE id = $1 AND mode = 'quarantine' AND lifted = FALSE))))";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(id)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let n = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(SQL)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if self.is_postgres() {
+                sqlx::query(super::NOTIFY_REVOCATIONS)
+                    .bind(super::REVOCATIONS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n
+        });
         Ok(n >= 1)
     }
 
@@ -260,36 +339,79 @@ impl Store {
         Ok(row.map(|(h,)| h))
     }
 
-    /// Keeps a session's evidence for reappraisal.
-    pub async fn record_session_evidence(&self, s: &SessionEvidence) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO session_evidence (session_id, tee, evidence, collateral, \
-                           model_digest, expires_at, principal, task_id, scopes, audience) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(&s.session_id)
-            .bind(&s.tee)
-            .bind(&s.evidence)
-            .bind(&s.collateral)
-            .bind(&s.model_digest)
-            .bind(s.expires_at)
-            .bind(&s.principal)
-            .bind(&s.task_id)
-            .bind(&s.scopes)
-            .bind(&s.audience)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
-        Ok(())
-    }
-
     /// Evidence of every session still live at `now`.
     pub async fn live_session_evidence(
         &self,
         now: i64,
     ) -> Result<Vec<SessionEvidence>, StoreError> {
-        const SQL: &str = "SELECT session_id, tee, evidence, collateral, model_digest, expires_at, \
-                           principal, task_id, scopes, audience FROM session_evidence WHERE expires_at > $1 ORDER BY session_id";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(now).fetch_all(pool).await?))
+        const SQL: &str = "SELECT session_id, tee, evidence, collateral, evidence_bytes, \
+                           collateral_refs, model_digest, expires_at, principal, task_id, scopes, \
+                           audience FROM session_evidence WHERE expires_at > $1 ORDER BY session_id";
+        let rows: Vec<SessionRow> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(now).fetch_all(pool).await?);
+        let mut files = HashMap::new();
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (evidence, collateral) = match (&row.evidence_bytes, &row.collateral_refs) {
+                (Some(bytes), Some(refs)) => {
+                    let collateral = match serde_json::from_str::<BTreeMap<String, String>>(refs) {
+                        Ok(refs) => self.resolve_collateral(refs, &mut files).await?,
+                        Err(_) => None,
+                    };
+                    (STANDARD.encode(bytes), collateral.unwrap_or_default())
+                }
+                _ => (row.evidence, row.collateral),
+            };
+            sessions.push(SessionEvidence {
+                session_id: row.session_id,
+                tee: row.tee,
+                evidence,
+                collateral,
+                model_digest: row.model_digest,
+                expires_at: row.expires_at,
+                principal: row.principal,
+                task_id: row.task_id,
+                scopes: row.scopes,
+                audience: row.audience,
+            });
+        }
+        Ok(sessions)
+    }
+
+    /// A session's collateral as a JSON object of base64 files, read by
+    /// content address (each file once per call, through `files`); `None`
+    /// if a file it names is missing.
+    async fn resolve_collateral(
+        &self,
+        refs: BTreeMap<String, String>,
+        files: &mut HashMap<String, Option<String>>,
+    ) -> Result<Option<String>, StoreError> {
+        const FILE: &str = "SELECT bytes FROM collateral_files WHERE sha256 = $1";
+        let mut resolved = serde_json::Map::new();
+        for (name, hash) in refs {
+            if !files.contains_key(&hash) {
+                let found: Option<(Vec<u8>,)> = on_pool!(self, pool => sqlx::query_as(FILE)
+                    .bind(&hash)
+                    .fetch_optional(pool)
+                    .await?);
+                files.insert(hash.clone(), found.map(|(b,)| STANDARD.encode(b)));
+            }
+            match files.get(&hash) {
+                Some(Some(b64)) => resolved.insert(name, b64.clone().into()),
+                _ => return Ok(None),
+            };
+        }
+        Ok(Some(serde_json::Value::Object(resolved).to_string()))
+    }
+
+    /// Forgets collateral files no session live after `horizon` names.
+    pub async fn prune_collateral_files(&self, horizon: i64) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM collateral_files WHERE expires_at < $1";
+        Ok(on_pool!(self, pool => sqlx::query(SQL)
+            .bind(horizon)
+            .execute(pool)
+            .await?
+            .rows_affected()))
     }
 
     /// Forgets the evidence of sessions that ended before `horizon`.

@@ -5,15 +5,20 @@
 //! PostgreSQL (multi-replica), one schema and one set of migrations
 //! (`migrations/`, portable SQL) for both.
 
-pub use audit::AuditQuery;
+pub use audit::{AuditBreak, AuditCheckpoint, AuditQuery, AuditVerified};
 pub(crate) use audit::{AuditEvent, AuditRecord};
-pub(crate) use lifecycle::SessionEvidence;
+pub(crate) use lifecycle::{NewSession, SessionEvidence};
 pub(crate) use secrets::SecretRow;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
+
+/// The PostgreSQL notification channel on which every transaction that
+/// writes `revocations` tells the replicas' caches (delivered on commit).
+pub(crate) const REVOCATIONS_CHANNEL: &str = "attest_gate_revocations";
+const NOTIFY_REVOCATIONS: &str = "SELECT pg_notify($1, '')";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -32,6 +37,9 @@ pub enum StoreError {
     /// A stored row holds what no code of this build wrote.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The group-commit writer is not running (no runtime, or shutting down).
+    #[error("the store's writer is not running")]
+    WriterStopped,
 }
 
 /// Runs the same statement on whichever pool `$store` holds: sqlx's drivers
@@ -46,8 +54,13 @@ macro_rules! on_pool {
 }
 
 mod audit;
+mod batch;
 mod lifecycle;
 mod secrets;
+mod writer;
+
+pub(crate) use batch::{Committed, Row, WriteSet};
+pub(crate) use writer::Writer;
 
 /// The database behind the service.
 #[derive(Debug, Clone)]
@@ -121,6 +134,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether this is PostgreSQL (replicas: changes are announced).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     /// Which database this is, for the log (never the URL: it may hold a password).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -143,6 +161,31 @@ impl Store {
         Ok(affected == 1)
     }
 
+    /// Rows per table, for the metrics. Counting scans each table (a few
+    /// milliseconds per million rows), so the pruner does it once a minute,
+    /// never a request.
+    pub async fn table_rows(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        const TABLES: [(&str, &str); 8] = [
+            ("consumed_nonces", "SELECT COUNT(*) FROM consumed_nonces"),
+            ("credentials", "SELECT COUNT(*) FROM credentials"),
+            ("session_evidence", "SELECT COUNT(*) FROM session_evidence"),
+            ("collateral_files", "SELECT COUNT(*) FROM collateral_files"),
+            (
+                "session_encryption_keys",
+                "SELECT COUNT(*) FROM session_encryption_keys",
+            ),
+            ("revocations", "SELECT COUNT(*) FROM revocations"),
+            ("audit_events", "SELECT COUNT(*) FROM audit_events"),
+            ("secrets", "SELECT COUNT(*) FROM secrets"),
+        ];
+        let mut counts = Vec::with_capacity(TABLES.len());
+        for (table, sql) in TABLES {
+            let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as(sql).fetch_one(pool).await?);
+            counts.push((table, n));
+        }
+        Ok(counts)
+    }
+
     /// Forgets nonces that expired before `horizon` (Unix seconds).
     pub async fn prune_nonces(&self, horizon: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM consumed_nonces WHERE expires_at < $1";
@@ -151,32 +194,5 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected()))
-    }
-
-    /// Records an issued credential.
-    pub async fn record_credential(&self, c: &CredentialRecord) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO credentials (jti, subject, session_id, parent_jti, \
-                           workload, jkt, scope, audience, issued_at, expires_at, test_root, \
-                           model_digest, measurements, depth) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(&c.jti)
-            .bind(&c.subject)
-            .bind(&c.session_id)
-            .bind(&c.parent_jti)
-            .bind(&c.workload)
-            .bind(&c.jkt)
-            .bind(&c.scope)
-            .bind(&c.audience)
-            .bind(c.issued_at)
-            .bind(c.expires_at)
-            .bind(c.test_root)
-            .bind(&c.model_digest)
-            .bind(&c.measurements)
-            .bind(c.depth)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
-        Ok(())
     }
 }

@@ -29,25 +29,6 @@ const SECRET_COLUMNS: &str =
     "name, version, sealed, kek_id, release_in_quarantine, not_after, created_at, retired_at";
 
 impl Store {
-    /// Records the encryption key a session's evidence bound.
-    pub async fn record_session_key(
-        &self,
-        session_id: &str,
-        jwk: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO session_encryption_keys (session_id, jwk, expires_at) \
-                           VALUES ($1, $2, $3)";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(session_id)
-            .bind(jwk)
-            .bind(expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
-        Ok(())
-    }
-
     /// The encryption key (public JWK) a live session bound, if any.
     pub async fn session_key(&self, session_id: &str) -> Result<Option<String>, StoreError> {
         const SQL: &str = "SELECT jwk FROM session_encryption_keys WHERE session_id = $1";

@@ -1,0 +1,144 @@
+//! The load generator against the real verifier: a short run with every
+//! TEE and scenario answers without an error (a smoke test, not a speed),
+//! and a server killed under load has committed every credential it
+//! handed out.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use attest_gate_tests::{binary, RunningVerifier};
+use serde_json::Value;
+
+const SERVE_ARGS: [&str; 2] = ["--dev", "--no-rate-limits"];
+
+fn load_report(args: &[&str]) -> Value {
+    let output = Command::new(binary("attest-gate-load"))
+        .args(args)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "attest-gate-load failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_short_mixed_run_on_every_tee_has_no_errors() {
+    let verifier = binary("verifier");
+    let report = load_report(&[
+        "--spawn",
+        "--verifier-bin",
+        verifier.to_str().unwrap(),
+        "--tee",
+        "mix",
+        "--scenario",
+        "mixed",
+        "--concurrency",
+        "4",
+        "--keys",
+        "6",
+        "--duration",
+        "3",
+        "--fail-on-error",
+    ]);
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["round_trips"].as_u64().unwrap() > 0, "{report}");
+    // The figures a benchmark reads are there.
+    for field in [
+        "/latency_ms/p99",
+        "/server_cpu_ms_per_round_trip",
+        "/generator_cpu_ms_per_round_trip",
+        "/database_bytes_per_attestation",
+    ] {
+        assert!(
+            report.pointer(field).unwrap().is_number(),
+            "{field}: {report}"
+        );
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// SIGKILL under load: whatever the generator was given (a 200), the
+/// restarted verifier knows — the credential, its session and the audit
+/// record were committed before the answer went out — and the audit chain
+/// is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_credential_handed_out_before_a_crash_is_committed() {
+    let verifier = RunningVerifier::start(&SERVE_ARGS);
+    let tokens = verifier.data_dir.path().join("received-tokens");
+    let mut generator = Command::new(binary("attest-gate-load"))
+        .args(["--verifier", &verifier.url, "--ca-cert"])
+        .arg(verifier.cert())
+        .args(["--tee", "tdx", "--concurrency", "6", "--warmup", "0"])
+        .args(["--duration", "60", "--record-tokens"])
+        .arg(&tokens)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines(&tokens).len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "the generator received no tokens"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killed mid-stream: requests are in flight, batches half-written.
+    let data_dir = verifier.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = generator.kill();
+    let _ = generator.wait();
+    let received = lines(&tokens);
+    assert!(received.len() >= 40);
+
+    let verifier = RunningVerifier::start_in(data_dir, &SERVE_ARGS);
+    let http = verifier.client();
+    let registered: Value = http
+        .post(format!("{}/v1/admin/clients", verifier.url))
+        .bearer_auth(verifier.admin_token())
+        .json(&serde_json::json!({"client_id": "crash-check"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = registered["client_secret"].as_str().unwrap().to_string();
+    for token in &received {
+        let answer: Value = http
+            .post(format!("{}/v1/introspect", verifier.url))
+            .basic_auth("crash-check", Some(&secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer["active"], true,
+            "a token handed out was not committed: {answer}"
+        );
+    }
+    let audit = Command::new(binary("verifier"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(verifier.data_dir.path())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(audit.status.success(), "{report}");
+    assert_eq!(report["intact"], true, "{report}");
+    // Every issuance and its audit record: at least one record per token.
+    assert!(report["records"].as_u64().unwrap() >= received.len() as u64);
+}

@@ -1,0 +1,171 @@
+//! Simulated agents: each has its own P-256 key; evidence comes from
+//! templates made once (chains, collateral), so each round trip costs the
+//! generator one evidence signature and, for DPoP, one proof signature.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context as _};
+use attest_gate_core::{AgentKey, Binding, ModelDigest, TeeKind};
+use attest_gate_forge::nitro::DocSpec;
+use attest_gate_forge::snp::ReportSpec;
+use attest_gate_forge::tdx::TdxSpec;
+use attest_gate_forge::template::{NitroTemplate, SnpTemplate, TdxTemplate};
+use attest_gate_protocol::dpop::{make_proof, ProofClaims};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+/// The example model every `measurements/` example workload allows.
+const EXAMPLE_MODEL: &[u8] = include_bytes!("../../../testdata/models/example-model.txt");
+/// What every example workload grants.
+pub(crate) const AUDIENCE: &str = "https://rp.attest-gate.test";
+const SCOPES: [&str; 2] = ["inference:invoke", "tools:search"];
+
+/// The example model's digest.
+pub(crate) fn example_model() -> ModelDigest {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, EXAMPLE_MODEL);
+    let mut bytes = [0u8; 48];
+    bytes.copy_from_slice(digest.as_ref());
+    ModelDigest(bytes)
+}
+
+/// One agent key (the generator runs `--keys` of them).
+pub(crate) struct Agent {
+    pair: EcdsaKeyPair,
+    /// Its public key as the API carries it.
+    pub jwk: AgentKey,
+    rng: SystemRandom,
+}
+
+impl Agent {
+    /// A fresh random key.
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| anyhow!("key generation failed"))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .map_err(|_| anyhow!("key unreadable"))?;
+        let point = pair.public_key().as_ref();
+        let coordinate = |range: std::ops::Range<usize>| -> anyhow::Result<[u8; 32]> {
+            point
+                .get(range)
+                .and_then(|c| c.try_into().ok())
+                .context("unexpected public key encoding")
+        };
+        let jwk = AgentKey::P256 {
+            x: coordinate(1..33)?,
+            y: coordinate(33..65)?,
+        };
+        Ok(Self { pair, jwk, rng })
+    }
+
+    /// A DPoP proof for `htm htu`, with `token`'s hash and the server's
+    /// `nonce` when given.
+    pub(crate) fn proof(
+        &self,
+        htm: &str,
+        htu: &str,
+        token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut id = [0u8; 16];
+        self.rng
+            .fill(&mut id)
+            .map_err(|_| anyhow!("random generator failed"))?;
+        let jti = hex::encode(id);
+        let claims = ProofClaims {
+            htm,
+            htu,
+            access_token: token,
+            nonce,
+            iat: OffsetDateTime::now_utc().unix_timestamp(),
+            jti: &jti,
+        };
+        make_proof(&self.jwk, &claims, |message| {
+            self.pair
+                .sign(&self.rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing failed")
+        })
+        .map_err(|e| anyhow!("making a DPoP proof: {e:?}"))
+    }
+}
+
+/// Evidence for one TEE, from a template.
+pub(crate) enum Simulator {
+    /// Nitro documents.
+    Nitro(NitroTemplate),
+    /// SEV-SNP reports.
+    Snp(SnpTemplate),
+    /// TDX quotes.
+    Tdx(TdxTemplate),
+}
+
+impl Simulator {
+    /// A simulator for `tee`, its chains current at `now`.
+    pub(crate) fn new(tee: TeeKind, now: OffsetDateTime) -> anyhow::Result<Self> {
+        Ok(match tee {
+            TeeKind::Nitro => Self::Nitro(NitroTemplate::new(DocSpec::default(), now)?),
+            TeeKind::Snp => Self::Snp(SnpTemplate::new(&ReportSpec::default())?),
+            TeeKind::Tdx => Self::Tdx(TdxTemplate::new(&TdxSpec::default(), now)?),
+        })
+    }
+
+    fn tee(&self) -> TeeKind {
+        match self {
+            Self::Nitro(_) => TeeKind::Nitro,
+            Self::Snp(_) => TeeKind::Snp,
+            Self::Tdx(_) => TeeKind::Tdx,
+        }
+    }
+
+    /// The `POST /v1/attest` body for `agent` on `nonce`.
+    pub(crate) fn attest_request(&self, agent: &Agent, nonce: &[u8]) -> anyhow::Result<Value> {
+        let model = example_model();
+        let binding = Binding::new(nonce, agent.jwk.clone(), model).context("nonce too long")?;
+        let report_data = binding.report_data();
+        let (evidence, collateral) = match self {
+            Self::Nitro(t) => (
+                t.document(Some(&report_data), None, None, OffsetDateTime::now_utc())?,
+                None,
+            ),
+            Self::Snp(t) => (t.report(&report_data), Some(t.collateral())),
+            Self::Tdx(t) => (t.quote(&report_data), Some(t.collateral())),
+        };
+        let collateral: BTreeMap<&str, String> = collateral
+            .into_iter()
+            .flatten()
+            .map(|(name, bytes)| (name.as_str(), STANDARD.encode(bytes)))
+            .collect();
+        Ok(json!({
+            "tee": self.tee().to_string(),
+            "evidence": STANDARD.encode(evidence),
+            "collateral": collateral,
+            "nonce": URL_SAFE_NO_PAD.encode(nonce),
+            "public_key": agent.jwk.to_jwk(),
+            "model_digest": model.to_hex(),
+            "principal": "system",
+            "intent": {
+                "task_id": "load",
+                "scopes": SCOPES,
+                "audience": AUDIENCE,
+            },
+        }))
+    }
+}
+
+/// The `POST /v1/token/exchange` body delegating `token` to `actor`.
+pub(crate) fn exchange_request(token: &str, actor: &Agent) -> Value {
+    json!({
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": token,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "actor_key": actor.jwk.to_jwk(),
+        "scope": SCOPES[0],
+        "audience": AUDIENCE,
+        "purpose": "load-subagent",
+    })
+}

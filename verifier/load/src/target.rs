@@ -1,0 +1,236 @@
+//! The verifier under load: one already running (`--verifier URL
+//! --ca-cert PEM`), or one this process starts on a fresh data directory
+//! (`--spawn`) and stops afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+
+/// A verifier to send requests to.
+pub(crate) struct Target {
+    /// `https://host:port`.
+    pub base: String,
+    /// An HTTPS client trusting its certificate.
+    pub http: reqwest::Client,
+    /// The admin token, when known (spawned servers; or `--admin-token`).
+    pub admin_token: Option<String>,
+    /// Its process, when local (CPU time is read from `/proc`).
+    pub pid: Option<u32>,
+    /// Where its SQLite database lives, when this process owns it.
+    pub sqlite: Option<PathBuf>,
+    /// The PostgreSQL URL it uses, when spawned with `--database`.
+    pub postgres: Option<String>,
+    child: std::sync::Mutex<Option<Child>>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTPS client that trusts only `ca_pem`, keeping up to `connections`
+/// idle connections.
+pub(crate) fn client(ca_pem: &[u8], connections: usize) -> anyhow::Result<reqwest::Client> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.context("reading the CA certificate")?)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+impl Target {
+    /// Stops the verifier this process started (if it did).
+    pub(crate) fn stop(&self) {
+        let mut child = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mut child) = child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A verifier already running at `base`.
+    pub(crate) fn remote(
+        base: &str,
+        ca_pem: &Path,
+        admin_token: Option<String>,
+        pid: Option<u32>,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        let pem = std::fs::read(ca_pem).with_context(|| format!("reading {}", ca_pem.display()))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: client(&pem, connections)?,
+            admin_token,
+            pid,
+            sqlite: None,
+            postgres: None,
+            child: std::sync::Mutex::new(None),
+            _data_dir: None,
+        })
+    }
+
+    /// Starts `verifier serve --dev --no-rate-limits` on a fresh data
+    /// directory (SQLite there, unless `database` names one) and waits
+    /// until it listens.
+    pub(crate) fn spawn(
+        verifier: &Path,
+        database: Option<&str>,
+        extra_args: &[String],
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut command = Command::new(verifier);
+        command
+            .args([
+                "serve",
+                "--dev",
+                "--no-rate-limits",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(extra_args)
+            .env("RUST_LOG", "warn,attest_gate_verifier::serve=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(url) = database {
+            command.arg("--database").arg(url);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", verifier.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|_| anyhow!("the verifier did not say it was listening"))?;
+            if let Some(at) = line.find("listening on https://") {
+                let rest = line.get(at + "listening on ".len()..).unwrap_or_default();
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        };
+        // The rest of its log: errors shown, so a run's failures have a
+        // reason beside them; the pipe never fills.
+        std::thread::spawn(move || {
+            for line in rx {
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("[verifier] {line}");
+                }
+            }
+        });
+        let admin_token = std::fs::read_to_string(data_dir.path().join("admin-token.new"))
+            .ok()
+            .map(|t| t.trim().to_string());
+        let pem = std::fs::read(data_dir.path().join("tls/cert.pem"))?;
+        let pid = child.id();
+        Ok(Self {
+            base,
+            http: client(&pem, connections)?,
+            admin_token,
+            pid: Some(pid),
+            sqlite: database
+                .is_none()
+                .then(|| data_dir.path().join("attest-gate.db")),
+            postgres: database.map(str::to_string),
+            child: std::sync::Mutex::new(Some(child)),
+            _data_dir: Some(data_dir),
+        })
+    }
+
+    /// Bytes the database holds in use (SQLite: pages not free; PostgreSQL:
+    /// the database's size), when this process knows where it is.
+    pub(crate) async fn database_bytes(&self) -> anyhow::Result<Option<u64>> {
+        use sqlx::Connection as _;
+        if let Some(path) = &self.sqlite {
+            let url = format!("sqlite://{}?mode=ro", path.display());
+            let mut db = sqlx::SqliteConnection::connect(&url).await?;
+            let (bytes,): (i64,) = sqlx::query_as(
+                "SELECT (page_count - freelist_count) * page_size \
+                 FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
+            )
+            .fetch_one(&mut db)
+            .await?;
+            return Ok(u64::try_from(bytes).ok());
+        }
+        if let Some(url) = &self.postgres {
+            let mut db = sqlx::PgConnection::connect(url).await?;
+            let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+                .fetch_one(&mut db)
+                .await?;
+            return Ok(u64::try_from(bytes).ok());
+        }
+        Ok(None)
+    }
+
+    /// Registers a relying party; its client ID and secret.
+    pub(crate) async fn register_client(&self) -> anyhow::Result<(String, String)> {
+        let Some(token) = &self.admin_token else {
+            bail!("the introspect scenario needs the admin token (--admin-token)");
+        };
+        let id = format!("load-{}", std::process::id());
+        let response = self
+            .http
+            .post(format!("{}/v1/admin/clients", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"client_id": id}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        let secret = body
+            .get("client_secret")
+            .and_then(serde_json::Value::as_str)
+            .with_context(|| format!("registering a client: {status} {body}"))?;
+        Ok((id, secret.to_string()))
+    }
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+/// Linux reports it in clock ticks of 1/100 s (`USER_HZ`) on every
+/// architecture it runs this on.
+pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are plain.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 overall: 11 and 12 after `)`.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}

@@ -1,0 +1,130 @@
+//! The revocations in force, held in memory and read again only when they
+//! change, so no request reads the revocations table.
+//!
+//! A change made here (a revocation, a lift, an inherited quarantine)
+//! invalidates the copy once it is committed. A change made by another
+//! replica reaches this one through PostgreSQL `LISTEN/NOTIFY`: every
+//! transaction that writes `revocations` also sends a notification on
+//! [`REVOCATIONS_CHANNEL`], delivered when it commits. While the listener is not
+//! connected (starting, or after losing its connection) nothing is cached:
+//! every request reads the table, as if there were no cache, so a missed
+//! notification can never leave a revocation unseen. SQLite is one process,
+//! so its own invalidations are the whole story.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::revocation::RevocationIndex;
+use crate::store::{Store, StoreError, REVOCATIONS_CHANNEL};
+
+/// The in-memory copy and what keeps it current.
+#[derive(Debug)]
+pub(crate) struct RevocationCache {
+    /// Bumped by every invalidation; a copy read under an older value is
+    /// not used.
+    generation: AtomicU64,
+    copy: RwLock<Option<(u64, Arc<RevocationIndex>)>>,
+    /// Whether invalidations are known to arrive (always for SQLite; for
+    /// PostgreSQL while the listener is connected).
+    trusted: AtomicBool,
+}
+
+impl RevocationCache {
+    /// A cache for `store`; for PostgreSQL, its listener starts on the
+    /// current runtime and the cache is used once it listens.
+    pub(crate) fn start(store: &Store) -> Arc<Self> {
+        let cache = Arc::new(Self {
+            generation: AtomicU64::new(0),
+            copy: RwLock::new(None),
+            trusted: AtomicBool::new(matches!(store, Store::Sqlite(_))),
+        });
+        if let Store::Postgres(pool) = store {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(listen(pool.clone(), Arc::downgrade(&cache)));
+            }
+        }
+        cache
+    }
+
+    /// The revocations in force (from memory when current).
+    pub(crate) async fn get(&self, store: &Store) -> Result<Arc<RevocationIndex>, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let trusted = self.trusted.load(Ordering::Acquire);
+        if trusted {
+            let copy = self
+                .copy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, index)) = copy.as_ref() {
+                if *at == generation {
+                    return Ok(Arc::clone(index));
+                }
+            }
+        }
+        let index = Arc::new(RevocationIndex::new(store.revocations_in_force().await?));
+        if trusted {
+            // Read after `generation` was: if a change came since, the copy
+            // is already stale and the next request reads again.
+            *self
+                .copy
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((generation, Arc::clone(&index)));
+        }
+        Ok(index)
+    }
+
+    /// The revocations changed (call after the change committed).
+    pub(crate) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn set_trusted(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::Release);
+        self.invalidate();
+    }
+}
+
+/// Listens for other replicas' changes until the cache is dropped;
+/// reconnects after a lost connection.
+async fn listen(pool: sqlx::PgPool, cache: std::sync::Weak<RevocationCache>) {
+    const RETRY: Duration = Duration::from_secs(1);
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(REVOCATIONS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        let mut listener = match connected {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation listener could not connect; reading revocations per request");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        match cache.upgrade() {
+            Some(cache) => cache.set_trusted(true),
+            None => return,
+        }
+        loop {
+            let received = listener.try_recv().await;
+            let Some(cache) = cache.upgrade() else {
+                return;
+            };
+            match received {
+                Ok(Some(_)) => cache.invalidate(),
+                // The connection was lost (and notifications with it).
+                Ok(None) | Err(_) => {
+                    tracing::warn!("revocation listener lost its connection; reading revocations per request until it is back");
+                    cache.set_trusted(false);
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Many requests' writes in one transaction (group commit). Each request
+//! brings a [`WriteSet`]: the nonce it consumes, the rows its decision
+//! creates, and its audit record. One transaction takes a batch of them:
+//! it locks the audit head once, consumes the batch's nonces in one
+//! statement, inserts every row, extends the audit chain by the whole
+//! batch, moves the head once, and commits — so a commit (and its fsync)
+//! and the head's lock are paid per batch, not per request, while each
+//! request's rows are still committed with its audit record and its nonce,
+//! or not at all.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::audit::{record_hash, COLUMNS as AUDIT_COLUMNS};
+use super::lifecycle::{content_address, NewSession};
+use super::{AuditEvent, CredentialRecord, Store, StoreError};
+use crate::revocation::Revocation;
+
+/// Rows per multi-row `INSERT` (well under SQLite's and PostgreSQL's
+/// limits on bound parameters: 18 columns × 100).
+const CHUNK: usize = 100;
+
+/// A collateral file's stored expiry runs this long past the session that
+/// wrote it, and is moved forward only when a session would outlive it by
+/// then: at most one update an hour per file, however many sessions name it.
+const FILE_EXPIRY_SLACK: i64 = 3600;
+
+/// The distinct collateral files `sessions` name: content address, bytes,
+/// and the expiry to store (the latest session's, plus the slack).
+fn collateral_files<'a>(sessions: &[&'a NewSession]) -> Vec<(String, &'a [u8], i64)> {
+    let mut files: BTreeMap<String, (&'a [u8], i64)> = BTreeMap::new();
+    for session in sessions {
+        let expires_at = session.expires_at.saturating_add(FILE_EXPIRY_SLACK);
+        for (_, bytes) in &session.collateral {
+            let entry = files
+                .entry(content_address(bytes))
+                .or_insert((bytes.as_slice(), expires_at));
+            entry.1 = entry.1.max(expires_at);
+        }
+    }
+    files
+        .into_iter()
+        .map(|(hash, (bytes, expires_at))| (hash, bytes, expires_at))
+        .collect()
+}
+
+/// A session's `collateral_refs`: file name → content address, as JSON.
+fn collateral_refs(session: &NewSession) -> String {
+    let refs: BTreeMap<&str, String> = session
+        .collateral
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), content_address(bytes)))
+        .collect();
+    serde_json::to_string(&refs).unwrap_or_default()
+}
+
+/// What one request writes.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteSet {
+    /// A nonce (attestation challenge) or proof `jti` to consume: its ID and
+    /// until when it is remembered. If it was already used, none of
+    /// [`Self::rows`] is written and [`Self::audit_if_replayed`] is
+    /// recorded instead of [`Self::audit`].
+    pub consume: Option<(String, i64)>,
+    /// The decision's rows.
+    pub rows: Vec<Row>,
+    /// The decision's audit record.
+    pub audit: AuditEvent,
+    /// The record of the refusal when the nonce was already used.
+    pub audit_if_replayed: Option<AuditEvent>,
+}
+
+impl WriteSet {
+    /// Only an audit record.
+    pub(crate) fn audit(event: AuditEvent) -> Self {
+        Self {
+            consume: None,
+            rows: Vec::new(),
+            audit: event,
+            audit_if_replayed: None,
+        }
+    }
+}
+
+/// A row a decision creates.
+#[derive(Debug, Clone)]
+pub(crate) enum Row {
+    /// An issued credential.
+    Credential(CredentialRecord),
+    /// The evidence a session was issued on.
+    Session(NewSession),
+    /// The encryption key a session bound: session, JWK, expiry.
+    SessionKey(String, String, i64),
+    /// A revocation or quarantine (an inherited quarantine).
+    Revocation(Revocation),
+}
+
+/// What became of one request's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// Everything was written; its audit record is at this sequence number.
+    Written(i64),
+    /// Its nonce was already used: only the refusal was recorded.
+    Replayed(i64),
+}
+
+/// The batch as it will be written: which sets consumed their nonce.
+struct Plan<'a> {
+    sets: &'a [WriteSet],
+    replayed: Vec<bool>,
+}
+
+impl Plan<'_> {
+    fn written(&self) -> impl Iterator<Item = &WriteSet> {
+        self.sets
+            .iter()
+            .zip(&self.replayed)
+            .filter(|(_, replayed)| !**replayed)
+            .map(|(set, _)| set)
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.written().flat_map(|set| &set.rows)
+    }
+
+    fn events(&self) -> impl Iterator<Item = &AuditEvent> {
+        self.sets.iter().zip(&self.replayed).map(|(set, replayed)| {
+            match (&set.audit_if_replayed, replayed) {
+                (Some(refusal), true) => refusal,
+                _ => &set.audit,
+            }
+        })
+    }
+}
+
+/// Nonces inserted by this batch: those not yet consumed; within the batch
+/// only the first request naming a nonce may have it.
+fn first_claims(sets: &[WriteSet]) -> Vec<(usize, &str, i64)> {
+    let mut seen = HashSet::new();
+    sets.iter()
+        .enumerate()
+        .filter_map(|(i, set)| set.consume.as_ref().map(|(id, exp)| (i, id.as_str(), *exp)))
+        .filter(|(_, id, _)| seen.insert(*id))
+        .collect()
+}
+
+/// Binds every column of a record to a multi-row `INSERT`, for whichever
+/// database the builder is for.
+macro_rules! insert_rows {
+    ($tx:expr, $table:literal, $columns:expr, $rows:expr, |$b:ident, $r:ident| $bind:block) => {{
+        let rows: Vec<_> = $rows.collect();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {} ({}) ", $table, $columns));
+            q.push_values(chunk, |mut $b, $r| $bind);
+            q.build().execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+impl Store {
+    /// Writes `sets` in one transaction; what became of each, in order.
+    /// Any failure rolls the whole batch back (the caller may retry its
+    /// sets one by one, so one bad set does not fail the others).
+    pub(crate) async fn commit_batch(
+        &self,
+        sets: &[WriteSet],
+    ) -> Result<Vec<Committed>, StoreError> {
+        const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
+        const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+        const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+        let claims = first_claims(sets);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // The head first: concurrent batches (any replica) queue here
+            // rather than fork the chain.
+            sqlx::query(LOCK_HEAD).execute(&mut *tx).await?;
+            let (mut seq, mut prev): (i64, String) = sqlx::query_as(HEAD).fetch_one(&mut *tx).await?;
+
+            let mut inserted = HashSet::new();
+            for chunk in claims.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO consumed_nonces (nonce_id, expires_at) ");
+                q.push_values(chunk, |mut b, (_, id, exp)| {
+                    b.push_bind(id.to_string()).push_bind(*exp);
+                });
+                q.push(" ON CONFLICT (nonce_id) DO NOTHING RETURNING nonce_id");
+                let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                inserted.extend(ids.into_iter().map(|(id,)| id));
+            }
+            let claimed: BTreeMap<usize, bool> = claims
+                .iter()
+                .map(|(i, id, _)| (*i, inserted.contains(*id)))
+                .collect();
+            let replayed = sets
+                .iter()
+                .enumerate()
+                .map(|(i, set)| set.consume.is_some() && !claimed.get(&i).copied().unwrap_or(false))
+                .collect();
+            let plan = Plan { sets, replayed };
+
+            insert_rows!(tx, "credentials", super::lifecycle::CREDENTIAL_COLUMNS,
+                plan.rows().filter_map(|r| match r { Row::Credential(c) => Some(c), _ => None }),
+                |b, c| {
+                    b.push_bind(c.jti.clone()).push_bind(c.subject.clone())
+                        .push_bind(c.session_id.clone()).push_bind(c.parent_jti.clone())
+                        .push_bind(c.workload.clone()).push_bind(c.jkt.clone())
+                        .push_bind(c.scope.clone()).push_bind(c.audience.clone())
+                        .push_bind(c.issued_at).push_bind(c.expires_at)
+                        .push_bind(c.test_root).push_bind(c.model_digest.clone())
+                        .push_bind(c.measurements.clone()).push_bind(c.depth);
+                });
+            let sessions: Vec<&NewSession> = plan
+                .rows()
+                .filter_map(|r| match r { Row::Session(s) => Some(s), _ => None })
+                .collect();
+            let files = collateral_files(&sessions);
+            for chunk in files.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO collateral_files (sha256, bytes, expires_at) ");
+                q.push_values(chunk, |mut b, (hash, bytes, expires_at)| {
+                    b.push_bind(hash.clone()).push_bind(bytes.to_vec()).push_bind(*expires_at);
+                });
+                q.push(" ON CONFLICT (sha256) DO UPDATE SET expires_at = excluded.expires_at \
+                        WHERE collateral_files.expires_at < excluded.expires_at - ");
+                q.push(FILE_EXPIRY_SLACK.to_string());
+                q.build().execute(&mut *tx).await?;
+            }
+            insert_rows!(tx, "session_evidence", super::lifecycle::SESSION_INSERT_COLUMNS,
+                sessions.iter(),
+                |b, s| {
+                    b.push_bind(s.session_id.clone()).push_bind(s.tee.clone())
+                        .push_bind(String::new()).push_bind(String::new())
+                        .push_bind(s.evidence.clone()).push_bind(collateral_refs(s))
+                        .push_bind(s.model_digest.clone()).push_bind(s.expires_at)
+                        .push_bind(s.principal.clone()).push_bind(s.task_id.clone())
+                        .push_bind(s.scopes.clone()).push_bind(s.audience.clone());
+                });
+            insert_rows!(tx, "session_encryption_keys", "session_id, jwk, expires_at",
+                plan.rows().filter_map(|r| match r { Row::SessionKey(s, k, e) => Some((s, k, e)), _ => None }),
+                |b, row| {
+                    b.push_bind(row.0.clone()).push_bind(row.1.clone()).push_bind(*row.2);
+                });
+            insert_rows!(tx, "revocations", super::lifecycle::REVOCATION_COLUMNS,
+                plan.rows().filter_map(|r| match r { Row::Revocation(v) => Some(v), _ => None }),
+                |b, r| {
+                    b.push_bind(r.id.clone()).push_bind(r.kind.as_str())
+                        .push_bind(r.target.clone()).push_bind(r.mode.as_str())
+                        .push_bind(r.reason.clone()).push_bind(r.cascade_from.clone())
+                        .push_bind(r.revoked_at).push_bind(r.updated_at).push_bind(r.lifted);
+                });
+
+            let mut chained = Vec::with_capacity(sets.len());
+            for event in plan.events() {
+                seq += 1;
+                let hash = record_hash(seq, event, &prev);
+                chained.push((seq, event, prev, hash.clone()));
+                prev = hash;
+            }
+            insert_rows!(tx, "audit_events", AUDIT_COLUMNS, chained.iter(),
+                |b, r| {
+                    let (seq, e, prev_hash, hash) = r;
+                    b.push_bind(*seq).push_bind(e.id.clone()).push_bind(e.at)
+                        .push_bind(e.action.clone()).push_bind(e.actor.clone())
+                        .push_bind(e.decision.clone()).push_bind(e.code.clone())
+                        .push_bind(e.tee.clone()).push_bind(e.workload.clone())
+                        .push_bind(e.workload_version.clone()).push_bind(e.policy_version.clone())
+                        .push_bind(e.subject.clone()).push_bind(e.jti.clone())
+                        .push_bind(e.session_id.clone()).push_bind(e.evidence_sha384.clone())
+                        .push_bind(e.detail.clone()).push_bind(prev_hash.clone())
+                        .push_bind(hash.clone());
+                });
+            let revokes = plan.rows().any(|r| matches!(r, Row::Revocation(_)));
+            if revokes && self.is_postgres() {
+                sqlx::query(super::NOTIFY_REVOCATIONS)
+                    .bind(super::REVOCATIONS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(SET_HEAD).bind(seq).bind(&prev).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(chained
+                .iter()
+                .zip(&plan.replayed)
+                .map(|((seq, ..), replayed)| if *replayed { Committed::Replayed(*seq) } else { Committed::Written(*seq) })
+                .collect())
+        })
+    }
+}

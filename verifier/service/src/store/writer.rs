@@ -1,0 +1,86 @@
+//! Group commit: one task per process writes every decision. A request
+//! hands its [`WriteSet`] over and waits; the task takes whatever has
+//! queued since its last commit (up to [`MAX_BATCH`]) and commits it in one
+//! transaction ([`Store::commit_batch`]). Under light load a batch is one
+//! request and nothing waits longer than its own commit; under heavy load
+//! the queue fills while a commit runs, so commits grow instead of queueing
+//! one behind another. No durability is traded: a request is answered only
+//! after the transaction holding its rows has committed.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::batch::{Committed, WriteSet};
+use super::{Store, StoreError};
+
+/// The most write sets one transaction takes.
+const MAX_BATCH: usize = 256;
+/// Requests waiting for the writer beyond this wait to hand theirs over.
+const QUEUE: usize = 4096;
+
+struct Job {
+    set: WriteSet,
+    reply: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// The handle requests commit through.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::WriterStopped
+}
+
+impl Writer {
+    /// Starts the writer for `store` on the current Tokio runtime.
+    pub(crate) fn start(store: Store) -> Result<Self, StoreError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| StoreError::WriterStopped)?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        runtime.spawn(run(store, queue));
+        Ok(Self { jobs })
+    }
+
+    /// Commits `set` with whatever else is waiting; returns when it is
+    /// committed (or failed).
+    pub(crate) async fn commit(&self, set: WriteSet) -> Result<Committed, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { set, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (sets, replies): (Vec<WriteSet>, Vec<_>) =
+            batch.drain(..).map(|job| (job.set, job.reply)).unzip();
+        match store.commit_batch(&sets).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            // One set's failure must not fail the others: each on its own.
+            Err(e) if sets.len() > 1 => {
+                tracing::warn!(error = %e, sets = sets.len(), "a batch failed; committing its sets one by one");
+                for (set, reply) in sets.into_iter().zip(replies) {
+                    let outcome = store
+                        .commit_batch(std::slice::from_ref(&set))
+                        .await
+                        .and_then(|mut o| o.pop().ok_or_else(stopped));
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
