@@ -94,31 +94,49 @@ impl Agent {
     }
 }
 
-/// Evidence for one TEE, from a template.
-pub(crate) enum Simulator {
-    /// Nitro documents.
+/// Evidence for one TEE, from a template, and its collateral already in the
+/// request's form (encoded once, not per request).
+pub(crate) struct Simulator {
+    template: Template,
+    collateral: Value,
+}
+
+enum Template {
     Nitro(NitroTemplate),
-    /// SEV-SNP reports.
     Snp(SnpTemplate),
-    /// TDX quotes.
     Tdx(TdxTemplate),
 }
 
 impl Simulator {
     /// A simulator for `tee`, its chains current at `now`.
     pub(crate) fn new(tee: TeeKind, now: OffsetDateTime) -> anyhow::Result<Self> {
-        Ok(match tee {
-            TeeKind::Nitro => Self::Nitro(NitroTemplate::new(DocSpec::default(), now)?),
-            TeeKind::Snp => Self::Snp(SnpTemplate::new(&ReportSpec::default())?),
-            TeeKind::Tdx => Self::Tdx(TdxTemplate::new(&TdxSpec::default(), now)?),
+        let template = match tee {
+            TeeKind::Nitro => Template::Nitro(NitroTemplate::new(DocSpec::default(), now)?),
+            TeeKind::Snp => Template::Snp(SnpTemplate::new(&ReportSpec::default())?),
+            TeeKind::Tdx => Template::Tdx(TdxTemplate::new(&TdxSpec::default(), now)?),
+        };
+        let files = match &template {
+            Template::Nitro(_) => None,
+            Template::Snp(t) => Some(t.collateral()),
+            Template::Tdx(t) => Some(t.collateral()),
+        };
+        let collateral: BTreeMap<&str, String> = files
+            .into_iter()
+            .flatten()
+            .map(|(name, bytes)| (name.as_str(), STANDARD.encode(bytes)))
+            .collect();
+        let collateral = json!(collateral);
+        Ok(Self {
+            template,
+            collateral,
         })
     }
 
     fn tee(&self) -> TeeKind {
-        match self {
-            Self::Nitro(_) => TeeKind::Nitro,
-            Self::Snp(_) => TeeKind::Snp,
-            Self::Tdx(_) => TeeKind::Tdx,
+        match self.template {
+            Template::Nitro(_) => TeeKind::Nitro,
+            Template::Snp(_) => TeeKind::Snp,
+            Template::Tdx(_) => TeeKind::Tdx,
         }
     }
 
@@ -127,23 +145,17 @@ impl Simulator {
         let model = example_model();
         let binding = Binding::new(nonce, agent.jwk.clone(), model).context("nonce too long")?;
         let report_data = binding.report_data();
-        let (evidence, collateral) = match self {
-            Self::Nitro(t) => (
-                t.document(Some(&report_data), None, None, OffsetDateTime::now_utc())?,
-                None,
-            ),
-            Self::Snp(t) => (t.report(&report_data), Some(t.collateral())),
-            Self::Tdx(t) => (t.quote(&report_data), Some(t.collateral())),
+        let evidence = match &self.template {
+            Template::Nitro(t) => {
+                t.document(Some(&report_data), None, None, OffsetDateTime::now_utc())?
+            }
+            Template::Snp(t) => t.report(&report_data),
+            Template::Tdx(t) => t.quote(&report_data),
         };
-        let collateral: BTreeMap<&str, String> = collateral
-            .into_iter()
-            .flatten()
-            .map(|(name, bytes)| (name.as_str(), STANDARD.encode(bytes)))
-            .collect();
         Ok(json!({
             "tee": self.tee().to_string(),
             "evidence": STANDARD.encode(evidence),
-            "collateral": collateral,
+            "collateral": self.collateral,
             "nonce": URL_SAFE_NO_PAD.encode(nonce),
             "public_key": agent.jwk.to_jwk(),
             "model_digest": model.to_hex(),

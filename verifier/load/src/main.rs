@@ -112,6 +112,13 @@ struct Args {
     /// a line, as it arrives (the crash test checks each was committed).
     #[arg(long = "record-tokens")]
     record_tokens: Option<PathBuf>,
+    /// With `--spawn`: fill the store with this many live sessions first
+    /// (credentials and session evidence), to measure cost as it grows.
+    #[arg(long = "seed-sessions", default_value_t = 0, requires = "spawn")]
+    seed_sessions: u64,
+    /// With `--spawn`: and this many revocations in force.
+    #[arg(long = "seed-revocations", default_value_t = 0, requires = "spawn")]
+    seed_revocations: u64,
     /// Exit 1 if any round trip failed.
     #[arg(long = "fail-on-error")]
     fail_on_error: bool,
@@ -392,6 +399,10 @@ async fn build(args: &Args) -> anyhow::Result<Load> {
             connections,
         )?
     };
+    target
+        .seed(args.seed_sessions, args.seed_revocations)
+        .await
+        .context("seeding the store")?;
     let now = time::OffsetDateTime::now_utc();
     let kinds = tees(args.tee);
     let mut made = Vec::new();

@@ -195,6 +195,103 @@ impl Target {
         Ok(None)
     }
 
+    /// Fills the store as a long-running deployment's would be: `sessions`
+    /// live credentials with their session evidence, and `revocations`
+    /// immediate revocations of other credentials. Only for a store this
+    /// process owns, before the first request (the verifier reads the
+    /// revocations in force once, then only after changes it makes).
+    pub(crate) async fn seed(&self, sessions: u64, revocations: u64) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
+        if sessions == 0 && revocations == 0 {
+            return Ok(());
+        }
+        let url = match (&self.sqlite, &self.postgres) {
+            (Some(path), _) => format!("sqlite://{}", path.display()),
+            (None, Some(url)) => url.clone(),
+            (None, None) => bail!("--seed-* needs --spawn (a store this process owns)"),
+        };
+        let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+        const CHUNK: u64 = 500;
+        macro_rules! fill {
+            ($conn:expr) => {{
+                let mut tx = $conn.begin().await?;
+                for start in (0..sessions).step_by(CHUNK as usize) {
+                    let ids: Vec<u64> = (start..(start + CHUNK).min(sessions)).collect();
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, \
+                         jkt, scope, audience, issued_at, expires_at, test_root, model_digest, \
+                         measurements, depth) ",
+                    );
+                    q.push_values(&ids, |mut b, i| {
+                        b.push_bind(format!("seed-jti-{i}"))
+                            .push_bind(format!("spiffe://attest-gate.test/seed/{i}"))
+                            .push_bind(format!("seed-session-{i}"))
+                            .push_bind(None::<String>)
+                            .push_bind("seed")
+                            .push_bind(format!("seed-key-{i}"))
+                            .push_bind("inference:invoke")
+                            .push_bind("https://rp.attest-gate.test")
+                            .push_bind(expires - 86_400)
+                            .push_bind(expires)
+                            .push_bind(true)
+                            .push_bind("00")
+                            .push_bind("00")
+                            .push_bind(0i32);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO session_evidence (session_id, tee, evidence, collateral, \
+                         evidence_bytes, collateral_refs, model_digest, expires_at, principal, \
+                         task_id, scopes, audience) ",
+                    );
+                    q.push_values(&ids, |mut b, i| {
+                        b.push_bind(format!("seed-session-{i}"))
+                            .push_bind("tdx")
+                            .push_bind("")
+                            .push_bind("")
+                            .push_bind(vec![0u8; 64])
+                            .push_bind("{}")
+                            .push_bind("00")
+                            .push_bind(expires)
+                            .push_bind("system")
+                            .push_bind("seed")
+                            .push_bind("inference:invoke")
+                            .push_bind("https://rp.attest-gate.test");
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for start in (0..revocations).step_by(CHUNK as usize) {
+                    let ids: Vec<u64> = (start..(start + CHUNK).min(revocations)).collect();
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO revocations (id, kind, target, mode, reason, cascade_from, \
+                         revoked_at, updated_at, lifted) ",
+                    );
+                    q.push_values(&ids, |mut b, i| {
+                        b.push_bind(format!("seed-revocation-{i}"))
+                            .push_bind("jti")
+                            .push_bind(format!("seed-revoked-jti-{i}"))
+                            .push_bind("immediate")
+                            .push_bind("seeded")
+                            .push_bind(None::<String>)
+                            .push_bind(expires - 86_400)
+                            .push_bind(expires - 86_400)
+                            .push_bind(false);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }};
+        }
+        if self.sqlite.is_some() {
+            let mut db = sqlx::SqliteConnection::connect(&url).await?;
+            fill!(db);
+        } else {
+            let mut db = sqlx::PgConnection::connect(&url).await?;
+            fill!(db);
+        }
+        Ok(())
+    }
+
     /// Registers a relying party; its client ID and secret.
     pub(crate) async fn register_client(&self) -> anyhow::Result<(String, String)> {
         let Some(token) = &self.admin_token else {

@@ -208,10 +208,16 @@ pub(crate) fn audit_prune(args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let before = OffsetDateTime::parse(&args.before, &Rfc3339)
         .with_context(|| format!("--before {:?}", args.before))?
         .unix_timestamp();
+    let now = now().unix_timestamp();
+    if before > now {
+        bail!(
+            "--before {:?} is in the future: records not yet written cannot be pruned",
+            args.before
+        );
+    }
     runtime()?.block_on(async {
         let store = open_store(&args.store).await?;
         let key = CheckpointKey::load_or_create(&args.store.data_dir)?;
-        let now = now().unix_timestamp();
         match attest_gate_verifier::prune_audit_log(&store, &key, &args.store.data_dir, before, now)
             .await
         {

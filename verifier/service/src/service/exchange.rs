@@ -24,7 +24,7 @@ use crate::decision::DelegationAsk;
 use crate::error::{ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
 use crate::revocation::{Kind, Mode, Standing};
-use crate::store::{Row, WriteSet};
+use crate::store::{Committed, Row, WriteSet};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -49,7 +49,23 @@ impl Service {
         now: OffsetDateTime,
     ) -> Result<ExchangeResponse, ServiceError> {
         let mut trail = Trail::default();
-        let result = self.exchange_inner(req, proof, now, &mut trail).await;
+        let mut proof_use = None;
+        let result = self
+            .exchange_inner(req, proof, now, &mut trail, &mut proof_use)
+            .await;
+        let replayed = proof_replayed();
+        let refusal_if_replayed = self.audit_event(
+            now,
+            "exchange",
+            replayed.code().as_str(),
+            // Nothing was issued: no subject, no new `jti`.
+            Trail {
+                subject: None,
+                jti: None,
+                ..trail.clone()
+            },
+            replayed.message(),
+        );
         let result = match result {
             Ok((response, rows)) => {
                 let quarantined = rows
@@ -57,23 +73,48 @@ impl Service {
                     .filter(|row| matches!(row, Row::Revocation(_)))
                     .count() as u64;
                 let event = self.audit_event(now, "exchange", "ok", trail, &response.scope);
-                self.commit(WriteSet {
-                    rows,
-                    ..WriteSet::audit(event)
-                })
-                .await?;
+                // The proof is consumed with the credential it bought: a
+                // proof used twice (here or on another replica) buys one.
+                let committed = self
+                    .commit(WriteSet {
+                        consume: proof_use,
+                        rows,
+                        audit: event,
+                        audit_if_replayed: Some(refusal_if_replayed),
+                    })
+                    .await?;
                 if quarantined > 0 {
                     self.revocations_changed(Mode::Quarantine, quarantined);
                 }
-                Ok(response)
+                match committed {
+                    Committed::Written(_) => Ok(response),
+                    Committed::Replayed(_) => Err(replayed),
+                }
             }
-            // A refusal by the rate limiter writes nothing (that is its point).
-            Err(e) if is_rate_limited(&e) => Err(e),
+            // A refusal by the rate limiter is not audited (a flood must not
+            // cost audit records); a proof it saw is still spent.
+            Err(e) if is_rate_limited(&e) => {
+                if let Some((id, until)) = proof_use {
+                    self.consume_proof(&id, until).await?;
+                }
+                Err(e)
+            }
+            // Refused: the proof is spent all the same, so replaying it
+            // changes nothing.
             Err(e) => {
                 let event =
                     self.audit_event(now, "exchange", e.code().as_str(), trail, e.message());
-                self.commit(WriteSet::audit(event)).await?;
-                Err(e)
+                let committed = self
+                    .commit(WriteSet {
+                        consume: proof_use,
+                        audit_if_replayed: Some(refusal_if_replayed),
+                        ..WriteSet::audit(event)
+                    })
+                    .await?;
+                match committed {
+                    Committed::Written(_) => Err(e),
+                    Committed::Replayed(_) => Err(replayed),
+                }
             }
         };
         if let Err(e) = &result {
@@ -88,6 +129,7 @@ impl Service {
         proof: Option<&str>,
         now: OffsetDateTime,
         trail: &mut Trail,
+        proof_use: &mut Option<(String, i64)>,
     ) -> Result<(ExchangeResponse, Vec<Row>), ServiceError> {
         if req.grant_type != GRANT_TYPE || req.subject_token_type != ACCESS_TOKEN_TYPE {
             return Err(ServiceError::new(
@@ -119,14 +161,13 @@ impl Service {
             })?;
         let parent_claims = parent_token.claims();
         trail.actor = Some(format!("agent:{}", parent_claims.cnf.jkt));
-        self.check_proof(
+        *proof_use = Some(self.check_proof(
             proof,
             ("POST", EXCHANGE_PATH),
             &req.subject_token,
             &parent_claims.cnf.jkt,
             now,
-        )
-        .await?;
+        )?);
         // Per key only after a proof by that key: a relying party holding a
         // copy of the token cannot spend the agent's allowance.
         self.limit_key(Endpoint::Exchange, &parent_claims.cnf.jkt)?;
@@ -222,15 +263,17 @@ impl Service {
     }
 
     /// The proof must be by the token's key, for this request (`htm`, and
-    /// `htu` = the issuer and `path`), with a current server nonce, used once.
-    pub(super) async fn check_proof(
+    /// `htu` = the issuer and `path`), with a current server nonce; returns
+    /// the ID and expiry under which its single use is recorded (by the
+    /// caller, with its decision or through [`Self::consume_proof`]).
+    pub(super) fn check_proof(
         &self,
         proof: Option<&str>,
         (htm, path): (&str, &str),
         token: &str,
         jkt: &str,
         now: OffsetDateTime,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(String, i64), ServiceError> {
         let proof = proof.ok_or_else(|| {
             ServiceError::new(
                 ServiceCode::InvalidDpopProof,
@@ -260,17 +303,29 @@ impl Service {
             "dpop:{}",
             hex::encode(digest(&SHA256, verified.jti.as_bytes()))
         );
+        Ok((id, verified.iat.saturating_add(IAT_WINDOW)))
+    }
+
+    /// Spends a proof's `jti` now, on its own (where no decision's rows go
+    /// with it); a second use is `invalid_dpop_proof`.
+    pub(super) async fn consume_proof(&self, id: &str, until: i64) -> Result<(), ServiceError> {
         let first = self
             .store
-            .consume_nonce(&id, verified.iat.saturating_add(IAT_WINDOW))
+            .consume_nonce(id, until)
             .await
             .map_err(ServiceError::internal)?;
-        if !first {
-            return Err(ServiceError::new(
-                ServiceCode::InvalidDpopProof,
-                "the DPoP proof was already used",
-            ));
+        if first {
+            Ok(())
+        } else {
+            Err(proof_replayed())
         }
-        Ok(())
     }
+}
+
+/// A DPoP proof presented a second time.
+fn proof_replayed() -> ServiceError {
+    ServiceError::new(
+        ServiceCode::InvalidDpopProof,
+        "the DPoP proof was already used",
+    )
 }

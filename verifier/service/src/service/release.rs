@@ -317,8 +317,9 @@ impl Service {
         trail.actor = Some(format!("agent:{}", claims.cnf.jkt));
         trail.jti = Some(claims.jti.clone());
         let path = format!("{SECRETS_PATH}{name}");
-        self.check_proof(proof, (ask.method(), &path), token, &claims.cnf.jkt, now)
-            .await?;
+        let (proof_id, until) =
+            self.check_proof(proof, (ask.method(), &path), token, &claims.cnf.jkt, now)?;
+        self.consume_proof(&proof_id, until).await?;
         self.limit_key(Endpoint::Secrets, &claims.cnf.jkt)?;
 
         let credential = self

@@ -164,16 +164,15 @@ impl Store {
         &self,
         sets: &[WriteSet],
     ) -> Result<Vec<Committed>, StoreError> {
-        const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1";
-        const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+        const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
         const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
         let claims = first_claims(sets);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             // The head first: concurrent batches (any replica) queue here
             // rather than fork the chain.
-            sqlx::query(LOCK_HEAD).execute(&mut *tx).await?;
-            let (mut seq, mut prev): (i64, String) = sqlx::query_as(HEAD).fetch_one(&mut *tx).await?;
+            let (mut seq, mut prev): (i64, String) =
+                sqlx::query_as(LOCK_HEAD).fetch_one(&mut *tx).await?;
 
             let mut inserted = HashSet::new();
             for chunk in claims.chunks(CHUNK) {
