@@ -7,10 +7,7 @@
 use std::sync::Mutex;
 
 use attest_gate_core::TeeKind;
-use attest_gate_forge::nitro::DocSpec;
-use attest_gate_forge::snp::ReportSpec;
-use attest_gate_forge::tdx::TdxSpec;
-use attest_gate_forge::template::{NitroTemplate, SnpTemplate, TdxTemplate};
+use attest_gate_forge::template::{Hardware, Template};
 use time::{Duration, OffsetDateTime};
 
 use super::{BackendError, Evidence, EvidenceSource, Request};
@@ -29,56 +26,6 @@ pub struct Simulated {
 impl std::fmt::Debug for Simulated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Simulated").field("tee", &self.tee).finish()
-    }
-}
-
-enum Template {
-    Nitro(NitroTemplate),
-    Snp(SnpTemplate, OffsetDateTime),
-    Tdx(TdxTemplate),
-}
-
-impl Template {
-    fn new(tee: TeeKind, now: OffsetDateTime) -> Result<Self, BackendError> {
-        Ok(match tee {
-            TeeKind::Nitro => {
-                Self::Nitro(NitroTemplate::new(DocSpec::default(), now).map_err(failed)?)
-            }
-            TeeKind::Snp => Self::Snp(
-                SnpTemplate::new(&ReportSpec::default()).map_err(failed)?,
-                now,
-            ),
-            TeeKind::Tdx => Self::Tdx(TdxTemplate::new(&TdxSpec::default(), now).map_err(failed)?),
-        })
-    }
-
-    fn made_at(&self) -> OffsetDateTime {
-        match self {
-            Self::Nitro(t) => t.made_at(),
-            Self::Snp(_, at) => *at,
-            Self::Tdx(t) => t.made_at(),
-        }
-    }
-
-    fn evidence(
-        &self,
-        request: &Request<'_>,
-        now: OffsetDateTime,
-    ) -> Result<(Vec<u8>, Vec<(String, Vec<u8>)>), BackendError> {
-        Ok(match self {
-            Self::Nitro(t) => (
-                t.document(
-                    Some(&request.report_data),
-                    Some(request.nonce),
-                    Some(request.public_key),
-                    now,
-                )
-                .map_err(failed)?,
-                Vec::new(),
-            ),
-            Self::Snp(t, _) => (t.report(&request.report_data), t.collateral().clone()),
-            Self::Tdx(t) => (t.quote(&request.report_data), t.collateral().clone()),
-        })
     }
 }
 
@@ -116,12 +63,25 @@ impl EvidenceSource for Simulated {
             .as_ref()
             .is_none_or(|t| now - t.made_at() >= TEMPLATE_LIFETIME || now < t.made_at());
         if stale {
-            *template = Some(Template::new(self.tee, now)?);
+            let hardware = match self.tee {
+                TeeKind::Nitro => Hardware::Nitro,
+                TeeKind::Snp => Hardware::Snp,
+                TeeKind::Tdx => Hardware::Tdx,
+            };
+            *template = Some(Template::new(hardware, now).map_err(failed)?);
         }
-        let (bytes, collateral) = match template.as_ref() {
-            Some(t) => t.evidence(request, now)?,
-            None => return Err(failed("no template")),
+        let Some(t) = template.as_ref() else {
+            return Err(failed("no template"));
         };
+        let bytes = t
+            .evidence(
+                &request.report_data,
+                Some(request.nonce),
+                Some(request.public_key),
+                now,
+            )
+            .map_err(failed)?;
+        let collateral = t.collateral().clone();
         Ok(Evidence {
             tee: self.tee,
             bytes,

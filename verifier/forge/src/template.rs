@@ -208,6 +208,85 @@ impl TdxTemplate {
     }
 }
 
+/// Which hardware a [`Template`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hardware {
+    /// AWS Nitro Enclaves.
+    Nitro,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+}
+
+/// A template for any of the three, with the default (example workload)
+/// contents: what the agent's `--simulate` and the load generator use.
+pub enum Template {
+    /// Nitro documents (boxed: its chain is the largest).
+    Nitro(Box<NitroTemplate>),
+    /// SEV-SNP reports; when it was made.
+    Snp(SnpTemplate, OffsetDateTime),
+    /// TDX quotes.
+    Tdx(TdxTemplate),
+}
+
+/// No collateral (Nitro's documents carry their chain).
+const NO_COLLATERAL: &Collateral = &Vec::new();
+
+impl Template {
+    /// The default template for `hardware`, its chains current at `at`.
+    pub fn new(hardware: Hardware, at: OffsetDateTime) -> Result<Self, ForgeError> {
+        Ok(match hardware {
+            Hardware::Nitro => Self::Nitro(Box::new(NitroTemplate::new(DocSpec::default(), at)?)),
+            Hardware::Snp => Self::Snp(SnpTemplate::new(&ReportSpec::default())?, at),
+            Hardware::Tdx => Self::Tdx(TdxTemplate::new(&TdxSpec::default(), at)?),
+        })
+    }
+
+    /// Which hardware it stands for.
+    pub fn hardware(&self) -> Hardware {
+        match self {
+            Self::Nitro(_) => Hardware::Nitro,
+            Self::Snp(..) => Hardware::Snp,
+            Self::Tdx(_) => Hardware::Tdx,
+        }
+    }
+
+    /// When its chains and collateral were made.
+    pub fn made_at(&self) -> OffsetDateTime {
+        match self {
+            Self::Nitro(t) => t.made_at(),
+            Self::Snp(_, at) => *at,
+            Self::Tdx(t) => t.made_at(),
+        }
+    }
+
+    /// The collateral an agent sends with the evidence (none for Nitro).
+    pub fn collateral(&self) -> &Collateral {
+        match self {
+            Self::Nitro(_) => NO_COLLATERAL,
+            Self::Snp(t, _) => t.collateral(),
+            Self::Tdx(t) => t.collateral(),
+        }
+    }
+
+    /// Evidence carrying `report_data` (Nitro: as `user_data`, with `nonce`
+    /// and `public_key` when given), dated `at` where the format has a date.
+    pub fn evidence(
+        &self,
+        report_data: &[u8; 64],
+        nonce: Option<&[u8]>,
+        public_key: Option<&[u8]>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<u8>, ForgeError> {
+        Ok(match self {
+            Self::Nitro(t) => t.document(Some(report_data), nonce, public_key, at)?,
+            Self::Snp(t, _) => t.report(report_data),
+            Self::Tdx(t) => t.quote(report_data),
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context as _};
 use attest_gate_core::{AgentKey, Binding, ModelDigest, TeeKind};
-use attest_gate_forge::nitro::DocSpec;
-use attest_gate_forge::snp::ReportSpec;
-use attest_gate_forge::tdx::TdxSpec;
-use attest_gate_forge::template::{NitroTemplate, SnpTemplate, TdxTemplate};
+use attest_gate_forge::template::{Hardware, Template};
 use attest_gate_protocol::dpop::{make_proof, ProofClaims};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -101,28 +98,18 @@ pub(crate) struct Simulator {
     collateral: Value,
 }
 
-enum Template {
-    Nitro(NitroTemplate),
-    Snp(SnpTemplate),
-    Tdx(TdxTemplate),
-}
-
 impl Simulator {
     /// A simulator for `tee`, its chains current at `now`.
     pub(crate) fn new(tee: TeeKind, now: OffsetDateTime) -> anyhow::Result<Self> {
-        let template = match tee {
-            TeeKind::Nitro => Template::Nitro(NitroTemplate::new(DocSpec::default(), now)?),
-            TeeKind::Snp => Template::Snp(SnpTemplate::new(&ReportSpec::default())?),
-            TeeKind::Tdx => Template::Tdx(TdxTemplate::new(&TdxSpec::default(), now)?),
+        let hardware = match tee {
+            TeeKind::Nitro => Hardware::Nitro,
+            TeeKind::Snp => Hardware::Snp,
+            TeeKind::Tdx => Hardware::Tdx,
         };
-        let files = match &template {
-            Template::Nitro(_) => None,
-            Template::Snp(t) => Some(t.collateral()),
-            Template::Tdx(t) => Some(t.collateral()),
-        };
+        let template = Template::new(hardware, now)?;
+        let files = template.collateral();
         let collateral: BTreeMap<&str, String> = files
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|(name, bytes)| (name.as_str(), STANDARD.encode(bytes)))
             .collect();
         let collateral = json!(collateral);
@@ -133,10 +120,10 @@ impl Simulator {
     }
 
     fn tee(&self) -> TeeKind {
-        match self.template {
-            Template::Nitro(_) => TeeKind::Nitro,
-            Template::Snp(_) => TeeKind::Snp,
-            Template::Tdx(_) => TeeKind::Tdx,
+        match self.template.hardware() {
+            Hardware::Nitro => TeeKind::Nitro,
+            Hardware::Snp => TeeKind::Snp,
+            Hardware::Tdx => TeeKind::Tdx,
         }
     }
 
@@ -145,13 +132,11 @@ impl Simulator {
         let model = example_model();
         let binding = Binding::new(nonce, agent.jwk.clone(), model).context("nonce too long")?;
         let report_data = binding.report_data();
-        let evidence = match &self.template {
-            Template::Nitro(t) => {
-                t.document(Some(&report_data), None, None, OffsetDateTime::now_utc())?
-            }
-            Template::Snp(t) => t.report(&report_data),
-            Template::Tdx(t) => t.quote(&report_data),
-        };
+        // As the verifier's tests send Nitro documents: the binding in
+        // `user_data`, no nonce or key fields.
+        let evidence =
+            self.template
+                .evidence(&report_data, None, None, OffsetDateTime::now_utc())?;
         Ok(json!({
             "tee": self.tee().to_string(),
             "evidence": STANDARD.encode(evidence),

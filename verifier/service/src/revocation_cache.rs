@@ -7,8 +7,11 @@
 //! transaction that writes `revocations` also sends a notification on
 //! [`REVOCATIONS_CHANNEL`], delivered when it commits. While the listener is not
 //! connected (starting, or after losing its connection) nothing is cached:
-//! every request reads the table, as if there were no cache, so a missed
-//! notification can never leave a revocation unseen. SQLite is one process,
+//! every request reads the table, as if there were no cache; and a
+//! connection that delivers nothing is caught by the listener's own
+//! heartbeat (a notification to itself every two seconds; seven seconds of
+//! silence ends the trust), so a lost notification hides a revocation for
+//! seconds at most, never for good. SQLite is one process,
 //! so its own invalidations are the whole story.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,6 +91,13 @@ impl RevocationCache {
     }
 }
 
+/// How often the listener notifies itself.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Silence after which the listener is not trusted.
+const SILENCE: Duration = Duration::from_secs(7);
+/// The payload of the listener's own heartbeat (not a change).
+const HEARTBEAT_PAYLOAD: &str = "heartbeat";
+
 /// Listens for other replicas' changes until the cache is dropped;
 /// reconnects after a lost connection.
 async fn listen(pool: sqlx::PgPool, cache: std::sync::Weak<RevocationCache>) {
@@ -111,18 +121,49 @@ async fn listen(pool: sqlx::PgPool, cache: std::sync::Weak<RevocationCache>) {
             Some(cache) => cache.set_trusted(true),
             None => return,
         }
+        // A connection can look alive and deliver nothing (half-open TCP, a
+        // pooler that drops notifications): the listener notifies itself
+        // every HEARTBEAT, and silence for SILENCE ends the trust.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut last_heard = tokio::time::Instant::now();
         loop {
-            let received = listener.try_recv().await;
-            let Some(cache) = cache.upgrade() else {
-                return;
-            };
-            match received {
-                Ok(Some(_)) => cache.invalidate(),
-                // The connection was lost (and notifications with it).
-                Ok(None) | Err(_) => {
-                    tracing::warn!("revocation listener lost its connection; reading revocations per request until it is back");
-                    cache.set_trusted(false);
-                    break;
+            tokio::select! {
+                received = listener.try_recv() => {
+                    let Some(cache) = cache.upgrade() else {
+                        return;
+                    };
+                    match received {
+                        Ok(Some(n)) if n.payload() == HEARTBEAT_PAYLOAD => {
+                            last_heard = tokio::time::Instant::now();
+                        }
+                        Ok(Some(_)) => {
+                            last_heard = tokio::time::Instant::now();
+                            cache.invalidate();
+                        }
+                        // The connection was lost (and notifications with it).
+                        Ok(None) | Err(_) => {
+                            tracing::warn!("revocation listener lost its connection; reading revocations per request until it is back");
+                            cache.set_trusted(false);
+                            break;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > SILENCE {
+                        tracing::warn!("revocation listener heard nothing, not even its own heartbeat; reading revocations per request until it reconnects");
+                        if let Some(cache) = cache.upgrade() {
+                            cache.set_trusted(false);
+                        }
+                        break;
+                    }
+                    let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(REVOCATIONS_CHANNEL)
+                        .bind(HEARTBEAT_PAYLOAD)
+                        .execute(&pool)
+                        .await;
+                    if let Err(e) = sent {
+                        tracing::warn!(error = %e, "revocation listener could not send its heartbeat");
+                    }
                 }
             }
         }

@@ -264,6 +264,14 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
             format!("sqlite://{}", file.display())
         }
     };
+    // SQLite is one process's database: the revocations it holds in memory
+    // are read again only after its own changes, so no other process may
+    // write (serve or reappraise) on the same file while it runs.
+    let lock = if database.starts_with("sqlite:") {
+        Some(lock_data_dir(&data_dir)?)
+    } else {
+        None
+    };
     let store = Store::open(&database)
         .await
         .context("opening the database")?;
@@ -321,7 +329,10 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
             ),
         }
     }
-    let (service, new_admin_token) = Service::start(config, store, sources, clock)?;
+    let (mut service, new_admin_token) = Service::start(config, store, sources, clock)?;
+    if let Some(lock) = lock {
+        service.hold(lock);
+    }
     if let Some(token) = new_admin_token {
         show_admin_token_once(&data_dir, &token)?;
     }
@@ -404,6 +415,29 @@ async fn signals(service: Arc<Service>, handle: axum_server::Handle) {
     }
     tracing::info!("shutting down");
     handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+}
+
+/// An exclusive lock on `<data-dir>/attest-gate.lock`, held for the
+/// process's life (the OS releases it however the process ends).
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("attest-gate.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another verifier process uses {} with its SQLite database; stop it first \
+             (on a running service, use POST /v1/admin/reappraise)",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// Prunes what has outlived its use once a minute (`Service::prune`).

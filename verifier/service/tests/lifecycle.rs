@@ -516,12 +516,12 @@ async fn reappraisal_revokes_sessions_whose_reference_values_are_gone() {
     assert_eq!(outcome["checked"], 2);
     assert_eq!(outcome["revoked"], json!([]));
 
-    // The Nitro workload's reference values are withdrawn; the operator
-    // reloads and reappraises from the command line (same database).
+    // The Nitro workload's reference values are withdrawn. The command line
+    // may not reappraise a SQLite database a running service holds (that
+    // service would not see what it revoked): it is refused, pointing at
+    // the admin endpoint, and changes nothing.
     let measurements = server.measurements_dir().unwrap();
     std::fs::remove_file(measurements.join("example-nitro-agent.toml")).unwrap();
-    let (status, _) = server.admin("/v1/admin/reload", &json!({})).await;
-    assert_eq!(status, 200);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_verifier"))
         .args(["reappraise", "--mode", "immediate", "--dev", "--data-dir"])
         .arg(server.data_path())
@@ -529,12 +529,18 @@ async fn reappraisal_revokes_sessions_whose_reference_values_are_gone() {
         .arg(&measurements)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/v1/admin/reappraise"), "{stderr}");
+    assert_eq!(server.introspect(&rp, &nitro.token).await["active"], true);
+
+    // The operator reloads and reappraises on the service.
+    let (status, _) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, outcome) = server
+        .admin("/v1/admin/reappraise", &json!({"mode": "immediate"}))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
     let revoked = outcome["revoked"].as_array().unwrap();
     assert_eq!(revoked.len(), 1, "{outcome}");
     assert_eq!(revoked[0]["session_id"], nitro.claims["session"]["id"]);
@@ -756,14 +762,17 @@ async fn reappraisal_reads_what_was_verified_whatever_alphabet_was_sent() {
     let corrupted = attest(&server, Tee::Nitro).await;
     let corrupted_id = corrupted.claims["session"]["id"].as_str().unwrap();
 
-    // ...and a stored row that does not decode is the verifier's trouble.
+    // ...and a stored row that cannot be read (here: it names a collateral
+    // file the store does not hold) is the verifier's trouble, not a denial.
     let db = sqlx::SqlitePool::connect(&format!(
         "sqlite:{}",
         server.data_path().join("attest-gate.db").display()
     ))
     .await
     .unwrap();
-    sqlx::query("UPDATE session_evidence SET evidence = '%%not base64%%' WHERE session_id = $1")
+    sqlx::query(
+        "UPDATE session_evidence SET collateral_refs = '{\"gone.pem\":\"00\"}' WHERE session_id = $1",
+    )
         .bind(corrupted_id)
         .execute(&db)
         .await

@@ -20,7 +20,7 @@ use crate::decision::{AttestationAsk, Grant};
 use crate::error::{ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
 use crate::revocation::{self, Kind, Mode, Subject};
-use crate::store::{Committed, NewSession, Row, WriteSet};
+use crate::store::{Committed, Consume, NewSession, Row, WriteSet};
 
 fn nonce_denial(e: NonceError) -> ServiceError {
     ServiceError::from(e)
@@ -81,17 +81,21 @@ impl Service {
             .iter()
             .filter(|row| matches!(row, Row::Revocation(_)))
             .count();
+        let (id, until) = pending.nonce;
         let set = WriteSet {
-            consume: Some(pending.nonce),
+            consume: Some(Consume {
+                id,
+                until,
+                refusal: self.audit_event(
+                    now,
+                    "attest",
+                    replayed.code().as_str(),
+                    refusal,
+                    replayed.message(),
+                ),
+            }),
             rows: pending.rows,
             audit: self.audit_event(now, "attest", "ok", trail.clone(), &response.scope),
-            audit_if_replayed: Some(self.audit_event(
-                now,
-                "attest",
-                replayed.code().as_str(),
-                refusal,
-                replayed.message(),
-            )),
         };
         match self.commit(set).await? {
             Committed::Written(_) => {

@@ -24,7 +24,7 @@ use crate::decision::DelegationAsk;
 use crate::error::{ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
 use crate::revocation::{Kind, Mode, Standing};
-use crate::store::{Committed, Row, WriteSet};
+use crate::store::{AuditEvent, Committed, Consume, Row, WriteSet};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -77,17 +77,18 @@ impl Service {
                 // proof used twice (here or on another replica) buys one.
                 let committed = self
                     .commit(WriteSet {
-                        consume: proof_use,
+                        consume: spend(proof_use, refusal_if_replayed),
                         rows,
                         audit: event,
-                        audit_if_replayed: Some(refusal_if_replayed),
                     })
                     .await?;
-                if quarantined > 0 {
-                    self.revocations_changed(Mode::Quarantine, quarantined);
-                }
                 match committed {
-                    Committed::Written(_) => Ok(response),
+                    Committed::Written(_) => {
+                        if quarantined > 0 {
+                            self.revocations_changed(Mode::Quarantine, quarantined);
+                        }
+                        Ok(response)
+                    }
                     Committed::Replayed(_) => Err(replayed),
                 }
             }
@@ -106,8 +107,7 @@ impl Service {
                     self.audit_event(now, "exchange", e.code().as_str(), trail, e.message());
                 let committed = self
                     .commit(WriteSet {
-                        consume: proof_use,
-                        audit_if_replayed: Some(refusal_if_replayed),
+                        consume: spend(proof_use, refusal_if_replayed),
                         ..WriteSet::audit(event)
                     })
                     .await?;
@@ -320,6 +320,11 @@ impl Service {
             Err(proof_replayed())
         }
     }
+}
+
+/// A proof's single use, with the refusal recorded if it was spent before.
+fn spend(proof: Option<(String, i64)>, refusal: AuditEvent) -> Option<Consume> {
+    proof.map(|(id, until)| Consume { id, until, refusal })
 }
 
 /// A DPoP proof presented a second time.

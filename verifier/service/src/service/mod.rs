@@ -127,6 +127,9 @@ pub struct Service {
     vault: LocalKek,
     /// Signs audit checkpoints when records are pruned (`--audit-retention`).
     checkpoint_key: Option<CheckpointKey>,
+    /// The data directory's lock, held while this process uses its SQLite
+    /// database.
+    data_dir_lock: Option<std::fs::File>,
     clock: Clock,
 }
 
@@ -232,11 +235,17 @@ impl Service {
                 limits: RateLimits::new(&config.rate_limits, Arc::clone(&clock)),
                 vault,
                 checkpoint_key,
+                data_dir_lock: None,
                 config,
                 clock,
             },
             new_admin_token,
         ))
+    }
+
+    /// Keeps `lock` (the data directory's) for as long as the service lives.
+    pub(crate) fn hold(&mut self, lock: std::fs::File) {
+        self.data_dir_lock = Some(lock);
     }
 
     /// Now, by the injected clock: the instant every decision is made at.

@@ -56,17 +56,27 @@ fn collateral_refs(session: &NewSession) -> String {
 /// What one request writes.
 #[derive(Debug, Clone)]
 pub(crate) struct WriteSet {
-    /// A nonce (attestation challenge) or proof `jti` to consume: its ID and
-    /// until when it is remembered. If it was already used, none of
-    /// [`Self::rows`] is written and [`Self::audit_if_replayed`] is
-    /// recorded instead of [`Self::audit`].
-    pub consume: Option<(String, i64)>,
+    /// A nonce (attestation challenge) or proof `jti` to consume, and what
+    /// to record if it was already used.
+    pub consume: Option<Consume>,
     /// The decision's rows.
     pub rows: Vec<Row>,
     /// The decision's audit record.
     pub audit: AuditEvent,
-    /// The record of the refusal when the nonce was already used.
-    pub audit_if_replayed: Option<AuditEvent>,
+}
+
+/// A single-use value a decision spends. If it was already used (by any
+/// request, on any replica, or earlier in the same batch), none of the
+/// decision's rows is written and `refusal` is recorded in place of its
+/// audit record: a replayed decision can never be logged as allowed.
+#[derive(Debug, Clone)]
+pub(crate) struct Consume {
+    /// Its ID in `consumed_nonces`.
+    pub id: String,
+    /// Until when it is remembered, Unix seconds.
+    pub until: i64,
+    /// The record of the refusal when it was already used.
+    pub refusal: AuditEvent,
 }
 
 impl WriteSet {
@@ -76,7 +86,6 @@ impl WriteSet {
             consume: None,
             rows: Vec::new(),
             audit: event,
-            audit_if_replayed: None,
         }
     }
 }
@@ -123,12 +132,13 @@ impl Plan<'_> {
     }
 
     fn events(&self) -> impl Iterator<Item = &AuditEvent> {
-        self.sets.iter().zip(&self.replayed).map(|(set, replayed)| {
-            match (&set.audit_if_replayed, replayed) {
-                (Some(refusal), true) => refusal,
+        self.sets
+            .iter()
+            .zip(&self.replayed)
+            .map(|(set, replayed)| match (&set.consume, replayed) {
+                (Some(consume), true) => &consume.refusal,
                 _ => &set.audit,
-            }
-        })
+            })
     }
 }
 
@@ -138,7 +148,7 @@ fn first_claims(sets: &[WriteSet]) -> Vec<(usize, &str, i64)> {
     let mut seen = HashSet::new();
     sets.iter()
         .enumerate()
-        .filter_map(|(i, set)| set.consume.as_ref().map(|(id, exp)| (i, id.as_str(), *exp)))
+        .filter_map(|(i, set)| set.consume.as_ref().map(|c| (i, c.id.as_str(), c.until)))
         .filter(|(_, id, _)| seen.insert(*id))
         .collect()
 }
@@ -273,7 +283,7 @@ impl Store {
                     .await?;
             }
             sqlx::query(SET_HEAD).bind(seq).bind(&prev).execute(&mut *tx).await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::CommitUncertain)?;
             Ok(chained
                 .iter()
                 .zip(&plan.replayed)

@@ -37,6 +37,13 @@ pub enum StoreError {
     /// A stored row holds what no code of this build wrote.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// `COMMIT` itself failed: the batch may or may not have been written
+    /// (a connection lost mid-commit), so it is not retried.
+    #[error("committing failed, outcome unknown: {0}")]
+    CommitUncertain(sqlx::Error),
+    /// The batch this request was in failed (the cause is in the log).
+    #[error("the batch this write was in failed: {0}")]
+    BatchFailed(String),
     /// The group-commit writer is not running (no runtime, or shutting down).
     #[error("the store's writer is not running")]
     WriterStopped,
@@ -59,7 +66,7 @@ mod lifecycle;
 mod secrets;
 mod writer;
 
-pub(crate) use batch::{Committed, Row, WriteSet};
+pub(crate) use batch::{Committed, Consume, Row, WriteSet};
 pub(crate) use writer::Writer;
 
 /// The database behind the service.

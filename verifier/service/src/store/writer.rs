@@ -81,8 +81,10 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            // One set's failure must not fail the others: each on its own.
-            Err(e) if sets.len() > 1 => {
+            // One set's failure must not fail the others: each on its own,
+            // unless the commit's outcome is unknown (then a retry could
+            // find its own nonces spent and refuse what was granted).
+            Err(e) if sets.len() > 1 && !matches!(e, StoreError::CommitUncertain(_)) => {
                 tracing::warn!(error = %e, sets = sets.len(), "a batch failed; committing its sets one by one");
                 for (set, reply) in sets.into_iter().zip(replies) {
                     let outcome = store
@@ -93,8 +95,10 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
                 }
             }
             Err(e) => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e));
+                tracing::error!(error = %e, sets = sets.len(), "a batch failed");
+                let reason = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));
                 }
             }
         }
