@@ -65,6 +65,7 @@ pub(crate) struct Subject<'a> {
 pub(crate) struct RevocationIndex {
     rows: Vec<Revocation>,
     by_target: HashMap<(&'static str, String), Vec<usize>>,
+    names_credentials: bool,
 }
 
 /// The index key: kind and target, register values and model digests in
@@ -86,12 +87,24 @@ impl RevocationIndex {
                 by_target.entry(key(r.kind, &r.target)).or_default().push(i);
             }
         }
-        Self { rows, by_target }
+        let names_credentials = rows
+            .iter()
+            .any(|r| matches!(r.kind, Kind::Jti | Kind::Session));
+        Self {
+            rows,
+            by_target,
+            names_credentials,
+        }
     }
 
     /// Whether no revocation is in force.
     pub(crate) fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Whether any revocation names a `jti` or a session.
+    pub(crate) fn names_credentials(&self) -> bool {
+        self.names_credentials
     }
 
     /// Every revocation in force.

@@ -30,6 +30,8 @@ pub(crate) struct RevocationCache {
     /// not used.
     generation: AtomicU64,
     copy: RwLock<Option<(u64, Arc<RevocationIndex>)>>,
+    /// Held while the table is read.
+    reading: tokio::sync::Mutex<()>,
     /// Whether invalidations are known to arrive (always for SQLite; for
     /// PostgreSQL while the listener is connected).
     trusted: AtomicBool,
@@ -42,6 +44,7 @@ impl RevocationCache {
         let cache = Arc::new(Self {
             generation: AtomicU64::new(0),
             copy: RwLock::new(None),
+            reading: tokio::sync::Mutex::new(()),
             trusted: AtomicBool::new(matches!(store, Store::Sqlite(_))),
         });
         if let Store::Postgres(pool) = store {
@@ -67,7 +70,27 @@ impl RevocationCache {
                 }
             }
         }
+        // One reader at a time: requests that miss together wait for the
+        // first one's copy instead of each reading the whole table.
+        let _reading = self.reading.lock().await;
+        if trusted {
+            let copy = self
+                .copy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, index)) = copy.as_ref() {
+                if *at == generation {
+                    return Ok(Arc::clone(index));
+                }
+            }
+        }
         let index = Arc::new(RevocationIndex::new(store.revocations_in_force().await?));
+        tracing::debug!(
+            rows = index.rows().len(),
+            generation,
+            trusted,
+            "revocations in force read"
+        );
         if trusted {
             // Read after `generation` was: if a change came since, the copy
             // is already stale and the next request reads again.

@@ -215,12 +215,16 @@ impl Service {
         if revocations.is_empty() {
             return Ok(None);
         }
-        let earlier = self
-            .store
-            .credentials_for_key(jkt)
-            .await
-            .map_err(ServiceError::internal)?;
-        let (jtis, sessions): (Vec<String>, Vec<String>) = earlier.into_iter().unzip();
+        // Earlier credentials and sessions of this key matter only if a
+        // revocation names one: only those are fetched.
+        let (jtis, sessions) = if revocations.names_credentials() {
+            self.store
+                .revoked_history_of_key(jkt)
+                .await
+                .map_err(ServiceError::internal)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let key = [jkt.to_string()];
         let subject = Subject {
             jtis: &jtis,

@@ -141,13 +141,30 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(jti).fetch_optional(pool).await?))
     }
 
-    /// `jti`s and sessions of every credential issued for an agent key.
-    pub async fn credentials_for_key(
+    /// The `jti`s and sessions of credentials issued for an agent key that
+    /// a revocation in force names: (`jti`s, sessions). Joined in the
+    /// database, so however many credentials the key had, only the few
+    /// that matter leave it.
+    pub async fn revoked_history_of_key(
         &self,
         jkt: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        const SQL: &str = "SELECT jti, session_id FROM credentials WHERE jkt = $1";
-        Ok(on_pool!(self, pool => sqlx::query_as(SQL).bind(jkt).fetch_all(pool).await?))
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        // `CROSS JOIN` keeps SQLite's loop over this key's credentials
+        // (index on `jkt`) outside, probing `revocations (kind, target)`;
+        // left to itself it may walk every revocation instead.
+        const SQL: &str = "SELECT r.kind, r.target FROM credentials c CROSS JOIN revocations r \
+                           WHERE c.jkt = $1 AND r.kind = 'jti' AND r.target = c.jti \
+                           AND r.lifted = FALSE \
+                           UNION SELECT r.kind, r.target FROM credentials c CROSS JOIN revocations r \
+                           WHERE c.jkt = $1 AND r.kind = 'session' AND r.target = c.session_id \
+                           AND r.lifted = FALSE";
+        let rows: Vec<(String, String)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(jkt).fetch_all(pool).await?);
+        let (jtis, sessions): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(k, _)| k == "jti");
+        Ok((
+            jtis.into_iter().map(|(_, t)| t).collect(),
+            sessions.into_iter().map(|(_, t)| t).collect(),
+        ))
     }
 
     /// `jti`s of the unexpired credentials bound to an agent key.
