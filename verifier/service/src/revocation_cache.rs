@@ -59,30 +59,14 @@ impl RevocationCache {
     pub(crate) async fn get(&self, store: &Store) -> Result<Arc<RevocationIndex>, StoreError> {
         let generation = self.generation.load(Ordering::Acquire);
         let trusted = self.trusted.load(Ordering::Acquire);
-        if trusted {
-            let copy = self
-                .copy
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((at, index)) = copy.as_ref() {
-                if *at == generation {
-                    return Ok(Arc::clone(index));
-                }
-            }
+        if let Some(index) = self.current(trusted, generation) {
+            return Ok(index);
         }
         // One reader at a time: requests that miss together wait for the
         // first one's copy instead of each reading the whole table.
         let _reading = self.reading.lock().await;
-        if trusted {
-            let copy = self
-                .copy
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((at, index)) = copy.as_ref() {
-                if *at == generation {
-                    return Ok(Arc::clone(index));
-                }
-            }
+        if let Some(index) = self.current(trusted, generation) {
+            return Ok(index);
         }
         let index = Arc::new(RevocationIndex::new(store.revocations_in_force().await?));
         tracing::debug!(
@@ -101,6 +85,20 @@ impl RevocationCache {
                 Some((generation, Arc::clone(&index)));
         }
         Ok(index)
+    }
+
+    /// The copy, if it may be used and was read under `generation`.
+    fn current(&self, trusted: bool, generation: u64) -> Option<Arc<RevocationIndex>> {
+        if !trusted {
+            return None;
+        }
+        let copy = self
+            .copy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        copy.as_ref()
+            .filter(|(at, _)| *at == generation)
+            .map(|(_, index)| Arc::clone(index))
     }
 
     /// The revocations changed (call after the change committed).
