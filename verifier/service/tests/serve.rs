@@ -715,6 +715,49 @@ async fn two_replicas_sharing_postgres_accept_a_nonce_once() {
         "{statuses:?}"
     );
 
+    // A revocation made on one replica reaches the other's in-memory copy
+    // (LISTEN/NOTIFY): the revoked agent cannot come back through it.
+    let body = bound_request(&second, Tee::Snp, &agent, |_| {}).await;
+    let (status, issued) = second.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{issued}");
+    let payload = issued["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let jti = claims["jti"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {}", first.admin_token);
+    let (status, _, revoked) = first
+        .post_with(
+            "/v1/admin/revoke",
+            &serde_json::json!({"kind": "jti", "target": jti, "mode": "immediate", "reason": "replica test"}),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = bound_request(&second, Tee::Snp, &agent, |_| {}).await;
+        let (status, answer) = second.post("/v1/attest", &body).await;
+        if status == 403 && code(&answer) == "revoked" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other replica still issues: {status} {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     drop((first, second));
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&admin)
