@@ -12,7 +12,7 @@ use attest_gate_verifier::{
     Appraiser, AuditQuery, Decision, IntentRequest, RevocationMode as Mode, ServeArgs, ServiceCode,
     ServiceError, Store, Verification,
 };
-use attest_gate_verifier::{AuditError, CheckpointKey, CollateralOrigin};
+use attest_gate_verifier::{AuditError, AuditVerified, CheckpointKey, CollateralOrigin};
 use clap::{Args, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -79,7 +79,7 @@ pub(crate) struct PolicyTestArgs {
 pub(crate) enum AuditCommand {
     /// Check the whole hash chain (from its signed checkpoint, if pruned);
     /// names the first broken record.
-    Verify(StoreArgs),
+    Verify(VerifyAuditArgs),
     /// Remove records dated before an instant, leaving a signed checkpoint
     /// the chain is then checked from.
     Prune(PruneArgs),
@@ -96,6 +96,19 @@ pub(crate) struct StoreArgs {
     /// `sqlite:PATH` or `postgres://...`.
     #[arg(long)]
     pub database: Option<String>,
+}
+
+/// `verifier audit verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyAuditArgs {
+    /// A record's position and hash as printed by an earlier `audit verify`
+    /// (`SEQ:HASH`, kept outside the database): the chain must still hold
+    /// it, so a rewrite of the records since is caught (repeatable).
+    #[arg(long = "expect", value_name = "SEQ:HASH")]
+    pub expect: Vec<String>,
+    /// Which database.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `verifier audit prune`.
@@ -168,38 +181,88 @@ pub(crate) fn reappraise(args: ReappraiseArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `verifier audit verify`: exit 0 intact, 1 broken.
-pub(crate) fn audit_verify(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn audit_verify(args: &VerifyAuditArgs) -> anyhow::Result<ExitCode> {
+    let expected = args
+        .expect
+        .iter()
+        .map(|e| {
+            e.split_once(':')
+                .and_then(|(seq, hash)| Some((seq.parse::<i64>().ok()?, hash.to_string())))
+                .with_context(|| format!("--expect {e:?}: not SEQ:HASH"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     runtime()?.block_on(async {
-        let store = open_store(args).await?;
-        match attest_gate_verifier::verify_audit_log(&store, &args.data_dir).await {
-            Ok(verified) => {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "intact": true,
-                        "records": verified.records,
-                        "head": verified.head,
-                        "checkpoint": verified.checkpoint,
-                    })
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+        let store = open_store(&args.store).await?;
+        let verified = match attest_gate_verifier::verify_audit_log(&store, &args.store.data_dir)
+            .await
+        {
+            Ok(verified) => verified,
             Err(AuditError::Broken(broken)) => {
                 println!(
                     "{}",
                     serde_json::json!({"intact": false, "first_broken": broken})
                 );
-                Ok(ExitCode::from(1))
+                return Ok(ExitCode::from(1));
             }
             Err(e @ (AuditError::BadCheckpoint(_) | AuditError::NoKey(_))) => {
                 println!(
                     "{}",
                     serde_json::json!({"intact": false, "checkpoint_invalid": e.to_string()})
                 );
-                Ok(ExitCode::from(1))
+                return Ok(ExitCode::from(1));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        for (seq, hash) in &expected {
+            if let Some(problem) = expected_record(&store, &verified, *seq, hash).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({"intact": false, "expected_record": {"seq": seq, "problem": problem}})
+                );
+                return Ok(ExitCode::from(1));
+            }
         }
+        println!(
+            "{}",
+            serde_json::json!({
+                "intact": true,
+                "records": verified.records,
+                "head": verified.head,
+                "checkpoint": verified.checkpoint,
+                "expected_checked": expected.len(),
+            })
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Why record `seq` of an intact chain is not the one with `hash`, if it
+/// is not: rewritten since, or pruned (its hash is then known only if the
+/// checkpoint is at it).
+async fn expected_record(
+    store: &Store,
+    verified: &AuditVerified,
+    seq: i64,
+    hash: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Some(checkpoint) = verified.checkpoint.as_ref().filter(|c| seq <= c.seq) {
+        return Ok(match (seq == checkpoint.seq, checkpoint.hash == hash) {
+            (true, true) => None,
+            (true, false) => Some("the checkpoint at this record names another hash".into()),
+            (false, _) => Some("pruned: before the checkpoint, so it cannot be checked".into()),
+        });
+    }
+    let records = store
+        .audit_records(&AuditQuery {
+            after_seq: Some(seq - 1),
+            limit: 1,
+            ..AuditQuery::default()
+        })
+        .await?;
+    Ok(match records.first() {
+        Some(r) if r.seq == seq && r.hash == hash => None,
+        Some(r) if r.seq == seq => Some("its hash changed: the chain was rewritten".into()),
+        _ => Some("no such record".into()),
     })
 }
 

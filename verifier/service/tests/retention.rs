@@ -339,6 +339,18 @@ async fn the_cli_prunes_and_verifies_from_the_checkpoint() {
     assert_eq!(code, 0, "{verified}");
     assert_eq!(verified["intact"], true, "{verified}");
     assert_eq!(verified["checkpoint"]["seq"], records, "{verified}");
+    // A head kept outside the database is checked: still held, or refused.
+    let head = format!("{}:{}", records, verified["head"].as_str().unwrap());
+    let (code, checked) = cli(&["audit", "verify", "--expect", &head], &server.data_dir);
+    assert_eq!(
+        (code, &checked["expected_checked"]),
+        (0, &json!(1)),
+        "{checked}"
+    );
+    let forged = format!("{records}:{}", "ab".repeat(32));
+    let (code, refused) = cli(&["audit", "verify", "--expect", &forged], &server.data_dir);
+    assert_eq!(code, 1, "{refused}");
+    assert_eq!(refused["intact"], false, "{refused}");
     // Nothing older is left: a second prune removes nothing.
     let (code, again) = cli(&["audit", "prune", "--before", &future], &server.data_dir);
     assert_eq!((code, &again["removed"]), (0, &json!(0)), "{again}");
