@@ -490,7 +490,10 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
                 }));
             }
             tokio::time::sleep_until(measure_from).await;
-            cpu_start = Some((cpu_time(load.target.pid), cpu_time(None)));
+            cpu_start = Some((
+                load.target.pid.and_then(|pid| cpu_time(Some(pid))),
+                cpu_time(None),
+            ));
             db_start = load.target.database_bytes().await.ok().flatten();
         }
         Some(rate) => {
@@ -498,7 +501,10 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
             let mut due = start;
             while due < until {
                 if cpu_start.is_none() && due >= measure_from {
-                    cpu_start = Some((cpu_time(load.target.pid), cpu_time(None)));
+                    cpu_start = Some((
+                        load.target.pid.and_then(|pid| cpu_time(Some(pid))),
+                        cpu_time(None),
+                    ));
                     db_start = load.target.database_bytes().await.ok().flatten();
                 }
                 tokio::time::sleep_until(due).await;
@@ -516,7 +522,10 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
     let wall = until
         .min(Instant::now())
         .saturating_duration_since(measure_from);
-    let (server_end, generator_end) = (cpu_time(load.target.pid), cpu_time(None));
+    let (server_end, generator_end) = (
+        load.target.pid.and_then(|pid| cpu_time(Some(pid))),
+        cpu_time(None),
+    );
     ticker.abort();
     if progress {
         eprintln!();

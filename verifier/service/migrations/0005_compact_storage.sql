@@ -31,3 +31,14 @@ CREATE TABLE audit_checkpoints (
     created_at BIGINT NOT NULL,
     signature  TEXT   NOT NULL
 );
+
+-- The verified register values a credential was issued on are the same for
+-- every credential of a workload image (and of a session's delegations):
+-- each set is stored once, by the SHA-256 of its text, and credentials
+-- name it in `register_set` (`measurements` stays empty for them). Rows
+-- written before keep their `measurements` text.
+CREATE TABLE register_sets (
+    sha256    TEXT PRIMARY KEY,
+    registers TEXT NOT NULL -- hex values, space-separated
+);
+ALTER TABLE credentials ADD COLUMN register_set TEXT;

@@ -154,6 +154,14 @@ async fn ended_sessions_go_live_ones_stay_and_can_be_reappraised() {
     };
     assert!(files > 0);
     assert_eq!(named, vec![files as usize; 2]);
+    // And their register values, once: both credentials name one set.
+    assert_eq!(server.count("SELECT COUNT(*) FROM register_sets").await, 1);
+    assert_eq!(
+        server
+            .count("SELECT COUNT(DISTINCT register_set) FROM credentials")
+            .await,
+        1
+    );
 
     // The first ended more than the grace period (600 s) ago; the second
     // is live.

@@ -205,8 +205,25 @@ impl Store {
                 .collect();
             let plan = Plan { sets, replayed };
 
-            insert_rows!(tx, "credentials", super::lifecycle::CREDENTIAL_COLUMNS,
-                plan.rows().filter_map(|r| match r { Row::Credential(c) => Some(c), _ => None }),
+            let credentials: Vec<&CredentialRecord> = plan
+                .rows()
+                .filter_map(|r| match r { Row::Credential(c) => Some(c), _ => None })
+                .collect();
+            let sets: BTreeMap<String, &str> = credentials
+                .iter()
+                .map(|c| (content_address(c.measurements.as_bytes()), c.measurements.as_str()))
+                .collect();
+            let sets: Vec<(String, &str)> = sets.into_iter().collect();
+            for chunk in sets.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO register_sets (sha256, registers) ");
+                q.push_values(chunk, |mut b, (hash, registers)| {
+                    b.push_bind(hash.clone()).push_bind(registers.to_string());
+                });
+                q.push(" ON CONFLICT (sha256) DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+            }
+            insert_rows!(tx, "credentials", super::lifecycle::CREDENTIAL_INSERT_COLUMNS,
+                credentials.iter(),
                 |b, c| {
                     b.push_bind(c.jti.clone()).push_bind(c.subject.clone())
                         .push_bind(c.session_id.clone()).push_bind(c.parent_jti.clone())
@@ -214,7 +231,8 @@ impl Store {
                         .push_bind(c.scope.clone()).push_bind(c.audience.clone())
                         .push_bind(c.issued_at).push_bind(c.expires_at)
                         .push_bind(c.test_root).push_bind(c.model_digest.clone())
-                        .push_bind(c.measurements.clone()).push_bind(c.depth);
+                        .push_bind(String::new()).push_bind(c.depth)
+                        .push_bind(content_address(c.measurements.as_bytes()));
                 });
             let sessions: Vec<&NewSession> = plan
                 .rows()

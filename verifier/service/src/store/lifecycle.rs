@@ -86,10 +86,17 @@ pub(super) fn content_address(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
-pub(super) const CREDENTIAL_COLUMNS: &str =
-    "jti, subject, session_id, parent_jti, workload, jkt, scope, \
-                                  audience, issued_at, expires_at, test_root, model_digest, \
-                                  measurements, depth";
+/// The columns a credential is written with (its registers by reference).
+pub(super) const CREDENTIAL_INSERT_COLUMNS: &str =
+    "jti, subject, session_id, parent_jti, workload, jkt, scope, audience, issued_at, \
+     expires_at, test_root, model_digest, measurements, depth, register_set";
+
+/// A credential as read: its registers from their set (or, for rows from
+/// before register sets, from the row).
+const CREDENTIAL_SELECT: &str = "SELECT c.jti, c.subject, c.session_id, c.parent_jti, \
+     c.workload, c.jkt, c.scope, c.audience, c.issued_at, c.expires_at, c.test_root, \
+     c.model_digest, COALESCE(r.registers, c.measurements) AS measurements, c.depth \
+     FROM credentials c LEFT JOIN register_sets r ON r.sha256 = c.register_set";
 
 /// The columns a session's evidence is written with.
 pub(super) const SESSION_INSERT_COLUMNS: &str = "session_id, tee, evidence, collateral, \
@@ -137,7 +144,7 @@ impl TryFrom<RevocationRow> for Revocation {
 impl Store {
     /// The credential with this `jti`.
     pub async fn credential(&self, jti: &str) -> Result<Option<CredentialRecord>, StoreError> {
-        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE jti = $1");
+        let sql = format!("{CREDENTIAL_SELECT} WHERE c.jti = $1");
         Ok(on_pool!(self, pool => sqlx::query_as(&sql).bind(jti).fetch_optional(pool).await?))
     }
 
@@ -186,8 +193,10 @@ impl Store {
         value: &str,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        const SQL: &str = "SELECT jti FROM credentials WHERE expires_at > $2 \
-                           AND (' ' || measurements || ' ') LIKE $1";
+        const SQL: &str = "SELECT c.jti FROM credentials c \
+                           LEFT JOIN register_sets r ON r.sha256 = c.register_set \
+                           WHERE c.expires_at > $2 \
+                           AND (' ' || COALESCE(r.registers, c.measurements) || ' ') LIKE $1";
         let pattern = format!("% {value} %");
         let rows: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(SQL)
             .bind(pattern)
