@@ -34,6 +34,8 @@ pub(crate) struct Agent {
     pair: EcdsaKeyPair,
     /// Its public key as the API carries it.
     pub jwk: AgentKey,
+    /// The same, serialised.
+    jwk_json: String,
     rng: SystemRandom,
 }
 
@@ -56,7 +58,13 @@ impl Agent {
             x: coordinate(1..33)?,
             y: coordinate(33..65)?,
         };
-        Ok(Self { pair, jwk, rng })
+        let jwk_json = jwk.to_jwk().to_string();
+        Ok(Self {
+            pair,
+            jwk,
+            jwk_json,
+            rng,
+        })
     }
 
     /// A DPoP proof for `htm htu`, with `token`'s hash and the server's
@@ -95,7 +103,8 @@ impl Agent {
 /// request's form (encoded once, not per request).
 pub(crate) struct Simulator {
     template: Template,
-    collateral: Value,
+    /// The request's unchanging fields, serialised.
+    fixed: String,
 }
 
 impl Simulator {
@@ -112,45 +121,56 @@ impl Simulator {
             .iter()
             .map(|(name, bytes)| (name.as_str(), STANDARD.encode(bytes)))
             .collect();
-        let collateral = json!(collateral);
-        Ok(Self {
-            template,
-            collateral,
-        })
+        let fixed = Self::fixed_fields(tee, &json!(collateral));
+        Ok(Self { template, fixed })
     }
 
-    fn tee(&self) -> TeeKind {
-        match self.template.hardware() {
-            Hardware::Nitro => TeeKind::Nitro,
-            Hardware::Snp => TeeKind::Snp,
-            Hardware::Tdx => TeeKind::Tdx,
-        }
-    }
-
-    /// The `POST /v1/attest` body for `agent` on `nonce`.
-    pub(crate) fn attest_request(&self, agent: &Agent, nonce: &[u8]) -> anyhow::Result<Value> {
-        let model = example_model();
-        let binding = Binding::new(nonce, agent.jwk.clone(), model).context("nonce too long")?;
+    /// The `POST /v1/attest` body for `agent` on `nonce`, as JSON bytes.
+    /// Everything but the nonce, the key and the evidence is serialised
+    /// once ([`Self::fixed_fields`]); those three are base64 and a JWK, so
+    /// they are spliced in without escaping.
+    pub(crate) fn attest_request(&self, agent: &Agent, nonce: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let binding =
+            Binding::new(nonce, agent.jwk.clone(), example_model()).context("nonce too long")?;
         let report_data = binding.report_data();
         // As the verifier's tests send Nitro documents: the binding in
         // `user_data`, no nonce or key fields.
         let evidence =
             self.template
                 .evidence(&report_data, None, None, OffsetDateTime::now_utc())?;
-        Ok(json!({
-            "tee": self.tee().to_string(),
-            "evidence": STANDARD.encode(evidence),
-            "collateral": self.collateral,
-            "nonce": URL_SAFE_NO_PAD.encode(nonce),
-            "public_key": agent.jwk.to_jwk(),
-            "model_digest": model.to_hex(),
+        let evidence = STANDARD.encode(evidence);
+        let nonce = URL_SAFE_NO_PAD.encode(nonce);
+        let mut body = Vec::with_capacity(self.fixed.len() + evidence.len() + 256);
+        body.extend_from_slice(self.fixed.as_bytes());
+        for part in [
+            ",\"nonce\":\"",
+            &nonce,
+            "\",\"public_key\":",
+            &agent.jwk_json,
+            ",\"evidence\":\"",
+            &evidence,
+            "\"}",
+        ] {
+            body.extend_from_slice(part.as_bytes());
+        }
+        Ok(body)
+    }
+
+    /// The request's fields that do not change, as an unclosed JSON object.
+    fn fixed_fields(tee: TeeKind, collateral: &Value) -> String {
+        let fixed = json!({
+            "tee": tee.to_string(),
+            "collateral": collateral,
+            "model_digest": example_model().to_hex(),
             "principal": "system",
             "intent": {
                 "task_id": "load",
                 "scopes": SCOPES,
                 "audience": AUDIENCE,
             },
-        }))
+        })
+        .to_string();
+        fixed.strip_suffix('}').unwrap_or(&fixed).to_string()
     }
 }
 

@@ -181,17 +181,19 @@ struct Stats {
 }
 
 impl Load {
+    /// `POST path` with a JSON `body` (already serialised).
     async fn post(
         &self,
         path: &str,
-        body: &Value,
+        body: Vec<u8>,
         headers: &[(&str, String)],
     ) -> Result<(u16, Value, Option<String>), String> {
         let mut request = self
             .target
             .http
             .post(format!("{}{path}", self.target.base))
-            .json(body);
+            .header("content-type", "application/json")
+            .body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -219,7 +221,7 @@ impl Load {
 
     /// Challenge and attestation for agent `i`; its token.
     async fn attest(&self, i: usize) -> Result<String, String> {
-        let (status, body, _) = self.post("/v1/challenge", &json!({}), &[]).await?;
+        let (status, body, _) = self.post("/v1/challenge", b"{}".to_vec(), &[]).await?;
         let nonce = body
             .get("nonce")
             .and_then(Value::as_str)
@@ -229,7 +231,7 @@ impl Load {
         let request = simulator
             .attest_request(agent, &nonce)
             .map_err(|e| format!("generator: {e}"))?;
-        let (status, body, _) = self.post("/v1/attest", &request, &[]).await?;
+        let (status, body, _) = self.post("/v1/attest", request, &[]).await?;
         match body.get("access_token").and_then(Value::as_str) {
             Some(token) if status == 200 => {
                 if let Some(file) = &self.record {
@@ -269,14 +271,16 @@ impl Load {
     async fn exchange(&self, i: usize) -> Result<(), String> {
         let (agent, token) = (self.agent(i)?, self.token(i)?);
         let htu = format!("{}/v1/token/exchange", self.target.base);
-        let body = exchange_request(token, &self.actor);
+        let body = exchange_request(token, &self.actor)
+            .to_string()
+            .into_bytes();
         for _ in 0..2 {
             let nonce = self.dpop_nonce.lock().map_err(|_| "poisoned")?.clone();
             let proof = agent
                 .proof("POST", &htu, Some(token), nonce.as_deref())
                 .map_err(|e| format!("generator: {e}"))?;
             let (status, answer, new_nonce) = self
-                .post("/v1/token/exchange", &body, &[("DPoP", proof)])
+                .post("/v1/token/exchange", body.clone(), &[("DPoP", proof)])
                 .await?;
             if let Some(n) = new_nonce {
                 *self.dpop_nonce.lock().map_err(|_| "poisoned")? = Some(n);
