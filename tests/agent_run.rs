@@ -39,11 +39,20 @@ impl Drop for Running {
 }
 
 fn socket_ask(socket: &Path, request: &Value) -> Value {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    writeln!(stream, "{request}").unwrap();
+    try_socket_ask(socket, request).unwrap_or_else(|e| panic!("{}: {e}", socket.display()))
+}
+
+/// One request on the agent's socket, or why it got no answer: for polls
+/// that run while the agent may be creating or removing its socket.
+fn try_socket_ask(socket: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+    writeln!(stream, "{request}").map_err(|e| format!("write: {e}"))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    serde_json::from_str(&line).map_err(|e| format!("answer {line:?}: {e}"))
 }
 
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -196,7 +205,8 @@ fn start_agent(verifier: &RunningVerifier, tee: &str, dir: &Path) -> (Running, P
             .unwrap(),
     );
     wait_until("the agent's token", || {
-        socket.exists() && socket_ask(&socket, &json!({"op": "token"}))["access_token"].is_string()
+        try_socket_ask(&socket, &json!({"op": "token"}))
+            .is_ok_and(|answer| answer["access_token"].is_string())
     });
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
@@ -283,8 +293,9 @@ async fn a_running_agent_serves_delegates_and_stops_when_revoked() {
     // Revocation: the agent stops serving and exits 1; the RP refuses both.
     revoke(&verifier, parent["jti"].as_str().unwrap()).await;
     wait_until("the agent to withdraw its token", || {
-        !socket.exists()
-            || socket_ask(&socket, &json!({"op": "token"}))["error"]["code"] == "no_token"
+        // Gone, going (refused mid-removal) or answering that it has none.
+        try_socket_ask(&socket, &json!({"op": "token"}))
+            .map_or(true, |answer| answer["error"]["code"] == "no_token")
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {

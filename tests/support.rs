@@ -4,20 +4,36 @@
 use std::path::PathBuf;
 
 /// The recorded-evidence fixtures: `$ATTEST_GATE_FIXTURES`, else
-/// `../shared/fixtures` beside the checkout. `None` (and a SKIPPED line) when absent.
+/// `../shared/fixtures` beside the checkout.
+///
+/// `None` (and a SKIPPED line) only on a developer's machine without them.
+/// Under `CI`, or when `ATTEST_GATE_FIXTURES` names a folder without a
+/// `manifest.json` (a mistyped path), a missing fixture set fails the test:
+/// without it nothing verifies real evidence under the vendor roots.
 pub fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ATTEST_GATE_FIXTURES")
-        .map(PathBuf::from)
+    let named = std::env::var_os("ATTEST_GATE_FIXTURES").map(PathBuf::from);
+    let dir = named
+        .clone()
         .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
     if dir.join("manifest.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
-            dir.display()
-        );
-        None
+        return Some(dir);
     }
+    assert!(
+        named.is_none(),
+        "ATTEST_GATE_FIXTURES={} holds no manifest.json",
+        dir.display()
+    );
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no fixtures at {} under CI (the shared fixtures must sit beside the checkout, \
+         or ATTEST_GATE_FIXTURES name them)",
+        dir.display()
+    );
+    eprintln!(
+        "SKIPPED: no fixtures at {} (set ATTEST_GATE_FIXTURES)",
+        dir.display()
+    );
+    None
 }
 
 /// The workspace root.

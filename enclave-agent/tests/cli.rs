@@ -28,33 +28,46 @@ fn model_digest_prints_what_measurements_list() {
     assert!(example.contains(&digest), "{digest}");
 }
 
+/// Runs `enclave-agent attest` with otherwise valid arguments (a real model
+/// file, a verifier URL) plus `extra`, and returns (exit code, stderr).
+fn attest_with(extra: &[&str], audience: bool) -> (Option<i32>, String) {
+    let model = repo().join("testdata/models/example-model.txt");
+    let mut command = agent();
+    command
+        .args(["attest", "--verifier", "https://127.0.0.1:1", "--model"])
+        .arg(&model)
+        .args(extra);
+    if audience {
+        command.args(["--audience", "https://rp.attest-gate.test"]);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn usage_errors_exit_2() {
-    // No --audience.
-    let output = agent()
-        .args([
-            "attest",
-            "--verifier",
-            "https://127.0.0.1:1",
-            "--model",
-            "x",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    // --simulate and --tee together.
-    let output = agent()
-        .args([
-            "attest",
-            "--verifier",
-            "https://v",
-            "--model",
-            "x",
-            "--audience",
-            "a",
-        ])
-        .args(["--simulate", "tdx", "--tee", "snp"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    // Each run differs from a valid one by the defect named, and the message
+    // says which usage rule refused it (exit 2 alone would also be a failed
+    // connection or an unreadable model).
+    let (code, stderr) = attest_with(&[], false);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("required arguments were not provided") && stderr.contains("--audience"),
+        "{stderr}"
+    );
+    let (code, stderr) = attest_with(&["--simulate", "tdx", "--tee", "snp"], true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'--simulate <SIMULATE>' cannot be used with '--tee <TEE>'"),
+        "{stderr}"
+    );
+    let (code, stderr) = attest_with(&["--simulate", "sgx"], true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'sgx' for '--simulate <SIMULATE>'"),
+        "{stderr}"
+    );
 }

@@ -46,7 +46,6 @@ codes! {
     /// [`crate::VerifyError`].
     pub enum VerifyCode {
         MalformedEvidence => "malformed_evidence", "The evidence bytes do not decode as the format's structure (or have bytes left over).";
-        UnsupportedTee => "unsupported_tee", "The evidence is for a TEE this build does not verify.";
         TeeMismatch => "tee_mismatch", "The TEE named by the caller differs from the one the bytes are evidence for.";
         UnsupportedAlgorithm => "unsupported_algorithm", "The evidence is signed with an algorithm other than the one its format mandates.";
         UnsupportedDigest => "unsupported_digest", "The measurement digest is not the one supported (Nitro: SHA384).";

@@ -20,12 +20,6 @@ pub enum VerifyError {
         /// What could not be parsed, in words.
         what: String,
     },
-    /// The evidence format was recognised but its TEE is not supported here.
-    #[error("evidence for {tee} is not supported by this verifier build")]
-    UnsupportedTee {
-        /// The TEE the evidence is for.
-        tee: TeeKind,
-    },
     /// `--tee` named one TEE but the bytes are evidence for another.
     #[error("evidence looks like {detected} but {requested} was requested")]
     TeeMismatch {
@@ -244,7 +238,6 @@ impl VerifyError {
         use VerifyCode as C;
         match self {
             Self::Malformed { .. } => C::MalformedEvidence,
-            Self::UnsupportedTee { .. } => C::UnsupportedTee,
             Self::TeeMismatch { .. } => C::TeeMismatch,
             Self::UnsupportedAlgorithm { .. } => C::UnsupportedAlgorithm,
             Self::UnsupportedDigest { .. } => C::UnsupportedDigest,

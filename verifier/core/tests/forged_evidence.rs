@@ -174,7 +174,8 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-        let _ = verifier().verify(TeeKind::Nitro, &bytes, &Collateral::empty(), nitro::FORGE_INSTANT);
+        let verified = verifier().verify(TeeKind::Nitro, &bytes, &Collateral::empty(), nitro::FORGE_INSTANT);
+        prop_assert!(verified.is_err(), "random bytes verified as a Nitro document");
         let _ = attest_gate_core::nitro::unverified_timestamp(&bytes);
         let _ = attest_gate_core::decode_text_encoding(&bytes);
         let _ = attest_gate_core::tdx::Quote::parse(&bytes);
@@ -208,7 +209,8 @@ proptest! {
     fn arbitrary_report_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
         let case = &snp_cases()[0];
         let collateral = Collateral::from_items(case.collateral.clone());
-        let _ = verifier().verify(TeeKind::Snp, &bytes, &collateral, case.at());
+        let result = verifier().verify(TeeKind::Snp, &bytes, &collateral, case.at());
+        prop_assert!(result.is_err(), "a random report verified beside a valid chain");
     }
 
     #[test]
@@ -228,21 +230,24 @@ proptest! {
     fn arbitrary_collateral_never_panics(vcek in proptest::collection::vec(any::<u8>(), 0..2000), chain in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let case = &snp_cases()[0];
         let collateral = Collateral::from_items([("vcek.der".to_string(), vcek), ("cert_chain.pem".to_string(), chain)]);
-        let _ = verifier().verify(TeeKind::Snp, &case.evidence, &collateral, case.at());
+        let result = verifier().verify(TeeKind::Snp, &case.evidence, &collateral, case.at());
+        prop_assert!(result.is_err(), "a valid report verified beside a random VCEK and chain");
     }
 
     #[test]
     fn arbitrary_quote_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..6000)) {
         let case = &tdx_cases()[0];
         let collateral = Collateral::from_items(case.collateral.clone());
-        let _ = verifier().verify(TeeKind::Tdx, &bytes, &collateral, case.at());
+        let result = verifier().verify(TeeKind::Tdx, &bytes, &collateral, case.at());
+        prop_assert!(result.is_err(), "a random quote verified beside valid collateral");
     }
 
     #[test]
-    fn mutated_valid_quotes_never_verify(index in 0usize..4000, value in any::<u8>()) {
+    fn mutated_valid_quotes_never_verify(index in any::<prop::sample::Index>(), value in any::<u8>()) {
         let case = &tdx_cases()[0];
         let mut bytes = case.evidence.clone();
-        let index = index % bytes.len();
+        // Any byte of the quote, its certification data's tail included.
+        let index = index.index(bytes.len());
         prop_assume!(bytes[index] != value);
         bytes[index] = value;
         let collateral = Collateral::from_items(case.collateral.clone());
@@ -261,6 +266,34 @@ proptest! {
         items.push((name.to_string(), bytes));
         let result = verifier().verify(TeeKind::Tdx, &case.evidence, &Collateral::from_items(items), case.at());
         prop_assert!(result.is_err() || name == attest_gate_core::tdx::names::PCK_CRL_ISSUER_CHAIN);
+    }
+}
+
+/// A certificate with a critical extension no one here understands is
+/// refused by path validation (RFC 5280 §4.2), in the leaf and in an
+/// intermediate, as `certificate_invalid`.
+#[test]
+fn an_unknown_critical_extension_is_certificate_invalid() {
+    for position in ["zonal intermediate", "leaf"] {
+        let mut spec = nitro::chain_spec();
+        match position {
+            "leaf" => spec.leaf.unknown_critical_extension = true,
+            _ => spec.intermediates[1].unknown_critical_extension = true,
+        }
+        let chain = spec.issue().unwrap();
+        let document = nitro::DocSpec::default()
+            .sign(&chain, &nitro::bundle(&chain))
+            .unwrap();
+        let code = verifier()
+            .verify(
+                TeeKind::Nitro,
+                &document,
+                &Collateral::empty(),
+                nitro::FORGE_INSTANT,
+            )
+            .unwrap_err()
+            .code();
+        assert_eq!(code, "certificate_invalid", "{position}");
     }
 }
 

@@ -206,67 +206,135 @@ fn a_workload_rejection_lists_every_reason() {
     assert_eq!(components, ["bootloader", "snp"]);
 }
 
+/// A report from VMPL 1 (a guest under an SVSM or paravisor), genuinely
+/// signed, is above the example SNP workload's `max_vmpl = 0`.
+#[test]
+fn a_report_above_the_maximum_vmpl_is_refused() {
+    let mut body = snp::ReportSpec::default().body();
+    body[0x030..0x034].copy_from_slice(&1u32.to_le_bytes());
+    let report = snp::sign_body(body, &snp::vcek_key());
+    let collateral = Collateral::from_items(snp::ChainSpec::default().collateral().unwrap());
+    let claims = Verifier::new(TrustAnchors::test_roots(vec![snp::test_ark().unwrap()]).unwrap())
+        .verify(TeeKind::Snp, &report, &collateral, nitro::FORGE_INSTANT)
+        .unwrap();
+    let values = load(&shipped()).unwrap();
+    assert_eq!(code(&values, &claims, &model()), "vmpl_above_maximum");
+    let reasons = values.appraise_all(&claims, &model()).unwrap_err();
+    assert!(
+        matches!(
+            reasons.as_slice(),
+            [Rejection::VmplAboveMaximum {
+                have: 1,
+                maximum: 0
+            }]
+        ),
+        "{reasons:?}"
+    );
+}
+
 #[test]
 fn malformed_reference_files_are_refused() {
     let (name, good) = shipped()
         .into_iter()
         .find(|(n, _)| n.contains("tdx"))
         .unwrap();
-    for (from, to, why) in [
-        ("schema = 1", "schema = 2", "schema"),
-        ("mrtd =", "mrtdd =", "unknown register"),
-        ("mrtd =", "rtmr0 =", "primary register missing"),
-        ("[\"UpToDate\"]", "[\"Revoked\"]", "Revoked"),
-        ("tee = \"tdx\"", "tee = \"sgx\"", "unknown tee"),
-        ("max_ttl_seconds = 600", "max_ttl_seconds = 0", "zero ttl"),
+    // Each defect is refused for its own reason, not for some other one.
+    for (from, to, why, reason) in [
+        (
+            "schema = 1",
+            "schema = 2",
+            "schema",
+            "schema 2 (this build reads 1)",
+        ),
+        (
+            "mrtd =",
+            "mrtdd =",
+            "unknown register",
+            "unknown tdx register \"mrtdd\"",
+        ),
+        (
+            "mrtd =",
+            "rtmr0 =",
+            "primary register missing",
+            "mrtd is required for tdx",
+        ),
+        (
+            "[\"UpToDate\"]",
+            "[\"Revoked\"]",
+            "Revoked",
+            "Revoked is never acceptable",
+        ),
+        ("tee = \"tdx\"", "tee = \"sgx\"", "unknown tee", "tee: "),
+        (
+            "max_ttl_seconds = 600",
+            "max_ttl_seconds = 0",
+            "zero ttl",
+            "grant.max_ttl_seconds must be positive",
+        ),
         (
             "max_delegation_depth = 2",
             "max_delegation_depth = 17",
             "delegation deeper than revocation walks",
+            "grant.max_delegation_depth is at most 16",
         ),
         (
             "version = \"1\"",
             "version = \"1\"\nextra = true",
             "unknown field",
+            "unknown field `extra`",
         ),
-        ("models = [\"", "models = [\"zz", "model not hex"),
+        (
+            "models = [\"",
+            "models = [\"zz",
+            "model not hex",
+            "is not a SHA-384 hex digest",
+        ),
         (
             "audiences = [\"https://rp.attest-gate.test\"]",
             "audiences = []",
             "no audience (never \"any\")",
+            "grant.audiences must name at least one audience",
         ),
         (
             "trust_domain = \"attest-gate.test\"",
             "trust_domain = \"Attest-Gate.test\"",
             "upper-case trust domain",
+            "\"Attest-Gate.test\" is not a SPIFFE trust domain",
         ),
         (
             "trust_domain = \"attest-gate.test\"",
             "trust_domain = \"attest-gate.test/x\"",
             "slash in trust domain",
+            "\"attest-gate.test/x\" is not a SPIFFE trust domain",
         ),
         (
             "workload = \"example-tdx-agent\"",
             "workload = \"a/b\"",
             "two path segments",
+            "grant.workload \"a/b\" is not one SPIFFE path segment",
         ),
         (
             "workload = \"example-tdx-agent\"",
             "workload = \"..\"",
             "dot-dot segment",
+            "grant.workload \"..\" is not one SPIFFE path segment",
         ),
         (
             "workload = \"example-tdx-agent\"",
             "workload = \"\"",
             "empty segment",
+            "grant.workload \"\" is not one SPIFFE path segment",
         ),
     ] {
         let text = good.replacen(from, to, 1);
         assert_ne!(text, good, "{why}");
-        assert!(load(&[(name.clone(), text)]).is_err(), "{why} accepted");
+        let err = load(&[(name.clone(), text)]).expect_err(why);
+        assert!(
+            err.starts_with(&format!("reference values {name}: ")) && err.contains(reason),
+            "{why}: refused for another reason: {err}"
+        );
     }
-    assert!(
-        load(&[(name.clone(), good.clone()), ("again.toml".into(), good)]).is_err(),
-        "duplicate names accepted"
-    );
+    let err = load(&[(name.clone(), good.clone()), ("again.toml".into(), good)])
+        .expect_err("duplicate names accepted");
+    assert!(err.contains("is used twice"), "{err}");
 }

@@ -162,10 +162,20 @@ fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
                 .verify(TeeKind::Tdx, quote, &collateral, late)
                 .unwrap_err()
                 .code();
-            assert!(
-                matches!(code, "collateral_expired" | "crl_invalid"),
-                "{id} late: {code}"
-            );
+            // Whichever item's window closes first refuses it: in these two
+            // bundles the TCB info or QE identity, elsewhere a CRL.
+            let signed_json_first = [
+                "go-tdx-guest-90c06f-2026-02-mixed",
+                "go-tdx-guest-50806f-2023-06",
+            ]
+            .iter()
+            .any(|b| r.bundle.ends_with(b));
+            let want = if signed_json_first {
+                "collateral_expired"
+            } else {
+                "crl_invalid"
+            };
+            assert_eq!(code, want, "{id} with {bundle}, late");
         } else {
             let code = result
                 .as_ref()
@@ -224,13 +234,7 @@ fn intel_synthetic_sample_is_refused_under_the_real_root() {
             instant("2025-01-01T00:00:00Z"),
         )
         .unwrap_err();
-    assert!(
-        matches!(
-            err.code(),
-            "chain_untrusted" | "chain_incomplete" | "malformed_evidence"
-        ),
-        "{err}"
-    );
+    assert_eq!(err.code(), "malformed_evidence", "{err}");
 }
 
 /// Phala's dcap-qvl 0.7.1 as an independent oracle on the same bytes: where
@@ -258,10 +262,14 @@ fn verdicts_agree_with_dcap_qvl() {
             }
             Err(e) if format!("{e:#}").contains("No matching TCB level") => {
                 let code = ours.map(|_| "accepted").unwrap_or_else(|e| e.code());
-                assert!(
-                    matches!(code, "no_matching_tcb_level" | "malformed_evidence"),
-                    "{id}: dcap-qvl finds no level, we say {code}"
-                );
+                // SPR_E4 has text after its signature data, which we refuse
+                // before matching a level (dcap-qvl ignores it).
+                let want = if id.ends_with("SPR_E4") {
+                    "malformed_evidence"
+                } else {
+                    "no_matching_tcb_level"
+                };
+                assert_eq!(code, want, "{id}: dcap-qvl finds no level");
                 agreed += 1;
             }
             Err(_) => skipped += 1,

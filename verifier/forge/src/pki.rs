@@ -25,6 +25,9 @@ pub struct CertSpec {
     pub ca_path_len: Option<u8>,
     /// Key usages. CA default: keyCertSign, cRLSign, digitalSignature; leaf: digitalSignature.
     pub key_usages: Vec<KeyUsagePurpose>,
+    /// Add a critical extension no path validator knows (RFC 5280 §4.2:
+    /// such a certificate must be refused).
+    pub unknown_critical_extension: bool,
 }
 
 impl CertSpec {
@@ -46,6 +49,7 @@ impl CertSpec {
                 KeyUsagePurpose::CrlSign,
                 KeyUsagePurpose::DigitalSignature,
             ],
+            unknown_critical_extension: false,
         }
     }
 
@@ -58,6 +62,7 @@ impl CertSpec {
             not_after: window.1,
             ca_path_len: None,
             key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            unknown_critical_extension: false,
         }
     }
 
@@ -86,6 +91,13 @@ impl CertSpec {
                 .to_vec(),
         );
         params.use_authority_key_identifier_extension = false;
+        if self.unknown_critical_extension {
+            // 1.3.6.1.4.1.32473 is the documentation arc (RFC 5612).
+            let mut extension =
+                rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 32473, 1], vec![5, 0]);
+            extension.set_criticality(true);
+            params.custom_extensions.push(extension);
+        }
         params
     }
 }

@@ -79,7 +79,7 @@ fn body_error(rejection: &JsonRejection) -> ServiceError {
 
 /// Every route.
 pub fn router(service: Arc<Service>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/challenge", post(challenge))
         .route("/v1/attest", post(attest))
         .route("/v1/bundle", get(bundle))
@@ -112,17 +112,28 @@ pub fn router(service: Arc<Service>) -> Router {
             Arc::clone(&service),
             limit_by_address,
         ))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    with_error_shape(routes, REQUEST_TIMEOUT)
+        .layer(TraceLayer::new_for_http())
+        .with_state(service)
+}
+
+/// The layers that answer for a handler that overran `timeout` (408
+/// `timeout`) or panicked (500 `internal_error`), and give the bare errors
+/// of axum and tower their JSON shape.
+fn with_error_shape<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    timeout: std::time::Duration,
+) -> Router<S> {
+    routes
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            timeout,
         ))
         .layer(CatchPanicLayer::custom(|_| {
             ServiceError::internal("a request handler panicked").into_response()
         }))
         .layer(axum::middleware::map_response(json_for_bare_errors))
-        .layer(TraceLayer::new_for_http())
-        .with_state(service)
 }
 
 /// Per-address limits on the endpoints anyone can call, before the body is
@@ -513,4 +524,66 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
         service.metrics_text(service.now()).await,
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// The error a request to `path` gets from routes behind the error layers.
+    async fn error_of(path: &str) -> (StatusCode, serde_json::Value) {
+        let routes: Router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/panics",
+                get(|| async {
+                    if true {
+                        panic!("handler bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/query", get(|Query(_): Query<Since>| async { "fine" }));
+        let response = with_error_shape(routes, std::time::Duration::from_millis(20))
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_overrun_a_panic_and_a_bad_query_get_their_codes() {
+        for (path, status, code) in [
+            ("/slow", StatusCode::REQUEST_TIMEOUT, "timeout"),
+            (
+                "/panics",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+            ),
+            ("/query?since=soon", StatusCode::BAD_REQUEST, "bad_request"),
+        ] {
+            let (got, body) = error_of(path).await;
+            assert_eq!(
+                (got, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{path}: {body}"
+            );
+        }
+    }
 }

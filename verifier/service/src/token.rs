@@ -269,6 +269,116 @@ mod tests {
             .is_err());
     }
 
+    /// Claims of the shape the service signs into an access token.
+    fn access_claims() -> Value {
+        json!({
+            "iss": "https://verifier.test", "sub": "spiffe://attest-gate.test/w/k",
+            "aud": "https://rp.test", "iat": 1, "nbf": 1, "exp": 2, "jti": "j",
+            "client_id": "w", "scope": "inference:invoke", "cnf": {"jkt": "k"},
+            "act_for": "system",
+            "intent": {"task_id": "t", "requested_scopes": [], "audience": "https://rp.test"},
+            "provenance": {
+                "tee": "tdx", "workload": "w", "workload_version": "1",
+                "measurements": {"mrtd": "00"}, "model_digest": "00",
+                "evidence_sha384": "00", "test_root": true
+            },
+            "session": {"id": "s", "parent": null, "chain": ["spiffe://attest-gate.test/w/k"]},
+            "ear": {
+                "eat_profile": "tag:github.com,2023:veraison/ear",
+                "ear.verifier-id": {"developer": "attest-gate"},
+                "submods": {}
+            }
+        })
+    }
+
+    /// Re-encodes one part (0 header, 1 payload) of a compact JWS.
+    fn with_part(jwt: &str, part: usize, value: &[u8]) -> String {
+        let mut parts: Vec<String> = jwt.split('.').map(str::to_string).collect();
+        parts[part] = URL_SAFE_NO_PAD.encode(value);
+        parts.join(".")
+    }
+
+    #[test]
+    fn only_an_access_token_signed_by_a_published_key_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TokenKeys::load_or_create(dir.path()).unwrap();
+        let good = keys.current.sign_jwt("at+jwt", &access_claims()).unwrap();
+        let verified = keys.verify_access(&good).expect("a genuine token");
+        assert_eq!(verified.claims().jti, "j");
+
+        let mut signature = URL_SAFE_NO_PAD
+            .decode(good.rsplit('.').next().unwrap())
+            .unwrap();
+        signature[0] ^= 1;
+        let tampered_signature = with_part(&good, 2, &signature);
+        let mut widened = access_claims();
+        widened["scope"] = json!("admin:everything");
+        let tampered_claims = with_part(&good, 1, &serde_json::to_vec(&widened).unwrap());
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = TokenKeys::load_or_create(other_dir.path()).unwrap();
+        let unknown_kid = other.current.sign_jwt("at+jwt", &access_claims()).unwrap();
+        // A known kid named on another key's signature.
+        let header = |alg: &str, typ: &str, kid: &str| {
+            serde_json::to_vec(&json!({"alg": alg, "typ": typ, "kid": kid})).unwrap()
+        };
+        let borrowed_kid = with_part(
+            &unknown_kid,
+            0,
+            &header("ES256", "at+jwt", &keys.current.kid),
+        );
+        let mut not_access = access_claims();
+        not_access.as_object_mut().unwrap().remove("cnf");
+        for (why, jwt) in [
+            ("tampered signature", tampered_signature),
+            ("tampered claims", tampered_claims),
+            ("unknown kid", unknown_kid),
+            ("kid of a published key, signed by another", borrowed_kid),
+            // The revocation list is signed by the same key.
+            (
+                "revocation-list typ",
+                keys.current
+                    .sign_jwt("revocation-list+jwt", &access_claims())
+                    .unwrap(),
+            ),
+            (
+                "JWT typ",
+                keys.current.sign_jwt("JWT", &access_claims()).unwrap(),
+            ),
+            (
+                "dpop typ",
+                keys.current.sign_jwt("dpop+jwt", &access_claims()).unwrap(),
+            ),
+            (
+                "alg none",
+                with_part(&good, 0, &header("none", "at+jwt", &keys.current.kid)),
+            ),
+            (
+                "alg ES384",
+                with_part(&good, 0, &header("ES384", "at+jwt", &keys.current.kid)),
+            ),
+            (
+                "claims not an access token's",
+                keys.current.sign_jwt("at+jwt", &not_access).unwrap(),
+            ),
+            (
+                "claims a JSON string",
+                keys.current.sign_jwt("at+jwt", &json!("x")).unwrap(),
+            ),
+            ("two parts", good.rsplit_once('.').unwrap().0.to_string()),
+            ("oversized", format!("{good}{}", "A".repeat(16 * 1024))),
+            ("empty", String::new()),
+        ] {
+            assert!(keys.verify_access(&jwt).is_none(), "{why} verified");
+        }
+
+        // After one rotation the old key's tokens still verify; after two
+        // they do not.
+        let once = TokenKeys::rotate(dir.path()).unwrap();
+        assert!(once.verify_access(&good).is_some());
+        let twice = TokenKeys::rotate(dir.path()).unwrap();
+        assert!(twice.verify_access(&good).is_none());
+    }
+
     #[test]
     fn rotation_keeps_the_previous_key_published() {
         let dir = tempfile::tempdir().unwrap();

@@ -1008,3 +1008,122 @@ async fn reappraisal_applies_a_forbid_added_since_attestation() {
     );
     assert_eq!(server.introspect(&rp, &tdx.token).await["active"], false);
 }
+
+/// 10,001 live children of `parent` written straight into the service's
+/// SQLite database: a delegation tree too large to revoke in one request.
+async fn plant_children(server: &Server, parent: &Holder, count: usize) {
+    use sqlx::Connection as _;
+    let url = format!(
+        "sqlite://{}",
+        server.data_path().join("attest-gate.db").display()
+    );
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let parent_jti = parent.claims["jti"].as_str().unwrap();
+    let exp = parent.claims["exp"].as_i64().unwrap();
+    let mut tx = db.begin().await.unwrap();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, \
+             scope, audience, issued_at, expires_at, test_root, model_digest, measurements, depth) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(format!("planted-{i}"))
+                .push_bind(format!("spiffe://attest-gate.test/planted/{i}"))
+                .push_bind(parent.claims["session"]["id"].as_str().unwrap().to_string())
+                .push_bind(parent_jti.to_string())
+                .push_bind("example-nitro-agent")
+                .push_bind(format!("planted-key-{i}"))
+                .push_bind("inference:invoke")
+                .push_bind("https://rp.attest-gate.test")
+                .push_bind(exp - 60)
+                .push_bind(exp)
+                .push_bind(true)
+                .push_bind("00")
+                .push_bind("00")
+                .push_bind(1i32);
+        });
+        q.build().execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// The refusals of exchange, introspection, registration, reload and
+/// revocation that no other test reaches, each with its own code.
+#[tokio::test]
+async fn exchange_introspection_and_admin_refusals_name_their_codes() {
+    let server = start(Options {
+        copy_measurements: true,
+        ..Options::default()
+    });
+
+    // Introspection without client credentials.
+    let (status, body) = server.post("/v1/introspect", &json!({"token": "x"})).await;
+    assert_eq!((status, code(&body)), (401, "invalid_client"), "{body}");
+    // A client registered twice.
+    server.client("rp-once").await;
+    let (status, body) = server
+        .admin("/v1/admin/clients", &json!({"client_id": "rp-once"}))
+        .await;
+    assert_eq!((status, code(&body)), (403, "client_exists"), "{body}");
+    // The audit log without the admin token, and with a wrong one.
+    for token in [None, Some("agadm_not-the-token")] {
+        let mut request = server.client.get(format!("{}/v1/admin/audit", server.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((status, code(&body)), (401, "unauthorized"), "{token:?}");
+    }
+
+    // An exchange that is not RFC 8693's exchange of an access token.
+    let parent = attest(&server, Tee::Nitro).await;
+    let child = Agent::new();
+    for (field, value) in [
+        ("grant_type", "authorization_code"),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+    ] {
+        let mut body = exchange_body(&parent, &child, "inference:invoke");
+        body[field] = json!(value);
+        let (status, response) = exchange_with(&server, &parent, &body).await;
+        assert_eq!(
+            (status, code(&response)),
+            (400, "unsupported_grant_type"),
+            "{field}: {response}"
+        );
+    }
+
+    // A delegation tree too large to revoke in one request is refused whole.
+    plant_children(&server, &parent, 10_001).await;
+    let jti = parent.claims["jti"].as_str().unwrap();
+    let (status, body) = server
+        .admin(
+            "/v1/admin/revoke",
+            &json!({"kind": "jti", "target": jti, "mode": "immediate", "reason": "test"}),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (500, "cascade_too_large"), "{body}");
+    let rp = server.client("rp-cascade").await;
+    assert_eq!(server.introspect(&rp, &parent.token).await["active"], true);
+
+    // A reload that finds a broken file keeps the old reference values.
+    let measurements = server.measurements_dir().unwrap();
+    std::fs::write(measurements.join("broken.toml"), "schema = ").unwrap();
+    let (status, body) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!((status, code(&body)), (500, "reload_failed"), "{body}");
+    let still = attest(&server, Tee::Tdx).await;
+    std::fs::remove_file(measurements.join("broken.toml")).unwrap();
+
+    // The token's workload is withdrawn: it can no longer be delegated.
+    std::fs::remove_file(measurements.join("example-tdx-agent.toml")).unwrap();
+    let (status, _) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!(status, 200);
+    let body = exchange_body(&still, &Agent::new(), "inference:invoke");
+    let (status, response) = exchange_with(&server, &still, &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "workload_unknown"),
+        "{response}"
+    );
+}

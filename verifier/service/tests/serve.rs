@@ -20,6 +20,8 @@ use attest_gate_core::ModelDigest;
 use attest_gate_forge::{live, tdx::TdxSpec};
 use attest_gate_verifier::{issue_nonce, NonceKey};
 use attest_gate_verifier::{AuditQuery, Store};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -525,6 +527,48 @@ async fn malformed_and_oversized_requests_get_json_errors() {
             "{field}: {response}"
         );
     }
+    // CSRs in the right alphabet that are not a usable request.
+    let pem_csr = pem::parse(agent.csr()).unwrap();
+    let mut broken_signature = pem_csr.contents().to_vec();
+    *broken_signature.last_mut().unwrap() ^= 1;
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed25519_csr = rcgen::CertificateParams::default()
+        .serialize_request(&ed25519)
+        .unwrap()
+        .pem()
+        .unwrap();
+    for (why, csr, expected) in [
+        (
+            "a certificate, not a request",
+            pem::encode(&pem::Pem::new("CERTIFICATE", pem_csr.contents())),
+            "csr_invalid",
+        ),
+        (
+            "a broken self-signature",
+            pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", broken_signature)),
+            "csr_invalid",
+        ),
+        (
+            "base64 of no DER",
+            STANDARD.encode(b"not a DER request"),
+            "csr_invalid",
+        ),
+        ("an Ed25519 key", ed25519_csr, "csr_unsupported_key"),
+    ] {
+        let mut bad = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+        bad["csr"] = json!(csr);
+        let (status, response) = server.post("/v1/attest", &bad).await;
+        assert_eq!(
+            (status, code(&response)),
+            (400, expected),
+            "{why}: {response}"
+        );
+    }
+    // A query the HTTP layer cannot parse, before any handler runs.
+    let (status, body) = server.get("/v1/revocations?since=soon").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(code(&serde_json::from_str(&body).unwrap()), "bad_request");
+
     let (status, body) = server.get("/v1/nothing-here").await;
     assert_eq!(status, 404);
     assert_eq!(code(&serde_json::from_str(&body).unwrap()), "not_found");
@@ -551,6 +595,8 @@ async fn admin_endpoints_need_the_admin_token() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 401, "{path} without a token");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "unauthorized", "{path} without a token");
         let response = server
             .client
             .post(format!("{}{path}", server.url))
@@ -559,6 +605,8 @@ async fn admin_endpoints_need_the_admin_token() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 401, "{path} with a wrong token");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "unauthorized", "{path} with a wrong token");
     }
     let (_, before) = server.get("/.well-known/jwks.json").await;
     let before: Value = serde_json::from_str(&before).unwrap();

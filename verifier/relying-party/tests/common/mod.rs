@@ -80,10 +80,15 @@ impl Issuer {
 
     /// Signs `claims` under an arbitrary header.
     pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        self.sign_payload(header, &serde_json::to_vec(claims).unwrap())
+    }
+
+    /// Signs arbitrary payload bytes (not necessarily JSON) under `header`.
+    pub fn sign_payload(&self, header: &Value, payload: &[u8]) -> String {
         let input = format!(
             "{}.{}",
             b64(&serde_json::to_vec(header).unwrap()),
-            b64(&serde_json::to_vec(claims).unwrap())
+            b64(payload)
         );
         let signature = self
             .pair

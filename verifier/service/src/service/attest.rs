@@ -266,15 +266,7 @@ impl Service {
         sent: Collateral,
         now: OffsetDateTime,
     ) -> Result<(VerifiedClaims, CollateralOrigin), ServiceError> {
-        let slot = tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.verify_slots).acquire_owned())
-            .await
-            .map_err(|_| {
-                ServiceError::new(
-                    ServiceCode::Busy,
-                    "every verification slot stayed busy; try again later",
-                )
-            })?
-            .map_err(ServiceError::internal)?;
+        let slot = take_slot(&self.verify_slots, SLOT_WAIT).await?;
         let resolved = if self.collateral.serves(tee) {
             let lookup = self.lookup(tee, evidence, &sent, now).await?;
             self.collateral.resolve(&lookup, sent).await
@@ -326,6 +318,22 @@ impl Service {
 
 /// The longest an attestation waits for a verification slot.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A verification slot, or 503 `busy` when none frees up within `wait`.
+async fn take_slot(
+    slots: &Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+    tokio::time::timeout(wait, Arc::clone(slots).acquire_owned())
+        .await
+        .map_err(|_| {
+            ServiceError::new(
+                ServiceCode::Busy,
+                "every verification slot stayed busy; try again later",
+            )
+        })?
+        .map_err(ServiceError::internal)
+}
 
 /// 503 for collateral the service cannot settle on, with the source's
 /// `Retry-After` when it gave one.
@@ -415,5 +423,30 @@ impl Service {
             test_root: grant.test_root(),
         };
         Ok((response, rows))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[tokio::test]
+    async fn no_slot_within_the_wait_is_busy_and_a_freed_one_is_taken() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let held = take_slot(&slots, SLOT_WAIT).await.unwrap();
+        let wait = std::time::Duration::from_millis(20);
+        let refused = take_slot(&slots, wait).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::Service(ServiceCode::Busy));
+        assert_eq!(refused.code().status().as_u16(), 503);
+        drop(held);
+        assert!(take_slot(&slots, wait).await.is_ok());
+        slots.close();
+        let closed = take_slot(&slots, wait).await.unwrap_err();
+        assert_eq!(
+            closed.code(),
+            ErrorCode::Service(ServiceCode::InternalError)
+        );
     }
 }
