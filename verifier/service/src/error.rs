@@ -84,7 +84,7 @@ macro_rules! service_codes {
 service_codes! {
     MalformedRequest => "malformed_request", BAD_REQUEST, No, "The body is not the endpoint's JSON (or form), a field is missing, unknown, too long or not in its alphabet (base64, hex, principal syntax).";
     BodyTooLarge => "body_too_large", PAYLOAD_TOO_LARGE, No, "The body is larger than 256 KiB.";
-    NotFound => "not_found", NOT_FOUND, No, "No such endpoint, or the named quarantine does not exist (lift).";
+    NotFound => "not_found", NOT_FOUND, No, "No such endpoint; the named quarantine does not exist (lift); or a revocation with `scope: key` names a jti or session no credential has.";
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, No, "The endpoint exists but not for this HTTP method.";
     Timeout => "timeout", REQUEST_TIMEOUT, Later, "The request took longer than 30 s.";
     BadRequest => "bad_request", BAD_REQUEST, No, "Another client error found by the HTTP layer before any handler ran (e.g. a wrong content type); the status is the layer's.";
@@ -94,7 +94,7 @@ service_codes! {
     InvalidDpopProof => "invalid_dpop_proof", UNAUTHORIZED, No, "The DPoP proof is missing, repeated, malformed, signed by another key, for another method or URL, out of its time window, replayed, or its ath does not match the token.";
     UseDpopNonce => "use_dpop_nonce", BAD_REQUEST, NewDpopNonce, "The DPoP proof carries no valid server nonce; the answer's DPoP-Nonce header has one.";
     UnsupportedGrantType => "unsupported_grant_type", BAD_REQUEST, No, "A token exchange whose grant_type or subject_token_type is not RFC 8693's token exchange of an access token.";
-    InvalidPublicKey => "invalid_public_key", BAD_REQUEST, No, "The agent's or actor's JWK is not an EC P-256/P-384 public key on its curve.";
+    InvalidPublicKey => "invalid_public_key", BAD_REQUEST, No, "The agent's or actor's JWK is not an EC P-256/P-384 public key on its curve or an OKP Ed25519 key (the `encryption_key` must be EC P-256 and not the signing key).";
     CsrInvalid => "csr_invalid", BAD_REQUEST, No, "The CSR is not a PEM or base64 DER PKCS#10 request with a valid self-signature.";
     CsrUnsupportedKey => "csr_unsupported_key", BAD_REQUEST, No, "The CSR's key is not P-256 or P-384.";
     CsrKeyMismatch => "csr_key_mismatch", FORBIDDEN, No, "The CSR's key is not the agent key the evidence binds.";

@@ -107,6 +107,7 @@ pub fn router(service: Arc<Service>) -> Router {
             post(secrets::release).get(secrets::metadata),
         )
         .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&service),
@@ -182,6 +183,9 @@ async fn json_for_bare_errors(response: Response) -> Response {
     let code = match status {
         StatusCode::METHOD_NOT_ALLOWED => ServiceCode::MethodNotAllowed,
         StatusCode::REQUEST_TIMEOUT => ServiceCode::Timeout,
+        // A body over the limit read by an extractor of axum's own (the
+        // introspection form); JSON bodies say so themselves.
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceCode::BodyTooLarge,
         _ => ServiceCode::BadRequest,
     };
     let mut fixed =
@@ -233,6 +237,18 @@ async fn jwks(State(service): State<Arc<Service>>) -> Response {
 
 async fn discovery(State(service): State<Arc<Service>>) -> Response {
     Json(service.discovery()).into_response()
+}
+
+/// The API's OpenAPI 3.1 document, `docs/openapi.json` as built in (tests
+/// hold it to the routes and codes; Schemathesis to the responses).
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_DOCUMENT,
+    )
+        .into_response()
 }
 
 async fn health() -> Response {
@@ -551,11 +567,15 @@ mod tests {
                     "unreachable"
                 }),
             )
-            .route("/query", get(|Query(_): Query<Since>| async { "fine" }));
+            .route("/query", get(|Query(_): Query<Since>| async { "fine" }))
+            .route(
+                "/body",
+                get(|_: axum::body::Bytes| async { "fine" }).layer(DefaultBodyLimit::max(8)),
+            );
         let response = with_error_shape(routes, std::time::Duration::from_millis(20))
             .oneshot(
                 axum::http::Request::get(path)
-                    .body(axum::body::Body::empty())
+                    .body(axum::body::Body::from(vec![b'x'; 64]))
                     .unwrap(),
             )
             .await
@@ -568,7 +588,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_overrun_a_panic_and_a_bad_query_get_their_codes() {
+    async fn an_overrun_a_panic_a_bad_query_and_a_large_body_get_their_codes() {
         for (path, status, code) in [
             ("/slow", StatusCode::REQUEST_TIMEOUT, "timeout"),
             (
@@ -577,6 +597,7 @@ mod tests {
                 "internal_error",
             ),
             ("/query?since=soon", StatusCode::BAD_REQUEST, "bad_request"),
+            ("/body", StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         ] {
             let (got, body) = error_of(path).await;
             assert_eq!(

@@ -57,7 +57,7 @@ pub use error::{error_code_page, ErrorCode, Retry, ServiceCode, ServiceError};
 pub use fetch::{
     tls_client, Http, KdsSource, PcsSource, AMD_KDS_URL, INTEL_PCS_URL, MAX_FETCHES_IN_FLIGHT,
 };
-pub use http::router;
+pub use http::{router, OPENAPI_DOCUMENT};
 pub use ratelimit::{Endpoint, ForwardedHeader, Rate, RateLimitConfig};
 pub use serve::{open, run, ServeArgs};
 pub use service::{Service, ServiceConfig, StartError};

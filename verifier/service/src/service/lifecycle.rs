@@ -361,12 +361,18 @@ impl Service {
         }
         let secret = URL_SAFE_NO_PAD.encode(secrets::random_bytes::<32>().map_err(internal)?);
         let hash = SecretHash::of(&secret).to_hex();
-        self.store
+        // Only a conflict is `client_exists`; a failing database is ours.
+        let inserted = self
+            .store
             .add_client(client_id, &hash, now.unix_timestamp())
             .await
-            .map_err(|_| {
-                ServiceError::new(ServiceCode::ClientExists, "a client with this ID exists")
-            })?;
+            .map_err(internal)?;
+        if !inserted {
+            return Err(ServiceError::new(
+                ServiceCode::ClientExists,
+                "a client with this ID exists",
+            ));
+        }
         self.audit(now, "admin.add_client", "ok", Trail::admin(), client_id)
             .await?;
         Ok(json!({"client_id": client_id, "client_secret": secret}))

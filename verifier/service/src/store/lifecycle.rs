@@ -338,23 +338,24 @@ impl Store {
         rows.into_iter().map(Revocation::try_from).collect()
     }
 
-    /// Registers a relying party that may introspect.
+    /// Registers a relying party that may introspect; `false` when one with
+    /// this ID exists (nothing is changed then).
     pub async fn add_client(
         &self,
         client_id: &str,
         secret_sha256: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO rp_clients (client_id, secret_sha256, created_at) VALUES ($1, $2, $3)";
-        on_pool!(self, pool => sqlx::query(SQL)
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "INSERT INTO rp_clients (client_id, secret_sha256, created_at) \
+                           VALUES ($1, $2, $3) ON CONFLICT (client_id) DO NOTHING";
+        let inserted = on_pool!(self, pool => sqlx::query(SQL)
             .bind(client_id)
             .bind(secret_sha256)
             .bind(now)
             .execute(pool)
             .await
-            .map(|_| ())?);
-        Ok(())
+            .map(|done| done.rows_affected())?);
+        Ok(inserted == 1)
     }
 
     /// A relying party's secret hash.
