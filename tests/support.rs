@@ -92,17 +92,92 @@ pub fn samples(fixtures: &std::path::Path, tee: &str) -> Vec<serde_json::Value> 
         .unwrap_or_default()
 }
 
+/// One (recorded TDX quote, collateral bundle) pairing the fixtures' staging
+/// script found applicable.
+pub struct TdxRecorded {
+    /// The sample, e.g. `go-tdx-guest/quote_v5_sample`.
+    pub id: String,
+    /// The quote.
+    pub quote: Vec<u8>,
+    /// The sample's `.expected.json`.
+    pub expected: serde_json::Value,
+    /// Its `verification` entry for this bundle.
+    pub check: serde_json::Value,
+    /// The bundle folder.
+    pub bundle: PathBuf,
+    /// The instant inside the bundle's window to verify at (RFC 3339).
+    pub at: String,
+}
+
+/// Every applicable (recorded TDX quote, collateral bundle) pairing. A
+/// manifest naming a sample that is missing or broken fails the test.
+#[allow(clippy::panic, clippy::indexing_slicing)]
+pub fn tdx_recorded(dir: &std::path::Path) -> Vec<TdxRecorded> {
+    let mut out = Vec::new();
+    for sample in samples(dir, "tdx") {
+        let Some(id) = sample["id"].as_str() else {
+            continue;
+        };
+        let read = |suffix: &str| std::fs::read(dir.join(format!("tdx/{id}{suffix}")));
+        let (Ok(quote), Ok(expected)) = (read(".dat"), read(".expected.json")) else {
+            panic!("tdx/{id}: the manifest names a sample that is not there");
+        };
+        let expected: serde_json::Value =
+            serde_json::from_slice(&expected).unwrap_or_else(|e| panic!("tdx/{id}: {e}"));
+        for check in expected["verification"].as_array().into_iter().flatten() {
+            if check["applicable"] != true {
+                continue;
+            }
+            out.push(TdxRecorded {
+                id: id.to_string(),
+                quote: quote.clone(),
+                expected: expected.clone(),
+                bundle: dir.join(check["collateral_bundle"].as_str().unwrap_or_default()),
+                at: check["suggested_verify_at_utc"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                check: check.clone(),
+            });
+        }
+    }
+    out
+}
+
 /// A TDX collateral folder (the `--collateral` layout) as Phala `dcap-qvl`'s
 /// `QuoteCollateralV3`, for using dcap-qvl 0.7.1 as a test oracle and a
 /// benchmark baseline on exactly the bytes our verifier reads.
 pub fn dcap_qvl_collateral(dir: &std::path::Path) -> Option<dcap_qvl::QuoteCollateralV3> {
+    let names = [
+        "pck_crl_issuer_chain.pem",
+        "root_ca_crl.der",
+        "pck_crl.der",
+        "tcb_info_issuer_chain.pem",
+        "tcb_info.json",
+        "qe_identity_issuer_chain.pem",
+        "qe_identity.json",
+    ];
+    let items: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::fs::read(dir.join(name)).ok()?)))
+        .collect();
+    dcap_qvl_collateral_of(&items)
+}
+
+/// The same from collateral items (name, bytes), e.g. edited in memory.
+pub fn dcap_qvl_collateral_of(items: &[(String, Vec<u8>)]) -> Option<dcap_qvl::QuoteCollateralV3> {
     #[derive(serde::Deserialize)]
     struct Signed<'a> {
         #[serde(borrow, alias = "tcbInfo", alias = "enclaveIdentity")]
         body: &'a serde_json::value::RawValue,
         signature: String,
     }
-    let read = |name: &str| std::fs::read(dir.join(name)).ok();
+    let read = |name: &str| {
+        items
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, bytes)| bytes.clone())
+    };
     let text = |name: &str| read(name).and_then(|b| String::from_utf8(b).ok());
     let tcb = read("tcb_info.json")?;
     let tcb: Signed<'_> = serde_json::from_slice(&tcb).ok()?;

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use attest_gate_core::tdx::import;
 use attest_gate_core::{Collateral, PlatformClaims, TeeKind, TrustAnchors, Verifier};
-use attest_gate_tests::fixtures_dir;
+use attest_gate_tests::{fixtures_dir, tdx_recorded, TdxRecorded};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
@@ -53,45 +53,15 @@ fn staging_differs(id: &str) -> Option<&'static str> {
     }
 }
 
-/// One (sample, collateral bundle) pairing the staging script recorded.
-struct Recorded {
-    id: String,
-    quote: Vec<u8>,
-    /// The sample's `.expected.json`.
-    expected: serde_json::Value,
-    /// Its `verification` entry for this bundle.
-    check: serde_json::Value,
-    /// The bundle folder.
-    bundle: std::path::PathBuf,
-    /// The instant inside the bundle's window to verify at.
-    at: OffsetDateTime,
-}
-
-/// Every applicable (recorded quote, collateral bundle) pairing.
-fn recorded(dir: &Path) -> Vec<Recorded> {
-    let mut out = Vec::new();
-    for sample in attest_gate_tests::samples(dir, "tdx") {
-        let id = sample["id"].as_str().unwrap().to_string();
-        let quote = std::fs::read(dir.join(format!("tdx/{id}.dat"))).unwrap();
-        let expected: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("tdx/{id}.expected.json"))).unwrap(),
-        )
-        .unwrap();
-        for check in expected["verification"].as_array().unwrap() {
-            if check["applicable"] != true {
-                continue;
-            }
-            out.push(Recorded {
-                id: id.clone(),
-                quote: quote.clone(),
-                expected: expected.clone(),
-                bundle: dir.join(check["collateral_bundle"].as_str().unwrap()),
-                at: instant(check["suggested_verify_at_utc"].as_str().unwrap()),
-                check: check.clone(),
-            });
-        }
-    }
-    out
+/// Every applicable pairing, with its instant parsed.
+fn recorded(dir: &Path) -> Vec<(TdxRecorded, OffsetDateTime)> {
+    tdx_recorded(dir)
+        .into_iter()
+        .map(|r| {
+            let at = instant(&r.at);
+            (r, at)
+        })
+        .collect()
 }
 
 #[test]
@@ -99,9 +69,8 @@ fn every_recorded_tdx_quote_gets_its_crosschecked_verdict() {
     let Some(dir) = fixtures_dir() else { return };
     let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
     let (mut accepted, mut rejected) = (0, 0);
-    for r in recorded(&dir) {
-        let (id, quote, expected, check, at) =
-            (r.id.as_str(), &r.quote, &r.expected, &r.check, r.at);
+    for (r, at) in recorded(&dir) {
+        let (id, quote, expected, check) = (r.id.as_str(), &r.quote, &r.expected, &r.check);
         let bundle = r.bundle.display();
         let collateral = folder(&r.bundle);
         let outcome = check["expected_outcome"].as_str().unwrap();
@@ -246,8 +215,8 @@ fn verdicts_agree_with_dcap_qvl() {
     let Some(dir) = fixtures_dir() else { return };
     let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
     let (mut agreed, mut skipped) = (0, 0);
-    for r in recorded(&dir) {
-        let (id, quote, bundle, at) = (r.id.as_str(), &r.quote, &r.bundle, r.at);
+    for (r, at) in recorded(&dir) {
+        let (id, quote, bundle) = (r.id.as_str(), &r.quote, &r.bundle);
         let oracle = dcap_qvl::verify::verify(
             quote,
             &attest_gate_tests::dcap_qvl_collateral(bundle).unwrap(),
