@@ -103,34 +103,14 @@ async fn every_credential_handed_out_before_a_crash_is_committed() {
     assert!(received.len() >= 40);
 
     let verifier = RunningVerifier::start_in(data_dir, &SERVE_ARGS);
-    let http = verifier.client();
-    let registered: Value = http
-        .post(format!("{}/v1/admin/clients", verifier.url))
-        .bearer_auth(verifier.admin_token())
-        .json(&serde_json::json!({"client_id": "crash-check"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = registered["client_secret"].as_str().unwrap().to_string();
-    for token in &received {
-        let answer: Value = http
-            .post(format!("{}/v1/introspect", verifier.url))
-            .basic_auth("crash-check", Some(&secret))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(
-            answer["active"], true,
-            "a token handed out was not committed: {answer}"
-        );
-    }
+    let secret = verifier.register_client("crash-check").await;
+    let inactive = verifier
+        .inactive_tokens("crash-check", &secret, &received)
+        .await;
+    assert!(
+        inactive.is_empty(),
+        "tokens handed out were not committed: {inactive:?}"
+    );
     let audit = Command::new(binary("verifier"))
         .args(["audit", "verify", "--data-dir"])
         .arg(verifier.data_dir.path())

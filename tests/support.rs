@@ -205,6 +205,8 @@ pub struct RunningVerifier {
     pub url: String,
     /// Its data directory (holds `tls/cert.pem`).
     pub data_dir: tempfile::TempDir,
+    /// Every line it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for RunningVerifier {
@@ -240,10 +242,15 @@ impl RunningVerifier {
             .unwrap_or_else(|e| panic!("cannot start the verifier: {e}"));
         let stderr = child.stderr.take();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in stderr.into_iter().flat_map(|s| BufReader::new(s).lines()) {
                 let Ok(line) = line else { break };
                 eprintln!("[verifier] {line}");
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(line.clone());
+                }
                 let _ = tx.send(line);
             }
         });
@@ -265,7 +272,72 @@ impl RunningVerifier {
             child,
             url,
             data_dir,
+            log,
         }
+    }
+
+    /// Registers a relying party for introspection; its secret.
+    #[allow(clippy::panic)]
+    pub async fn register_client(&self, client_id: &str) -> String {
+        let answer: serde_json::Value = self
+            .client()
+            .post(format!("{}/v1/admin/clients", self.url))
+            .bearer_auth(self.admin_token())
+            .json(&serde_json::json!({ "client_id": client_id }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("registering {client_id}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("registering {client_id}: {e}"));
+        answer
+            .get("client_secret")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_else(|| panic!("registering {client_id}: {answer}"))
+            .to_string()
+    }
+
+    /// The tokens among `tokens` that introspection does not call active
+    /// (as the registered `client_id` with `secret`).
+    #[allow(clippy::panic)]
+    pub async fn inactive_tokens(
+        &self,
+        client_id: &str,
+        secret: &str,
+        tokens: &[String],
+    ) -> Vec<String> {
+        let http = self.client();
+        let mut inactive = Vec::new();
+        for token in tokens {
+            let answer: serde_json::Value = http
+                .post(format!("{}/v1/introspect", self.url))
+                .basic_auth(client_id, Some(secret))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("introspection: {e}"))
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("introspection: {e}"));
+            if answer.get("active") != Some(&serde_json::Value::Bool(true)) {
+                inactive.push(format!("{answer}"));
+            }
+        }
+        inactive
+    }
+
+    /// The lines of its log that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains(needle))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Kills the process (SIGKILL: no shutdown of any kind) and hands back

@@ -37,6 +37,11 @@ impl RevocationList {
             Ok(([], parsed)) => parsed,
             _ => return Err(invalid("not a DER certificate revocation list")),
         };
+        if !outer_structure_is_strict(&der) {
+            return Err(invalid(
+                "its unsigned outer structure is not RFC 5280's (tags, or a signatureAlgorithm other than the tbsCertList's)",
+            ));
+        }
         if parsed.issuer().as_raw() != issuer.subject().as_raw() {
             return Err(invalid("not issued by the expected CA"));
         }
@@ -76,6 +81,60 @@ impl RevocationList {
             None => Ok(()),
         }
     }
+}
+
+/// Whether the CRL's unsigned outer structure is what RFC 5280 §5.1 says:
+/// `SEQUENCE { tbsCertList SEQUENCE, signatureAlgorithm SEQUENCE,
+/// signatureValue BIT STRING }` with nothing after, and a
+/// `signatureAlgorithm` byte for byte the `tbsCertList.signature` (§5.1.1.2:
+/// it MUST be). None of it is signed, and the DER parser we use accepts
+/// other tags there, so nothing else would notice it edited.
+fn outer_structure_is_strict(der: &[u8]) -> bool {
+    const SEQUENCE: u8 = 0x30;
+    const BIT_STRING: u8 = 0x03;
+    use x509_parser::der_parser::asn1_rs::{Any, FromDer as _};
+    /// One TLV: its content and its whole encoding; the bytes after it.
+    fn tlv(input: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+        let (rest, any) = Any::from_der(input).ok()?;
+        let whole = input.get(..input.len() - rest.len())?;
+        Some((any.data, whole, rest))
+    }
+    let Some((list, whole, [])) = tlv(der) else {
+        return false;
+    };
+    let Some((tbs, tbs_whole, after_tbs)) = tlv(list) else {
+        return false;
+    };
+    let Some((_, outer, after_algorithm)) = tlv(after_tbs) else {
+        return false;
+    };
+    let Some((_, signature, [])) = tlv(after_algorithm) else {
+        return false;
+    };
+    let tags = [whole, tbs_whole, outer, signature].map(|t| t.first().copied());
+    if tags
+        != [
+            Some(SEQUENCE),
+            Some(SEQUENCE),
+            Some(SEQUENCE),
+            Some(BIT_STRING),
+        ]
+    {
+        return false;
+    }
+    // tbsCertList: an optional version (INTEGER), then the signature field.
+    let Some((_, first, after_first)) = tlv(tbs) else {
+        return false;
+    };
+    let inner = if first.first() == Some(&0x02) {
+        match tlv(after_first) {
+            Some((_, inner, _)) => inner,
+            None => return false,
+        }
+    } else {
+        first
+    };
+    inner == outer
 }
 
 /// The DER of a CRL given as DER or as PEM.

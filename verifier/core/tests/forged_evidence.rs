@@ -269,6 +269,46 @@ proptest! {
     }
 }
 
+/// A CRL's outer structure is outside what is signed; a CRL whose outer
+/// signatureAlgorithm is not the tbsCertList's own (its tag or OID edited),
+/// or whose outer SEQUENCE tag is another, is refused, for the PCK CRL and
+/// the root CA CRL alike. (Found by the differential check against
+/// dcap-qvl: we used to accept both.)
+#[test]
+fn a_crl_whose_outer_algorithm_differs_from_the_signed_one_is_refused() {
+    const ECDSA_SHA256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    let case = &tdx_cases()[0];
+    assert_eq!(case.expected, "ok");
+    for name in ["pck_crl.der", "root_ca_crl.der"] {
+        for (what, at, value) in [
+            ("algorithm tag", Some(0), 0x4a),
+            ("algorithm OID", Some(9), 0x03),
+            ("SEQUENCE tag", None, 0xb0),
+        ] {
+            let mut items = case.collateral.clone();
+            let crl = &mut items.iter_mut().find(|(n, _)| n == name).unwrap().1;
+            let outer = crl
+                .windows(ECDSA_SHA256.len())
+                .rposition(|w| w == ECDSA_SHA256)
+                .expect("an ECDSA-SHA256 CRL");
+            match at {
+                Some(at) => crl[outer + at] = value,
+                None => crl[0] = value,
+            }
+            let code = verifier()
+                .verify(
+                    TeeKind::Tdx,
+                    &case.evidence,
+                    &Collateral::from_items(items),
+                    case.at(),
+                )
+                .unwrap_err()
+                .code();
+            assert_eq!(code, "crl_invalid", "{name}, outer {what} edited");
+        }
+    }
+}
+
 /// A certificate with a critical extension no one here understands is
 /// refused by path validation (RFC 5280 §4.2), in the leaf and in an
 /// intermediate, as `certificate_invalid`.

@@ -11,9 +11,16 @@
 //! - **after the PEM chain**: non-zero bytes after the last certificate of
 //!   the certification data (or after the quote). We refuse them
 //!   (invariant 10, unsigned bytes are not slack); dcap-qvl ignores them.
-//! - **outer certification-data type**: the quote signature's certification
-//!   data must be type 6 (QE report certification data); dcap-qvl reads the
-//!   nested data whatever the outer type says.
+//! - **certification-data type**: the quote signature's certification data
+//!   must be type 6 (QE report certification data) and the nested one type 5
+//!   (PEM chain); dcap-qvl reads the nested data whatever the types say.
+//! - **declared length**: the signature data's, the certification data's and
+//!   the QE authentication data's lengths must be exactly what follows
+//!   (invariant 3, parsers consume exactly their input); dcap-qvl reads what
+//!   it needs and ignores the rest.
+//! - **PEM line structure**: a line break of the PCK chain replaced by
+//!   another byte. We read the chain as RFC 7468 PEM, one certificate after
+//!   another on their own lines; dcap-qvl's parser skips what is between.
 //! - **embedded root (collateral issuer chain)**: the same for the root at
 //!   the end of the TCB info's or QE identity's issuer chain.
 //! - **informational pck_crl_issuer_chain.pem**: we never read it (the PCK
@@ -74,8 +81,13 @@ struct Regions {
     root: Range<usize>,
     /// From the end of the PEM chain on.
     after_chain: usize,
-    /// The outer certification-data type (u16).
-    outer_type: Range<usize>,
+    /// The outer and the inner certification-data types (u16 each).
+    types: [Range<usize>; 2],
+    /// The declared lengths: signature data, outer certification data, QE
+    /// authentication data, inner certification data.
+    lengths: [Range<usize>; 4],
+    /// Where the PEM chain starts.
+    chain: usize,
 }
 
 fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -97,7 +109,10 @@ fn last_pem(bytes: &[u8]) -> Option<Range<usize>> {
 
 /// Whether `at` is inside the root certificate of an issuer-chain item.
 fn in_chain_root((name, bytes): &(String, Vec<u8>), at: usize) -> bool {
-    name.ends_with("_chain.pem") && last_pem(bytes).is_some_and(|root| root.contains(&at))
+    // The root, and the line break before it.
+    name.ends_with("_chain.pem")
+        && last_pem(bytes)
+            .is_some_and(|root| (root.start.saturating_sub(1)..root.end).contains(&at))
 }
 
 fn regions(quote: &[u8]) -> Regions {
@@ -112,13 +127,29 @@ fn regions(quote: &[u8]) -> Regions {
     } else {
         48 + 584 + 4
     };
-    // ECDSA signature (64) and attestation key (64), then the type.
+    // ECDSA signature (64) and attestation key (64), then the outer type
+    // and size; the QE report (384) and its signature (64); the QE
+    // authentication data's size and bytes; the inner type and size.
     let outer = signature_data + 128;
+    let auth = outer + 6 + 384 + 64;
+    let inner = auth + 2 + u16_at(auth);
+    let chain = find_first(quote, b"-----BEGIN CERTIFICATE-----").unwrap_or(end);
     Regions {
         root: begin..end,
         after_chain: end,
-        outer_type: outer..outer + 2,
+        types: [outer..outer + 2, inner..inner + 2],
+        lengths: [
+            signature_data - 4..signature_data,
+            outer + 2..outer + 6,
+            auth..auth + 2,
+            inner + 2..inner + 6,
+        ],
+        chain,
     }
+}
+
+fn find_first(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Why a refusal by us of what dcap-qvl accepts is deliberate, if it is.
@@ -129,8 +160,12 @@ fn stricter_class(original: &[u8], edited_at: Option<usize>) -> Option<&'static 
         Some("embedded root")
     } else if at >= r.after_chain {
         Some("after the PEM chain")
-    } else if r.outer_type.contains(&at) {
-        Some("outer certification-data type")
+    } else if r.types.iter().any(|t| t.contains(&at)) {
+        Some("certification-data type")
+    } else if r.lengths.iter().any(|l| l.contains(&at)) {
+        Some("declared length")
+    } else if at >= r.chain && original.get(at) == Some(&b'\n') {
+        Some("PEM line structure")
     } else {
         None
     }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 
 use crate::ca::CsrError;
 use crate::challenge::NonceError;
+use crate::store::StoreError;
 
 /// Whether, and how, a client should try again after this code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,7 @@ service_codes! {
     ReloadFailed => "reload_failed", INTERNAL_SERVER_ERROR, No, "A reload found reference values or a policy that do not load; the old ones stay in force.";
     InternalError => "internal_error", INTERNAL_SERVER_ERROR, Later, "The service failed (database, signing, a panicking handler); the detail is in its log only.";
     CollateralUnavailable => "collateral_unavailable", SERVICE_UNAVAILABLE, Later, "The service has a collateral source for this TEE but could not get current TCB info, QE identity or CRLs from it (the request's are never used then), its fetch queue is full, or it has none and `--collateral-policy service-only` is set; `Retry-After` says when to try again.";
+    StorageUnavailable => "storage_unavailable", SERVICE_UNAVAILABLE, Later, "The database is unreachable, its connection was cut, it is out of space or stayed busy; nothing was issued or changed (a request whose commit outcome is unknown says so in the log). `Retry-After` says when to try again.";
     Busy => "busy", SERVICE_UNAVAILABLE, Later, "Every verification slot stayed busy for 10 s; `Retry-After` says when to try again.";
     RateLimited => "rate_limited", TOO_MANY_REQUESTS, Later, "Too many requests from this client address, agent key or relying party for this endpoint; `Retry-After` says when the next one is allowed.";
 }
@@ -268,7 +270,21 @@ impl ServiceError {
     }
 
     /// The service's own failure (500); the detail goes to the log only.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
+    /// A [`StoreError`] that is the database being unavailable
+    /// ([`StoreError::is_unavailable`]) is 503 `storage_unavailable`
+    /// instead: every store call reports through here, so no caller can
+    /// forget the distinction.
+    pub fn internal<E: std::fmt::Display + 'static>(detail: E) -> Self {
+        let unavailable = (&detail as &dyn std::any::Any)
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_unavailable);
+        if unavailable {
+            tracing::warn!(%detail, "the database is unavailable");
+            return Self::new(
+                ServiceCode::StorageUnavailable,
+                "the database is unavailable; try again later",
+            );
+        }
         tracing::error!(%detail, "internal error");
         Self::new(
             ServiceCode::InternalError,

@@ -77,9 +77,9 @@ fn routed() -> BTreeSet<(String, String)> {
         };
         let handlers = &call[call.find(',').unwrap()..];
         for method in METHODS {
-            let called = handlers
-                .match_indices(&format!("{method}("))
-                .any(|(i, _)| i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+            let called = handlers.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
             if called {
                 found.insert((method.to_uppercase(), path.clone()));
             }

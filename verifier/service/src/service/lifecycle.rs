@@ -29,7 +29,7 @@ const MAX_REASON: usize = 512;
 /// Deepest delegation chain walked (the workload files cap depth far lower).
 pub(super) const MAX_CHAIN: usize = attest_gate_core::MAX_DELEGATION_DEPTH as usize;
 
-fn internal(e: impl std::fmt::Display) -> ServiceError {
+fn internal(e: impl std::fmt::Display + 'static) -> ServiceError {
     ServiceError::internal(e)
 }
 

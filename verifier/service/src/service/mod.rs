@@ -485,7 +485,8 @@ impl Service {
     }
 
     /// Commits a decision's rows with its audit record (group commit: with
-    /// whatever else is waiting). A failure is a 500 and nothing is issued.
+    /// whatever else is waiting). A failure means nothing is issued: 503
+    /// `storage_unavailable` when the database is the trouble, else 500.
     async fn commit(&self, set: WriteSet) -> Result<Committed, ServiceError> {
         let (action, code) = (set.audit.action.clone(), set.audit.code.clone());
         let decision = set.audit.decision.clone();
@@ -497,8 +498,13 @@ impl Service {
             }
             Err(e) => {
                 tracing::error!(error = %e, action, code, "could not write the decision and its audit record; the decision is void");
+                let code = if e.is_unavailable() {
+                    ServiceCode::StorageUnavailable
+                } else {
+                    ServiceCode::InternalError
+                };
                 Err(ServiceError::new(
-                    ServiceCode::InternalError,
+                    code,
                     "the decision could not be recorded in the audit log; nothing was issued",
                 ))
             }

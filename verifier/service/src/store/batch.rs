@@ -178,7 +178,8 @@ impl Store {
         const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
         let claims = first_claims(sets);
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut conn = pool.acquire().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             // The head first: concurrent batches (any replica) queue here
             // rather than fork the chain.
             let (mut seq, mut prev): (i64, String) =
@@ -301,7 +302,14 @@ impl Store {
                     .await?;
             }
             sqlx::query(SET_HEAD).bind(seq).bind(&prev).execute(&mut *tx).await?;
-            tx.commit().await.map_err(StoreError::CommitUncertain)?;
+            if let Err(e) = tx.commit().await {
+                // A failed COMMIT can leave the transaction open (SQLite
+                // keeps it, and its write lock, after SQLITE_FULL): this
+                // connection never goes back to the pool, so closing it
+                // ends the transaction and every later batch can write.
+                conn.close_on_drop();
+                return Err(StoreError::CommitUncertain(e));
+            }
             Ok(chained
                 .iter()
                 .zip(&plan.replayed)

@@ -42,11 +42,63 @@ pub enum StoreError {
     #[error("committing failed, outcome unknown: {0}")]
     CommitUncertain(sqlx::Error),
     /// The batch this request was in failed (the cause is in the log).
-    #[error("the batch this write was in failed: {0}")]
-    BatchFailed(String),
+    #[error("the batch this write was in failed: {reason}")]
+    BatchFailed {
+        /// The cause, in words.
+        reason: String,
+        /// Whether the cause was the database being unavailable
+        /// ([`StoreError::is_unavailable`]).
+        unavailable: bool,
+    },
     /// The group-commit writer is not running (no runtime, or shutting down).
     #[error("the store's writer is not running")]
     WriterStopped,
+}
+
+impl StoreError {
+    /// Whether the database, not the request or this build, is the trouble:
+    /// unreachable, its connection cut (an operator's `pg_terminate_backend`,
+    /// a restart), out of space, or busy past the pool's wait. Such a
+    /// failure is 503 `storage_unavailable`: trying again later can succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) | Self::CommitUncertain(e) => sqlx_unavailable(e),
+            Self::BatchFailed { unavailable, .. } => *unavailable,
+            Self::WriterStopped => true,
+            Self::UnsupportedUrl | Self::Migration(_) | Self::Corrupt(_) => false,
+        }
+    }
+}
+
+/// [`StoreError::is_unavailable`] for one sqlx error.
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                // SQLSTATE classes 08 (connection exception), 53
+                // (insufficient resources: disk full, out of memory, too
+                // many connections) and 57P (operator intervention:
+                // terminated, shutting down, cannot connect now).
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+            } else {
+                // SQLite primary result codes (the low byte of an extended
+                // one): 5 BUSY, 6 LOCKED, 10 IOERR, 13 FULL, 14 CANTOPEN.
+                code.parse::<u32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+            }
+        }
+        _ => false,
+    }
 }
 
 /// Runs the same statement on whichever pool `$store` holds: sqlx's drivers

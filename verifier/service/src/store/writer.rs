@@ -96,9 +96,12 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, sets = sets.len(), "a batch failed");
-                let reason = e.to_string();
+                let (reason, unavailable) = (e.to_string(), e.is_unavailable());
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::BatchFailed(reason.clone())));
+                    let _ = reply.send(Err(StoreError::BatchFailed {
+                        reason: reason.clone(),
+                        unavailable,
+                    }));
                 }
             }
         }
