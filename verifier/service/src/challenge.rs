@@ -108,12 +108,18 @@ pub fn issue(
     })
 }
 
-/// Checks that `nonce` was issued with `key` and is unexpired at `now`;
-/// returns its expiry (how long the store must remember it).
+/// Checks that `nonce` was issued with `key` (for `ttl`) and is current at
+/// `now`; returns its expiry (how long the store must remember it).
+///
+/// Current means `now < expiry <= now + ttl`. The second bound matters when
+/// the clock moves back: a nonce issued before the move would otherwise
+/// live up to the move's length longer than `ttl`. It is refused as
+/// expired instead, and the agent asks for a new one.
 pub(crate) fn check(
     key: &NonceKey,
     nonce: &[u8],
     now: OffsetDateTime,
+    ttl: Duration,
 ) -> Result<OffsetDateTime, NonceError> {
     if nonce.len() != NONCE_LEN {
         return Err(NonceError::Unknown);
@@ -132,7 +138,7 @@ pub(crate) fn check(
         .ok()
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
         .ok_or(NonceError::Unknown)?;
-    if now >= expires_at {
+    if now >= expires_at || expires_at > now + ttl {
         return Err(NonceError::Expired);
     }
     Ok(expires_at)
@@ -146,6 +152,8 @@ mod tests {
         NonceKey::new(&[b; 32])
     }
 
+    const TTL: Duration = Duration::seconds(60);
+
     fn t0() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap()
     }
@@ -153,13 +161,22 @@ mod tests {
     #[test]
     fn an_issued_nonce_checks_until_it_expires() {
         let c = issue(&key(1), t0(), Duration::seconds(60)).unwrap();
-        assert_eq!(check(&key(1), &c.nonce, t0()), Ok(c.expires_at));
+        assert_eq!(check(&key(1), &c.nonce, t0(), TTL), Ok(c.expires_at));
         assert_eq!(
-            check(&key(1), &c.nonce, t0() + Duration::seconds(59)),
+            check(&key(1), &c.nonce, t0() + Duration::seconds(59), TTL),
             Ok(c.expires_at)
         );
         assert_eq!(
-            check(&key(1), &c.nonce, t0() + Duration::seconds(60)),
+            check(&key(1), &c.nonce, t0() + Duration::seconds(60), TTL),
+            Err(NonceError::Expired)
+        );
+        // The clock moved back: a nonce from "later" is not current either.
+        assert_eq!(
+            check(&key(1), &c.nonce, t0() - Duration::seconds(1), TTL),
+            Err(NonceError::Expired)
+        );
+        assert_eq!(
+            check(&key(1), &c.nonce, t0() - Duration::hours(1), TTL),
             Err(NonceError::Expired)
         );
         assert_eq!(URL_SAFE_NO_PAD.decode(c.encoded()).unwrap(), c.nonce);
@@ -172,20 +189,23 @@ mod tests {
     #[test]
     fn forged_edited_or_foreign_nonces_are_unknown() {
         let c = issue(&key(1), t0(), Duration::seconds(60)).unwrap();
-        assert_eq!(check(&key(2), &c.nonce, t0()), Err(NonceError::Unknown));
+        assert_eq!(
+            check(&key(2), &c.nonce, t0(), TTL),
+            Err(NonceError::Unknown)
+        );
         for i in 0..NONCE_LEN {
             let mut edited = c.nonce;
             edited[i] ^= 1;
             assert_eq!(
-                check(&key(1), &edited, t0()),
+                check(&key(1), &edited, t0(), TTL),
                 Err(NonceError::Unknown),
                 "byte {i}"
             );
         }
         assert_eq!(
-            check(&key(1), &c.nonce[..39], t0()),
+            check(&key(1), &c.nonce[..39], t0(), TTL),
             Err(NonceError::Unknown)
         );
-        assert_eq!(check(&key(1), b"", t0()), Err(NonceError::Unknown));
+        assert_eq!(check(&key(1), b"", t0(), TTL), Err(NonceError::Unknown));
     }
 }

@@ -101,7 +101,7 @@ service_codes! {
     CsrKeyMismatch => "csr_key_mismatch", FORBIDDEN, No, "The CSR's key is not the agent key the evidence binds.";
     PolicyInvalid => "policy_invalid", BAD_REQUEST, No, "A dry run's candidate Cedar policy does not parse or validate.";
     NonceUnknown => "nonce_unknown", FORBIDDEN, NewChallenge, "The nonce was not issued by this service (bad MAC, wrong length or version).";
-    NonceExpired => "nonce_expired", FORBIDDEN, NewChallenge, "The nonce is past its expiry.";
+    NonceExpired => "nonce_expired", FORBIDDEN, NewChallenge, "The nonce is past its expiry, or its expiry is further away than the nonce lifetime (the service's clock moved back since it was issued).";
     NonceReplayed => "nonce_replayed", FORBIDDEN, NewChallenge, "The nonce was already used by another attestation.";
     RevocationNotChecked => "revocation_not_checked", FORBIDDEN, No, "SEV-SNP evidence under the vendor roots was verified without AMD's CRL.";
     AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for.";

@@ -124,7 +124,8 @@ impl Service {
             .transpose()
             .map_err(|e| ServiceError::from(&e))?;
         let nonce_expiry =
-            challenge::check(&self.nonce_key, &parsed.nonce, now).map_err(nonce_denial)?;
+            challenge::check(&self.nonce_key, &parsed.nonce, now, self.config.nonce_ttl)
+                .map_err(nonce_denial)?;
         trail.nonce_issued = Some(nonce_expiry - self.config.nonce_ttl);
 
         let (claims, collateral) = self

@@ -282,9 +282,9 @@ impl Service {
         })?;
         let htu = format!("{}{path}", self.config.issuer);
         let nonce_ok = |n: &str| {
-            URL_SAFE_NO_PAD
-                .decode(n)
-                .is_ok_and(|bytes| challenge::check(&self.dpop_nonce_key, &bytes, now).is_ok())
+            URL_SAFE_NO_PAD.decode(n).is_ok_and(|bytes| {
+                challenge::check(&self.dpop_nonce_key, &bytes, now, self.config.nonce_ttl).is_ok()
+            })
         };
         let mut expect = ProofExpectations::new(htm, &htu);
         expect.access_token = Some(token);
