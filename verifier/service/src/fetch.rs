@@ -144,13 +144,14 @@ pub fn tls_client(extra: &[u8], system_roots: bool) -> Result<rustls::ClientConf
 }
 
 impl Http {
-    /// A client with `tls`, three tries, 250 ms first backoff, no spacing.
-    pub fn new(tls: rustls::ClientConfig) -> Result<Self, String> {
+    /// A client with `tls`, `timeout` per try (connect, TLS and answer),
+    /// three tries, 250 ms first backoff, no spacing.
+    pub fn new(tls: rustls::ClientConfig, timeout: StdDuration) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .https_only(true)
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(StdDuration::from_secs(20))
+            .timeout(timeout)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {

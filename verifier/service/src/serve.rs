@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// At least this many milliseconds between two KDS requests (its rate limit).
     #[arg(long = "kds-interval-ms", default_value_t = 1000)]
     pub kds_interval_ms: u64,
+    /// Seconds one collateral fetch may take (connect, TLS, answer); with
+    /// three tries and their backoff a source that hangs costs a request
+    /// at most about 3 x this, inside the 30 s request limit.
+    #[arg(long = "fetch-timeout", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub fetch_timeout: u64,
     /// Also trust this CA (PEM) for collateral fetches (e.g. a PCCS's own).
     #[arg(long = "fetch-ca")]
     pub fetch_ca: Option<PathBuf>,
@@ -233,8 +238,9 @@ fn collateral_sources(
     let tls = fetch::tls_client(&extra, true).map_err(anyhow::Error::msg)?;
     // One client per vendor: a `Retry-After` or pacing state of one never
     // holds requests to the other.
+    let timeout = std::time::Duration::from_secs(args.fetch_timeout);
     if let Some(url) = &args.pcs_url {
-        let http = fetch::Http::new(tls.clone()).map_err(anyhow::Error::msg)?;
+        let http = fetch::Http::new(tls.clone(), timeout).map_err(anyhow::Error::msg)?;
         sources = sources.with(fetch::PcsSource::new(
             url,
             &args.root_ca_crl_url,
@@ -243,7 +249,7 @@ fn collateral_sources(
         ));
     }
     if let Some(url) = &args.kds_url {
-        let mut http = fetch::Http::new(tls).map_err(anyhow::Error::msg)?;
+        let mut http = fetch::Http::new(tls, timeout).map_err(anyhow::Error::msg)?;
         http.min_interval = std::time::Duration::from_millis(args.kds_interval_ms);
         sources = sources.with(fetch::KdsSource::new(url, http, Arc::clone(clock)));
     }

@@ -605,3 +605,69 @@ async fn the_revocation_list_is_limited_per_address_too() {
     // Endpoints are counted apart: a challenge still passes.
     assert_eq!(server.post("/v1/challenge", &json!({})).await.0, 200);
 }
+
+/// A collateral source that accepts connections and never answers costs a
+/// TDX attestation its fetch timeout (three tries of `--fetch-timeout`),
+/// then 503 `collateral_unavailable`, well inside the request limit; Nitro
+/// and SEV-SNP attestations meanwhile are answered at once.
+#[tokio::test]
+async fn a_collateral_source_that_hangs_costs_its_timeout_and_no_other_tee() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(Options {
+        collateral_dir: Some(dir.path().join("no-folder")),
+        args: vec![
+            "--pcs-url".into(),
+            format!("https://{address}"),
+            "--root-ca-crl-url".into(),
+            format!("https://{address}/root.crl"),
+            "--fetch-timeout".into(),
+            "1".into(),
+        ],
+        ..Options::default()
+    });
+    let agent = Agent::new();
+    let tdx_body = common::bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    let others = [
+        common::bound_request(&server, Tee::Nitro, &Agent::new(), |_| {}).await,
+        common::bound_request(&server, Tee::Snp, &Agent::new(), |_| {}).await,
+    ];
+    let started = std::time::Instant::now();
+    let tdx = async {
+        let answer = server.post("/v1/attest", &tdx_body).await;
+        (answer, started.elapsed())
+    };
+    let rest = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut answers = Vec::new();
+        for body in &others {
+            let at = std::time::Instant::now();
+            answers.push((server.post("/v1/attest", body).await, at.elapsed()));
+        }
+        answers
+    };
+    let (((status, answer), took), rest) = tokio::join!(tdx, rest);
+    assert_eq!(
+        (status, code(&answer)),
+        (503, "collateral_unavailable"),
+        "{answer}"
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(15),
+        "the hanging source took {took:?}"
+    );
+    for ((status, answer), took) in rest {
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "another TEE waited {took:?}"
+        );
+    }
+}

@@ -59,8 +59,11 @@ fn clock(at: OffsetDateTime) -> (Clock, Arc<AtomicI64>) {
 }
 
 fn http(cert_pem: &str) -> Http {
-    let mut http =
-        Http::new(attest_gate_verifier::tls_client(cert_pem.as_bytes(), false).unwrap()).unwrap();
+    let mut http = Http::new(
+        attest_gate_verifier::tls_client(cert_pem.as_bytes(), false).unwrap(),
+        std::time::Duration::from_secs(8),
+    )
+    .unwrap();
     http.backoff = Duration::from_millis(20);
     http
 }
