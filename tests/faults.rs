@@ -10,16 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attest_gate_tests::{binary, RunningVerifier};
+use attest_gate_tests::{binary, lines_of as lines, RunningVerifier};
 use serde_json::Value;
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 /// PostgreSQL for this test: `$ATTEST_GATE_TEST_POSTGRES` or the CI
 /// machine's; `None` (a SKIPPED line) only outside CI.

@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attest_gate_tests::{binary, RunningVerifier};
+use attest_gate_tests::{binary, lines_of as lines, RunningVerifier};
 use serde_json::Value;
 
 const SERVE_ARGS: [&str; 2] = ["--dev", "--no-rate-limits"];
@@ -58,14 +57,6 @@ fn a_short_mixed_run_on_every_tee_has_no_errors() {
             "{field}: {report}"
         );
     }
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// SIGKILL under load: whatever the generator was given (a 200), the

@@ -36,6 +36,16 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     None
 }
 
+/// The lines of a text file (none if it is missing): what a running
+/// program has appended so far.
+pub fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

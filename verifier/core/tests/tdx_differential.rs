@@ -40,11 +40,12 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::Path;
 
-use attest_gate_core::tdx::{import, names};
+use attest_gate_core::tdx::names;
 use attest_gate_core::{Collateral, TeeKind, TrustAnchors, Verifier};
 use attest_gate_tests::{dcap_qvl_collateral_of, fixtures_dir, tdx_recorded};
 use time::format_description::well_known::Rfc3339;
@@ -171,18 +172,6 @@ fn stricter_class(original: &[u8], edited_at: Option<usize>) -> Option<&'static 
     }
 }
 
-fn folder(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut items = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        for canonical in import::canonical_names(&name) {
-            items.push((canonical.to_string(), std::fs::read(&path).unwrap()));
-        }
-    }
-    items
-}
-
 fn ours(
     verifier: &Verifier,
     quote: &[u8],
@@ -226,7 +215,7 @@ fn mutated_recorded_quotes_get_dcap_qvls_verdict_or_a_deliberate_stricter_one() 
         .into_iter()
         .map(|r| {
             let at = OffsetDateTime::parse(&r.at, &Rfc3339).unwrap();
-            let items = folder(&r.bundle);
+            let items = common::tdx_folder(&r.bundle);
             // dcap-qvl's verdict on the unmutated pair, for its own policy.
             let baseline = (
                 ours(&verifier, &r.quote, &items, at),

@@ -11,6 +11,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::Path;
 
 use attest_gate_core::tdx::import;
@@ -21,15 +23,7 @@ use time::{Duration, OffsetDateTime};
 
 /// A collateral folder, read as the CLI reads one.
 fn folder(dir: &Path) -> Collateral {
-    let mut items = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        for canonical in import::canonical_names(&name) {
-            items.push((canonical.to_string(), std::fs::read(&path).unwrap()));
-        }
-    }
-    Collateral::from_items(items)
+    Collateral::from_items(common::tdx_folder(dir))
 }
 
 fn instant(s: &str) -> OffsetDateTime {

@@ -18,8 +18,8 @@ use time::macros::datetime;
 use time::Duration;
 use tower::ServiceExt;
 
-#[tokio::test]
-async fn a_challenge_expires_by_the_injected_clock() {
+/// A service in process on a fresh data directory, deciding by `clock`.
+async fn service_with(clock: attest_gate_verifier::Clock) -> (Service, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&format!(
         "sqlite://{}",
@@ -40,14 +40,14 @@ async fn a_challenge_expires_by_the_injected_clock() {
         forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
         audit_retention: None,
     };
+    let (service, _) = Service::start(config, store, CollateralSources::new(), clock).unwrap();
+    (service, dir)
+}
+
+#[tokio::test]
+async fn a_challenge_expires_by_the_injected_clock() {
     let fixed = datetime!(2030-01-01 00:00:00 UTC);
-    let (service, _) = Service::start(
-        config,
-        store,
-        CollateralSources::new(),
-        Arc::new(move || fixed),
-    )
-    .unwrap();
+    let (service, _dir) = service_with(Arc::new(move || fixed)).await;
     assert_eq!(service.now(), fixed);
     let response = router(Arc::new(service))
         .oneshot(Request::post("/v1/challenge").body(Body::empty()).unwrap())
@@ -68,33 +68,13 @@ async fn a_challenge_expires_by_the_injected_clock() {
 #[tokio::test]
 async fn a_clock_jumping_an_hour_either_way_expires_the_nonce_and_nothing_else() {
     use std::sync::atomic::{AtomicI64, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!(
-        "sqlite://{}",
-        dir.path().join("attest-gate.db").display()
-    ))
-    .await
-    .unwrap();
-    let config = ServiceConfig {
-        issuer: "https://verifier.test".into(),
-        data_dir: dir.path().to_path_buf(),
-        measurements_dir: common::repo().join("measurements"),
-        policy_file: None,
-        dev: true,
-        nonce_ttl: Duration::seconds(60),
-        default_token_ttl: 600,
-        rate_limits: RateLimitConfig::default(),
-        trusted_proxies: vec![],
-        forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
-        audit_retention: None,
-    };
     let start = time::OffsetDateTime::now_utc();
     let offset = Arc::new(AtomicI64::new(0));
     let clock = {
         let offset = Arc::clone(&offset);
         Arc::new(move || start + Duration::seconds(offset.load(Ordering::SeqCst)))
     };
-    let (service, _) = Service::start(config, store, CollateralSources::new(), clock).unwrap();
+    let (service, _dir) = service_with(clock).await;
     let app = router(Arc::new(service));
     let call = |path: &'static str, body: Option<serde_json::Value>| {
         let app = app.clone();
