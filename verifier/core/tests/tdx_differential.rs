@@ -32,7 +32,7 @@
 //!
 //! Where both accept, the TCB status must be the same. The number of
 //! mutations is `ATTEST_GATE_DIFFERENTIAL_MUTATIONS` (default 2,000, what CI
-//! runs); the long run's figures are in the README ("Reliability").
+//! runs); the long run's figures are in docs/reliability.md.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

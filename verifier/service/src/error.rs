@@ -128,6 +128,19 @@ service_codes! {
     RateLimited => "rate_limited", TOO_MANY_REQUESTS, Later, "Too many requests from this client address, agent key or relying party for this endpoint; `Retry-After` says when the next one is allowed.";
 }
 
+impl ServiceCode {
+    /// The code of a failed store call: 503 `storage_unavailable` when the
+    /// database is the trouble ([`StoreError::is_unavailable`]), else 500
+    /// `internal_error`.
+    pub fn of_store_error(e: &StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::StorageUnavailable
+        } else {
+            Self::InternalError
+        }
+    }
+}
+
 /// `Retry-After` for a 429 or 503 that names no other wait.
 const DEFAULT_RETRY_AFTER: u64 = 5;
 
@@ -275,10 +288,10 @@ impl ServiceError {
     /// instead: every store call reports through here, so no caller can
     /// forget the distinction.
     pub fn internal<E: std::fmt::Display + 'static>(detail: E) -> Self {
-        let unavailable = (&detail as &dyn std::any::Any)
+        let code = (&detail as &dyn std::any::Any)
             .downcast_ref::<StoreError>()
-            .is_some_and(StoreError::is_unavailable);
-        if unavailable {
+            .map_or(ServiceCode::InternalError, ServiceCode::of_store_error);
+        if code == ServiceCode::StorageUnavailable {
             tracing::warn!(%detail, "the database is unavailable");
             return Self::new(
                 ServiceCode::StorageUnavailable,

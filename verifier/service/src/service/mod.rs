@@ -498,13 +498,8 @@ impl Service {
             }
             Err(e) => {
                 tracing::error!(error = %e, action, code, "could not write the decision and its audit record; the decision is void");
-                let code = if e.is_unavailable() {
-                    ServiceCode::StorageUnavailable
-                } else {
-                    ServiceCode::InternalError
-                };
                 Err(ServiceError::new(
-                    code,
+                    ServiceCode::of_store_error(&e),
                     "the decision could not be recorded in the audit log; nothing was issued",
                 ))
             }
