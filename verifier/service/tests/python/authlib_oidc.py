@@ -16,16 +16,21 @@ from authlib.jose import JsonWebKey, JsonWebToken
 
 def main() -> None:
     issuer, token, audience, ca_file = sys.argv[1:5]
-    session = requests.Session()
-    session.verify = ca_file
-    meta = session.get(issuer + "/.well-known/openid-configuration", timeout=10).json()
+    # `verify` on each request: a session's is overridden by
+    # REQUESTS_CA_BUNDLE when that is set in the environment.
+    def get(url: str) -> dict:
+        response = requests.get(url, timeout=10, verify=ca_file)
+        response.raise_for_status()
+        return response.json()
+
+    meta = get(issuer + "/.well-known/openid-configuration")
     if meta["issuer"] != issuer:
         sys.exit("discovery names another issuer: " + meta["issuer"])
     for required in ("jwks_uri", "response_types_supported", "subject_types_supported",
                      "id_token_signing_alg_values_supported"):
         if required not in meta:
             sys.exit("discovery lacks " + required)
-    keys = JsonWebKey.import_key_set(session.get(meta["jwks_uri"], timeout=10).json())
+    keys = JsonWebKey.import_key_set(get(meta["jwks_uri"]))
     jwt = JsonWebToken(meta["id_token_signing_alg_values_supported"])
     claims = jwt.decode(
         token,
