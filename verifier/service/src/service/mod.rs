@@ -370,7 +370,12 @@ impl Service {
     pub fn spiffe_bundle(&self) -> serde_json::Value {
         let mut keys = vec![read(&self.ca).bundle_jwk().clone()];
         let jwks = read(&self.tokens).jwks();
-        for key in jwks["keys"].as_array().into_iter().flatten() {
+        for key in jwks
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let mut key = key.clone();
             if let Some(map) = key.as_object_mut() {
                 map.insert("use".into(), serde_json::json!("jwt-svid"));
@@ -393,11 +398,13 @@ impl Service {
     pub fn discovery(&self) -> serde_json::Value {
         let iss = &self.config.issuer;
         let jwks = read(&self.tokens).jwks();
-        let mut algs: Vec<String> = jwks["keys"]
-            .as_array()
+        let mut algs: Vec<String> = jwks
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|k| k["alg"].as_str().map(str::to_string))
+            .filter_map(|k| k.get("alg").and_then(serde_json::Value::as_str))
+            .map(str::to_string)
             .collect();
         algs.sort();
         algs.dedup();
