@@ -549,3 +549,47 @@ async fn a_revoked_sessions_jwt_svids_are_listed_inactive_and_no_more_are_issued
         "{metrics}"
     );
 }
+
+/// The JWT-SVID never outlives its access token, and Cedar is asked about
+/// each audience: a `forbid` on an audience the workload names holds for
+/// JWT-SVIDs too.
+#[tokio::test]
+async fn a_jwt_svid_is_bounded_by_its_token_and_by_the_policy() {
+    let policy: &'static str = Box::leak(
+        format!(
+            "{}\nforbid (principal, action == AttestGate::Action::\"issue\", resource)\nwhen {{ context.audience == \"{STS}\" }};\n",
+            include_str!("../default.cedar")
+        )
+        .into_boxed_str(),
+    );
+    let server = start(Options {
+        policy: Some(policy),
+        ..options()
+    });
+    let agent = Agent::new();
+    let mut body = bound_request(&server, Tee::Tdx, &agent, |_| {}).await;
+    body["ttl_seconds"] = json!(60);
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let token = response["access_token"].as_str().unwrap().to_string();
+    let holder = Holder {
+        agent,
+        claims: decode(&token).1,
+        token,
+    };
+    let (status, answer) = ask(&server, &holder, &[RP]).await;
+    assert_eq!(status, 200, "{answer}");
+    let claims = decode(answer["token"].as_str().unwrap()).1;
+    assert_eq!(
+        claims["exp"], holder.claims["exp"],
+        "capped at the token's expiry"
+    );
+    assert!(answer["expires_in"].as_i64().unwrap() <= 60);
+
+    let (status, body) = ask(&server, &holder, &[STS]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (403, "audience_not_allowed"),
+        "{body}"
+    );
+}
