@@ -593,3 +593,18 @@ async fn a_jwt_svid_is_bounded_by_its_token_and_by_the_policy() {
         "{body}"
     );
 }
+
+/// A token whose workload left `measurements/` (reload) gets no JWT-SVID.
+#[tokio::test]
+async fn a_workload_no_longer_listed_gets_no_jwt_svid() {
+    let server = start(options());
+    let holder = attest(&server, Tee::Tdx).await;
+    let (status, answer) = ask(&server, &holder, &[RP]).await;
+    assert_eq!(status, 200, "{answer}");
+    let dir = server.measurements_dir().unwrap();
+    std::fs::remove_file(dir.join("example-tdx-agent.toml")).unwrap();
+    let (status, body) = server.admin("/v1/admin/reload", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ask(&server, &holder, &[RP]).await;
+    assert_eq!((status, code(&body)), (403, "workload_unknown"), "{body}");
+}
