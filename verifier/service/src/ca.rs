@@ -411,3 +411,40 @@ pub(crate) fn load_or_create_tls(
     })?;
     Ok((cert, key.serialize_pem()))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths_take_the_short_and_long_forms() {
+        assert_eq!(der(0x04, &[7; 3]), [0x04, 3, 7, 7, 7]);
+        assert_eq!(&der(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+        assert_eq!(&der(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(der(0x04, &[0; 70_000]).len(), 70_000 + 5);
+    }
+
+    /// Many long trust domains (an extension well past 255 bytes) encode
+    /// and parse back exactly; another set does not conform, and loading
+    /// with it issues the intermediate again.
+    #[test]
+    fn the_name_constraint_round_trips_and_follows_the_domains() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let many: BTreeSet<String> = (0..40)
+            .map(|i| format!("{i}.{}.example", "d".repeat(60)))
+            .collect();
+        let ca = SvidCa::load_or_create(dir.path(), &many, now).unwrap();
+        assert!(intermediate_conforms(&ca.intermediate_pem, &many));
+        let fewer: BTreeSet<String> = many.iter().skip(1).cloned().collect();
+        assert!(!intermediate_conforms(&ca.intermediate_pem, &fewer));
+        let again = SvidCa::load_or_create(dir.path(), &fewer, now).unwrap();
+        assert_ne!(again.intermediate_pem, ca.intermediate_pem);
+        assert!(intermediate_conforms(&again.intermediate_pem, &fewer));
+        assert_eq!(again.root_pem, ca.root_pem, "the root stays");
+        // Unchanged domains: the file is reused as it is.
+        let same = SvidCa::load_or_create(dir.path(), &fewer, now).unwrap();
+        assert_eq!(same.intermediate_pem, again.intermediate_pem);
+    }
+}
