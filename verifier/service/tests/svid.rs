@@ -389,3 +389,44 @@ async fn the_intermediate_follows_the_trust_domains() {
     let chain = pem::parse_many(response["svid"].as_str().unwrap()).unwrap();
     assert_eq!(chain[1].contents(), after.as_slice());
 }
+
+/// A known gap, asserted so that it is noticed when it closes:
+/// rustls-webpki (0.103) does not implement URI name constraints and fails
+/// closed, so a relying party validating these SVIDs with rustls refuses
+/// them (`NameConstraintViolation`); OpenSSL and Go accept them. See
+/// docs/decisions.md.
+#[tokio::test]
+async fn rustls_refuses_svids_under_a_uri_name_constraint() {
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    let server = start(Options::default());
+    let agent = Agent::new();
+    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+    body["csr"] = json!(agent.csr());
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(status, 200, "{response}");
+    let chain = pem::parse_many(response["svid"].as_str().unwrap()).unwrap();
+    let (_, bundle) = server.get("/v1/bundle").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(
+            pem::parse(&bundle).unwrap().contents().to_vec(),
+        ))
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let refused = verifier
+        .verify_client_cert(
+            &CertificateDer::from(chain[0].contents().to_vec()),
+            &[CertificateDer::from(chain[1].contents().to_vec())],
+            UnixTime::now(),
+        )
+        .unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("NameConstraint"),
+        "{refused:?}"
+    );
+}
