@@ -1,0 +1,368 @@
+//! The evidence carries what was asked for: checked here, inside the TEE,
+//! before anything is sent.
+//!
+//! The host relays or fills part of every piece of evidence (the TDX Quote
+//! Generation Service turns the TDREPORT into a quote, the SNP hypervisor
+//! forwards the firmware's answer, the NSM driver returns a document) and is
+//! not trusted. Evidence that binds other REPORT_DATA would be refused by the
+//! verifier anyway, but only after a round trip and under a code that blames
+//! the agent; refusing it here names the host as the culprit and never hands
+//! a substituted quote to anyone.
+//!
+//! Offsets are those the verifier reads: the SEV-SNP firmware ABI's report
+//! table (REPORT_DATA at 0x50), Intel's TDX module ABI (`REPORTMACSTRUCT`:
+//! REPORTDATA at 128 in the TDREPORT), and the quote through the core's own
+//! parser (`attest_gate_core::tdx::Quote`: version 4, or 5 with its body
+//! descriptor), so there is one reading of the quote format (invariant 9).
+//! Comparisons are constant-time (invariant 11).
+
+use std::fmt;
+use std::ops::Range;
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use ciborium::Value;
+
+use super::Request;
+
+/// REPORT_DATA in an SEV-SNP attestation report (SEV-SNP firmware ABI,
+/// `ATTESTATION_REPORT`, offsets 0x50..0x90).
+pub const SNP_REPORT_DATA: Range<usize> = 0x50..0x90;
+/// REPORTDATA in a TDREPORT (`REPORTMACSTRUCT`: REPORTTYPE 4, reserved 12,
+/// CPUSVN 16, TEE_TCB_INFO_HASH 48, TEE_INFO_HASH 48, then REPORTDATA 64).
+pub const TDREPORT_REPORT_DATA: Range<usize> = 128..192;
+/// Largest Nitro document read (the verifier's own bound).
+const MAX_DOCUMENT_LEN: usize = attest_gate_core::nitro::MAX_DOCUMENT_LEN;
+
+/// A field the evidence must carry as requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// REPORT_DATA (SNP, TDX): the binding.
+    ReportData,
+    /// Nitro `user_data`: the binding.
+    UserData,
+    /// Nitro `nonce`: the verifier's nonce.
+    Nonce,
+    /// Nitro `public_key`: the agent's key.
+    PublicKey,
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ReportData => "REPORT_DATA",
+            Self::UserData => "user_data",
+            Self::Nonce => "nonce",
+            Self::PublicKey => "public_key",
+        })
+    }
+}
+
+/// The evidence does not carry what was requested, or cannot be read far
+/// enough to tell.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The field differs from (or, in a Nitro document, lacks) the value
+    /// requested.
+    #[error(
+        "the evidence's {0} is not the one requested (the host is not trusted \
+         to fill it; nothing was sent)"
+    )]
+    Mismatch(Bound),
+    /// Too short to hold the field.
+    #[error("the {what} is {len} bytes, too short to hold REPORT_DATA")]
+    TooShort {
+        /// TDREPORT or SNP report.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// The TDX quote does not parse (the verifier would refuse it too).
+    #[error("the TDX quote cannot be read: {0}")]
+    Quote(attest_gate_core::VerifyError),
+    /// The Nitro document is not a COSE_Sign1 with a CBOR map payload.
+    #[error("the attestation document cannot be read: {0}")]
+    Document(&'static str),
+}
+
+/// `actual` is `expected` (constant time), else `Mismatch(field)`.
+fn same(actual: Option<&[u8]>, expected: &[u8], field: Bound) -> Result<(), CheckError> {
+    match actual {
+        Some(actual) if verify_slices_are_equal(actual, expected).is_ok() => Ok(()),
+        _ => Err(CheckError::Mismatch(field)),
+    }
+}
+
+/// REPORT_DATA at `range` of `bytes` (`what` names them in errors).
+fn report_data_at(
+    bytes: &[u8],
+    range: Range<usize>,
+    what: &'static str,
+    expected: &[u8; 64],
+) -> Result<(), CheckError> {
+    let actual = bytes.get(range).ok_or(CheckError::TooShort {
+        what,
+        len: bytes.len(),
+    })?;
+    same(Some(actual), expected, Bound::ReportData)
+}
+
+/// An SEV-SNP report (or extended report: the report comes first).
+pub fn snp_report(report: &[u8], expected: &[u8; 64]) -> Result<(), CheckError> {
+    report_data_at(report, SNP_REPORT_DATA, "SNP report", expected)
+}
+
+/// A TDREPORT, as `TDX_CMD_GET_REPORT0` returns it.
+pub fn tdreport(tdreport: &[u8], expected: &[u8; 64]) -> Result<(), CheckError> {
+    report_data_at(tdreport, TDREPORT_REPORT_DATA, "TDREPORT", expected)
+}
+
+/// A TDX quote (v4, or v5 with a TD 1.0 or 1.5 body), read by the core's
+/// parser.
+pub fn tdx_quote(quote: &[u8], expected: &[u8; 64]) -> Result<(), CheckError> {
+    let parsed = attest_gate_core::tdx::Quote::parse(quote).map_err(CheckError::Quote)?;
+    same(
+        Some(&parsed.td_report.report_data),
+        expected,
+        Bound::ReportData,
+    )
+}
+
+/// The COSE_Sign1 payload: tag 18 optional, then `[protected, unprotected,
+/// payload, signature]`, nothing after it.
+fn cose_payload(document: &[u8]) -> Result<Vec<u8>, CheckError> {
+    if document.len() > MAX_DOCUMENT_LEN {
+        return Err(CheckError::Document("larger than 32 KiB"));
+    }
+    let mut rest = document;
+    let value: Value =
+        ciborium::de::from_reader(&mut rest).map_err(|_| CheckError::Document("not CBOR"))?;
+    if !rest.is_empty() {
+        return Err(CheckError::Document("bytes after the COSE_Sign1"));
+    }
+    let value = match value {
+        Value::Tag(18, inner) => *inner,
+        other => other,
+    };
+    let Value::Array(parts) = value else {
+        return Err(CheckError::Document("not a COSE_Sign1 array"));
+    };
+    match <[Value; 4]>::try_from(parts) {
+        Ok([Value::Bytes(_), Value::Map(_), Value::Bytes(payload), Value::Bytes(_)]) => Ok(payload),
+        _ => Err(CheckError::Document("not a COSE_Sign1 array")),
+    }
+}
+
+/// A Nitro attestation document: `user_data`, `nonce` and `public_key` must
+/// each appear once and equal the request's (all three were requested, so
+/// an absent or null one is a mismatch too).
+pub fn nitro_document(document: &[u8], request: &Request<'_>) -> Result<(), CheckError> {
+    let payload = cose_payload(document)?;
+    let mut rest = payload.as_slice();
+    let value: Value = ciborium::de::from_reader(&mut rest)
+        .map_err(|_| CheckError::Document("the payload is not CBOR"))?;
+    if !rest.is_empty() {
+        return Err(CheckError::Document("bytes after the payload"));
+    }
+    let Value::Map(entries) = value else {
+        return Err(CheckError::Document("the payload is not a map"));
+    };
+    let mut fields: [(Bound, &str, Option<&[u8]>); 3] = [
+        (Bound::UserData, "user_data", None),
+        (Bound::Nonce, "nonce", None),
+        (Bound::PublicKey, "public_key", None),
+    ];
+    for (key, value) in &entries {
+        let Value::Text(key) = key else {
+            continue;
+        };
+        if let Some(field) = fields.iter_mut().find(|f| f.1 == key) {
+            if field.2.is_some() {
+                return Err(CheckError::Document("a field appears twice"));
+            }
+            field.2 = Some(match value {
+                Value::Bytes(bytes) => bytes.as_slice(),
+                // `null`: present but empty, which matches no request.
+                _ => &[],
+            });
+        }
+    }
+    let expected: [&[u8]; 3] = [&request.report_data, request.nonce, request.public_key];
+    for ((field, _, actual), expected) in fields.into_iter().zip(expected) {
+        same(actual, expected, field)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use attest_gate_forge::nitro::DocSpec;
+    use attest_gate_forge::tdx::{QuoteSpec, TdxSpec};
+
+    fn request(report_data: [u8; 64]) -> Request<'static> {
+        Request {
+            report_data,
+            nonce: b"the verifier's nonce",
+            public_key: b"the agent's key",
+        }
+    }
+
+    fn quote(spec: QuoteSpec, report_data: [u8; 64]) -> Vec<u8> {
+        TdxSpec {
+            quote: QuoteSpec {
+                report_data,
+                ..spec
+            },
+            ..TdxSpec::default()
+        }
+        .forge()
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn a_tdx_quote_must_carry_the_requested_report_data_v4_and_v5() {
+        for (spec, offset) in [(QuoteSpec::valid(), 568), (QuoteSpec::v5(), 574)] {
+            let bytes = quote(spec, [0x11; 64]);
+            // The offsets of the layout (48-byte header, v5's 6-byte body
+            // descriptor, 520 bytes of body before REPORTDATA).
+            assert_eq!(&bytes[offset..offset + 64], &[0x11; 64]);
+            tdx_quote(&bytes, &[0x11; 64]).unwrap();
+            assert!(matches!(
+                tdx_quote(&bytes, &[0x22; 64]),
+                Err(CheckError::Mismatch(Bound::ReportData))
+            ));
+        }
+    }
+
+    #[test]
+    fn an_unreadable_tdx_quote_is_refused() {
+        let bytes = quote(QuoteSpec::valid(), [0x11; 64]);
+        for bad in [&bytes[..600], &[][..], b"QUOTE"] {
+            assert!(matches!(
+                tdx_quote(bad, &[0x11; 64]),
+                Err(CheckError::Quote(_))
+            ));
+        }
+        // Another version: the report data may sit elsewhere.
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert!(matches!(
+            tdx_quote(&v3, &[0x11; 64]),
+            Err(CheckError::Quote(_))
+        ));
+    }
+
+    #[test]
+    fn snp_and_tdreport_report_data_offsets() {
+        let mut report = vec![0u8; 1184];
+        report[0x50..0x90].fill(0x33);
+        snp_report(&report, &[0x33; 64]).unwrap();
+        report[0x8f] ^= 1;
+        assert!(matches!(
+            snp_report(&report, &[0x33; 64]),
+            Err(CheckError::Mismatch(Bound::ReportData))
+        ));
+        assert!(matches!(
+            snp_report(&report[..0x8f], &[0x33; 64]),
+            Err(CheckError::TooShort { len: 0x8f, .. })
+        ));
+
+        let mut td = vec![0u8; 1024];
+        td[128..192].fill(0x44);
+        tdreport(&td, &[0x44; 64]).unwrap();
+        td[128] ^= 1;
+        assert!(matches!(
+            tdreport(&td, &[0x44; 64]),
+            Err(CheckError::Mismatch(Bound::ReportData))
+        ));
+        assert!(matches!(
+            tdreport(&[], &[0x44; 64]),
+            Err(CheckError::TooShort { len: 0, .. })
+        ));
+    }
+
+    fn document(user_data: Option<[u8; 64]>, nonce: Option<&[u8]>, key: Option<&[u8]>) -> Vec<u8> {
+        DocSpec {
+            user_data: user_data.map(|u| u.to_vec()),
+            nonce: nonce.map(<[u8]>::to_vec),
+            public_key: key.map(<[u8]>::to_vec),
+            ..DocSpec::default()
+        }
+        .forge()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_nitro_document_must_carry_user_data_nonce_and_key_as_requested() {
+        let asked = request([0x55; 64]);
+        let good = document(Some([0x55; 64]), Some(asked.nonce), Some(asked.public_key));
+        nitro_document(&good, &asked).unwrap();
+        let tagged = DocSpec {
+            tagged: true,
+            user_data: Some(vec![0x55; 64]),
+            nonce: Some(asked.nonce.to_vec()),
+            public_key: Some(asked.public_key.to_vec()),
+            ..DocSpec::default()
+        }
+        .forge()
+        .unwrap();
+        nitro_document(&tagged, &asked).unwrap();
+
+        let cases = [
+            (
+                document(Some([0x66; 64]), Some(asked.nonce), Some(asked.public_key)),
+                Bound::UserData,
+            ),
+            (
+                document(None, Some(asked.nonce), Some(asked.public_key)),
+                Bound::UserData,
+            ),
+            (
+                document(Some([0x55; 64]), Some(b"other"), Some(asked.public_key)),
+                Bound::Nonce,
+            ),
+            (
+                document(Some([0x55; 64]), None, Some(asked.public_key)),
+                Bound::Nonce,
+            ),
+            (
+                document(Some([0x55; 64]), Some(asked.nonce), Some(b"other key")),
+                Bound::PublicKey,
+            ),
+            (
+                document(Some([0x55; 64]), Some(asked.nonce), None),
+                Bound::PublicKey,
+            ),
+        ];
+        for (doc, field) in cases {
+            match nitro_document(&doc, &asked) {
+                Err(CheckError::Mismatch(f)) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_nitro_document_is_refused() {
+        let asked = request([0x55; 64]);
+        let good = document(Some([0x55; 64]), Some(asked.nonce), Some(asked.public_key));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let huge = vec![0u8; MAX_DOCUMENT_LEN + 1];
+        for bad in [
+            &good[..good.len() - 1],
+            &trailing,
+            &huge,
+            &[][..],
+            &[0x80][..],
+        ] {
+            assert!(
+                matches!(nitro_document(bad, &asked), Err(CheckError::Document(_))),
+                "{:?}",
+                nitro_document(bad, &asked)
+            );
+        }
+    }
+}
