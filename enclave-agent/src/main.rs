@@ -110,10 +110,10 @@ struct AttestArgs {
     /// Use this TEE's interface instead of detecting one.
     #[arg(long, value_enum)]
     tee: Option<TeeArg>,
-    /// SEV-SNP: the VMPL to ask reports for (0-3). Default: configfs-tsm's
-    /// `privlevel_floor`, or 0 on /dev/sev-guest (a guest under an SVSM or
-    /// paravisor must name its own level there).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+    /// SEV-SNP only: the VMPL to ask reports for (0-3). Default:
+    /// configfs-tsm's `privlevel_floor`, or 0 on /dev/sev-guest (a guest
+    /// under an SVSM or paravisor must name its own level there).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3), conflicts_with = "simulate")]
     vmpl: Option<u8>,
     /// On whose behalf the agent acts: `system`, `user:<id>`, `service:<id>`.
     #[arg(long, default_value = "system")]

@@ -344,6 +344,52 @@ mod tests {
         }
     }
 
+    /// A COSE_Sign1 around `payload` (unsigned: only the shape matters here).
+    fn sign1(payload: &Value) -> Vec<u8> {
+        let mut payload_bytes = Vec::new();
+        ciborium::ser::into_writer(payload, &mut payload_bytes).unwrap();
+        let envelope = Value::Array(vec![
+            Value::Bytes(vec![0xa1, 0x01, 0x38, 0x22]),
+            Value::Map(vec![]),
+            Value::Bytes(payload_bytes),
+            Value::Bytes(vec![0; 96]),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::ser::into_writer(&envelope, &mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        let asked = request([0x55; 64]);
+        let entry = |k: &str, v: &[u8]| (Value::Text(k.into()), Value::Bytes(v.to_vec()));
+        let fields = vec![
+            entry("user_data", &[0x55; 64]),
+            entry("nonce", asked.nonce),
+            entry("public_key", asked.public_key),
+        ];
+        nitro_document(&sign1(&Value::Map(fields.clone())), &asked).unwrap();
+        // A second nonce, whichever one a reader would pick.
+        let mut twice = fields.clone();
+        twice.push(entry("nonce", b"other"));
+        assert!(matches!(
+            nitro_document(&sign1(&Value::Map(twice)), &asked),
+            Err(CheckError::Document(_))
+        ));
+        // A null field matches nothing requested.
+        let mut null = fields;
+        null[1].1 = Value::Null;
+        assert!(matches!(
+            nitro_document(&sign1(&Value::Map(null)), &asked),
+            Err(CheckError::Mismatch(Bound::Nonce))
+        ));
+        // Not a map.
+        assert!(matches!(
+            nitro_document(&sign1(&Value::Array(vec![])), &asked),
+            Err(CheckError::Document(_))
+        ));
+    }
+
     #[test]
     fn an_unreadable_nitro_document_is_refused() {
         let asked = request([0x55; 64]);

@@ -78,6 +78,10 @@ pub enum SnpError {
          the kernel allows for SNP_GET_EXT_REPORT; the host must serve a smaller table"
     )]
     CertsTooLarge(u32),
+    /// The host rejected the buffer as too small yet asks for no more than
+    /// it (a host that cannot be believed).
+    #[error("the host rejected the {CERTS_LEN}-byte certificate buffer as too small but asks for only {0} bytes")]
+    CertsLenInconsistent(u32),
 }
 
 /// The SEV status codes a report request can return (`psp-sev.h`).
@@ -138,7 +142,11 @@ pub fn certificate_table(buffer: &[u8]) -> Result<&[u8], SnpError> {
 pub fn call_error(error: &std::io::Error, exitinfo2: u64, certs_len: u32) -> SnpError {
     let vmm = exitinfo2 >> 32;
     if vmm == VMM_ERR_INVALID_LEN {
-        return SnpError::CertsTooLarge(certs_len);
+        return if usize::try_from(certs_len).is_ok_and(|n| n > CERTS_LEN) {
+            SnpError::CertsTooLarge(certs_len)
+        } else {
+            SnpError::CertsLenInconsistent(certs_len)
+        };
     }
     SnpError::Ioctl {
         error: error.to_string(),
@@ -306,6 +314,11 @@ mod tests {
         let error = call_error(&eio, 1 << 32, 20 * 1024);
         assert_eq!(error, SnpError::CertsTooLarge(20 * 1024));
         assert!(error.to_string().contains("16384"), "{error}");
+        // A host asking for no more than it was given is not believed.
+        assert_eq!(
+            call_error(&eio, 1 << 32, 4096),
+            SnpError::CertsLenInconsistent(4096)
+        );
         // Any other failure: the ioctl's error and both codes.
         let error = call_error(&eio, (2 << 32) | 0x16, CERTS_LEN as u32);
         assert!(

@@ -85,8 +85,8 @@ pub enum TsmError {
         /// The provider's floor.
         floor: u8,
     },
-    /// `--vmpl` was given but the provider has no privilege levels.
-    #[error("--vmpl {0}, but the provider has no privilege levels (no privlevel_floor)")]
+    /// `--vmpl` was given but the SNP provider offers no privilege levels.
+    #[error("--vmpl {0}, but the provider offers no privilege levels (no privlevel_floor)")]
     NoPrivlevels(u8),
     /// `generation` is not the number of writes made: another writer raced.
     #[error("another process wrote to the same report while it was read (generation {found:?}, {expected} writes made)")]
@@ -219,9 +219,15 @@ impl Tsm {
         Ok(entry)
     }
 
-    /// The privilege level to write, if the provider has levels: `--vmpl`
-    /// if given (not below the floor), else the floor.
-    fn privlevel(&self, entry: &Path) -> Result<Option<u8>, BackendError> {
+    /// The privilege level to write for a `tee` report, if it has levels
+    /// (SEV-SNP's VMPLs; TDX has none, and `--vmpl` means nothing there, as
+    /// on the TDX device): `--vmpl` if given (not below the floor), else the
+    /// floor. An SNP provider without `privlevel_floor` (older kernels)
+    /// reports at VMPL 0 and cannot honour another `--vmpl`.
+    fn privlevel(&self, entry: &Path, tee: TeeKind) -> Result<Option<u8>, BackendError> {
+        if tee != TeeKind::Snp {
+            return Ok(None);
+        }
         if !entry.join("privlevel_floor").exists() {
             return match self.vmpl {
                 Some(asked) if asked != 0 => Err(tsm(TsmError::NoPrivlevels(asked))),
@@ -251,7 +257,7 @@ impl Tsm {
             }
         }
         let mut writes = 0u32;
-        if let Some(level) = self.privlevel(entry)? {
+        if let Some(level) = self.privlevel(entry, tee)? {
             write(entry, "privlevel", level.to_string().as_bytes())?;
             writes += 1;
         }
@@ -472,15 +478,24 @@ mod tests {
 
     #[test]
     fn without_privilege_levels_privlevel_is_not_written() {
-        // TDX has no privlevel attributes: one write, `inblob`.
-        let entry = fake_entry("tdx_guest", &quote([0xab; 64]), None);
-        let tsm = Tsm::new(Path::new("/nonexistent"), None, None);
+        // TDX has no privilege levels: one write, `inblob`, whatever --vmpl
+        // says (it is SEV-SNP's).
+        for vmpl in [None, Some(2)] {
+            let entry = fake_entry("tdx_guest", &quote([0xab; 64]), None);
+            let tsm = Tsm::new(Path::new("/nonexistent"), None, vmpl);
+            tsm.report_at(entry.path(), &request()).unwrap();
+            assert!(!entry.path().join("privlevel").exists());
+        }
+        // An SNP provider without privlevel_floor reports at VMPL 0...
+        let report = snp_report([0xab; 64], REPORT_LEN);
+        let entry = fake_entry("sev_guest", &report, None);
+        let tsm = Tsm::new(Path::new("/nonexistent"), None, Some(0));
         tsm.report_at(entry.path(), &request()).unwrap();
         assert!(!entry.path().join("privlevel").exists());
-        // A nonzero --vmpl cannot be honoured there.
+        // ...and cannot honour another --vmpl.
         let tsm = Tsm::new(Path::new("/nonexistent"), None, Some(2));
         let error = tsm_error(tsm.report_at(entry.path(), &request()));
-        assert!(matches!(error, TsmError::NoPrivlevels(2)));
+        assert!(matches!(error, TsmError::NoPrivlevels(2)), "{error}");
     }
 
     #[test]
