@@ -13,8 +13,10 @@
 //! level it may ask for; `privlevel` is written (the floor, or `--vmpl`,
 //! which may not be below it) before `outblob` is read.
 //!
-//! With configfs-tsm but no TEE driver behind it, reads and writes fail
-//! with ENXIO: [`TsmError::NoProvider`], which detection passes over.
+//! With configfs-tsm but no TEE driver behind it, making a report entry
+//! fails with ENXIO (the kernel's `tsm_report_make_item`), and so do the
+//! attributes of an entry whose driver went away since:
+//! [`TsmError::NoProvider`], which detection passes over.
 
 use std::fs;
 use std::io;
@@ -109,13 +111,26 @@ fn tsm(error: TsmError) -> BackendError {
     BackendError::Tsm(error)
 }
 
-/// An attribute's I/O error; ENXIO means there is no provider.
+/// configfs-tsm's ENXIO is "no provider"; any other error is `otherwise`'s.
+fn classify(error: io::Error, otherwise: impl FnOnce(io::Error) -> TsmError) -> BackendError {
+    tsm(if error.raw_os_error() == Some(libc::ENXIO) {
+        TsmError::NoProvider
+    } else {
+        otherwise(error)
+    })
+}
+
+/// An attribute's I/O error.
 fn io_error(file: &'static str) -> impl FnOnce(io::Error) -> BackendError {
+    move |error| classify(error, |error| TsmError::Io { file, error })
+}
+
+/// A report entry's `mkdir` error.
+fn entry_error(root: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
     move |error| {
-        tsm(if error.raw_os_error() == Some(libc::ENXIO) {
-            TsmError::NoProvider
-        } else {
-            TsmError::Io { file, error }
+        classify(error, |error| TsmError::Entry {
+            root: root.to_path_buf(),
+            error,
         })
     }
 }
@@ -206,16 +221,7 @@ impl Tsm {
             std::process::id(),
             hex::encode(random)
         ));
-        fs::create_dir(&entry).map_err(|error| {
-            tsm(if error.raw_os_error() == Some(libc::ENXIO) {
-                TsmError::NoProvider
-            } else {
-                TsmError::Entry {
-                    root: self.root.clone(),
-                    error,
-                }
-            })
-        })?;
+        fs::create_dir(&entry).map_err(entry_error(&self.root))?;
         Ok(entry)
     }
 
@@ -510,10 +516,34 @@ mod tests {
     }
 
     #[test]
+    fn enxio_on_mkdir_is_no_provider() {
+        // What `mkdir` under /sys/kernel/config/tsm/report returns when no
+        // TEE driver is registered.
+        let root = Path::new(ROOT);
+        let enxio = io::Error::from_raw_os_error(libc::ENXIO);
+        assert!(matches!(
+            entry_error(root)(enxio),
+            BackendError::Tsm(TsmError::NoProvider)
+        ));
+        let eacces = io::Error::from_raw_os_error(libc::EACCES);
+        assert!(matches!(
+            entry_error(root)(eacces),
+            BackendError::Tsm(TsmError::Entry { .. })
+        ));
+        // A root where mkdir fails otherwise (here: it does not exist) is
+        // not "no provider": detection does not pass over it.
+        let tsm = Tsm::new(Path::new("/nonexistent/tsm/report"), None, None);
+        assert!(matches!(
+            tsm.detect_tee(),
+            Err(BackendError::Tsm(TsmError::Entry { .. }))
+        ));
+    }
+
+    #[test]
     fn no_provider_is_its_own_error() {
-        // configfs answers ENXIO when no TEE driver is registered; opening a
-        // Unix socket gives the same errno, so one stands in for the
-        // attribute.
+        // configfs answers ENXIO on the attributes of an entry whose TEE
+        // driver went away; opening a Unix socket gives the same errno, so
+        // one stands in for the attribute.
         let entry = fake_entry("tdx_guest", &quote([0xab; 64]), None);
         fs::remove_file(entry.path().join("provider")).unwrap();
         let _provider =
