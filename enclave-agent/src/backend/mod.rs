@@ -224,6 +224,24 @@ mod tests {
 
     use TsmState::{Absent, NoProvider, Present};
 
+    /// A backend with a bug.
+    struct Panics;
+
+    impl EvidenceSource for Panics {
+        fn evidence(&self, _request: &Request<'_>) -> Result<Evidence, BackendError> {
+            panic!("a backend bug")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_backend_is_an_error_not_a_crash() {
+        let result = evidence_off_thread(Arc::new(Panics), [0; 64], Vec::new(), Vec::new()).await;
+        match result {
+            Err(BackendError::Task(e)) => assert!(e.is_panic()),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn detection_prefers_nsm_then_configfs_tsm_then_the_devices() {
         let all = with(&[nsm::DEVICE, tdx_guest::DEVICE, sev_guest::DEVICE]);
