@@ -161,8 +161,10 @@ fn a_blocked_backend_stalls_neither_the_socket_nor_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sock");
     let (source, mut entered, release) = stuck();
-    // Renewal at two thirds of 9 s, less up to a tenth: 5.1 to 6 s.
-    let (url, ca) = fake_verifier(9);
+    // Renewal at two thirds of 12 s, less up to a tenth: 6.8 to 8 s; the
+    // token is served for at least 11 s (whole seconds), which leaves the
+    // renewal 3 s to reach the backend and the socket to answer.
+    let (url, ca) = fake_verifier(12);
     // The agent's runtime: one thread (main.rs builds the same).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
