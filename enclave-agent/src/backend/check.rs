@@ -20,7 +20,6 @@ use std::fmt;
 use std::ops::Range;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use ciborium::Value;
 
 use super::Request;
 
@@ -30,9 +29,6 @@ pub const SNP_REPORT_DATA: Range<usize> = 0x50..0x90;
 /// REPORTDATA in a TDREPORT (`REPORTMACSTRUCT`: REPORTTYPE 4, reserved 12,
 /// CPUSVN 16, TEE_TCB_INFO_HASH 48, TEE_INFO_HASH 48, then REPORTDATA 64).
 pub const TDREPORT_REPORT_DATA: Range<usize> = 128..192;
-/// Largest Nitro document read (the verifier's own bound).
-const MAX_DOCUMENT_LEN: usize = attest_gate_core::nitro::MAX_DOCUMENT_LEN;
-
 /// A field the evidence must carry as requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -127,67 +123,28 @@ pub fn tdx_quote(quote: &[u8], expected: &[u8; 64]) -> Result<(), CheckError> {
     )
 }
 
-/// The COSE_Sign1 payload: tag 18 optional, then `[protected, unprotected,
-/// payload, signature]`, nothing after it.
-fn cose_payload(document: &[u8]) -> Result<Vec<u8>, CheckError> {
-    if document.len() > MAX_DOCUMENT_LEN {
-        return Err(CheckError::Document("larger than 32 KiB"));
-    }
-    let mut rest = document;
-    let value: Value =
-        ciborium::de::from_reader(&mut rest).map_err(|_| CheckError::Document("not CBOR"))?;
-    if !rest.is_empty() {
-        return Err(CheckError::Document("bytes after the COSE_Sign1"));
-    }
-    let value = match value {
-        Value::Tag(18, inner) => *inner,
-        other => other,
-    };
-    let Value::Array(parts) = value else {
-        return Err(CheckError::Document("not a COSE_Sign1 array"));
-    };
-    match <[Value; 4]>::try_from(parts) {
-        Ok([Value::Bytes(_), Value::Map(_), Value::Bytes(payload), Value::Bytes(_)]) => Ok(payload),
-        _ => Err(CheckError::Document("not a COSE_Sign1 array")),
-    }
-}
-
 /// A Nitro attestation document: `user_data`, `nonce` and `public_key` must
-/// each appear once and equal the request's (all three were requested, so
-/// an absent or null one is a mismatch too).
+/// equal the request's (all three were requested, so an absent or null one
+/// is a mismatch too). The document is read by the verifier core's own
+/// parser (unauthenticated: the NSM is trusted to sign, not to answer what
+/// was asked), which refuses a field given twice.
 pub fn nitro_document(document: &[u8], request: &Request<'_>) -> Result<(), CheckError> {
-    let payload = cose_payload(document)?;
-    let mut rest = payload.as_slice();
-    let value: Value = ciborium::de::from_reader(&mut rest)
-        .map_err(|_| CheckError::Document("the payload is not CBOR"))?;
-    if !rest.is_empty() {
-        return Err(CheckError::Document("bytes after the payload"));
-    }
-    let Value::Map(entries) = value else {
-        return Err(CheckError::Document("the payload is not a map"));
-    };
-    let mut fields: [(Bound, &str, Option<&[u8]>); 3] = [
-        (Bound::UserData, "user_data", None),
-        (Bound::Nonce, "nonce", None),
-        (Bound::PublicKey, "public_key", None),
+    let bound = attest_gate_core::nitro::unverified_bound_data(document)
+        .map_err(|_| CheckError::Document("not a Nitro attestation document"))?;
+    let fields = [
+        (
+            Bound::UserData,
+            bound.user_data.as_deref(),
+            &request.report_data[..],
+        ),
+        (Bound::Nonce, bound.nonce.as_deref(), request.nonce),
+        (
+            Bound::PublicKey,
+            bound.public_key.as_deref(),
+            request.public_key,
+        ),
     ];
-    for (key, value) in &entries {
-        let Value::Text(key) = key else {
-            continue;
-        };
-        if let Some(field) = fields.iter_mut().find(|f| f.1 == key) {
-            if field.2.is_some() {
-                return Err(CheckError::Document("a field appears twice"));
-            }
-            field.2 = Some(match value {
-                Value::Bytes(bytes) => bytes.as_slice(),
-                // `null`: present but empty, which matches no request.
-                _ => &[],
-            });
-        }
-    }
-    let expected: [&[u8]; 3] = [&request.report_data, request.nonce, request.public_key];
-    for ((field, _, actual), expected) in fields.into_iter().zip(expected) {
+    for (field, actual, expected) in fields {
         same(actual, expected, field)?;
     }
     Ok(())
@@ -199,6 +156,7 @@ mod tests {
     use super::*;
     use attest_gate_forge::nitro::DocSpec;
     use attest_gate_forge::tdx::{QuoteSpec, TdxSpec};
+    use ciborium::Value;
 
     fn request(report_data: [u8; 64]) -> Request<'static> {
         Request {
@@ -359,26 +317,42 @@ mod tests {
         bytes
     }
 
+    /// The payload map of a forged document.
+    fn payload_map(document: &[u8]) -> Vec<(Value, Value)> {
+        let Value::Array(parts) = ciborium::de::from_reader(document).unwrap() else {
+            panic!("a COSE_Sign1 array")
+        };
+        let Value::Map(map) =
+            ciborium::de::from_reader(parts[2].as_bytes().unwrap().as_slice()).unwrap()
+        else {
+            panic!("a payload map")
+        };
+        map
+    }
+
     #[test]
     fn a_field_given_twice_is_refused() {
         let asked = request([0x55; 64]);
-        let entry = |k: &str, v: &[u8]| (Value::Text(k.into()), Value::Bytes(v.to_vec()));
-        let fields = vec![
-            entry("user_data", &[0x55; 64]),
-            entry("nonce", asked.nonce),
-            entry("public_key", asked.public_key),
-        ];
+        let fields = payload_map(&document(
+            Some([0x55; 64]),
+            Some(asked.nonce),
+            Some(asked.public_key),
+        ));
         nitro_document(&sign1(&Value::Map(fields.clone())), &asked).unwrap();
         // A second nonce, whichever one a reader would pick.
         let mut twice = fields.clone();
-        twice.push(entry("nonce", b"other"));
+        twice.push((Value::Text("nonce".into()), Value::Bytes(b"other".to_vec())));
         assert!(matches!(
             nitro_document(&sign1(&Value::Map(twice)), &asked),
             Err(CheckError::Document(_))
         ));
         // A null field matches nothing requested.
         let mut null = fields;
-        null[1].1 = Value::Null;
+        let nonce = null
+            .iter()
+            .position(|(k, _)| k.as_text() == Some("nonce"))
+            .unwrap();
+        null[nonce].1 = Value::Null;
         assert!(matches!(
             nitro_document(&sign1(&Value::Map(null)), &asked),
             Err(CheckError::Mismatch(Bound::Nonce))
@@ -396,7 +370,7 @@ mod tests {
         let good = document(Some([0x55; 64]), Some(asked.nonce), Some(asked.public_key));
         let mut trailing = good.clone();
         trailing.push(0);
-        let huge = vec![0u8; MAX_DOCUMENT_LEN + 1];
+        let huge = vec![0u8; attest_gate_core::nitro::MAX_DOCUMENT_LEN + 1];
         for bad in [
             &good[..good.len() - 1],
             &trailing,
