@@ -199,10 +199,11 @@ fn name_constraints(trust_domains: &BTreeSet<String>) -> CustomExtension {
     extension
 }
 
-/// Whether `pem` is an intermediate of today's profile for exactly
-/// `trust_domains`: an authority key identifier, and a critical name
-/// constraint permitting exactly their URIs (and excluding nothing).
-fn intermediate_conforms(pem: &str, trust_domains: &BTreeSet<String>) -> bool {
+/// Whether `pem` is an intermediate of today's profile: an authority key
+/// identifier, and with `constrained_to` a critical name constraint
+/// permitting exactly those trust domains' URIs (and excluding nothing),
+/// without it no name constraint.
+fn intermediate_conforms(pem: &str, constrained_to: Option<&BTreeSet<String>>) -> bool {
     let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
         return false;
     };
@@ -232,7 +233,7 @@ fn intermediate_conforms(pem: &str, trust_domains: &BTreeSet<String>) -> bool {
             _ => {}
         }
     }
-    has_aki && permitted.as_ref() == Some(trust_domains)
+    has_aki && permitted.as_ref() == constrained_to
 }
 
 /// The root's public key as a SPIFFE bundle entry (SPIFFE X.509-SVID §6.1):
@@ -306,6 +307,7 @@ impl SvidCa {
     pub(crate) fn load_or_create(
         dir: &Path,
         trust_domains: &BTreeSet<String>,
+        name_constraint: bool,
         now: OffsetDateTime,
     ) -> Result<Self, PkiError> {
         let root_key = load_key(&dir.join("root.key.pem"))?;
@@ -322,12 +324,15 @@ impl SvidCa {
             let mut params = ca_params("Attest Gate SVID intermediate", 0, now, 5);
             params.serial_number = Some(random_serial()?);
             params.use_authority_key_identifier_extension = true;
-            params.custom_extensions = vec![name_constraints(trust_domains)];
+            if name_constraint {
+                params.custom_extensions = vec![name_constraints(trust_domains)];
+            }
             Ok(params.signed_by(&key, &root)?.pem())
         };
         let path = dir.join("intermediate.pem");
         let mut intermediate_pem = load_or_create_cert(&path, make)?;
-        if !intermediate_conforms(&intermediate_pem, trust_domains) {
+        let constrained_to = name_constraint.then_some(trust_domains);
+        if !intermediate_conforms(&intermediate_pem, constrained_to) {
             intermediate_pem = make()?;
             secrets::replace_secret(&path, intermediate_pem.as_bytes())?;
             tracing::info!(
@@ -435,16 +440,27 @@ mod tests {
         let many: BTreeSet<String> = (0..40)
             .map(|i| format!("{i}.{}.example", "d".repeat(60)))
             .collect();
-        let ca = SvidCa::load_or_create(dir.path(), &many, now).unwrap();
-        assert!(intermediate_conforms(&ca.intermediate_pem, &many));
+        let ca = SvidCa::load_or_create(dir.path(), &many, true, now).unwrap();
+        assert!(intermediate_conforms(&ca.intermediate_pem, Some(&many)));
         let fewer: BTreeSet<String> = many.iter().skip(1).cloned().collect();
-        assert!(!intermediate_conforms(&ca.intermediate_pem, &fewer));
-        let again = SvidCa::load_or_create(dir.path(), &fewer, now).unwrap();
+        assert!(!intermediate_conforms(&ca.intermediate_pem, Some(&fewer)));
+        assert!(!intermediate_conforms(&ca.intermediate_pem, None));
+        let again = SvidCa::load_or_create(dir.path(), &fewer, true, now).unwrap();
         assert_ne!(again.intermediate_pem, ca.intermediate_pem);
-        assert!(intermediate_conforms(&again.intermediate_pem, &fewer));
+        assert!(intermediate_conforms(&again.intermediate_pem, Some(&fewer)));
         assert_eq!(again.root_pem, ca.root_pem, "the root stays");
         // Unchanged domains: the file is reused as it is.
-        let same = SvidCa::load_or_create(dir.path(), &fewer, now).unwrap();
+        let same = SvidCa::load_or_create(dir.path(), &fewer, true, now).unwrap();
         assert_eq!(same.intermediate_pem, again.intermediate_pem);
+        // The constraint turned off: issued again without it, and still
+        // refusing SVIDs outside the trust domains.
+        let plain = SvidCa::load_or_create(dir.path(), &fewer, false, now).unwrap();
+        assert_ne!(plain.intermediate_pem, same.intermediate_pem);
+        assert!(intermediate_conforms(&plain.intermediate_pem, None));
+        assert!(!intermediate_conforms(
+            &plain.intermediate_pem,
+            Some(&fewer)
+        ));
+        assert_eq!(plain.root_pem, ca.root_pem);
     }
 }

@@ -134,7 +134,7 @@ fn permitted_uris(cert: &X509Certificate<'_>) -> Vec<String> {
 #[tokio::test]
 async fn every_issued_certificate_passes_openssl_strict_and_the_svid_profile() {
     use x509_parser::oid_registry::{OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME};
-    let server = start(Options::default());
+    let server = start(constrained(Options::default()));
     let openssl = openssl();
     let dir = tempfile::tempdir().unwrap();
     let (status, bundle) = server.get("/v1/bundle").await;
@@ -246,7 +246,7 @@ fn forged_leaf(server: &Server, intermediate_pem: &str, uri: &str) -> Vec<u8> {
 /// refuses it, while the same leaf in the trust domain verifies.
 #[tokio::test]
 async fn the_name_constraint_confines_the_intermediate_to_the_trust_domain() {
-    let server = start(Options::default());
+    let server = start(constrained(Options::default()));
     let dir = tempfile::tempdir().unwrap();
     let (_, bundle) = server.get("/v1/bundle").await;
     let root_path = write_pem(
@@ -333,10 +333,10 @@ async fn the_spiffe_bundle_carries_the_root_and_the_jwt_svid_keys() {
 async fn the_intermediate_follows_the_trust_domains() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let first = start(Options {
+    let first = start(constrained(Options {
         data_dir: Some(data.clone()),
         ..Options::default()
-    });
+    }));
     let read_intermediate = || {
         let pem = std::fs::read_to_string(data.join("keys-dev/ca/intermediate.pem")).unwrap();
         pem::parse(&pem).unwrap().contents().to_vec()
@@ -357,11 +357,11 @@ async fn the_intermediate_follows_the_trust_domains() {
             "trust_domain = \"attest-gate.test\"",
             "trust_domain = \"other.test\"",
         );
-    let second = start(Options {
+    let second = start(constrained(Options {
         data_dir: Some(data.clone()),
         extra_workloads: vec![("other-domain-agent.toml", other)],
         ..Options::default()
-    });
+    }));
     let after = read_intermediate();
     assert_ne!(after, before, "issued again");
     let (_, reissued) = x509_parser::parse_x509_certificate(&after).unwrap();
@@ -390,43 +390,63 @@ async fn the_intermediate_follows_the_trust_domains() {
     assert_eq!(chain[1].contents(), after.as_slice());
 }
 
-/// A known gap, asserted so that it is noticed when it closes:
-/// rustls-webpki (0.103) does not implement URI name constraints and fails
-/// closed, so a relying party validating these SVIDs with rustls refuses
-/// them (`NameConstraintViolation`); OpenSSL and Go accept them. See
+/// `options` with `--svid-name-constraint`: the intermediate limited to the
+/// trust domains by a critical URI name constraint.
+fn constrained(mut options: Options) -> Options {
+    options.args.push("--svid-name-constraint".into());
+    options
+}
+
+/// Why the name constraint is opt-in, asserted so that it is noticed when
+/// it changes: rustls-webpki (0.103) does not implement URI name constraints
+/// and fails closed, so a relying party validating SVIDs with rustls
+/// refuses them under `--svid-name-constraint` (`NameConstraintViolation`;
+/// OpenSSL and Go accept them), and accepts them by default. See
 /// docs/decisions.md.
 #[tokio::test]
-async fn rustls_refuses_svids_under_a_uri_name_constraint() {
+async fn rustls_accepts_svids_by_default_and_refuses_them_under_a_uri_name_constraint() {
     use rustls::pki_types::{CertificateDer, UnixTime};
-    let server = start(Options::default());
-    let agent = Agent::new();
-    let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
-    body["csr"] = json!(agent.csr());
-    let (status, response) = server.post("/v1/attest", &body).await;
-    assert_eq!(status, 200, "{response}");
-    let chain = pem::parse_many(response["svid"].as_str().unwrap()).unwrap();
-    let (_, bundle) = server.get("/v1/bundle").await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(
-            pem::parse(&bundle).unwrap().contents().to_vec(),
-        ))
+    for options in [Options::default(), constrained(Options::default())] {
+        let constrained = options.args.iter().any(|a| a == "--svid-name-constraint");
+        let server = start(options);
+        let agent = Agent::new();
+        let mut body = bound_request(&server, Tee::Nitro, &agent, |_| {}).await;
+        body["csr"] = json!(agent.csr());
+        let (status, response) = server.post("/v1/attest", &body).await;
+        assert_eq!(status, 200, "{response}");
+        let chain = pem::parse_many(response["svid"].as_str().unwrap()).unwrap();
+        let (_, intermediate) = x509_parser::parse_x509_certificate(chain[1].contents()).unwrap();
+        let has_constraint = intermediate
+            .extensions()
+            .iter()
+            .any(|e| matches!(e.parsed_extension(), ParsedExtension::NameConstraints(_)));
+        assert_eq!(has_constraint, constrained);
+        let (_, bundle) = server.get("/v1/bundle").await;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(
+                pem::parse(&bundle).unwrap().contents().to_vec(),
+            ))
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
         .unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        std::sync::Arc::new(roots),
-        std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-    )
-    .build()
-    .unwrap();
-    let refused = verifier
-        .verify_client_cert(
+        let verdict = verifier.verify_client_cert(
             &CertificateDer::from(chain[0].contents().to_vec()),
             &[CertificateDer::from(chain[1].contents().to_vec())],
             UnixTime::now(),
-        )
-        .unwrap_err();
-    assert!(
-        format!("{refused:?}").contains("NameConstraint"),
-        "{refused:?}"
-    );
+        );
+        if constrained {
+            let refused = verdict.unwrap_err();
+            assert!(
+                format!("{refused:?}").contains("NameConstraint"),
+                "{refused:?}"
+            );
+        } else {
+            verdict.unwrap();
+        }
+    }
 }

@@ -83,6 +83,12 @@ pub struct ServiceConfig {
     /// Audit records older than this are removed behind a signed
     /// checkpoint (`None`: kept).
     pub audit_retention: Option<Duration>,
+    /// Put a critical URI name constraint (the workloads' trust domains) on
+    /// the SVID intermediate. Off by default: rustls-webpki and BoringSSL
+    /// refuse every certificate under a URI name constraint (they do not
+    /// implement that name form and fail closed), so relying parties built
+    /// on them could not accept our SVIDs; OpenSSL and Go honour it.
+    pub svid_name_constraint: bool,
 }
 
 /// Something the service could not start with.
@@ -214,7 +220,12 @@ impl Service {
         })?;
         let tokens = TokenKeys::load_or_create(&keys_dir.join("jwt"))?;
         let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
-        let ca = SvidCa::load_or_create(&keys_dir.join("ca"), &trust_domains(&appraiser), now)?;
+        let ca = SvidCa::load_or_create(
+            &keys_dir.join("ca"),
+            &trust_domains(&appraiser),
+            config.svid_name_constraint,
+            now,
+        )?;
         let vault = LocalKek::load_or_create(&keys_dir.join("secrets.kek"))?;
         let checkpoint_key = config
             .audit_retention
@@ -442,6 +453,7 @@ impl Service {
             let ca = SvidCa::load_or_create(
                 &keys_dir(&self.config.data_dir, self.config.dev).join("ca"),
                 &trust_domains(&appraiser),
+                self.config.svid_name_constraint,
                 now,
             )?;
             Ok((appraiser, tokens, ca))
