@@ -14,7 +14,7 @@ use attest_gate_core::{
 };
 use attest_gate_verifier::cli::{self as wire, now};
 use attest_gate_verifier::{cli as files, ServeArgs};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -48,6 +48,60 @@ enum Command {
     /// Check or export the tamper-evident audit log.
     #[command(subcommand)]
     Audit(ops::AuditCommand),
+    /// Settings files for `serve --config FILE`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a settings file for `serve` and print the effective settings
+    /// (file, `ATTEST_GATE_<KEY>` variables, defaults), passwords hidden.
+    Check {
+        /// The TOML file: keys are `serve`'s long flag names.
+        file: PathBuf,
+    },
+}
+
+/// The subcommand whose flags a settings file may set.
+const LAYERED: &[&str] = &["serve"];
+/// Settings shown with any URL password hidden.
+const SECRET_SETTINGS: &[&str] = &["database"];
+
+/// The command line, with `serve`'s settings layered: a `--config` file,
+/// under `ATTEST_GATE_<KEY>` variables, under flags.
+fn parse_cli() -> Cli {
+    let command = attest_gate_config::layered(Cli::command(), LAYERED);
+    let settings =
+        match attest_gate_config::matches(command, LAYERED, std::env::args_os().collect()) {
+            Ok(settings) => settings,
+            Err(attest_gate_config::ConfigError::Clap(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("verifier: {e}");
+                std::process::exit(2)
+            }
+        };
+    Cli::from_arg_matches(&settings.matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `verifier config check FILE`: the file parsed as `serve --config FILE`
+/// would parse it, then the effective settings, one TOML line each.
+fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let command = attest_gate_config::layered(Cli::command(), LAYERED);
+    let argv = [
+        "verifier".into(),
+        "serve".into(),
+        "--config".into(),
+        file.as_os_str().to_owned(),
+    ];
+    let settings = attest_gate_config::matches(command.clone(), LAYERED, argv.to_vec())
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    Cli::from_arg_matches(&settings.matches)?;
+    print!(
+        "{}",
+        attest_gate_config::effective(&command, LAYERED, &settings, SECRET_SETTINGS)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,7 +223,7 @@ fn resolve_at(at: At, tee: TeeKind, evidence: &[u8]) -> Result<OffsetDateTime, V
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let result = match cli.command {
         Command::Verify(args) => verify(args),
         Command::Bundle(args) => bundle(args),
@@ -179,6 +233,7 @@ fn main() -> ExitCode {
         Command::Audit(ops::AuditCommand::Verify(args)) => ops::audit_verify(&args),
         Command::Audit(ops::AuditCommand::Export(args)) => ops::audit_export(&args),
         Command::Audit(ops::AuditCommand::Prune(args)) => ops::audit_prune(&args),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
     };
     match result {
         Ok(code) => code,

@@ -53,6 +53,7 @@ impl InProcess {
             trusted_proxies: vec![],
             forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
             audit_retention: Some(Duration::days(1)),
+            svid_name_constraint: false,
         };
         let clock = Arc::new(AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()));
         let read = Arc::clone(&clock);
