@@ -72,7 +72,23 @@ enum Command {
         /// The model file or directory.
         path: PathBuf,
     },
+    /// Settings files for `run --config FILE`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a settings file for `run` and print the effective settings
+    /// (file, `ATTEST_GATE_<KEY>` variables, defaults).
+    Check {
+        /// The TOML file: keys are `run`'s long flag names.
+        file: PathBuf,
+    },
+}
+
+/// The subcommand whose flags a settings file may set.
+const LAYERED: &[&str] = &["run"];
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TeeArg {
@@ -173,7 +189,7 @@ struct DelegateArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = attest_gate_config::parse_or_exit(LAYERED);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,6 +212,14 @@ fn main() -> ExitCode {
             nonce,
         } => runtime.block_on(proof(&socket, &htm, &htu, nonce)),
         Command::Secret { name, socket } => runtime.block_on(secret(&socket, &name)),
+        Command::Config(ConfigCommand::Check { file }) => {
+            attest_gate_config::check::<Cli>(LAYERED, &file, &[])
+                .map(|shown| {
+                    print!("{shown}");
+                    ExitCode::SUCCESS
+                })
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+        }
         Command::ModelDigest { path } => model::digest(&path)
             .map(|d| {
                 print(&json!(d.to_hex()));

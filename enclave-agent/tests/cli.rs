@@ -83,3 +83,73 @@ fn usage_errors_exit_2() {
         "{stderr}"
     );
 }
+
+/// `run --config FILE`: the file under `ATTEST_GATE_<KEY>` variables under
+/// flags; `config check` shows the outcome, and an unknown key is named.
+#[test]
+fn run_settings_come_from_a_file_under_the_environment_and_flags() {
+    let example = repo().join("docs/examples/enclave-agent.toml");
+    let check = |file: &Path, env: &[(&str, &str)]| {
+        let mut command = agent();
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ATTEST_GATE_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(["config", "check"])
+            .arg(file)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = check(&example, &[("ATTEST_GATE_AUDIENCE", "https://other.test")]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "verifier = \"https://127.0.0.1:8443\"  # file",
+        "scope = [\"inference:invoke\"]  # file",
+        "audience = \"https://other.test\"  # environment",
+        "revocation-poll = \"10\"  # file",
+        "principal = \"system\"  # file",
+    ] {
+        assert!(shown.contains(line), "{line} in {shown}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (text, named) in [
+        (
+            "verifier = \"https://v\"\nmodel = \"m\"\naudience = \"a\"\nscopes = [\"x\"]\n",
+            "scopes",
+        ),
+        (
+            "verifier = \"https://v\"\nmodel = \"m\"\naudience = \"a\"\nvmpl = 7\n",
+            "vmpl",
+        ),
+        ("verifier = \"https://v\"\nmodel = \"m\"\n", "audience"),
+    ] {
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = check(&file, &[]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {said}");
+        assert!(said.contains(named), "{text}: {said}");
+    }
+    // A flag beats the file: `run` with the file's verifier unreachable but
+    // the flag's model missing fails on the flag's model, before any
+    // network call.
+    let out = agent()
+        .arg("run")
+        .arg("--config")
+        .arg(&example)
+        .args(["--model", "/nonexistent/model", "--simulate", "nitro"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("/nonexistent/model"), "{said}");
+}

@@ -347,6 +347,42 @@ fn quote(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
 }
 
+/// Parses this process's command line as `C`, with the subcommand at
+/// `path` layered (file, environment, flags); on an error prints it and
+/// exits 2, as clap does for a usage error.
+pub fn parse_or_exit<C: clap::Parser>(path: &[&str]) -> C {
+    let command = layered(C::command(), path);
+    let settings = match matches(command, path, std::env::args_os().collect()) {
+        Ok(settings) => settings,
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("{}: {e}", C::command().get_name());
+            std::process::exit(2)
+        }
+    };
+    C::from_arg_matches(&settings.matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `config check FILE`: `file` parsed as `<path> --config FILE` would parse
+/// it (with this process's environment), checked to build a `C`, then the
+/// effective settings ([`effective`]).
+pub fn check<C: clap::Parser>(
+    path: &[&str],
+    file: &Path,
+    secret_keys: &[&str],
+) -> Result<String, ConfigError> {
+    let command = layered(C::command(), path);
+    let mut argv: Vec<OsString> = vec![command.get_name().into()];
+    argv.extend(path.iter().map(OsString::from));
+    argv.extend([
+        OsString::from(format!("--{CONFIG_FLAG}")),
+        file.as_os_str().to_owned(),
+    ]);
+    let settings = matches(command.clone(), path, argv)?;
+    C::from_arg_matches(&settings.matches)?;
+    Ok(effective(&command, path, &settings, secret_keys))
+}
+
 /// `scheme://user:password@host...` with the password replaced by `***`.
 pub fn redact_url(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {

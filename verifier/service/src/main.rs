@@ -14,7 +14,7 @@ use attest_gate_core::{
 };
 use attest_gate_verifier::cli::{self as wire, now};
 use attest_gate_verifier::{cli as files, ServeArgs};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -68,39 +68,12 @@ const LAYERED: &[&str] = &["serve"];
 /// Settings shown with any URL password hidden.
 const SECRET_SETTINGS: &[&str] = &["database"];
 
-/// The command line, with `serve`'s settings layered: a `--config` file,
-/// under `ATTEST_GATE_<KEY>` variables, under flags.
-fn parse_cli() -> Cli {
-    let command = attest_gate_config::layered(Cli::command(), LAYERED);
-    let settings =
-        match attest_gate_config::matches(command, LAYERED, std::env::args_os().collect()) {
-            Ok(settings) => settings,
-            Err(attest_gate_config::ConfigError::Clap(e)) => e.exit(),
-            Err(e) => {
-                eprintln!("verifier: {e}");
-                std::process::exit(2)
-            }
-        };
-    Cli::from_arg_matches(&settings.matches).unwrap_or_else(|e| e.exit())
-}
-
 /// `verifier config check FILE`: the file parsed as `serve --config FILE`
 /// would parse it, then the effective settings, one TOML line each.
 fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let command = attest_gate_config::layered(Cli::command(), LAYERED);
-    let argv = [
-        "verifier".into(),
-        "serve".into(),
-        "--config".into(),
-        file.as_os_str().to_owned(),
-    ];
-    let settings = attest_gate_config::matches(command.clone(), LAYERED, argv.to_vec())
+    let shown = attest_gate_config::check::<Cli>(LAYERED, file, SECRET_SETTINGS)
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-    Cli::from_arg_matches(&settings.matches)?;
-    print!(
-        "{}",
-        attest_gate_config::effective(&command, LAYERED, &settings, SECRET_SETTINGS)
-    );
+    print!("{shown}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -223,7 +196,7 @@ fn resolve_at(at: At, tee: TeeKind, evidence: &[u8]) -> Result<OffsetDateTime, V
 }
 
 fn main() -> ExitCode {
-    let cli = parse_cli();
+    let cli: Cli = attest_gate_config::parse_or_exit(LAYERED);
     let result = match cli.command {
         Command::Verify(args) => verify(args),
         Command::Bundle(args) => bundle(args),
