@@ -1,6 +1,8 @@
 //! JWT-SVIDs on the Workload API: the trust domain's JWT bundle (the
 //! verifier's JWKS) and `ValidateJWTSVID`'s checks, fail closed: an ES256
-//! signature by a bundle key named by `kid`, `aud` holding the audience,
+//! signature by a bundle key named by `kid`, `typ` absent, `JWT` or `JOSE`
+//! (not the verifier's `at+jwt` access tokens, signed by the same keys),
+//! `aud` holding the audience,
 //! `exp` not passed, `sub` a well-formed SPIFFE ID in the trust domain.
 //! The claims go back as a `google.protobuf.Struct`.
 
@@ -28,6 +30,10 @@ pub enum JwtError {
     /// `alg` is not ES256.
     #[error("unsupported `alg` (ES256 only)")]
     Algorithm,
+    /// `typ` is neither absent, `JWT` nor `JOSE` (e.g. an `at+jwt` access
+    /// token, which is key-bound and must not pass as a bearer JWT-SVID).
+    #[error("not a JWT-SVID (`typ` must be JWT or JOSE)")]
+    Type,
     /// No `kid`, or one the bundle does not hold.
     #[error("signed by a key not in the trust domain's JWT bundle")]
     UnknownKey,
@@ -122,6 +128,14 @@ pub fn validate(
     let jws = jws::split(token, MAX_LEN).map_err(JwtError::Malformed)?;
     if jws.header_str("alg") != Some("ES256") {
         return Err(JwtError::Algorithm);
+    }
+    // JWT-SVID §3: `typ`, if present, is JWT or JOSE. The verifier signs its
+    // access tokens (`at+jwt`, DPoP-bound) with the same keys: one must not
+    // validate here as a bearer JWT-SVID.
+    match jws.header.get("typ") {
+        None => {}
+        Some(Value::String(t)) if t == "JWT" || t == "JOSE" => {}
+        Some(_) => return Err(JwtError::Type),
     }
     let key = jws
         .header_str("kid")
@@ -306,6 +320,17 @@ mod tests {
         assert_eq!(check(&no_kid, "a"), Err(JwtError::UnknownKey));
         let hs = s.sign(&json!({"alg": "HS256", "kid": "k1"}), &good());
         assert_eq!(check(&hs, "a"), Err(JwtError::Algorithm));
+        // An access token (at+jwt) signed by the same key is not a JWT-SVID.
+        let at = s.sign(
+            &json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}),
+            &good(),
+        );
+        assert_eq!(check(&at, "a"), Err(JwtError::Type));
+        let jose = s.sign(
+            &json!({"alg": "ES256", "kid": "k1", "typ": "JOSE"}),
+            &good(),
+        );
+        assert!(check(&jose, "a").is_ok());
         let token = s.svid(&good());
         let unsigned = format!("{}.", &token[..token.rfind('.').unwrap()]);
         assert_eq!(check(&unsigned, "a"), Err(JwtError::Signature));
