@@ -12,6 +12,9 @@
 //!   new message whenever it changes and end with `PermissionDenied` once it
 //!   is withdrawn.
 //! - `jwt.rs` validates JWT-SVIDs (`ValidateJWTSVID`) and converts claims.
+//! - `authority.rs` relays each connection so that gRPC C-core clients
+//!   (py-spiffe), which send the socket path as `:authority`, are not reset
+//!   by h2.
 //! - `pb.rs` is generated from `enclave-agent/proto/workload.proto` and
 //!   committed (`enclave-agent/proto/regenerate`; docs/decisions.md says why).
 //!
@@ -19,6 +22,7 @@
 //! or refused if it exists with looser rights or another owner) and is 0600
 //! itself: the X.509-SVID's private key is served on it.
 
+mod authority;
 mod identity;
 mod jwt;
 #[allow(

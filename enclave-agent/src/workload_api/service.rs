@@ -330,9 +330,13 @@ pub(super) async fn serve(
     api: WorkloadApi,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    use tokio_stream::StreamExt;
+    // Each connection through the `:authority` relay (authority.rs).
+    let incoming =
+        UnixListenerStream::new(listener).map(|accepted| accepted.map(super::authority::relay));
     let served = tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop.await;
         })
         .await;
