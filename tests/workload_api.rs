@@ -1,7 +1,8 @@
 //! The SPIFFE Workload API of `enclave-agent run --workload-api-socket`,
 //! driven by clients no one here wrote: the Rust `spiffe` crate, tonic's
 //! generic gRPC client, rustls (mTLS between two workloads), and Python's
-//! py-spiffe. One `verifier serve --dev` and one agent per TEE
+//! py-spiffe; JWT-SVIDs come from the verifier's `POST /v1/jwt-svid`. One
+//! `verifier serve --dev` and one agent per TEE
 //! (`--simulate nitro|tdx|snp`), started together to keep the run short.
 #![allow(
     clippy::unwrap_used,
@@ -511,12 +512,31 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
         let jwt_bundles = client.fetch_jwt_bundles().await.unwrap();
         let jwt_bundle = jwt_bundles.get(&td).expect("the trust domain's JWT bundle");
         assert!(jwt_bundle.jwt_authorities().next().is_some());
-        // This verifier has no POST /v1/jwt-svid: Unavailable, said so.
-        let no_jwt = client.fetch_jwt_svid([AUDIENCE], None).await.unwrap_err();
+        // A JWT-SVID for the workload's audience (POST /v1/jwt-svid),
+        // checked by the spiffe crate against the JWT bundle it fetched,
+        // and by the agent's ValidateJWTSVID; another audience is refused.
+        let jwt = client.fetch_jwt_svid([AUDIENCE], None).await.unwrap();
+        assert_eq!(jwt.spiffe_id().to_string(), id);
+        let checked = spiffe::JwtSvid::parse_and_validate(jwt.token(), &*jwt_bundles, &[AUDIENCE])
+            .unwrap_or_else(|e| panic!("{tee}: the spiffe crate refuses the JWT-SVID: {e}"));
+        assert_eq!(checked.audience(), [AUDIENCE.to_string()]);
+        let validated = client
+            .validate_jwt_token(AUDIENCE, jwt.token())
+            .await
+            .unwrap();
+        assert_eq!(validated.spiffe_id().to_string(), id);
+        assert!(client
+            .validate_jwt_token("https://other.invalid", jwt.token())
+            .await
+            .is_err());
+        // An audience the workload file does not name: the verifier says no.
+        let refused = client
+            .fetch_jwt_svid(["https://not-allowed.invalid"], None)
+            .await
+            .unwrap_err();
         assert!(
-            format!("{no_jwt:?}").contains("Unavailable")
-                && no_jwt.to_string().contains("does not issue JWT-SVIDs"),
-            "{no_jwt:?}"
+            format!("{refused:?}").contains("PermissionDenied"),
+            "{refused:?}"
         );
         // The security header is mandatory.
         let refused = call_without_security_header(socket).await;
@@ -599,12 +619,17 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
     };
     assert_eq!(code, Some(1));
 
-    // (c) py-spiffe fetches the SNP agent's SVID and bundle.
+    // (c) py-spiffe fetches the SNP agent's SVID and bundle, and a JWT-SVID
+    // it validates against the JWT bundle it fetched.
     let (_snp_agent, snp_socket) = agents.nth(1).unwrap();
     if let Some(python) = py_spiffe_python() {
-        let report = py_spiffe(&python, &snp_socket, false);
+        let report = py_spiffe(&python, &snp_socket, true);
         assert_eq!(report["spiffe_id"], json!(snp_id), "{report}");
         assert_eq!(report["chains_to_bundle"], json!(true), "{report}");
+        assert_eq!(report["jwt_spiffe_id"], json!(snp_id), "{report}");
+        assert_eq!(report["jwt_audience"], json!([AUDIENCE]), "{report}");
+        assert_eq!(report["validated_spiffe_id"], json!(snp_id), "{report}");
+        assert_eq!(report["other_audience_refused"], json!(true), "{report}");
     }
     eprintln!("workload_api: whole test {:?}", started.elapsed());
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::backend::{Evidence, EvidenceSource, Request};
+use crate::backend::{evidence_off_thread, Evidence, EvidenceSource};
 use crate::key::EphemeralKey;
 use attest_gate_core::{Binding, ModelDigest};
 
@@ -234,10 +234,12 @@ impl VerifierClient {
     }
 
     /// One attestation: challenge, binding, evidence, request. Returns the
-    /// verifier's answer (token, expiry, SVID if asked).
+    /// verifier's answer (token, expiry, SVID if asked). The evidence is
+    /// asked for on the blocking pool: a slow device or QGS does not stall
+    /// the caller's runtime.
     pub async fn attest(
         &self,
-        source: &dyn EvidenceSource,
+        source: &Arc<dyn EvidenceSource>,
         key: &EphemeralKey,
         model: ModelDigest,
         ask: &Ask,
@@ -251,13 +253,14 @@ impl VerifierClient {
         )
         .ok_or_else(|| transport("the verifier's nonce is empty or too long"))?;
         let public_key = key.public().raw_public_key();
-        let evidence: Evidence = source
-            .evidence(&Request {
-                report_data: binding.report_data(),
-                nonce: &nonce,
-                public_key: &public_key,
-            })
-            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let evidence: Evidence = evidence_off_thread(
+            Arc::clone(source),
+            binding.report_data(),
+            nonce.clone(),
+            public_key.to_vec(),
+        )
+        .await
+        .map_err(|e| ClientError::Local(e.to_string()))?;
         let collateral: serde_json::Map<String, Value> = evidence
             .collateral
             .iter()

@@ -135,8 +135,8 @@ pub type OnChange = Box<dyn Fn(Option<&str>) + Send + Sync>;
 pub struct Keeper {
     /// The verifier.
     pub client: VerifierClient,
-    /// Where evidence comes from.
-    pub source: Box<dyn EvidenceSource>,
+    /// Where evidence comes from (shared with the blocking task that asks it).
+    pub source: Arc<dyn EvidenceSource>,
     /// The agent's key (for the process's lifetime).
     pub key: Arc<EphemeralKey>,
     /// The model digest.
@@ -200,7 +200,7 @@ impl Keeper {
         loop {
             match self
                 .client
-                .attest(self.source.as_ref(), &self.key, self.model, &self.ask)
+                .attest(&self.source, &self.key, self.model, &self.ask)
                 .await
             {
                 Ok(answer) => {
@@ -333,6 +333,23 @@ impl Keeper {
             .validate(keys, &current.token, now_unix())
             .map_err(|e| e.to_string())?;
         Ok(revocations.status(&token))
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (never, if the handlers cannot
+/// be installed). `run` races the keeper against it; since evidence is
+/// gathered on the blocking pool, a signal is seen even while a device or
+/// the QGS is slow.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+        _ => std::future::pending().await,
     }
 }
 

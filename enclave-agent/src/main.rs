@@ -110,6 +110,11 @@ struct AttestArgs {
     /// Use this TEE's interface instead of detecting one.
     #[arg(long, value_enum)]
     tee: Option<TeeArg>,
+    /// SEV-SNP only: the VMPL to ask reports for (0-3). Default:
+    /// configfs-tsm's `privlevel_floor`, or 0 on /dev/sev-guest (a guest
+    /// under an SVSM or paravisor must name its own level there).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3), conflicts_with = "simulate")]
+    vmpl: Option<u8>,
     /// On whose behalf the agent acts: `system`, `user:<id>`, `service:<id>`.
     #[arg(long, default_value = "system")]
     principal: String,
@@ -205,6 +210,10 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
     };
+    // A device call or QGS exchange still running on the blocking pool
+    // (the command ended on a signal meanwhile) cannot be cancelled;
+    // dropping the runtime would wait for it, so leave it behind.
+    runtime.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -257,7 +266,7 @@ fn simulator(_tee: TeeKind) -> anyhow::Result<Box<dyn EvidenceSource>> {
 /// What `attest` and `run` share: evidence source, model digest, a fresh
 /// key, the verifier client and the request.
 struct Setup {
-    source: Box<dyn EvidenceSource>,
+    source: std::sync::Arc<dyn EvidenceSource>,
     digest: attest_gate_core::ModelDigest,
     key: EphemeralKey,
     client: VerifierClient,
@@ -265,9 +274,9 @@ struct Setup {
 }
 
 fn setup(args: &AttestArgs) -> anyhow::Result<Setup> {
-    let source: Box<dyn EvidenceSource> = match args.simulate {
-        Some(tee) => simulator(tee.into())?,
-        None => backend::detect(args.tee.map(TeeKind::from))?,
+    let source: std::sync::Arc<dyn EvidenceSource> = match args.simulate {
+        Some(tee) => simulator(tee.into())?.into(),
+        None => backend::detect(args.tee.map(TeeKind::from), args.vmpl)?.into(),
     };
     let digest = model::digest(&args.model)?;
     let key = EphemeralKey::generate()?;
@@ -303,7 +312,7 @@ async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
         client,
         ask,
     } = setup(&args)?;
-    match client.attest(source.as_ref(), &key, digest, &ask).await {
+    match client.attest(&source, &key, digest, &ask).await {
         Ok(mut answer) => {
             let Some(token) = answer
                 .get("access_token")
@@ -409,21 +418,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let stop = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            }
-            _ => std::future::pending().await,
-        }
-    };
     let outcome = tokio::select! {
         result = keeper.run(&served) => Some(result),
-        () = stop => None,
+        () = enclave_agent::keeper::stop_signal() => None,
     };
     if let Some(running) = workload_api {
         running.stop().await;

@@ -70,4 +70,16 @@ fn usage_errors_exit_2() {
         stderr.contains("invalid value 'sgx' for '--simulate <SIMULATE>'"),
         "{stderr}"
     );
+    let (code, stderr) = attest_with(&["--tee", "snp", "--vmpl", "4"], true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value '4' for '--vmpl <VMPL>'"),
+        "{stderr}"
+    );
+    let (code, stderr) = attest_with(&["--simulate", "snp", "--vmpl", "2"], true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'--simulate <SIMULATE>' cannot be used with '--vmpl <VMPL>'"),
+        "{stderr}"
+    );
 }

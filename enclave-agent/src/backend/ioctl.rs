@@ -7,7 +7,9 @@
 //!   (`TDX_CMD_GET_REPORT0`).
 //!
 //! Callers get safe functions; every address handed to the kernel points
-//! into a buffer borrowed for the duration of the call.
+//! into a buffer borrowed for the duration of the call. The one `ioctl`
+//! call is an `unsafe fn` whose `# Safety` section lists what its two
+//! callers uphold, each in an `unsafe` block that says how.
 
 #![allow(unsafe_code)]
 
@@ -108,19 +110,30 @@ impl Request for TdxReportReq {
     const NUMBER: u32 = TDX_CMD_GET_REPORT0;
 }
 
+/// The `T::NUMBER` ioctl on `device` with `arg`.
+///
+/// `device` is an open descriptor for as long as it is borrowed, and `arg`
+/// an exclusively borrowed, fully initialised `T` whose layout is the
+/// kernel's structure for `T::NUMBER` (asserted above), so the kernel reads
+/// and writes only inside `arg` itself. What it cannot know is where the
+/// addresses stored *inside* `arg` point.
+///
+/// # Safety
+///
+/// Every address stored in `arg` (e.g. `req_data`, `resp_data`,
+/// `certs_address`) must point to a live buffer of at least the length the
+/// kernel will use for it (the structure's own size, or the length stored
+/// beside the address), which the caller owns or borrows mutably and does
+/// not touch until this call returns.
 #[cfg(target_os = "linux")]
-fn ioctl<T: Request>(device: &File, arg: &mut T) -> io::Result<()> {
+unsafe fn ioctl<T: Request>(device: &File, arg: &mut T) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // `libc::Ioctl` is `c_ulong` on glibc and `c_int` on musl: the cast keeps
     // the request's bit pattern either way.
     let request = T::NUMBER as libc::Ioctl;
-    // SAFETY: `device` is an open descriptor for as long as it is borrowed.
-    // `arg` is an exclusively borrowed, fully initialised `T` whose layout is
-    // the kernel's structure for `T::NUMBER` (asserted above), so the kernel
-    // reads and writes only inside it. Addresses stored inside `arg` are set
-    // by this module's callers to buffers they own or borrow mutably, which
-    // stay alive and untouched until this call returns, with the buffers'
-    // true lengths stored next to them.
+    // SAFETY: `device` is open while borrowed; `arg` is an exclusive borrow
+    // of the structure `request` expects; the addresses inside it are valid
+    // by this function's own contract, which its caller upholds.
     let rc = unsafe { libc::ioctl(device.as_raw_fd(), request, std::ptr::from_mut(arg)) };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -129,8 +142,13 @@ fn ioctl<T: Request>(device: &File, arg: &mut T) -> io::Result<()> {
     }
 }
 
+/// Elsewhere there are no guest devices.
+///
+/// # Safety
+///
+/// None needed (nothing is called); `unsafe` to keep one signature.
 #[cfg(not(target_os = "linux"))]
-fn ioctl<T: Request>(_device: &File, _arg: &mut T) -> io::Result<()> {
+unsafe fn ioctl<T: Request>(_device: &File, _arg: &mut T) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -147,11 +165,13 @@ pub(super) struct SnpExtReport {
     pub(super) response: [u8; SNP_RESPONSE_LEN],
 }
 
-/// `SNP_GET_EXT_REPORT` at VMPL 0 with `user_data`; the host's certificate
+/// `SNP_GET_EXT_REPORT` at `vmpl` with `user_data`; the host's certificate
 /// table lands in `certs`, whose length must be a multiple of the page size.
+/// The firmware refuses a VMPL more privileged (lower) than the guest's.
 pub(super) fn snp_get_ext_report(
     device: &File,
     user_data: &[u8; 64],
+    vmpl: u32,
     certs: &mut [u8],
 ) -> SnpExtReport {
     let mut response = SnpReportResp {
@@ -168,7 +188,7 @@ pub(super) fn snp_get_ext_report(
     let mut request = SnpExtReportReq {
         data: SnpReportReq {
             user_data: *user_data,
-            vmpl: 0,
+            vmpl,
             rsvd: [0; 28],
         },
         certs_address: certs.as_mut_ptr().expose_provenance() as u64,
@@ -183,7 +203,12 @@ pub(super) fn snp_get_ext_report(
         resp_data: std::ptr::from_mut(&mut response).expose_provenance() as u64,
         exitinfo2: 0,
     };
-    let result = ioctl(device, &mut arg);
+    // SAFETY: `req_data` points to `request` and `resp_data` to `response`,
+    // locals of exactly the kernel's `snp_ext_report_req` and
+    // `snp_report_resp`; `certs_address` to `certs`, exclusively borrowed,
+    // with its true length in `certs_len`. All three outlive the call and
+    // nothing else touches them meanwhile.
+    let result = unsafe { ioctl(device, &mut arg) };
     SnpExtReport {
         result,
         exitinfo2: arg.exitinfo2,
@@ -201,7 +226,9 @@ pub(super) fn tdx_get_report0(
         reportdata: *report_data,
         tdreport: [0; TDREPORT_LEN],
     };
-    ioctl(device, &mut request)?;
+    // SAFETY: `tdx_report_req` holds its buffers inline: no address is
+    // stored inside `request`.
+    unsafe { ioctl(device, &mut request) }?;
     Ok(request.tdreport)
 }
 

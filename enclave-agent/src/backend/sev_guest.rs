@@ -5,30 +5,34 @@
 //! The evidence is the same bytes configfs-tsm yields: the report followed by
 //! the table cut where its last certificate ends (the kernel's own cut for
 //! `auxblob`), which the verifier reads as one extended report. The table's
-//! entries are interpreted only there (invariant 8).
+//! entries are interpreted only there (invariant 8). The report's
+//! REPORT_DATA is checked against the request before it is returned.
+//!
+//! The report is asked for at a VMPL: 0 by default, `--vmpl` otherwise. A
+//! guest under an SVSM or paravisor runs above VMPL 0 and the firmware
+//! refuses it reports for VMPL 0; the device gives no way to read the
+//! guest's level (configfs-tsm's `privlevel_floor` does), so such guests
+//! pass `--vmpl` (or use configfs-tsm).
 
 use attest_gate_core::snp::REPORT_LEN;
 use attest_gate_core::TeeKind;
 
-use super::ioctl;
+use super::{check, ioctl};
 use super::{BackendError, Evidence, EvidenceSource, Request};
 
 /// The sev-guest device.
 pub const DEVICE: &str = "/dev/sev-guest";
 
-/// First certificate buffer: `SEV_FW_BLOB_MAX_SIZE` (16 KiB), the most the
-/// kernel accepts today and what its configfs-tsm path passes. A VCEK, ASK
-/// and ARK take about 5 KiB.
-pub const INITIAL_CERTS_LEN: usize = 16 * 1024;
-/// Largest buffer a retry may ask for: the verifier refuses certificate
-/// tables above 64 KiB, so a larger one could not verify anyway. (Kernels
-/// that keep the 16 KiB cap refuse a larger retry themselves, with `EINVAL`.)
-pub const MAX_CERTS_LEN: usize = 64 * 1024;
-/// The kernel wants whole pages of certificate buffer.
-const PAGE_LEN: usize = 4096;
+/// The certificate buffer: `SEV_FW_BLOB_MAX_SIZE` (16 KiB), the most the
+/// kernel accepts (it refuses a larger `certs_len` with `EINVAL`, so asking
+/// again with the size a host wants cannot help) and what its configfs-tsm
+/// path passes. A VCEK, ASK and ARK take about 5 KiB.
+pub const CERTS_LEN: usize = 16 * 1024;
 /// `SNP_GUEST_VMM_ERR_INVALID_LEN`, in `exitinfo2`'s upper 32 bits: the
 /// certificate buffer was too small and `certs_len` now says how large.
 const VMM_ERR_INVALID_LEN: u64 = 1;
+/// The VMPL asked for when none is configured.
+pub const DEFAULT_VMPL: u8 = 0;
 
 /// `MSG_REPORT_RSP` (SEV-SNP Firmware ABI): `STATUS` (u32) at 0,
 /// `REPORT_SIZE` (u32) at 4, reserved to 0x20, then the report.
@@ -40,6 +44,19 @@ const ENTRY_LEN: usize = 24;
 /// The report or certificate table is not what the interface promises.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnpError {
+    /// The device could not be opened.
+    #[error("{DEVICE}: {0}")]
+    Open(String),
+    /// The ioctl failed for another reason than the certificate buffer.
+    #[error("SNP_GET_EXT_REPORT: {error} (firmware error {firmware:#x}, VMM error {vmm:#x})")]
+    Ioctl {
+        /// The OS error.
+        error: String,
+        /// `exitinfo2`'s low 32 bits.
+        firmware: u32,
+        /// `exitinfo2`'s high 32 bits.
+        vmm: u32,
+    },
     /// `MSG_REPORT_RSP.STATUS` is not success.
     #[error("the firmware refused the report: status {0:#x}{name}", name = status_name(*.0))]
     Status(u32),
@@ -55,17 +72,16 @@ pub enum SnpError {
     /// An entry points past the buffer the table came in.
     #[error("the certificate table points past its {0}-byte buffer")]
     TableOutOfRange(usize),
-    /// The host wants a larger certificate buffer than [`MAX_CERTS_LEN`].
-    #[error("the host needs a {0}-byte certificate buffer, more than {MAX_CERTS_LEN}")]
+    /// The host's certificate table does not fit the kernel's buffer.
+    #[error(
+        "the host's certificates need a {0}-byte buffer, more than the {CERTS_LEN} bytes \
+         the kernel allows for SNP_GET_EXT_REPORT; the host must serve a smaller table"
+    )]
     CertsTooLarge(u32),
-    /// The host says the buffer is too small but asks for no more.
-    #[error("the host rejected a {had}-byte certificate buffer but asks for {asked} bytes")]
-    CertsNotLarger {
-        /// What the host asked for.
-        asked: u32,
-        /// What it was given.
-        had: usize,
-    },
+    /// The host rejected the buffer as too small yet asks for no more than
+    /// it (a host that cannot be believed).
+    #[error("the host rejected the {CERTS_LEN}-byte certificate buffer as too small but asks for only {0} bytes")]
+    CertsLenInconsistent(u32),
 }
 
 /// The SEV status codes a report request can return (`psp-sev.h`).
@@ -120,22 +136,23 @@ pub fn certificate_table(buffer: &[u8]) -> Result<&[u8], SnpError> {
     Err(SnpError::TableUnterminated)
 }
 
-/// After a failed `SNP_GET_EXT_REPORT`: the certificate buffer length to
-/// retry with, if the host said the `had` bytes were too few and asked for
-/// `asked` (rounded up to whole pages, at most [`MAX_CERTS_LEN`]).
-pub fn certs_retry_len(exitinfo2: u64, asked: u32, had: usize) -> Result<Option<usize>, SnpError> {
-    if exitinfo2 >> 32 != VMM_ERR_INVALID_LEN {
-        return Ok(None);
+/// Why a `SNP_GET_EXT_REPORT` failed: the host's table is larger than the
+/// kernel's buffer (`exitinfo2` says so, `certs_len` says how large), or
+/// the ioctl's own error with the firmware's and VMM's codes.
+pub fn call_error(error: &std::io::Error, exitinfo2: u64, certs_len: u32) -> SnpError {
+    let vmm = exitinfo2 >> 32;
+    if vmm == VMM_ERR_INVALID_LEN {
+        return if usize::try_from(certs_len).is_ok_and(|n| n > CERTS_LEN) {
+            SnpError::CertsTooLarge(certs_len)
+        } else {
+            SnpError::CertsLenInconsistent(certs_len)
+        };
     }
-    let want = usize::try_from(asked)
-        .ok()
-        .and_then(|n| n.checked_next_multiple_of(PAGE_LEN))
-        .filter(|&n| n <= MAX_CERTS_LEN)
-        .ok_or(SnpError::CertsTooLarge(asked))?;
-    if want <= had {
-        return Err(SnpError::CertsNotLarger { asked, had });
+    SnpError::Ioctl {
+        error: error.to_string(),
+        firmware: (exitinfo2 & 0xffff_ffff) as u32,
+        vmm: vmm as u32,
     }
-    Ok(Some(want))
 }
 
 /// The evidence: the report from `response` followed by the table in `certs`.
@@ -145,48 +162,60 @@ pub fn extended_report(response: &[u8], certs: &[u8]) -> Result<Vec<u8>, SnpErro
     Ok([report, table].concat())
 }
 
-/// The sev-guest interface.
-#[derive(Debug, Clone, Copy)]
-pub struct SevGuest;
+/// What one `SNP_GET_EXT_REPORT` left, as evidence for `request`: the
+/// call's error if it failed, else the extended report once its
+/// REPORT_DATA is the one requested.
+fn evidence_from(
+    call: &ioctl::SnpExtReport,
+    certs: &[u8],
+    request: &Request<'_>,
+) -> Result<Evidence, BackendError> {
+    if let Err(e) = &call.result {
+        return Err(BackendError::SevGuest(call_error(
+            e,
+            call.exitinfo2,
+            call.certs_len,
+        )));
+    }
+    let bytes = extended_report(&call.response, certs).map_err(BackendError::SevGuest)?;
+    check::snp_report(&bytes, &request.report_data).map_err(BackendError::check("sev-guest"))?;
+    Ok(Evidence {
+        tee: TeeKind::Snp,
+        bytes,
+        collateral: Vec::new(),
+    })
+}
 
-fn failed(reason: impl std::fmt::Display) -> BackendError {
-    BackendError::Failed {
-        interface: "sev-guest",
-        reason: reason.to_string(),
+/// The sev-guest interface, asking for reports at one VMPL.
+#[derive(Debug, Clone, Copy)]
+pub struct SevGuest {
+    vmpl: u8,
+}
+
+impl SevGuest {
+    /// Reports at `vmpl` ([`DEFAULT_VMPL`] unless the guest runs higher).
+    pub fn new(vmpl: u8) -> Self {
+        Self { vmpl }
     }
 }
 
 impl EvidenceSource for SevGuest {
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError> {
-        let device = ioctl::open_device(DEVICE).map_err(|e| failed(format!("{DEVICE}: {e}")))?;
-        let mut certs = vec![0u8; INITIAL_CERTS_LEN];
-        let mut call = ioctl::snp_get_ext_report(&device, &request.report_data, &mut certs);
-        if call.result.is_err() {
-            // Once: a host whose table keeps growing is not worth chasing.
-            if let Some(len) =
-                certs_retry_len(call.exitinfo2, call.certs_len, certs.len()).map_err(failed)?
-            {
-                certs = vec![0u8; len];
-                call = ioctl::snp_get_ext_report(&device, &request.report_data, &mut certs);
-            }
-        }
-        if let Err(e) = call.result {
-            return Err(failed(format!(
-                "SNP_GET_EXT_REPORT: {e} (firmware error {:#x}, VMM error {:#x}, {}-byte certificate buffer)",
-                call.exitinfo2 & 0xffff_ffff,
-                call.exitinfo2 >> 32,
-                certs.len()
-            )));
-        }
-        Ok(Evidence {
-            tee: TeeKind::Snp,
-            bytes: extended_report(&call.response, &certs).map_err(failed)?,
-            collateral: Vec::new(),
-        })
+        let device = ioctl::open_device(DEVICE)
+            .map_err(|e| BackendError::SevGuest(SnpError::Open(e.to_string())))?;
+        let mut certs = vec![0u8; CERTS_LEN];
+        let call = ioctl::snp_get_ext_report(
+            &device,
+            &request.report_data,
+            u32::from(self.vmpl),
+            &mut certs,
+        );
+        evidence_from(&call, &certs, request)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -249,13 +278,13 @@ mod tests {
         buffer.extend([0; ENTRY_LEN]);
         buffer.extend([0x30, 0x01, 0x02, 0x30, 0x03]);
         let cut = buffer.clone();
-        buffer.resize(INITIAL_CERTS_LEN, 0);
+        buffer.resize(CERTS_LEN, 0);
         assert_eq!(certificate_table(&buffer).unwrap(), &cut[..]);
     }
 
     #[test]
     fn no_certificates_make_an_empty_table() {
-        let table = certificate_table(&[0; INITIAL_CERTS_LEN]).unwrap();
+        let table = certificate_table(&[0; CERTS_LEN]).unwrap();
         assert!(table.is_empty());
     }
 
@@ -278,37 +307,78 @@ mod tests {
     }
 
     #[test]
-    fn a_short_buffer_is_retried_once_with_the_size_the_host_asks_for() {
-        let invalid_len = 1u64 << 32;
-        // Not a length problem: no retry.
-        assert_eq!(certs_retry_len(0x16, 0, INITIAL_CERTS_LEN), Ok(None));
-        assert_eq!(certs_retry_len(2 << 32, 0, INITIAL_CERTS_LEN), Ok(None));
-        // Rounded up to whole pages.
+    fn a_table_too_large_for_the_kernel_says_so_and_is_not_retried() {
+        let eio = std::io::Error::from_raw_os_error(libc::EIO);
+        // The host asks for more than the kernel's 16 KiB: the error says
+        // that, not the EINVAL a larger retry would have earned.
+        let error = call_error(&eio, 1 << 32, 20 * 1024);
+        assert_eq!(error, SnpError::CertsTooLarge(20 * 1024));
+        assert!(error.to_string().contains("16384"), "{error}");
+        // A host asking for no more than it was given is not believed.
         assert_eq!(
-            certs_retry_len(invalid_len, 20 * 1024 + 1, INITIAL_CERTS_LEN),
-            Ok(Some(24 * 1024))
+            call_error(&eio, 1 << 32, 4096),
+            SnpError::CertsLenInconsistent(4096)
         );
-        assert_eq!(
-            certs_retry_len(invalid_len, MAX_CERTS_LEN as u32, INITIAL_CERTS_LEN),
-            Ok(Some(MAX_CERTS_LEN))
+        // Any other failure: the ioctl's error and both codes.
+        let error = call_error(&eio, (2 << 32) | 0x16, CERTS_LEN as u32);
+        assert!(
+            matches!(
+                error,
+                SnpError::Ioctl {
+                    firmware: 0x16,
+                    vmm: 2,
+                    ..
+                }
+            ),
+            "{error}"
         );
-        // Bounded.
-        assert_eq!(
-            certs_retry_len(invalid_len, MAX_CERTS_LEN as u32 + 1, INITIAL_CERTS_LEN),
-            Err(SnpError::CertsTooLarge(MAX_CERTS_LEN as u32 + 1))
-        );
-        assert_eq!(
-            certs_retry_len(invalid_len, u32::MAX, INITIAL_CERTS_LEN),
-            Err(SnpError::CertsTooLarge(u32::MAX))
-        );
-        // Asking for no more than was given would loop.
-        assert_eq!(
-            certs_retry_len(invalid_len, 4096, INITIAL_CERTS_LEN),
-            Err(SnpError::CertsNotLarger {
-                asked: 4096,
-                had: INITIAL_CERTS_LEN
+        // The ioctl's result decides: a failed call is never read as a report.
+        let call = ioctl::SnpExtReport {
+            result: Err(eio),
+            exitinfo2: 1 << 32,
+            certs_len: 20 * 1024,
+            response: response_with([0xab; 64]),
+        };
+        assert!(matches!(
+            evidence_from(&call, &[0; CERTS_LEN], &request()),
+            Err(BackendError::SevGuest(SnpError::CertsTooLarge(20480)))
+        ));
+    }
+
+    /// A successful `snp_report_resp.data` whose report carries `report_data`.
+    fn response_with(report_data: [u8; 64]) -> [u8; 4000] {
+        let mut data = [0u8; 4000];
+        data.copy_from_slice(&response(0, REPORT_LEN as u32));
+        data[REPORT_OFFSET + 0x50..REPORT_OFFSET + 0x90].copy_from_slice(&report_data);
+        data
+    }
+
+    fn request() -> Request<'static> {
+        Request {
+            report_data: [0xab; 64],
+            nonce: b"n",
+            public_key: b"k",
+        }
+    }
+
+    #[test]
+    fn a_report_with_other_report_data_is_refused_before_sending() {
+        let call = |report_data| ioctl::SnpExtReport {
+            result: Ok(()),
+            exitinfo2: 0,
+            certs_len: CERTS_LEN as u32,
+            response: response_with(report_data),
+        };
+        let certs = [0u8; CERTS_LEN];
+        let evidence = evidence_from(&call([0xab; 64]), &certs, &request()).unwrap();
+        assert_eq!(evidence.bytes.len(), REPORT_LEN);
+        assert!(matches!(
+            evidence_from(&call([0xcd; 64]), &certs, &request()),
+            Err(BackendError::Check {
+                check: check::CheckError::Mismatch(check::Bound::ReportData),
+                ..
             })
-        );
+        ));
     }
 
     #[test]
@@ -317,7 +387,7 @@ mod tests {
         certs.extend([0; ENTRY_LEN]);
         certs.extend([0x30, 0x00]);
         let table = certs.clone();
-        certs.resize(INITIAL_CERTS_LEN, 0);
+        certs.resize(CERTS_LEN, 0);
         let bytes = extended_report(&response(0, REPORT_LEN as u32), &certs).unwrap();
         assert_eq!(bytes.len(), REPORT_LEN + table.len());
         assert_eq!(&bytes[REPORT_LEN..], &table[..]);

@@ -10,6 +10,10 @@
 //! `error_code` u32; then `GET_QUOTE_REQ` (0) carries `report_size` u32,
 //! `id_list_size` u32, the report; `GET_QUOTE_RESP` (1) carries
 //! `selected_id_size` u32, `quote_size` u32, the id, the quote.
+//!
+//! Neither the QGS nor the host is trusted to keep the REPORT_DATA: the
+//! TDREPORT is checked before it goes out and the quote when it comes back,
+//! so a substituted quote is refused here, not sent.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -17,7 +21,7 @@ use std::time::Duration;
 use attest_gate_core::TeeKind;
 
 use super::ioctl::{self, TDREPORT_LEN};
-use super::{BackendError, Evidence, EvidenceSource, Request};
+use super::{check, BackendError, Evidence, EvidenceSource, Request};
 
 /// The tdx-guest device.
 pub const DEVICE: &str = "/dev/tdx_guest";
@@ -250,6 +254,27 @@ impl TdxGuest {
     }
 }
 
+/// From a TDREPORT to evidence for `request`: the TDREPORT's REPORTDATA is
+/// checked, `ask` sends the QGS the framed request and returns its answer's
+/// body, and the quote in it must carry the same REPORTDATA.
+pub fn quote_evidence(
+    tdreport: &[u8; TDREPORT_LEN],
+    request: &Request<'_>,
+    qgs: Qgs,
+    ask: impl FnOnce(&[u8]) -> Result<Vec<u8>, QgsError>,
+) -> Result<Evidence, BackendError> {
+    check::tdreport(tdreport, &request.report_data).map_err(BackendError::check("tdx-guest"))?;
+    let qgs_failed = |e: QgsError| failed(format!("QGS at vsock {}:{}: {e}", qgs.cid, qgs.port));
+    let body = ask(&quote_request(tdreport)).map_err(qgs_failed)?;
+    let quote = quote_from_response(&body).map_err(qgs_failed)?;
+    check::tdx_quote(quote, &request.report_data).map_err(BackendError::check("TDX QGS"))?;
+    Ok(Evidence {
+        tee: TeeKind::Tdx,
+        bytes: quote.to_vec(),
+        collateral: Vec::new(),
+    })
+}
+
 impl EvidenceSource for TdxGuest {
     fn evidence(&self, request: &Request<'_>) -> Result<Evidence, BackendError> {
         let device = ioctl::open_device(DEVICE).map_err(|e| failed(format!("{DEVICE}: {e}")))?;
@@ -257,14 +282,8 @@ impl EvidenceSource for TdxGuest {
             .map_err(|e| failed(format!("TDX_CMD_GET_REPORT0: {e}")))?;
         drop(device);
         let qgs = self.qgs;
-        let qgs_failed =
-            |e: QgsError| failed(format!("QGS at vsock {}:{}: {e}", qgs.cid, qgs.port));
-        let body = exchange_over_vsock(qgs, &quote_request(&tdreport)).map_err(qgs_failed)?;
-        let quote = quote_from_response(&body).map_err(qgs_failed)?;
-        Ok(Evidence {
-            tee: TeeKind::Tdx,
-            bytes: quote.to_vec(),
-            collateral: Vec::new(),
+        quote_evidence(&tdreport, request, qgs, |message| {
+            exchange_over_vsock(qgs, message)
         })
     }
 }
@@ -272,6 +291,98 @@ impl EvidenceSource for TdxGuest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::check::{Bound, CheckError};
+    use attest_gate_forge::tdx::{QuoteSpec, TdxSpec};
+
+    fn request() -> Request<'static> {
+        Request {
+            report_data: [0xab; 64],
+            nonce: b"n",
+            public_key: b"k",
+        }
+    }
+
+    /// A TDREPORT carrying `report_data` (REPORTMACSTRUCT's REPORTDATA).
+    fn tdreport(report_data: [u8; 64]) -> [u8; TDREPORT_LEN] {
+        let mut report = [0x11; TDREPORT_LEN];
+        report[128..192].copy_from_slice(&report_data);
+        report
+    }
+
+    /// A QGS that answers every request with a quote for `report_data`
+    /// (through the real framing), recording what it was sent.
+    fn fake_qgs(
+        report_data: [u8; 64],
+        sent: &mut Vec<u8>,
+    ) -> impl FnOnce(&[u8]) -> Result<Vec<u8>, QgsError> + '_ {
+        move |message| {
+            let quote = TdxSpec {
+                quote: QuoteSpec {
+                    report_data,
+                    ..QuoteSpec::v5()
+                },
+                ..TdxSpec::default()
+            }
+            .forge()
+            .map_err(|e| QgsError::Io(io::Error::other(e.to_string())))?
+            .0;
+            let mut stream =
+                Duplex::answering(framed(&response(GET_QUOTE_RESP, 0, &[7; 16], &quote)));
+            let body = exchange(&mut stream, message);
+            *sent = stream.output;
+            body
+        }
+    }
+
+    #[test]
+    fn the_quote_of_an_honest_qgs_is_the_evidence() {
+        let mut sent = Vec::new();
+        let evidence = quote_evidence(
+            &tdreport([0xab; 64]),
+            &request(),
+            Qgs::default(),
+            fake_qgs([0xab; 64], &mut sent),
+        )
+        .unwrap();
+        assert_eq!(evidence.tee, TeeKind::Tdx);
+        assert_eq!(&evidence.bytes[574..638], &[0xab; 64]);
+        assert_eq!(sent, quote_request(&tdreport([0xab; 64])));
+    }
+
+    #[test]
+    fn a_qgs_quote_with_other_report_data_is_refused_before_sending() {
+        let mut sent = Vec::new();
+        let result = quote_evidence(
+            &tdreport([0xab; 64]),
+            &request(),
+            Qgs::default(),
+            fake_qgs([0xcd; 64], &mut sent),
+        );
+        assert!(
+            matches!(
+                result,
+                Err(BackendError::Check {
+                    interface: "TDX QGS",
+                    check: CheckError::Mismatch(Bound::ReportData),
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_tdreport_with_other_report_data_never_reaches_the_qgs() {
+        let result = quote_evidence(&tdreport([0xcd; 64]), &request(), Qgs::default(), |_| {
+            panic!("the QGS was asked")
+        });
+        assert!(matches!(
+            result,
+            Err(BackendError::Check {
+                interface: "tdx-guest",
+                check: CheckError::Mismatch(Bound::ReportData),
+            })
+        ));
+    }
 
     /// A socket stand-in: reads from `input`, records what is written.
     struct Duplex {

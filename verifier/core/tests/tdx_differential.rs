@@ -48,33 +48,9 @@ use std::ops::Range;
 use attest_gate_core::tdx::names;
 use attest_gate_core::{Collateral, TeeKind, TrustAnchors, Verifier};
 use attest_gate_tests::{dcap_qvl_collateral_of, fixtures_dir, tdx_recorded};
+use common::{Rng, Verdict};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-/// A verdict: accepted with a TCB status, or refused (with why).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    Accepted(String),
-    Refused(String),
-}
-
-/// SplitMix64: a small deterministic generator, so every run (and any
-/// failure) is reproducible from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// The regions where we are deliberately stricter than dcap-qvl.
 struct Regions {
@@ -202,14 +178,7 @@ fn oracle(quote: &[u8], items: &[(String, Vec<u8>)], at: OffsetDateTime) -> Verd
 #[test]
 fn mutated_recorded_quotes_get_dcap_qvls_verdict_or_a_deliberate_stricter_one() {
     let Some(dir) = fixtures_dir() else { return };
-    let mutations: usize = std::env::var("ATTEST_GATE_DIFFERENTIAL_MUTATIONS")
-        .ok()
-        .map(|n| n.parse().expect("a number of mutations"))
-        .unwrap_or(2_000);
-    let seed: u64 = std::env::var("ATTEST_GATE_DIFFERENTIAL_SEED")
-        .ok()
-        .map(|n| n.parse().expect("a seed"))
-        .unwrap_or(20_261_203);
+    let (mutations, seed) = common::differential_run(2_000, 20_261_203);
     let verifier = Verifier::new(TrustAnchors::vendor().unwrap());
     let pairings: Vec<_> = tdx_recorded(&dir)
         .into_iter()
@@ -242,14 +211,14 @@ fn mutated_recorded_quotes_get_dcap_qvls_verdict_or_a_deliberate_stricter_one() 
             // One byte anywhere.
             0..=59 => {
                 let at = rng.below(quote.len());
-                quote[at] ^= (rng.below(255) + 1) as u8;
+                quote[at] ^= rng.flip();
                 Some(at)
             }
             // One byte in the certification data's tail (the PEM chain on).
             60..=74 => {
                 let start = regions(&quote).root.start.saturating_sub(2_000);
                 let at = start + rng.below(quote.len() - start);
-                quote[at] ^= (rng.below(255) + 1) as u8;
+                quote[at] ^= rng.flip();
                 Some(at)
             }
             // Truncated.
@@ -269,7 +238,7 @@ fn mutated_recorded_quotes_get_dcap_qvls_verdict_or_a_deliberate_stricter_one() 
                 let bytes = &mut collateral[item].1;
                 let at = rng.below(bytes.len());
                 let was = bytes[at];
-                bytes[at] ^= (rng.below(255) + 1) as u8;
+                bytes[at] ^= rng.flip();
                 edited_item = Some((item, at, was, bytes[at]));
                 None
             }
@@ -323,16 +292,5 @@ fn mutated_recorded_quotes_get_dcap_qvls_verdict_or_a_deliberate_stricter_one() 
         }
         *tally.entry(class).or_default() += 1;
     }
-    eprintln!("differential, {mutations} mutations (seed {seed}): {tally:#?}");
-    assert!(
-        unexplained.is_empty(),
-        "{} unexplained disagreements, e.g.:\n{}",
-        unexplained.len(),
-        unexplained
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    common::assert_all_explained("TDX", mutations, seed, &tally, &unexplained);
 }

@@ -516,6 +516,17 @@ pub fn snp_cases() -> Result<Vec<Case>, ForgeError> {
         evidence: snp_forge::sign_body(reserved, &snp_forge::vcek_key()),
         ..no_data(&valid, "malformed_evidence")
     });
+    let mut reserved_tcb = report.body();
+    if let Some(b) = reserved_tcb.get_mut(0x3b) {
+        *b = 2;
+    }
+    cases.push(Case {
+        name: "reserved_tcb_nonzero",
+        description:
+            "a reserved byte inside CURRENT_TCB (byte 3 of the Milan layout) set, and signed",
+        evidence: snp_forge::sign_body(reserved_tcb, &snp_forge::vcek_key()),
+        ..no_data(&valid, "malformed_evidence")
+    });
     let (vcek, ask, ark) = snp_forge::chain_ders(&valid.collateral);
     let mut extended = valid.evidence.clone();
     extended.extend_from_slice(&snp_forge::cert_table(&vcek, &ask, &ark));

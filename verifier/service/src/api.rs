@@ -304,3 +304,25 @@ pub struct SecretRelease {
     /// names the secret and version too.
     pub jwe: String,
 }
+
+/// `POST /v1/jwt-svid`: the audiences a JWT-SVID is for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidRequest {
+    /// 1 to 8 audiences, each one the workload's grant names.
+    pub audience: Vec<String>,
+}
+
+/// `POST /v1/jwt-svid`: a JWT-SVID (a bearer token: whoever holds it is
+/// the SPIFFE ID to its audiences until it expires).
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtSvidResponse {
+    /// The compact JWS (`typ: JWT`).
+    pub token: String,
+    /// Its SPIFFE ID (`sub`).
+    pub spiffe_id: String,
+    /// Seconds until it expires (at most 300).
+    pub expires_in: i64,
+    /// Its `jti` (for revocation and audit).
+    pub jti: String,
+}

@@ -1,19 +1,35 @@
 //! The verifier's own PKI: an SVID root and intermediate CA (the intermediate
-//! signs X.509-SVIDs; `GET /v1/bundle` publishes the root), and the TLS
-//! server certificate it generates when none is given. Keys are PEM files,
-//! mode 0600, in the data directory.
+//! signs X.509-SVIDs; `GET /v1/bundle` publishes the root, and
+//! `GET /v1/bundle/spiffe` the SPIFFE bundle), and the TLS server
+//! certificate it generates when none is given. Keys are PEM files, mode
+//! 0600, in the data directory.
+//!
+//! Every certificate follows RFC 5280 (`openssl verify -x509_strict` passes:
+//! subject and authority key identifiers, critical key usage and basic
+//! constraints) and the SPIFFE X.509-SVID profile: a leaf has exactly one
+//! URI SAN (its SPIFFE ID; critical, since its subject names no one),
+//! `digitalSignature` only and is not a CA; the CAs have `keyCertSign` and
+//! `cRLSign`; and the intermediate carries a critical name constraint that
+//! permits only URIs in the trust domains `measurements/` names, so even a
+//! stolen intermediate key cannot mint an identity another trust domain's
+//! relying parties accept. When those trust domains change (a reload, a
+//! new workload file) the intermediate is issued again, same key.
 
 use crate::decision::Grant;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use attest_gate_core::AgentKey;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
-    SanType, SerialNumber, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use crate::secrets::{self, SecretError};
 
@@ -80,7 +96,11 @@ pub(crate) const TEST_ROOT_MARK: &str = "attest-gate test-root evidence";
 pub(crate) struct SvidCa {
     issuer: Issuer<'static, KeyPair>,
     root_pem: String,
+    /// The root as a SPIFFE bundle entry (`use: x509-svid`, `x5c`).
+    root_jwk: serde_json::Value,
     intermediate_pem: String,
+    /// The trust domains the intermediate's name constraint permits.
+    trust_domains: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for SvidCa {
@@ -98,6 +118,13 @@ pub enum PkiError {
     /// Certificate generation or parsing.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
+    /// A CA certificate on disk that does not parse as one.
+    #[error("CA certificate: {0}")]
+    Unreadable(String),
+    /// A grant for a trust domain the intermediate may not issue for (its
+    /// name constraint would make the SVID fail validation): refused.
+    #[error("the SVID intermediate is not constrained to trust domain {0}")]
+    OutsideTrustDomains(String),
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -120,6 +147,125 @@ fn ca_params(
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(365 * years);
     params
+}
+
+/// A random positive 128-bit serial. rcgen's default is a hash of the
+/// subject key, which would repeat when the intermediate is issued again
+/// with the same key (RFC 5280 §4.1.2.2: unique per issuer).
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut serial = secrets::random_bytes::<16>()?;
+    if let Some(first) = serial.first_mut() {
+        *first &= 0x7f; // positive, as RFC 5280 requires
+    }
+    Ok(SerialNumber::from_slice(&serial))
+}
+
+/// The OID of the name constraints extension (RFC 5280 §4.2.1.10).
+const NAME_CONSTRAINTS: [u64; 4] = [2, 5, 29, 30];
+
+/// A DER TLV (definite length, short or long form).
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let significant = bytes
+            .get(len.leading_zeros() as usize / 8..)
+            .unwrap_or_default();
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(significant);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// `NameConstraints ::= SEQUENCE { permittedSubtrees [0] GeneralSubtrees }`
+/// with one `uniformResourceIdentifier [6]` subtree per trust domain, as
+/// the X.509-SVID profile (§4.2) puts it. rcgen has no URI subtree, so the
+/// extension is encoded here; RFC 5280 says a URI constraint is a host
+/// name, matched against the URI's host: `attest-gate.test` permits
+/// `spiffe://attest-gate.test/...` and nothing else (no subdomain, since
+/// the name does not start with a period).
+fn name_constraints(trust_domains: &BTreeSet<String>) -> CustomExtension {
+    let subtrees: Vec<u8> = trust_domains
+        .iter()
+        .flat_map(|domain| der(0x30, &der(0x86, domain.as_bytes())))
+        .collect();
+    let content = der(0x30, &der(0xa0, &subtrees));
+    let mut extension = CustomExtension::from_oid_content(&NAME_CONSTRAINTS, content);
+    extension.set_criticality(true);
+    extension
+}
+
+/// Whether `pem` is an intermediate of today's profile: an authority key
+/// identifier, and with `constrained_to` a critical name constraint
+/// permitting exactly those trust domains' URIs (and excluding nothing),
+/// without it no name constraint.
+fn intermediate_conforms(pem: &str, constrained_to: Option<&BTreeSet<String>>) -> bool {
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(cert) = block.parse_x509() else {
+        return false;
+    };
+    let mut has_aki = false;
+    let mut permitted = None;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                has_aki = aki.key_identifier.is_some();
+            }
+            ParsedExtension::NameConstraints(nc) if ext.critical => {
+                if nc.excluded_subtrees.is_some() {
+                    return false;
+                }
+                let mut uris = BTreeSet::new();
+                for subtree in nc.permitted_subtrees.iter().flatten() {
+                    match subtree.base {
+                        GeneralName::URI(uri) => uris.insert(uri.to_string()),
+                        _ => return false,
+                    };
+                }
+                permitted = Some(uris);
+            }
+            _ => {}
+        }
+    }
+    has_aki && permitted.as_ref() == constrained_to
+}
+
+/// The root's public key as a SPIFFE bundle entry (SPIFFE X.509-SVID §6.1):
+/// `use: x509-svid`, no `kid`, and the certificate itself in `x5c`.
+fn bundle_entry(root_pem: &str) -> Result<serde_json::Value, PkiError> {
+    let unreadable = |what: &str| PkiError::Unreadable(format!("the SVID root: {what}"));
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(root_pem.as_bytes()).map_err(|_| unreadable("PEM"))?;
+    let cert = block.parse_x509().map_err(|_| unreadable("DER"))?;
+    let point = &cert.public_key().subject_public_key.data;
+    let key = match (point.len(), point.first()) {
+        (65, Some(4)) => AgentKey::P256 {
+            x: point
+                .get(1..33)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| unreadable("key"))?,
+            y: point
+                .get(33..65)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| unreadable("key"))?,
+        },
+        _ => return Err(unreadable("not a P-256 key")),
+    };
+    let mut jwk = key.to_jwk();
+    if let Some(map) = jwk.as_object_mut() {
+        map.insert("use".into(), serde_json::json!("x509-svid"));
+        map.insert(
+            "x5c".into(),
+            serde_json::json!([STANDARD.encode(&block.contents)]),
+        );
+    }
+    Ok(jwk)
 }
 
 fn key_pem() -> Result<Vec<u8>, SecretError> {
@@ -153,30 +299,65 @@ fn load_or_create_cert(
 }
 
 impl SvidCa {
-    /// Loads the CA in `dir`, creating root and intermediate on first start.
-    pub(crate) fn load_or_create(dir: &Path, now: OffsetDateTime) -> Result<Self, PkiError> {
+    /// Loads the CA in `dir`, creating root and intermediate on first
+    /// start. An intermediate that is not of today's profile for exactly
+    /// `trust_domains` (an older one without an authority key identifier or
+    /// name constraint, or one for other trust domains) is issued again,
+    /// with the same key, and replaces the file.
+    pub(crate) fn load_or_create(
+        dir: &Path,
+        trust_domains: &BTreeSet<String>,
+        name_constraint: bool,
+        now: OffsetDateTime,
+    ) -> Result<Self, PkiError> {
         let root_key = load_key(&dir.join("root.key.pem"))?;
         let root_params = ca_params("Attest Gate SVID root", 1, now, 10);
         let root_pem = load_or_create_cert(&dir.join("root.pem"), || {
+            let mut root_params = root_params;
+            root_params.serial_number = Some(random_serial()?);
             Ok(root_params.self_signed(&root_key)?.pem())
         })?;
+        let root_jwk = bundle_entry(&root_pem)?;
         let root = Issuer::from_ca_cert_pem(&root_pem, root_key)?;
         let key = load_key(&dir.join("intermediate.key.pem"))?;
-        let intermediate_pem = load_or_create_cert(&dir.join("intermediate.pem"), || {
-            let params = ca_params("Attest Gate SVID intermediate", 0, now, 5);
+        let make = || -> Result<String, PkiError> {
+            let mut params = ca_params("Attest Gate SVID intermediate", 0, now, 5);
+            params.serial_number = Some(random_serial()?);
+            params.use_authority_key_identifier_extension = true;
+            if name_constraint {
+                params.custom_extensions = vec![name_constraints(trust_domains)];
+            }
             Ok(params.signed_by(&key, &root)?.pem())
-        })?;
+        };
+        let path = dir.join("intermediate.pem");
+        let mut intermediate_pem = load_or_create_cert(&path, make)?;
+        let constrained_to = name_constraint.then_some(trust_domains);
+        if !intermediate_conforms(&intermediate_pem, constrained_to) {
+            intermediate_pem = make()?;
+            secrets::replace_secret(&path, intermediate_pem.as_bytes())?;
+            tracing::info!(
+                ?trust_domains,
+                "issued the SVID intermediate again for these trust domains"
+            );
+        }
         let issuer = Issuer::from_ca_cert_pem(&intermediate_pem, key)?;
         Ok(Self {
             issuer,
             root_pem,
+            root_jwk,
             intermediate_pem,
+            trust_domains: trust_domains.clone(),
         })
     }
 
     /// The trust bundle relying parties pin (the root, PEM).
     pub(crate) fn bundle_pem(&self) -> &str {
         &self.root_pem
+    }
+
+    /// The root as a SPIFFE bundle JWK (`use: x509-svid`, `x5c`).
+    pub(crate) fn bundle_jwk(&self) -> &serde_json::Value {
+        &self.root_jwk
     }
 
     /// Issues the X.509-SVID of `grant` for `csr`'s key (checked to be the
@@ -186,6 +367,10 @@ impl SvidCa {
     /// (`OU=attest-gate test-root evidence`), since the SVID has no other
     /// place for it. Returns the chain (SVID, then intermediate) as PEM.
     pub(crate) fn issue(&self, csr: &CheckedCsr, grant: &Grant) -> Result<String, PkiError> {
+        let domain = &grant.workload().grant.trust_domain;
+        if !self.trust_domains.contains(domain) {
+            return Err(PkiError::OutsideTrustDomains(domain.clone()));
+        }
         let spiffe_id = grant.subject();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -194,11 +379,7 @@ impl SvidCa {
                 .distinguished_name
                 .push(DnType::OrganizationalUnitName, TEST_ROOT_MARK);
         }
-        let mut serial = secrets::random_bytes::<16>()?;
-        if let Some(first) = serial.first_mut() {
-            *first &= 0x7f; // positive, as RFC 5280 requires
-        }
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.serial_number = Some(random_serial()?);
         params.subject_alt_names = vec![SanType::URI(spiffe_id.as_str().try_into()?)];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -234,4 +415,52 @@ pub(crate) fn load_or_create_tls(
         Ok(params.self_signed(&key)?.pem())
     })?;
     Ok((cert, key.serialize_pem()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths_take_the_short_and_long_forms() {
+        assert_eq!(der(0x04, &[7; 3]), [0x04, 3, 7, 7, 7]);
+        assert_eq!(&der(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+        assert_eq!(&der(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(der(0x04, &[0; 70_000]).len(), 70_000 + 5);
+    }
+
+    /// Many long trust domains (an extension well past 255 bytes) encode
+    /// and parse back exactly; another set does not conform, and loading
+    /// with it issues the intermediate again.
+    #[test]
+    fn the_name_constraint_round_trips_and_follows_the_domains() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let many: BTreeSet<String> = (0..40)
+            .map(|i| format!("{i}.{}.example", "d".repeat(60)))
+            .collect();
+        let ca = SvidCa::load_or_create(dir.path(), &many, true, now).unwrap();
+        assert!(intermediate_conforms(&ca.intermediate_pem, Some(&many)));
+        let fewer: BTreeSet<String> = many.iter().skip(1).cloned().collect();
+        assert!(!intermediate_conforms(&ca.intermediate_pem, Some(&fewer)));
+        assert!(!intermediate_conforms(&ca.intermediate_pem, None));
+        let again = SvidCa::load_or_create(dir.path(), &fewer, true, now).unwrap();
+        assert_ne!(again.intermediate_pem, ca.intermediate_pem);
+        assert!(intermediate_conforms(&again.intermediate_pem, Some(&fewer)));
+        assert_eq!(again.root_pem, ca.root_pem, "the root stays");
+        // Unchanged domains: the file is reused as it is.
+        let same = SvidCa::load_or_create(dir.path(), &fewer, true, now).unwrap();
+        assert_eq!(same.intermediate_pem, again.intermediate_pem);
+        // The constraint turned off: issued again without it, and still
+        // refusing SVIDs outside the trust domains.
+        let plain = SvidCa::load_or_create(dir.path(), &fewer, false, now).unwrap();
+        assert_ne!(plain.intermediate_pem, same.intermediate_pem);
+        assert!(intermediate_conforms(&plain.intermediate_pem, None));
+        assert!(!intermediate_conforms(
+            &plain.intermediate_pem,
+            Some(&fewer)
+        ));
+        assert_eq!(plain.root_pem, ca.root_pem);
+    }
 }

@@ -1,7 +1,8 @@
 //! What is signed, built only from a [`Grant`]: the access token's claims
-//! (the protocol's [`AccessClaims`]) and the credential's database record.
-//! A `Grant` comes only from the decision module, so nothing here decides
-//! anything: it lays out what was decided. Pure: no clock, no I/O.
+//! (the protocol's [`AccessClaims`]) and the credential's database record;
+//! and from a [`JwtSvidGrant`], a JWT-SVID's claims and record. Grants come
+//! only from the decision module, so nothing here decides anything: it lays
+//! out what was decided. Pure: no clock, no I/O.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +10,81 @@ use attest_gate_core::{TcbStatus, TrustKind, VerifiedClaims, Workload};
 use attest_gate_protocol::claims::EAR_PROFILE;
 use attest_gate_protocol::{AccessClaims, Confirmation, Ear, EarAppraisal};
 
-use crate::decision::Grant;
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{Grant, JwtSvidGrant};
 use crate::store::CredentialRecord;
+
+/// A JWT-SVID's `aud`: one audience as a string, several as an array
+/// (RFC 7519 §4.1.3 allows both; a single string is what most OIDC
+/// consumers expect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Audience {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// The claims of a JWT-SVID (SPIFFE JWT-SVID §3): `sub` the SPIFFE ID,
+/// `aud`, `exp`, plus `iss`, `iat` and `jti` (so OIDC consumers can find
+/// the issuer's keys, and revocation and introspection can name it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JwtSvidClaims {
+    /// The issuer URL.
+    pub iss: String,
+    /// The SPIFFE ID.
+    pub sub: String,
+    /// The audiences.
+    pub aud: Audience,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Its ID.
+    pub jti: String,
+}
+
+/// The JWT-SVID's claims for `grant`, issued by `issuer`.
+pub(crate) fn jwt_svid_claims(grant: &JwtSvidGrant, issuer: &str) -> JwtSvidClaims {
+    let aud = match grant.audiences() {
+        [one] => Audience::One(one.clone()),
+        all => Audience::Many(all.to_vec()),
+    };
+    JwtSvidClaims {
+        iss: issuer.to_string(),
+        sub: grant.subject().to_string(),
+        aud,
+        exp: grant.expires_at().unix_timestamp(),
+        iat: grant.issued_at().unix_timestamp(),
+        jti: grant.jti().to_string(),
+    }
+}
+
+/// A JWT-SVID's database record: a credential of the access token's
+/// session, with that token as its parent (so revoking the token, its
+/// session, key, workload, model or a measurement revokes it too), no
+/// scope, and its audiences space-separated.
+pub(crate) fn jwt_svid_record(grant: &JwtSvidGrant) -> CredentialRecord {
+    CredentialRecord {
+        jti: grant.jti().to_string(),
+        subject: grant.subject().to_string(),
+        session_id: grant.session_id().to_string(),
+        parent_jti: Some(grant.parent_jti().to_string()),
+        workload: grant.workload().to_string(),
+        jkt: grant.jkt().to_string(),
+        scope: String::new(),
+        audience: grant.audiences().join(" "),
+        issued_at: grant.issued_at().unix_timestamp(),
+        expires_at: grant.expires_at().unix_timestamp(),
+        test_root: grant.test_root(),
+        model_digest: grant.model_digest().to_string(),
+        measurements: grant.registers().join(" "),
+        depth: grant.depth(),
+    }
+}
 
 /// `spiffe://<trust-domain>/<workload>/<instance>`.
 pub(crate) fn spiffe_id(workload: &Workload, instance: &str) -> String {

@@ -4,8 +4,9 @@
 //! scope rule for every caller — attestation, token exchange, reappraisal,
 //! the admin dry run and `verifier policy test` — and only it builds the
 //! [`Grant`] that the token signer, the SVID CA and the credential record
-//! take. A tested policy therefore decides exactly as the service will, and
-//! a delegation cannot escape a `forbid` that the attestation obeyed.
+//! take (and the [`JwtSvidGrant`] that the JWT-SVID signer takes). A tested
+//! policy therefore decides exactly as the service will, and a delegation
+//! cannot escape a `forbid` that the attestation obeyed.
 
 use std::path::Path;
 
@@ -19,10 +20,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::api::IntentRequest;
 use crate::credentials;
-use crate::error::{ServiceCode, ServiceError};
+use crate::error::{ErrorCode, ServiceCode, ServiceError};
 use crate::policy::{
     DelegationQuery, Policy, PolicyQuery, PolicySubject, SecretQuery, DEFAULT_POLICY,
 };
+use crate::revocation::Standing;
 use crate::secrets;
 use crate::service::{test_anchors, StartError};
 use crate::token::VerifiedToken;
@@ -230,6 +232,110 @@ impl Grant {
     pub fn expires_at(&self) -> OffsetDateTime {
         self.expires_at
     }
+}
+
+/// The most audiences one JWT-SVID may name.
+pub(crate) const MAX_JWT_SVID_AUDIENCES: usize = 8;
+/// The longest a JWT-SVID lives: a bearer token, so short-lived (it is never
+/// valid past the access token it was asked with either).
+pub(crate) const JWT_SVID_TTL_SECONDS: i64 = 300;
+/// The longest audience a JWT-SVID may name.
+const MAX_AUDIENCE_LEN: usize = 256;
+
+/// A JWT-SVID decided: for whom (the access token's SPIFFE ID, session and
+/// key), for which audiences, until when. Only
+/// [`Appraiser::grant_jwt_svid`] builds one, from a verified access token
+/// run through the same audience rule and Cedar policy as the token itself;
+/// the JWT-SVID signer and its credential record take it and nothing else.
+///
+/// ```compile_fail
+/// let grant = attest_gate_verifier::decision::JwtSvidGrant { jti: String::new() };
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwtSvidGrant {
+    subject: String,
+    audiences: Vec<String>,
+    jti: String,
+    parent_jti: String,
+    session_id: String,
+    workload: String,
+    jkt: String,
+    depth: i32,
+    model_digest: String,
+    registers: Vec<String>,
+    test_root: bool,
+    issued_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+impl JwtSvidGrant {
+    /// Its SPIFFE ID (`sub`): the access token's.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    /// The audiences (`aud`), each one the workload's grant names.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+    /// Its own ID.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+    /// The access token it was asked with: revoking that revokes it.
+    pub fn parent_jti(&self) -> &str {
+        &self.parent_jti
+    }
+    /// The session it belongs to.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+    /// The workload's name.
+    pub fn workload(&self) -> &str {
+        &self.workload
+    }
+    /// The agent key's thumbprint.
+    pub fn jkt(&self) -> &str {
+        &self.jkt
+    }
+    /// The access token's delegation depth.
+    pub fn depth(&self) -> i32 {
+        self.depth
+    }
+    /// The model digest the session attested, hex.
+    pub fn model_digest(&self) -> &str {
+        &self.model_digest
+    }
+    /// The verified register values of the session, hex.
+    pub fn registers(&self) -> &[String] {
+        &self.registers
+    }
+    /// Whether a test root anchored the session's evidence.
+    pub fn test_root(&self) -> bool {
+        self.test_root
+    }
+    /// Issued at.
+    pub fn issued_at(&self) -> OffsetDateTime {
+        self.issued_at
+    }
+    /// Expires at: at most [`JWT_SVID_TTL_SECONDS`] later, never after the
+    /// access token.
+    pub fn expires_at(&self) -> OffsetDateTime {
+        self.expires_at
+    }
+}
+
+/// What an agent asks a JWT-SVID for, and how its credential stands.
+#[derive(Debug, Clone, Copy)]
+pub struct JwtSvidAsk<'a> {
+    /// The audiences.
+    pub audiences: &'a [String],
+    /// The access token's standing against the revocations in force.
+    pub standing: &'a Standing,
+    /// Why nothing may be issued on it (revoked, immediately or
+    /// gracefully), if so.
+    pub blocked: Option<&'a str>,
+    /// The session's verified register values, hex.
+    pub registers: &'a [String],
 }
 
 /// What an attesting agent asks for.
@@ -545,6 +651,141 @@ impl Appraiser {
                 ),
             ))
         }
+    }
+
+    /// A JWT-SVID for a verified access token, checked in order: 1 to 8
+    /// distinct audiences of at most 256 characters; the credential's
+    /// standing (revoked: `revoked`; quarantined: `quarantined`, since a
+    /// bearer token cannot carry the quarantine to a relying party); the
+    /// token's workload still listed; a delegated token only for its own
+    /// audience (delegation only narrows); each audience one the workload
+    /// names and for which Cedar permits at least one of the token's scopes
+    /// (the one scope rule, as if the token were asked for that audience).
+    /// Lifetime: [`JWT_SVID_TTL_SECONDS`], never past the token's expiry.
+    pub fn grant_jwt_svid(
+        &self,
+        token: &VerifiedToken,
+        ask: &JwtSvidAsk<'_>,
+        now: OffsetDateTime,
+    ) -> Result<JwtSvidGrant, ServiceError> {
+        let claims = token.claims();
+        let audiences = ask.audiences;
+        let distinct = audiences
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !audiences.iter().take(i).any(|b| b == a));
+        if audiences.is_empty()
+            || audiences.len() > MAX_JWT_SVID_AUDIENCES
+            || audiences.iter().any(|a| {
+                a.is_empty() || a.len() > MAX_AUDIENCE_LEN || a.chars().any(char::is_control)
+            })
+            || !distinct
+        {
+            return Err(ServiceError::new(
+                ServiceCode::AudienceCount,
+                format!(
+                    "`audience` must name 1 to {MAX_JWT_SVID_AUDIENCES} distinct audiences of 1 to {MAX_AUDIENCE_LEN} characters"
+                ),
+            ));
+        }
+        if let Some(reason) = ask.blocked {
+            return Err(ServiceError::new(
+                ServiceCode::Revoked,
+                format!("the token is revoked: {reason}"),
+            ));
+        }
+        if let Standing::Quarantined { reason, .. } = ask.standing {
+            return Err(ServiceError::new(
+                ServiceCode::Quarantined,
+                format!("the session is quarantined ({reason}): no JWT-SVID is issued on it"),
+            ));
+        }
+        let workload = self.listed_workload(&claims.client_id, "the token")?;
+        let depth = i32::try_from(claims.depth()).unwrap_or(i32::MAX);
+        if depth > 0 {
+            if let Some(other) = audiences.iter().find(|a| **a != claims.aud) {
+                return Err(ServiceError::new(
+                    ServiceCode::AudienceNotDelegated,
+                    format!(
+                        "a delegated token gets JWT-SVIDs only for its own audience, not `{}`",
+                        other.chars().take(MAX_AUDIENCE_LEN).collect::<String>()
+                    ),
+                ));
+            }
+        }
+        let scopes: Vec<String> = claims
+            .scope
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        for audience in audiences {
+            // The one scope rule: the workload must name the audience, and
+            // Cedar must permit one of the token's scopes for it. A
+            // delegated token asks for its own audience, which the exchange
+            // decided with the delegation in Cedar's context; the workload
+            // must still name it.
+            let allowed = if depth > 0 {
+                workload.grant.audiences.iter().any(|a| a == audience)
+            } else {
+                let query = PolicyQuery {
+                    subject: PolicySubject::from_provenance(workload, &claims.provenance),
+                    delegation: None,
+                    act_for: &claims.act_for,
+                    task_id: &claims.intent.task_id,
+                    audience,
+                    scopes: &scopes,
+                    now,
+                };
+                match self.permitted(&query) {
+                    Ok(_) => true,
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            ErrorCode::Service(
+                                ServiceCode::AudienceNotAllowed | ServiceCode::ScopeNotAllowed
+                            )
+                        ) =>
+                    {
+                        false
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if !allowed {
+                return Err(ServiceError::new(
+                    ServiceCode::AudienceNotAllowed,
+                    format!(
+                        "workload {} may not get JWT-SVIDs for `{}`",
+                        workload.name,
+                        audience.chars().take(MAX_AUDIENCE_LEN).collect::<String>()
+                    ),
+                ));
+            }
+        }
+        let token_expiry =
+            OffsetDateTime::from_unix_timestamp(claims.exp).map_err(ServiceError::internal)?;
+        let expires_at = (now + Duration::seconds(JWT_SVID_TTL_SECONDS)).min(token_expiry);
+        if expires_at <= now {
+            return Err(ServiceError::new(
+                ServiceCode::InvalidToken,
+                "the access token has expired",
+            ));
+        }
+        Ok(JwtSvidGrant {
+            subject: claims.sub.clone(),
+            audiences: audiences.to_vec(),
+            jti: secrets::random_id().map_err(ServiceError::internal)?,
+            parent_jti: claims.jti.clone(),
+            session_id: claims.session.id.clone(),
+            workload: workload.name.clone(),
+            jkt: claims.cnf.jkt.clone(),
+            depth,
+            model_digest: claims.provenance.model_digest.clone(),
+            registers: ask.registers.to_vec(),
+            test_root: claims.provenance.test_root,
+            issued_at: now,
+            expires_at,
+        })
     }
 
     /// Reference values, then the scope rule: what attestation, the dry run,

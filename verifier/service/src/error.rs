@@ -91,7 +91,7 @@ service_codes! {
     BadRequest => "bad_request", BAD_REQUEST, No, "Another client error found by the HTTP layer before any handler ran (e.g. a wrong content type); the status is the layer's.";
     Unauthorized => "unauthorized", UNAUTHORIZED, No, "An admin endpoint was called without the admin bearer token, or with a wrong one.";
     InvalidClient => "invalid_client", UNAUTHORIZED, No, "Introspection without valid HTTP Basic credentials of a registered relying party.";
-    InvalidToken => "invalid_token", UNAUTHORIZED, No, "The subject token of an exchange, or the `Authorization: DPoP` token of a secret request, is missing or not a current access token this service signed (signature, kid, typ, expiry).";
+    InvalidToken => "invalid_token", UNAUTHORIZED, No, "The subject token of an exchange, or the `Authorization: DPoP` token of a secret or JWT-SVID request, is missing or not a current access token this service signed (signature, kid, typ, expiry).";
     InvalidDpopProof => "invalid_dpop_proof", UNAUTHORIZED, No, "The DPoP proof is missing, repeated, malformed, signed by another key, for another method or URL, out of its time window, replayed, or its ath does not match the token.";
     UseDpopNonce => "use_dpop_nonce", BAD_REQUEST, NewDpopNonce, "The DPoP proof carries no valid server nonce; the answer's DPoP-Nonce header has one.";
     UnsupportedGrantType => "unsupported_grant_type", BAD_REQUEST, No, "A token exchange whose grant_type or subject_token_type is not RFC 8693's token exchange of an access token.";
@@ -104,9 +104,12 @@ service_codes! {
     NonceExpired => "nonce_expired", FORBIDDEN, NewChallenge, "The nonce is past its expiry, or its expiry is further away than the nonce lifetime (the service's clock moved back since it was issued).";
     NonceReplayed => "nonce_replayed", FORBIDDEN, NewChallenge, "The nonce was already used by another attestation.";
     RevocationNotChecked => "revocation_not_checked", FORBIDDEN, No, "SEV-SNP evidence under the vendor roots was verified without AMD's CRL.";
-    AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for.";
+    AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for; for a JWT-SVID, also when the Cedar policy permits none of the token's scopes for that audience.";
+    AudienceCount => "audience_count", BAD_REQUEST, No, "A JWT-SVID request names no audience, more than 8, the same one twice, or one that is empty, longer than 256 characters or has control characters.";
+    AudienceNotDelegated => "audience_not_delegated", FORBIDDEN, No, "A delegated token asked for a JWT-SVID for an audience other than its own `aud` (delegation only narrows).";
+    Quarantined => "quarantined", FORBIDDEN, No, "A JWT-SVID was asked for with a token whose session, key, workload, model or measurement is quarantined (a bearer token cannot carry the quarantine).";
     ScopeNotAllowed => "scope_not_allowed", FORBIDDEN, No, "No requested scope survives the workload's grant and the Cedar policy.";
-    Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement; or, for a secret, the token presented is revoked immediately or gracefully.";
+    Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement; or, for a secret or a JWT-SVID, the token presented is revoked immediately or gracefully.";
     ParentRevoked => "parent_revoked", FORBIDDEN, No, "The token to exchange is revoked (immediately or gracefully); an expired or unknown one is `invalid_token`.";
     WorkloadUnknown => "workload_unknown", FORBIDDEN, No, "The token to exchange names a workload no longer in measurements/.";
     DelegationNotAllowed => "delegation_not_allowed", FORBIDDEN, No, "The workload's grant does not allow delegation.";

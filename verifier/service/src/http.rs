@@ -20,8 +20,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::api::{
-    AttestRequest, ClientRequest, DryRunRequest, ExchangeRequest, IntrospectRequest, LiftRequest,
-    ReappraiseRequest, RevokeRequest,
+    AttestRequest, ClientRequest, DryRunRequest, ExchangeRequest, IntrospectRequest,
+    JwtSvidRequest, LiftRequest, ReappraiseRequest, RevokeRequest,
 };
 use crate::error::{ErrorCode, ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
@@ -83,9 +83,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/challenge", post(challenge))
         .route("/v1/attest", post(attest))
         .route("/v1/bundle", get(bundle))
+        .route("/v1/bundle/spiffe", get(spiffe_bundle))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
         .route(crate::service::EXCHANGE_PATH, post(exchange))
+        .route(crate::service::JWT_SVID_PATH, post(jwt_svid))
         .route("/v1/introspect", post(introspect))
         .route("/v1/revocations", get(revocations))
         .route("/metrics", get(metrics))
@@ -153,6 +155,7 @@ async fn limit_by_address(
         "/v1/introspect" => Some(Endpoint::Introspect),
         "/v1/revocations" => Some(Endpoint::Revocations),
         _ if path == crate::service::EXCHANGE_PATH => Some(Endpoint::Exchange),
+        _ if path == crate::service::JWT_SVID_PATH => Some(Endpoint::JwtSvid),
         _ if path.starts_with(crate::service::SECRETS_PATH) => Some(Endpoint::Secrets),
         _ => None,
     };
@@ -223,6 +226,14 @@ async fn bundle(State(service): State<Arc<Service>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         service.bundle_pem(),
+    )
+        .into_response()
+}
+
+async fn spiffe_bundle(State(service): State<Arc<Service>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Json(service.spiffe_bundle()),
     )
         .into_response()
 }
@@ -431,6 +442,39 @@ async fn exchange(
             let decided =
                 tokio::spawn(async move { this.exchange(&request, proof.as_deref(), now).await })
                     .await;
+            match decided {
+                Ok(Ok(r)) => Json(r).into_response(),
+                Ok(Err(e)) => e.into_response(),
+                Err(e) => ServiceError::internal(e).into_response(),
+            }
+        }
+    };
+    with_dpop_nonce(&service, now, response)
+}
+
+/// `POST /v1/jwt-svid`: the agent's DPoP-bound token and one proof, as a
+/// secret release; the body names the audiences.
+async fn jwt_svid(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Result<Json<JwtSvidRequest>, JsonRejection>,
+) -> Response {
+    let now = service.now();
+    let response = match body {
+        Err(rejection) => body_error(&rejection).into_response(),
+        Ok(Json(request)) => {
+            let (token, proof) = (
+                secrets::dpop_token(&headers),
+                secrets::single_proof(&headers),
+            );
+            // Its own task, as attestation: a client that hangs up cannot
+            // cut a decision (and its audit record) in half.
+            let this = Arc::clone(&service);
+            let decided = tokio::spawn(async move {
+                this.jwt_svid(&request, token.as_deref(), proof.as_deref(), now)
+                    .await
+            })
+            .await;
             match decided {
                 Ok(Ok(r)) => Json(r).into_response(),
                 Ok(Err(e)) => e.into_response(),

@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): attestations by
 //! TEE and outcome, rejections by code, issuance latency, revocations by
-//! mode, secret requests by outcome, rows per table (counted when the store
+//! mode, secret requests and JWT-SVID requests by outcome, rows per table (counted when the store
 //! is pruned); active sessions are counted from the store at scrape time.
 
 use std::sync::atomic::AtomicI64;
@@ -46,6 +46,7 @@ pub(crate) struct Metrics {
     challenges: Counter,
     rate_limited: Family<Code, Counter>,
     secrets: Family<Code, Counter>,
+    jwt_svids: Family<Code, Counter>,
     table_rows: Family<Table, Gauge<i64, AtomicI64>>,
 }
 
@@ -61,6 +62,7 @@ impl Default for Metrics {
         let challenges = Counter::default();
         let rate_limited = Family::<Code, Counter>::default();
         let secrets = Family::<Code, Counter>::default();
+        let jwt_svids = Family::<Code, Counter>::default();
         let table_rows = Family::<Table, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "store_rows",
@@ -71,6 +73,11 @@ impl Default for Metrics {
             "secret_requests",
             "Secret releases and metadata reads, by outcome code (ok or the refusal)",
             secrets.clone(),
+        );
+        registry.register(
+            "jwt_svid_requests",
+            "JWT-SVID requests, by outcome code (ok: issued, or the refusal)",
+            jwt_svids.clone(),
         );
         registry.register(
             "challenges",
@@ -117,6 +124,7 @@ impl Default for Metrics {
             challenges,
             rate_limited,
             secrets,
+            jwt_svids,
             table_rows,
         }
     }
@@ -164,6 +172,18 @@ impl Metrics {
     /// One secret request decided with `code`.
     pub(crate) fn secret(&self, code: &str) {
         self.secrets
+            .get_or_create(&Code {
+                code: code.to_string(),
+            })
+            .inc();
+        if code != "ok" {
+            self.rejection(code);
+        }
+    }
+
+    /// One JWT-SVID request decided with `code`.
+    pub(crate) fn jwt_svid(&self, code: &str) {
+        self.jwt_svids
             .get_or_create(&Code {
                 code: code.to_string(),
             })

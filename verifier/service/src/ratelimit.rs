@@ -106,16 +106,20 @@ pub enum Endpoint {
     /// `POST` / `GET /v1/secrets/{name}` (a token, a proof, a policy
     /// decision and an audit record each).
     Secrets,
+    /// `POST /v1/jwt-svid` (a token, a proof, a policy decision, a
+    /// signature and a credential record each).
+    JwtSvid,
 }
 
 impl Endpoint {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Challenge,
         Self::Attest,
         Self::Exchange,
         Self::Introspect,
         Self::Revocations,
         Self::Secrets,
+        Self::JwtSvid,
     ];
 
     fn index(self) -> usize {
@@ -126,6 +130,7 @@ impl Endpoint {
             Self::Introspect => 3,
             Self::Revocations => 4,
             Self::Secrets => 5,
+            Self::JwtSvid => 6,
         }
     }
 
@@ -138,6 +143,7 @@ impl Endpoint {
             Self::Introspect => "introspect",
             Self::Revocations => "revocations",
             Self::Secrets => "secrets",
+            Self::JwtSvid => "jwt_svid",
         }
     }
 }
@@ -205,8 +211,8 @@ pub(crate) struct Limited {
 pub(crate) struct RateLimits {
     enabled: bool,
     clock: Clock,
-    by_address: [Limiter<IpAddr>; 6],
-    by_key: [Limiter<String>; 6],
+    by_address: [Limiter<IpAddr>; 7],
+    by_key: [Limiter<String>; 7],
     by_client: Limiter<String>,
 }
 

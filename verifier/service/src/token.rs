@@ -17,8 +17,8 @@ use attest_gate_protocol::claims::ACCESS_TOKEN_TYPE;
 use attest_gate_protocol::{jws, AccessClaims};
 use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED;
 
-use crate::credentials;
-use crate::decision::Grant;
+use crate::credentials::{self, JwtSvidClaims};
+use crate::decision::{Grant, JwtSvidGrant};
 use crate::revocation::{RevocationListClaims, REVOCATION_LIST_TYPE};
 use crate::secrets::{self, SecretError};
 
@@ -92,6 +92,18 @@ impl SigningKey {
         )
     }
 
+    /// The JWT-SVID for `grant` (`typ: JWT`, SPIFFE JWT-SVID §2): the only
+    /// way to sign one, so only what the decision module granted is signed.
+    /// The access token's `typ` (`at+jwt`) differs, so neither passes as
+    /// the other here or at a relying party that checks `typ`.
+    pub(crate) fn sign_jwt_svid(
+        &self,
+        grant: &JwtSvidGrant,
+        issuer: &str,
+    ) -> Result<String, SignError> {
+        self.sign_jwt(JWT_SVID_TYPE, &credentials::jwt_svid_claims(grant, issuer))
+    }
+
     /// The signed revocation list (`typ: revocation-list+jwt`).
     pub(crate) fn sign_revocation_list(
         &self,
@@ -131,6 +143,9 @@ impl SigningKey {
         ))
     }
 }
+
+/// The `typ` of a JWT-SVID.
+pub(crate) const JWT_SVID_TYPE: &str = "JWT";
 
 /// Signing failed (the random generator or serialisation failed).
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +231,24 @@ impl TokenKeys {
             return None;
         }
         serde_json::from_slice(&jws.payload).ok().map(VerifiedToken)
+    }
+
+    /// A JWT-SVID signed by one of these keys, or `None` (the same checks
+    /// as [`TokenKeys::verify_access`], for `typ: JWT` and its claims).
+    pub(crate) fn verify_jwt_svid(&self, jwt: &str) -> Option<JwtSvidClaims> {
+        const MAX_TOKEN: usize = 16 * 1024;
+        let jws = jws::split(jwt, MAX_TOKEN).ok()?;
+        if jws.header_str("alg") != Some("ES256") || jws.header_str("typ") != Some(JWT_SVID_TYPE) {
+            return None;
+        }
+        let kid = jws.header_str("kid")?;
+        let key = std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .find(|k| k.kid == kid)?;
+        if !jws.verifies(&ECDSA_P256_SHA256_FIXED, &key.public.raw_public_key()) {
+            return None;
+        }
+        serde_json::from_slice(&jws.payload).ok()
     }
 
     /// The JWKS document (RFC 7517): current key first.

@@ -45,13 +45,18 @@ fn routed() -> BTreeSet<(String, String)> {
     let file = std::fs::read_to_string(repo().join("verifier/service/src/http.rs")).unwrap();
     // Not the unit tests' own routes.
     let source = file.split("#[cfg(test)]").next().unwrap();
-    let exchange =
-        std::fs::read_to_string(repo().join("verifier/service/src/service/exchange.rs")).unwrap();
-    let exchange_path = exchange
-        .split("pub(crate) const EXCHANGE_PATH: &str = \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("EXCHANGE_PATH in exchange.rs");
+    // A path named by a constant: its value, read from where it is defined.
+    let constant = |file: &str, name: &str| -> String {
+        let text = std::fs::read_to_string(repo().join("verifier/service/src/service").join(file))
+            .unwrap();
+        text.split(&format!("pub(crate) const {name}: &str = \""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("{name} in {file}"))
+            .to_string()
+    };
+    let exchange_path = constant("exchange.rs", "EXCHANGE_PATH");
+    let jwt_svid_path = constant("jwt_svid.rs", "JWT_SVID_PATH");
     let mut found = BTreeSet::new();
     for (at, _) in source.match_indices(".route(") {
         // The call's text, to its closing parenthesis.
@@ -71,7 +76,9 @@ fn routed() -> BTreeSet<(String, String)> {
             .unwrap();
         let call = &rest[..end];
         let path = if call.contains("EXCHANGE_PATH") {
-            exchange_path.to_string()
+            exchange_path.clone()
+        } else if call.contains("JWT_SVID_PATH") {
+            jwt_svid_path.clone()
         } else {
             call.split('"').nth(1).unwrap().to_string()
         };

@@ -31,6 +31,21 @@ pub fn unverified_timestamp(bytes: &[u8]) -> Result<OffsetDateTime, VerifyError>
     Ok(AttestationDocument::parse(envelope.payload())?.timestamp)
 }
 
+/// The document's bound fields (`user_data`, `nonce`, `public_key`),
+/// *unauthenticated*: for the agent to check that the NSM answered what it
+/// asked before sending the document on (one parser for the format, the
+/// verifier's), never as verified claims.
+pub fn unverified_bound_data(bytes: &[u8]) -> Result<BoundData, VerifyError> {
+    let envelope = parse_envelope(bytes)?;
+    let doc = AttestationDocument::parse(envelope.payload())?;
+    Ok(BoundData {
+        user_data: doc.user_data,
+        nonce: doc.nonce,
+        public_key: doc.public_key,
+        report_data: None,
+    })
+}
+
 fn parse_envelope(bytes: &[u8]) -> Result<Envelope, VerifyError> {
     if bytes.len() > MAX_DOCUMENT_LEN {
         return Err(VerifyError::FieldOutOfRange {

@@ -280,6 +280,7 @@ pub(crate) fn verify(
     .verify(report.signed(), &report.signature)
     .map_err(|_| VerifyError::SignatureInvalid)?;
 
+    check_tcb_reserved_bytes(&report, product)?;
     let ext = AmdExtensions::parse(&vcek)?;
     check_endorsement_matches_report(&report, &ext, product, cert_kind)?;
 
@@ -369,6 +370,27 @@ fn verify_chain(
         summarize(vcek_der, vcek),
     ];
     Ok((summaries, (not_before, not_after)))
+}
+
+/// The reserved bytes inside each TCB_VERSION are zero, like every other
+/// reserved range of the report (the layout, and so which bytes are
+/// reserved, depends on the product the chain names).
+fn check_tcb_reserved_bytes(report: &Report<'_>, product: Product) -> Result<(), VerifyError> {
+    let fields = [
+        ("CURRENT_TCB", report.current_tcb),
+        ("REPORTED_TCB", report.reported_tcb),
+        ("COMMITTED_TCB", report.committed_tcb),
+        ("LAUNCH_TCB", report.launch_tcb),
+    ];
+    match fields
+        .iter()
+        .find(|(_, raw)| !Tcb::reserved_is_zero(*raw, product))
+    {
+        Some((field, raw)) => Err(VerifyError::malformed(format!(
+            "reserved bytes of {field} ({raw:#018x}) are not zero"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The certificate's TCB extensions must equal REPORTED_TCB; a VCEK's hwID must

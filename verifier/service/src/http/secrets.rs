@@ -16,7 +16,7 @@ use crate::api::PutSecretRequest;
 use crate::service::Service;
 
 /// The token of `Authorization: DPoP <token>`.
-fn dpop_token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn dpop_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -25,7 +25,7 @@ fn dpop_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Exactly one `DPoP` header (RFC 9449 §4.3).
-fn single_proof(headers: &HeaderMap) -> Option<String> {
+pub(super) fn single_proof(headers: &HeaderMap) -> Option<String> {
     let mut proofs = headers.get_all("dpop").iter();
     match (proofs.next(), proofs.next()) {
         (Some(one), None) => one.to_str().ok().map(str::to_string),

@@ -379,7 +379,7 @@ impl Service {
             .sign_access(grant, &self.config.issuer)
             .map_err(ServiceError::internal)?;
         let svid = csr
-            .map(|csr| self.ca.issue(csr, grant))
+            .map(|csr| read(&self.ca).issue(csr, grant))
             .transpose()
             .map_err(ServiceError::internal)?;
         // The decoded bytes: reappraisal reads exactly what was verified,

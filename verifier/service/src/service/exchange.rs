@@ -323,12 +323,12 @@ impl Service {
 }
 
 /// A proof's single use, with the refusal recorded if it was spent before.
-fn spend(proof: Option<(String, i64)>, refusal: AuditEvent) -> Option<Consume> {
+pub(super) fn spend(proof: Option<(String, i64)>, refusal: AuditEvent) -> Option<Consume> {
     proof.map(|(id, until)| Consume { id, until, refusal })
 }
 
 /// A DPoP proof presented a second time.
-fn proof_replayed() -> ServiceError {
+pub(super) fn proof_replayed() -> ServiceError {
     ServiceError::new(
         ServiceCode::InvalidDpopProof,
         "the DPoP proof was already used",

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::{read, Service, Trail, MAX_FIELD_LEN};
 use crate::api::{IntentRequest, RevokeRequest, RevokeScope};
+use crate::credentials::JwtSvidClaims;
 use crate::error::{ServiceCode, ServiceError};
 use crate::revocation::{self, Kind, Mode, Revocation, RevocationListClaims, Standing, Subject};
 use crate::secrets::{self, SecretHash};
@@ -238,7 +239,15 @@ impl Service {
                 .credentials_with_register(target, at)
                 .await
                 .map_err(internal)?,
-            Kind::Session | Kind::Workload | Kind::Model | Kind::Unknown => Vec::new(),
+            // Every live credential of the session, by `jti`: a JWT-SVID
+            // carries no session claim, so a relying party matching the
+            // list finds it only by its own `jti`.
+            Kind::Session => self
+                .store
+                .live_credentials_of_session(target, at)
+                .await
+                .map_err(internal)?,
+            Kind::Workload | Kind::Model | Kind::Unknown => Vec::new(),
         };
         if kind != Kind::Jti {
             for jti in &queue {
@@ -415,6 +424,10 @@ impl Service {
             ..Trail::default()
         };
         let Some(verified) = read(&self.tokens).verify_access(token) else {
+            let svid = read(&self.tokens).verify_jwt_svid(token);
+            if let Some(svid) = svid {
+                return self.introspect_jwt_svid(&svid, trail, now).await;
+            }
             self.audit(now, "introspect", "invalid_token", trail, "")
                 .await?;
             return Ok(inactive);
@@ -459,6 +472,65 @@ impl Service {
             map.insert("act".into(), json!(act));
         }
         Ok(answer)
+    }
+
+    /// Introspection of a JWT-SVID this service signed: inactive when
+    /// expired, unknown or revoked (its own `jti`, its access token, or
+    /// anything above them), else active with its revocation label.
+    async fn introspect_jwt_svid(
+        &self,
+        svid: &JwtSvidClaims,
+        mut trail: Trail,
+        now: OffsetDateTime,
+    ) -> Result<Value, ServiceError> {
+        let inactive = json!({"active": false});
+        trail.jti = Some(svid.jti.clone());
+        let credential = self.store.credential(&svid.jti).await.map_err(internal)?;
+        let Some(credential) = credential.filter(|_| svid.exp > now.unix_timestamp()) else {
+            self.audit(
+                now,
+                "introspect",
+                "inactive",
+                trail,
+                "expired or unknown JWT-SVID",
+            )
+            .await?;
+            return Ok(inactive);
+        };
+        trail.subject = Some(credential.subject.clone());
+        trail.session_id = Some(credential.session_id.clone());
+        trail.workload = Some(credential.workload.clone());
+        let (standing, _) = self.standing_of(&credential).await?;
+        let (code, detail) = match &standing {
+            Standing::Clear => ("ok", String::new()),
+            Standing::Graceful { reason } => ("ok", format!("graceful: {reason}")),
+            Standing::Quarantined { reason, .. } => ("quarantined_use", reason.clone()),
+            Standing::Revoked { reason } => ("revoked", reason.clone()),
+        };
+        self.audit(
+            now,
+            "introspect",
+            code,
+            trail,
+            &format!("JWT-SVID {detail}"),
+        )
+        .await?;
+        if matches!(standing, Standing::Revoked { .. }) {
+            return Ok(inactive);
+        }
+        Ok(json!({
+            "active": true,
+            "token_type": "jwt-svid",
+            "client_id": credential.workload,
+            "sub": credential.subject,
+            "aud": svid.aud,
+            "iss": svid.iss,
+            "iat": credential.issued_at,
+            "exp": credential.expires_at,
+            "jti": credential.jti,
+            "session": {"id": credential.session_id, "parent": credential.parent_jti},
+            "revocation": standing.label(),
+        }))
     }
 
     /// `GET /v1/revocations?since=T`: a JWS (`typ: revocation-list+jwt`)

@@ -10,11 +10,13 @@ use std::sync::{Arc, RwLock};
 mod attest;
 mod dry_run;
 mod exchange;
+mod jwt_svid;
 mod lifecycle;
 mod release;
 mod retention;
 
 pub(crate) use exchange::EXCHANGE_PATH;
+pub(crate) use jwt_svid::JWT_SVID_PATH;
 pub(crate) use release::SECRETS_PATH;
 
 use attest_gate_core::TrustAnchors;
@@ -44,6 +46,11 @@ const TEST_ROOTS_PEM: [&str; 3] = [
     include_str!("../../../../testdata/roots/snp-test-ark.pem"),
     include_str!("../../../../testdata/roots/tdx-test-root.pem"),
 ];
+
+/// How often a SPIFFE bundle consumer should poll `GET /v1/bundle/spiffe`:
+/// a signing-key rotation keeps the previous key published, so a consumer
+/// that polls this often never misses a key that signs live JWT-SVIDs.
+const SPIFFE_REFRESH_HINT_SECONDS: u64 = 300;
 
 /// Longest a requested principal, task ID, audience or scope may be.
 pub(crate) const MAX_FIELD_LEN: usize = 256;
@@ -76,6 +83,12 @@ pub struct ServiceConfig {
     /// Audit records older than this are removed behind a signed
     /// checkpoint (`None`: kept).
     pub audit_retention: Option<Duration>,
+    /// Put a critical URI name constraint (the workloads' trust domains) on
+    /// the SVID intermediate. Off by default: rustls-webpki and BoringSSL
+    /// refuse every certificate under a URI name constraint (they do not
+    /// implement that name form and fail closed), so relying parties built
+    /// on them could not accept our SVIDs; OpenSSL and Go honour it.
+    pub svid_name_constraint: bool,
 }
 
 /// Something the service could not start with.
@@ -113,7 +126,8 @@ pub struct Service {
     /// nonce secret, so a DPoP nonce is never an attestation challenge).
     dpop_nonce_key: NonceKey,
     tokens: RwLock<Arc<TokenKeys>>,
-    ca: SvidCa,
+    /// Issued again (same keys) when the trust domains change on reload.
+    ca: RwLock<Arc<SvidCa>>,
     store: Store,
     /// Commits decisions, many requests' to a transaction.
     writer: Writer,
@@ -205,7 +219,13 @@ impl Service {
             ))
         })?;
         let tokens = TokenKeys::load_or_create(&keys_dir.join("jwt"))?;
-        let ca = SvidCa::load_or_create(&keys_dir.join("ca"), now)?;
+        let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
+        let ca = SvidCa::load_or_create(
+            &keys_dir.join("ca"),
+            &trust_domains(&appraiser),
+            config.svid_name_constraint,
+            now,
+        )?;
         let vault = LocalKek::load_or_create(&keys_dir.join("secrets.kek"))?;
         let checkpoint_key = config
             .audit_retention
@@ -214,7 +234,6 @@ impl Service {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let (admin, new_admin_token) =
             SecretHash::load_or_create(&config.data_dir.join("admin-token.sha256"))?;
-        let appraiser = Appraiser::load(&config.measurements_dir, config.policy_file.as_deref())?;
         let verification = Verification::new(config.dev)?;
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         Ok((
@@ -225,7 +244,7 @@ impl Service {
                 nonce_key: NonceKey::new(&nonce_secret),
                 dpop_nonce_key: NonceKey::new(&derive_key(&nonce_secret, b"dpop-nonce")),
                 tokens: RwLock::new(Arc::new(tokens)),
-                ca,
+                ca: RwLock::new(Arc::new(ca)),
                 writer: Writer::start(store.clone())?,
                 revocations: RevocationCache::start(&store),
                 store,
@@ -351,25 +370,70 @@ impl Service {
 
     /// `GET /v1/bundle`.
     pub fn bundle_pem(&self) -> String {
-        self.ca.bundle_pem().to_string()
+        read(&self.ca).bundle_pem().to_string()
     }
 
-    /// `GET /.well-known/openid-configuration` (the parts that apply).
+    /// `GET /v1/bundle/spiffe`: the SPIFFE bundle (SPIFFE Trust Domain and
+    /// Bundle §4): the SVID root as a `use: x509-svid` key with `x5c`, each
+    /// published token-signing key as a `use: jwt-svid` key with its `kid`,
+    /// and how often to poll. One bundle serves every trust domain the
+    /// service issues for (they share the root and the signing keys).
+    pub fn spiffe_bundle(&self) -> serde_json::Value {
+        let mut keys = vec![read(&self.ca).bundle_jwk().clone()];
+        let jwks = read(&self.tokens).jwks();
+        for key in jwks
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let mut key = key.clone();
+            if let Some(map) = key.as_object_mut() {
+                map.insert("use".into(), serde_json::json!("jwt-svid"));
+            }
+            keys.push(key);
+        }
+        serde_json::json!({
+            "keys": keys,
+            "spiffe_refresh_hint": SPIFFE_REFRESH_HINT_SECONDS,
+        })
+    }
+
+    /// `GET /.well-known/openid-configuration`: OpenID Connect Discovery
+    /// 1.0 metadata, so that OIDC federation (a cloud's workload identity
+    /// federation) can trust JWT-SVIDs by the issuer URL alone, plus the
+    /// authorization-server metadata (RFC 8414) of what this service is: a
+    /// token endpoint that takes attestation evidence, no authorization
+    /// endpoint. `issuer` is `--issuer`, byte for byte the JWT-SVIDs' `iss`;
+    /// the signing algorithms are the published keys'.
     pub fn discovery(&self) -> serde_json::Value {
         let iss = &self.config.issuer;
-        // Authorization-server metadata (RFC 8414) for what this service is:
-        // a token endpoint that takes attestation evidence, no authorization
-        // endpoint, no ID tokens. Relying parties need `issuer` and `jwks_uri`.
+        let jwks = read(&self.tokens).jwks();
+        let mut algs: Vec<String> = jwks
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.get("alg").and_then(serde_json::Value::as_str))
+            .map(str::to_string)
+            .collect();
+        algs.sort();
+        algs.dedup();
         serde_json::json!({
             "issuer": iss,
             "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "claims_supported": ["sub", "aud", "exp", "iat", "iss", "jti"],
             "token_endpoint": format!("{iss}/v1/attest"),
             "grant_types_supported": ["urn:attest-gate:grant-type:attestation"],
             "token_endpoint_auth_methods_supported": ["none"],
-            "response_types_supported": [],
-            "access_token_signing_alg_values_supported": ["ES256"],
+            "access_token_signing_alg_values_supported": algs,
             "challenge_endpoint": format!("{iss}/v1/challenge"),
+            "jwt_svid_endpoint": format!("{iss}{JWT_SVID_PATH}"),
             "x509_svid_bundle_uri": format!("{iss}/v1/bundle"),
+            "spiffe_bundle_uri": format!("{iss}/v1/bundle/spiffe"),
         })
     }
 
@@ -382,10 +446,24 @@ impl Service {
             &self.config.measurements_dir,
             self.config.policy_file.as_deref(),
         )
-        .and_then(|appraiser| Ok((appraiser, TokenKeys::load_or_create(&jwt_dir)?)));
+        .and_then(|appraiser| Ok((appraiser, TokenKeys::load_or_create(&jwt_dir)?)))
+        .and_then(|(appraiser, tokens)| {
+            // The intermediate follows the trust domains: issued again when
+            // they changed, so no SVID fails its name constraint.
+            let ca = SvidCa::load_or_create(
+                &keys_dir(&self.config.data_dir, self.config.dev).join("ca"),
+                &trust_domains(&appraiser),
+                self.config.svid_name_constraint,
+                now,
+            )?;
+            Ok((appraiser, tokens, ca))
+        });
         let (code, outcome) = match result {
-            Ok((appraiser, tokens)) => {
+            Ok((appraiser, tokens, ca)) => {
                 let workloads = appraiser.references.workloads().len();
+                // The CA first: a grant decided under the new workloads
+                // finds an intermediate that may issue for it.
+                write(&self.ca, ca);
                 write(&self.appraiser, appraiser);
                 write(&self.tokens, tokens);
                 (
@@ -505,6 +583,17 @@ impl Service {
             }
         }
     }
+}
+
+/// The SPIFFE trust domains the workloads name: what the SVID
+/// intermediate's name constraint permits.
+fn trust_domains(appraiser: &Appraiser) -> std::collections::BTreeSet<String> {
+    appraiser
+        .references
+        .workloads()
+        .iter()
+        .map(|w| w.grant.trust_domain.clone())
+        .collect()
 }
 
 /// Whether a request was refused by the rate limiter (then it is not

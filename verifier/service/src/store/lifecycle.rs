@@ -186,6 +186,22 @@ impl Store {
         Ok(rows.into_iter().map(|(j,)| j).collect())
     }
 
+    /// `jti`s of a session's unexpired credentials (its tokens, delegated
+    /// tokens and JWT-SVIDs).
+    pub(crate) async fn live_credentials_of_session(
+        &self,
+        session_id: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT jti FROM credentials WHERE session_id = $1 AND expires_at > $2";
+        let rows: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(session_id)
+            .bind(now)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(|(j,)| j).collect())
+    }
+
     /// `jti`s of unexpired credentials issued on evidence with this register
     /// value (hex, lower case).
     pub async fn credentials_with_register(

@@ -97,6 +97,19 @@ impl Tcb {
         }
     }
 
+    /// Whether the bytes `product`'s layout reserves are zero: Milan and
+    /// Genoa reserve bytes 2..6 (BOOT_LOADER, TEE, reserved, SNP,
+    /// MICROCODE); Turin bytes 4..7 (FMC, BOOT_LOADER, TEE, SNP, reserved,
+    /// MICROCODE).
+    pub(crate) fn reserved_is_zero(raw: u64, product: Product) -> bool {
+        let b = raw.to_le_bytes();
+        let reserved = match product {
+            Product::Milan | Product::Genoa => b.get(2..6),
+            Product::Turin => b.get(4..7),
+        };
+        reserved.is_some_and(|r| r.iter().all(|x| *x == 0))
+    }
+
     /// The components that an endorsement certificate certifies, by name.
     pub(crate) fn components(&self) -> Vec<(&'static str, u8)> {
         let mut out = vec![
