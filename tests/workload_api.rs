@@ -517,7 +517,7 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
         // and by the agent's ValidateJWTSVID; another audience is refused.
         let jwt = client.fetch_jwt_svid([AUDIENCE], None).await.unwrap();
         assert_eq!(jwt.spiffe_id().to_string(), id);
-        let checked = spiffe::JwtSvid::parse_and_validate(jwt.token(), &*jwt_bundles, &[AUDIENCE])
+        let checked = spiffe::JwtSvid::parse_and_validate(jwt.token(), &jwt_bundles, &[AUDIENCE])
             .unwrap_or_else(|e| panic!("{tee}: the spiffe crate refuses the JWT-SVID: {e}"));
         assert_eq!(checked.audience(), [AUDIENCE.to_string()]);
         let validated = client
