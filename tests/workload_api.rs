@@ -36,7 +36,12 @@ impl Drop for Running {
 
 /// `enclave-agent run --simulate <tee> --workload-api-socket <dir>/<tee>/api.sock`
 /// (the directory does not exist yet: the agent makes it 0700).
-fn spawn_agent(verifier: &RunningVerifier, tee: &str, dir: &Path) -> (Running, PathBuf) {
+fn spawn_agent(
+    verifier: &RunningVerifier,
+    tee: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (Running, PathBuf) {
     let socket = dir.join(tee).join("api.sock");
     let child = Command::new(binary("enclave-agent"))
         .args(["run", "--simulate", tee, "--verifier", &verifier.url])
@@ -46,6 +51,7 @@ fn spawn_agent(verifier: &RunningVerifier, tee: &str, dir: &Path) -> (Running, P
         .arg(workspace_root().join("testdata/models/example-model.txt"))
         .args(["--principal", "user:alice", "--audience", AUDIENCE])
         .args(["--scope", "inference:invoke", "--revocation-poll", "1"])
+        .args(extra)
         .arg("--workload-api-socket")
         .arg(&socket)
         .stderr(Stdio::inherit())
@@ -459,9 +465,14 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
     let started = Instant::now();
     let verifier = RunningVerifier::start(&["--dev"]);
     let dir = tempfile::tempdir().unwrap();
+    // The TDX agent's credential lives 6 s: it renews about 4 s in, and
+    // the Workload API must push the new SVID on the open stream.
     let agents: Vec<(Running, PathBuf)> = TEES
         .iter()
-        .map(|tee| spawn_agent(&verifier, tee, dir.path()))
+        .map(|tee| {
+            let extra: &[&str] = if *tee == "tdx" { &["--ttl", "6"] } else { &[] };
+            spawn_agent(&verifier, tee, dir.path(), extra)
+        })
         .collect();
     let root = published_root(&verifier).await;
     let td = TrustDomain::new("attest-gate.test").unwrap();
@@ -544,6 +555,12 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
         svids.push(svid);
     }
     eprintln!("workload_api: 3 TEEs served in {:?}", started.elapsed());
+    use futures_util::StreamExt;
+    let renewals = WorkloadApiClient::connect_to(endpoint(&agents[1].1))
+        .await
+        .unwrap();
+    let mut renewals = renewals.stream_x509_svids().await.unwrap();
+    let before = renewals.next().await.unwrap().unwrap();
 
     // (b) mTLS between two workloads with their Workload API SVIDs.
     let bundle = vec![CertificateDer::from(root.clone())];
@@ -571,7 +588,6 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
 
     // (d) Revoking the nitro agent's key ends its open stream with
     // PermissionDenied; new calls are refused; the agent exits 1.
-    use futures_util::StreamExt;
     let client = WorkloadApiClient::connect_to(endpoint(&agents[0].1))
         .await
         .unwrap();
@@ -621,7 +637,9 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
 
     // (c) py-spiffe fetches the SNP agent's SVID and bundle, and a JWT-SVID
     // it validates against the JWT bundle it fetched.
-    let (_snp_agent, snp_socket) = agents.nth(1).unwrap();
+    // (Kept alive: the TDX agent's renewal is checked last.)
+    let (_tdx_agent, _) = agents.next().unwrap();
+    let (_snp_agent, snp_socket) = agents.next().unwrap();
     if let Some(python) = py_spiffe_python() {
         let report = py_spiffe(&python, &snp_socket, true);
         assert_eq!(report["spiffe_id"], json!(snp_id), "{report}");
@@ -631,6 +649,14 @@ async fn spiffe_libraries_get_attested_svids_from_the_workload_api() {
         assert_eq!(report["validated_spiffe_id"], json!(snp_id), "{report}");
         assert_eq!(report["other_audience_refused"], json!(true), "{report}");
     }
+    // Renewal: the TDX agent's stream brings a new SVID, same SPIFFE ID.
+    let after = tokio::time::timeout(Duration::from_secs(30), renewals.next())
+        .await
+        .expect("a renewed SVID on the open stream")
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.spiffe_id(), before.spiffe_id());
+    assert_ne!(after.leaf().as_ref(), before.leaf().as_ref());
     eprintln!("workload_api: whole test {:?}", started.elapsed());
 }
 
