@@ -33,13 +33,34 @@ pub struct Current {
     pub scope: String,
     /// Set when a quarantine names it (still served).
     pub quarantined: bool,
+    /// The X.509-SVID chain (PEM, leaf first) issued with it, when asked
+    /// for (`--csr`).
+    pub svid: Option<String>,
+    /// The SPIFFE ID the verifier named the workload.
+    pub spiffe_id: Option<String>,
 }
 
-/// What the socket serves from: the current credential, if any.
-#[derive(Debug, Default)]
-pub struct Served(RwLock<Option<Current>>);
+/// What the sockets serve from: the current credential, if any, and a
+/// counter bumped on every change (the Workload API's streams watch it).
+#[derive(Debug)]
+pub struct Served(RwLock<Option<Current>>, tokio::sync::watch::Sender<u64>);
+
+impl Default for Served {
+    fn default() -> Self {
+        Self(RwLock::default(), tokio::sync::watch::Sender::new(0))
+    }
+}
 
 impl Served {
+    /// Told of every change (a new credential, a quarantine, a withdrawal).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.1.subscribe()
+    }
+
+    fn changed(&self) {
+        self.1.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The credential, if one is being served and has not expired at `now`.
     pub fn get(&self, now: i64) -> Option<Current> {
         self.0
@@ -54,6 +75,7 @@ impl Served {
             .0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = current;
+        self.changed();
     }
 
     fn update(&self, f: impl FnOnce(&mut Current)) {
@@ -65,6 +87,7 @@ impl Served {
         {
             f(c);
         }
+        self.changed();
     }
 }
 
@@ -342,6 +365,14 @@ fn current_of(answer: &Value) -> Option<Current> {
             .unwrap_or_default()
             .to_string(),
         quarantined: false,
+        svid: answer
+            .get("svid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        spiffe_id: answer
+            .get("spiffe_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
@@ -373,6 +404,8 @@ mod tests {
             expires_at: 100,
             scope: String::new(),
             quarantined: false,
+            svid: None,
+            spiffe_id: None,
         }));
         assert!(served.get(99).is_some());
         assert!(served.get(100).is_none());

@@ -5,6 +5,12 @@
 //! credentials are bound to. The CSR is signed through rcgen's `SigningKey`
 //! trait implemented here, so no other library gets a copy of the key.
 //!
+//! With the SPIFFE Workload API on (`run --workload-api-socket`), and only
+//! then, the PKCS#8 bytes are kept (zeroized when the key is dropped): the
+//! Workload API must hand the X.509-SVID's private key to the workloads in
+//! this TEE, and the SVID certifies this key (the verifier issues SVIDs for
+//! the attested key only). See docs/agent.md, "The SPIFFE Workload API".
+//!
 //! A second P-256 key, for decryption only (ECDH), is made beside it: the
 //! evidence binds both (binding v2), and the verifier releases secrets only
 //! as JWEs to it. It is never used to sign, and the signing key never
@@ -34,6 +40,9 @@ pub struct EphemeralKey {
     /// Decrypts released secrets (ECDH P-256); never signs.
     decryption: PrivateKey,
     decryption_public: AgentKey,
+    /// The signing key's PKCS#8 document, kept only by
+    /// [`EphemeralKey::generate_exportable`].
+    pkcs8: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for EphemeralKey {
@@ -45,6 +54,23 @@ impl std::fmt::Debug for EphemeralKey {
 impl EphemeralKey {
     /// A fresh key from the system CSPRNG.
     pub fn generate() -> Result<Self, KeyError> {
+        Self::make(false)
+    }
+
+    /// A fresh key whose PKCS#8 document is kept in memory for
+    /// [`EphemeralKey::svid_key_pkcs8`] (the SPIFFE Workload API).
+    pub fn generate_exportable() -> Result<Self, KeyError> {
+        Self::make(true)
+    }
+
+    /// The signing key as unencrypted PKCS#8 DER, if it was made
+    /// exportable: the X.509-SVID's private key for the Workload API. Never
+    /// log it.
+    pub fn svid_key_pkcs8(&self) -> Option<&[u8]> {
+        self.pkcs8.as_deref().map(Vec::as_slice)
+    }
+
+    fn make(keep_pkcs8: bool) -> Result<Self, KeyError> {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .map_err(|_| KeyError("the random generator failed".into()))?;
@@ -53,7 +79,7 @@ impl EphemeralKey {
             .map_err(|e| KeyError(e.to_string()))?;
         let x509 = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8)
             .map_err(|e| KeyError(e.to_string()))?;
-        drop(pkcs8);
+        let pkcs8 = keep_pkcs8.then_some(pkcs8);
         let point = pair.public_key().as_ref();
         let coordinate = |range: std::ops::Range<usize>| -> Result<[u8; 32], KeyError> {
             point
@@ -75,6 +101,7 @@ impl EphemeralKey {
             public,
             decryption,
             decryption_public,
+            pkcs8,
         })
     }
 
@@ -155,6 +182,19 @@ mod tests {
             .unwrap();
         assert!(format!("{a:?}").contains(&a.public().jkt()));
         assert!(!format!("{a:?}").contains("pkcs8"));
+    }
+
+    #[test]
+    fn only_an_exportable_key_gives_its_pkcs8_and_it_is_the_same_key() {
+        assert!(EphemeralKey::generate().unwrap().svid_key_pkcs8().is_none());
+        let key = EphemeralKey::generate_exportable().unwrap();
+        let pkcs8 = key.svid_key_pkcs8().unwrap();
+        let again = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).unwrap();
+        assert_eq!(
+            again.public_key().as_ref(),
+            key.public().raw_public_key().as_slice()
+        );
+        assert!(!format!("{key:?}").contains("pkcs8"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! evidence, key, model, principal and intent → the verifier's credentials.
 //! `enclave-agent run` adds `keeper` (renewal, revocation watch) and
 //! `socket` (the token and DPoP proofs for the AI agent process, and
-//! delegation to sub-agents).
+//! delegation to sub-agents), and `workload_api` (the SPIFFE Workload API:
+//! the X.509-SVID, its key and bundles, JWT-SVIDs, over gRPC).
 
 // `deny`, not `forbid`: backend/ioctl.rs, the guest-device ioctls, is the one
 // module allowed `unsafe`.
@@ -21,3 +22,4 @@ pub mod keeper;
 pub mod key;
 pub mod model;
 pub mod socket;
+pub mod workload_api;

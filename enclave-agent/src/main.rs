@@ -164,6 +164,13 @@ struct RunArgs {
     /// Seconds between polls of the verifier's revocation list.
     #[arg(long = "revocation-poll", default_value_t = 10)]
     revocation_poll: u64,
+    /// Serve the SPIFFE Workload API (gRPC) on this Unix socket, in an
+    /// owner-only directory: the X.509-SVID (implies `--csr`) with its key,
+    /// bundles and JWT-SVIDs. Without a path:
+    /// /run/enclave-agent/workload-api.sock.
+    #[arg(long = "workload-api-socket", num_args = 0..=1,
+          default_missing_value = enclave_agent::workload_api::DEFAULT_SOCKET)]
+    workload_api_socket: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -373,7 +380,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     use enclave_agent::keeper::{Keeper, Pacing, Served};
     use enclave_agent::socket::{self, Responder};
     use std::sync::Arc;
-    let setup = setup(&args.attest)?;
+    let mut setup = setup(&args.attest)?;
+    // The Workload API hands the SVID's key to workloads: only then is the
+    // key kept exportable, and an SVID asked for.
+    if args.workload_api_socket.is_some() {
+        setup.key = enclave_agent::key::EphemeralKey::generate_exportable()?;
+        setup.ask.svid = true;
+    }
     let key = Arc::new(setup.key);
     let served = Arc::new(Served::default());
     let token_file = args.attest.token_out.clone();
@@ -404,16 +417,42 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let responder = Arc::new(Responder::new(
             Arc::clone(&served),
             Arc::clone(&key),
-            setup.client,
+            setup.client.clone(),
         ));
         tokio::spawn(socket::serve(listener, responder));
         eprintln!("enclave-agent: serving on {}", path.display());
     }
+    let workload_api = match &args.workload_api_socket {
+        Some(path) => {
+            use enclave_agent::workload_api;
+            let listener = workload_api::bind(path)?;
+            let responder = Arc::new(Responder::new(
+                Arc::clone(&served),
+                Arc::clone(&key),
+                setup.client.clone(),
+            ));
+            eprintln!("enclave-agent: SPIFFE Workload API on {}", path.display());
+            Some(workload_api::start(
+                listener,
+                Arc::clone(&served),
+                Arc::clone(&key),
+                setup.client.clone(),
+                responder,
+            ))
+        }
+        None => None,
+    };
     let outcome = tokio::select! {
         result = keeper.run(&served) => Some(result),
         () = enclave_agent::keeper::stop_signal() => None,
     };
-    if let Some(path) = &args.socket {
+    if let Some(running) = workload_api {
+        running.stop().await;
+    }
+    for path in [&args.socket, &args.workload_api_socket]
+        .into_iter()
+        .flatten()
+    {
         let _ = std::fs::remove_file(path);
     }
     if let Some(path) = &args.attest.token_out {
