@@ -323,9 +323,11 @@ fn subjects() -> Vec<Subject> {
     }
     let chain = nitro::chain_spec().issue().unwrap();
     let bundle = nitro::bundle(&chain);
-    let mut with_binding = nitro::DocSpec::default();
-    with_binding.public_key = Some(vec![4; 65]);
-    with_binding.user_data = Some(b"attest-gate binding".to_vec());
+    let with_binding = nitro::DocSpec {
+        public_key: Some(vec![4; 65]),
+        user_data: Some(b"attest-gate binding".to_vec()),
+        ..nitro::DocSpec::default()
+    };
     let tagged = nitro::DocSpec {
         tagged: true,
         ..nitro::DocSpec::default()

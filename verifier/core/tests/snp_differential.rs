@@ -158,7 +158,7 @@ mod amd {
             .map_err(|e| format!("verify: {e}"))?;
         let r = &parsed;
         Ok(summary(
-            (r.version, r.guest_svn, u64::from(r.policy.0), r.vmpl),
+            (r.version, r.guest_svn, r.policy.0, r.vmpl),
             [
                 tcb(&r.current_tcb),
                 tcb(&r.reported_tcb),
