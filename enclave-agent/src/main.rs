@@ -74,17 +74,7 @@ enum Command {
     },
     /// Settings files for `run --config FILE`.
     #[command(subcommand)]
-    Config(ConfigCommand),
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Check a settings file for `run` and print the effective settings
-    /// (file, `ATTEST_GATE_<KEY>` variables, defaults).
-    Check {
-        /// The TOML file: keys are `run`'s long flag names.
-        file: PathBuf,
-    },
+    Config(attest_gate_config::ConfigCommand),
 }
 
 /// The subcommand whose flags a settings file may set.
@@ -219,14 +209,10 @@ fn main() -> ExitCode {
             nonce,
         } => runtime.block_on(proof(&socket, &htm, &htu, nonce)),
         Command::Secret { name, socket } => runtime.block_on(secret(&socket, &name)),
-        Command::Config(ConfigCommand::Check { file }) => {
-            attest_gate_config::check::<Cli>(LAYERED, &file, &[])
-                .map(|shown| {
-                    print!("{shown}");
-                    ExitCode::SUCCESS
-                })
-                .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
-        }
+        Command::Config(config) => config
+            .run::<Cli>(LAYERED, &[])
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end())),
         Command::ModelDigest { path } => model::digest(&path)
             .map(|d| {
                 print(&json!(d.to_hex()));

@@ -383,6 +383,35 @@ pub fn check<C: clap::Parser>(
     Ok(effective(&command, path, &settings, secret_keys))
 }
 
+/// The `config` subcommand both binaries have.
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Check a settings file and print the effective settings, one TOML line
+    /// each with its source (file, `ATTEST_GATE_<KEY>` variable, flag,
+    /// default), URL passwords hidden.
+    Check {
+        /// The TOML file: its keys are the settings command's long flag names.
+        file: PathBuf,
+    },
+}
+
+impl ConfigCommand {
+    /// Runs it for a `C` whose settings command is at `path`: prints the
+    /// effective settings, or returns why the file is refused.
+    pub fn run<C: clap::Parser>(
+        &self,
+        path: &[&str],
+        secret_keys: &[&str],
+    ) -> Result<(), ConfigError> {
+        match self {
+            Self::Check { file } => {
+                print!("{}", check::<C>(path, file, secret_keys)?);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// `scheme://user:password@host...` with the password replaced by `***`.
 pub fn redact_url(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {

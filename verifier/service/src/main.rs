@@ -50,32 +50,13 @@ enum Command {
     Audit(ops::AuditCommand),
     /// Settings files for `serve --config FILE`.
     #[command(subcommand)]
-    Config(ConfigCommand),
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Check a settings file for `serve` and print the effective settings
-    /// (file, `ATTEST_GATE_<KEY>` variables, defaults), passwords hidden.
-    Check {
-        /// The TOML file: keys are `serve`'s long flag names.
-        file: PathBuf,
-    },
+    Config(attest_gate_config::ConfigCommand),
 }
 
 /// The subcommand whose flags a settings file may set.
 const LAYERED: &[&str] = &["serve"];
 /// Settings shown with any URL password hidden.
 const SECRET_SETTINGS: &[&str] = &["database"];
-
-/// `verifier config check FILE`: the file parsed as `serve --config FILE`
-/// would parse it, then the effective settings, one TOML line each.
-fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let shown = attest_gate_config::check::<Cli>(LAYERED, file, SECRET_SETTINGS)
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-    print!("{shown}");
-    Ok(ExitCode::SUCCESS)
-}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TeeArg {
@@ -206,7 +187,10 @@ fn main() -> ExitCode {
         Command::Audit(ops::AuditCommand::Verify(args)) => ops::audit_verify(&args),
         Command::Audit(ops::AuditCommand::Export(args)) => ops::audit_export(&args),
         Command::Audit(ops::AuditCommand::Prune(args)) => ops::audit_prune(&args),
-        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Config(config) => config
+            .run::<Cli>(LAYERED, SECRET_SETTINGS)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end())),
     };
     match result {
         Ok(code) => code,
