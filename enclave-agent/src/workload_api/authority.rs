@@ -34,6 +34,11 @@ const PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16_384;
 /// Largest header block accepted (the sum of its frames).
 const MAX_BLOCK: usize = 64 * 1024;
+/// The largest dynamic table a client may ask for (HTTP/2's default), and
+/// the most a header block may decode to: without them, indexed references
+/// to one large table entry expand a 64 KiB block a thousandfold.
+const MAX_TABLE: usize = 4096;
+const MAX_DECODED: usize = 64 * 1024;
 /// What replaces an invalid `:authority`.
 const LOCAL: &[u8] = b"localhost";
 
@@ -79,6 +84,7 @@ where
     }
     to.write_all(&preface).await?;
     let mut decoder = loona_hpack::Decoder::new();
+    decoder.set_max_allowed_table_size(MAX_TABLE);
     loop {
         let Some((head, payload)) = read_frame(&mut from).await? else {
             return Ok(());
@@ -105,9 +111,21 @@ where
             }
             end = next[4] & END_HEADERS != 0;
         }
-        let headers = decoder
-            .decode(&block)
+        let mut headers = Vec::new();
+        let mut decoded = 0usize;
+        decoder
+            .decode_with_cb(&block, |name, value| {
+                decoded = decoded.saturating_add(name.len() + value.len() + 32);
+                if decoded <= MAX_DECODED {
+                    headers.push((name.into_owned(), value.into_owned()));
+                }
+            })
             .map_err(|_| RelayError::Malformed("an undecodable header block"))?;
+        if decoded > MAX_DECODED {
+            return Err(RelayError::Malformed(
+                "a header block that decodes too large",
+            ));
+        }
         let encoded = encode(&fix_authority(headers));
         write_block(to, &encoded, flags & END_STREAM, stream).await?;
     }
@@ -271,6 +289,36 @@ mod tests {
         ]);
         let mut decoder = loona_hpack::Decoder::new();
         assert_eq!(decoder.decode(&encode(&headers)).unwrap(), headers);
+    }
+
+    /// A block that indexes one large dynamic-table entry many times (a
+    /// decompression bomb) is refused, and so is a table larger than 4 KiB.
+    #[tokio::test]
+    async fn a_header_block_that_decodes_too_large_or_a_huge_table_is_refused() {
+        let stream = [0, 0, 0, 1];
+        let run = |block: Vec<u8>| async move {
+            let mut input = PREFACE.to_vec();
+            input.extend_from_slice(&frame_head(block.len(), HEADERS, END_HEADERS, stream));
+            input.extend_from_slice(&block);
+            let mut output = Vec::new();
+            rewrite(input.as_slice(), &mut output).await
+        };
+        // A literal with incremental indexing (3 KiB value), then 64 indexed
+        // references to it (dynamic index 62): about 200 KiB decoded.
+        let mut encoder = loona_hpack::Encoder::new();
+        let big = "v".repeat(3000);
+        let mut block = encoder.encode([(b"x-big".as_slice(), big.as_bytes())]);
+        block.extend(std::iter::repeat_n(0x80 | 62, 64));
+        assert!(matches!(run(block).await, Err(RelayError::Malformed(_))));
+        // A dynamic table size update to 1 MiB: 001 prefix, 5-bit integer.
+        let mut update = vec![0x3f];
+        let mut rest = (1usize << 20) - 31;
+        while rest >= 128 {
+            update.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        update.push(rest as u8);
+        assert!(matches!(run(update).await, Err(RelayError::Malformed(_))));
     }
 
     /// A client's compressed block (Huffman, dynamic table), as a real

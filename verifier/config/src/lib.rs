@@ -412,18 +412,40 @@ impl ConfigCommand {
     }
 }
 
-/// `scheme://user:password@host...` with the password replaced by `***`.
+/// A URL with its password hidden: `scheme://user:***@host...` (the
+/// userinfo ends at the authority's last `@`), and the values of `password`
+/// and `sslpassword` query parameters as `***`.
 pub fn redact_url(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {
         return value.to_string();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return value.to_string();
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => value.to_string(),
-    }
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _))
+                        if key.eq_ignore_ascii_case("password")
+                            || key.eq_ignore_ascii_case("sslpassword") =>
+                    {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -664,5 +686,17 @@ mod tests {
             .any(|a| a.get_long() == Some(CONFIG_FLAG)));
         assert_eq!(redact_url("sqlite:/x"), "sqlite:/x");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=secret&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@h?Password=s"),
+            "postgres://u:***@h?Password=***"
+        );
     }
 }

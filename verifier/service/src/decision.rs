@@ -701,17 +701,14 @@ impl Appraiser {
             ));
         }
         let workload = self.listed_workload(&claims.client_id, "the token")?;
-        let depth = i32::try_from(claims.depth()).unwrap_or(i32::MAX);
-        if depth > 0 {
-            if let Some(other) = audiences.iter().find(|a| **a != claims.aud) {
-                return Err(ServiceError::new(
-                    ServiceCode::AudienceNotDelegated,
-                    format!(
-                        "a delegated token gets JWT-SVIDs only for its own audience, not `{}`",
-                        other.chars().take(MAX_AUDIENCE_LEN).collect::<String>()
-                    ),
-                ));
-            }
+        // A sub-agent is not attested: a bearer JWT-SVID would give it an
+        // identity of the attested shape, with its delegation chain gone, for
+        // relying parties (clouds) that cannot see the difference.
+        if claims.depth() > 0 {
+            return Err(ServiceError::new(
+                ServiceCode::JwtSvidNotDelegable,
+                "a delegated token gets no JWT-SVID: its sub-agent was not attested",
+            ));
         }
         let scopes: Vec<String> = claims
             .scope
@@ -720,13 +717,8 @@ impl Appraiser {
             .collect();
         for audience in audiences {
             // The one scope rule: the workload must name the audience, and
-            // Cedar must permit one of the token's scopes for it. A
-            // delegated token asks for its own audience, which the exchange
-            // decided with the delegation in Cedar's context; the workload
-            // must still name it.
-            let allowed = if depth > 0 {
-                workload.grant.audiences.iter().any(|a| a == audience)
-            } else {
+            // Cedar must permit one of the token's scopes for it.
+            let allowed = {
                 let query = PolicyQuery {
                     subject: PolicySubject::from_provenance(workload, &claims.provenance),
                     delegation: None,
@@ -779,7 +771,8 @@ impl Appraiser {
             session_id: claims.session.id.clone(),
             workload: workload.name.clone(),
             jkt: claims.cnf.jkt.clone(),
-            depth,
+            // Only an attested agent's own token gets here.
+            depth: 0,
             model_digest: claims.provenance.model_digest.clone(),
             registers: ask.registers.to_vec(),
             test_root: claims.provenance.test_root,

@@ -106,7 +106,7 @@ service_codes! {
     RevocationNotChecked => "revocation_not_checked", FORBIDDEN, No, "SEV-SNP evidence under the vendor roots was verified without AMD's CRL.";
     AudienceNotAllowed => "audience_not_allowed", FORBIDDEN, No, "The workload's grant does not name the audience asked for; for a JWT-SVID, also when the Cedar policy permits none of the token's scopes for that audience.";
     AudienceCount => "audience_count", BAD_REQUEST, No, "A JWT-SVID request names no audience, more than 8, the same one twice, or one that is empty, longer than 256 characters or has control characters.";
-    AudienceNotDelegated => "audience_not_delegated", FORBIDDEN, No, "A delegated token asked for a JWT-SVID for an audience other than its own `aud` (delegation only narrows).";
+    JwtSvidNotDelegable => "jwt_svid_not_delegable", FORBIDDEN, No, "A delegated token asked for a JWT-SVID: its sub-agent was not attested, and a bearer JWT-SVID would hide that.";
     Quarantined => "quarantined", FORBIDDEN, No, "A JWT-SVID was asked for with a token whose session, key, workload, model or measurement is quarantined (a bearer token cannot carry the quarantine).";
     ScopeNotAllowed => "scope_not_allowed", FORBIDDEN, No, "No requested scope survives the workload's grant and the Cedar policy.";
     Revoked => "revoked", FORBIDDEN, No, "A revocation in force names the agent key, one of its earlier credentials or sessions, the workload, the model or a measurement; or, for a secret or a JWT-SVID, the token presented is revoked immediately or gracefully.";
