@@ -22,6 +22,10 @@
 //!   ignores them.
 //! - **cabundle length**: at most 16 certificates (the real chain has 4);
 //!   the oracle has no bound.
+//! - **bytes after the payload**: the payload is exactly one CBOR map
+//!   (invariant 3: parsers consume exactly their input); the oracle's CBOR
+//!   reader, like most, stops after the first item. An edit of the map's
+//!   header to a smaller count leaves the last fields as trailing bytes.
 //! - **timestamp range**: the timestamp must be an instant (milliseconds up
 //!   to the year 9999); the oracle takes any positive 64-bit number.
 //!
@@ -497,10 +501,14 @@ fn edit_fields(map: &mut Vec<(Value, Value)>, rng: &mut Rng) -> &'static str {
 
 /// Why a refusal by us of what the oracle accepts is deliberate, if it is.
 fn stricter_class(doc: &[u8]) -> &'static str {
-    let Ok(Value::Map(map)) = ciborium::de::from_reader::<Value, _>(payload_of(doc).as_slice())
-    else {
+    let payload = payload_of(doc);
+    let mut rest = payload.as_slice();
+    let Ok(Value::Map(map)) = ciborium::de::from_reader::<Value, _>(&mut rest) else {
         return "UNEXPLAINED";
     };
+    if !rest.is_empty() {
+        return "bytes after the payload";
+    }
     let keys: Vec<&str> = map.iter().filter_map(|(k, _)| k.as_text()).collect();
     if keys.len() != map.len() || keys.iter().any(|k| !FIELDS.contains(k)) {
         return "unknown key";
@@ -568,6 +576,23 @@ fn mutated_nitro_documents_get_the_independent_verdict_or_a_deliberate_stricter_
             assert_eq!(we, they, "{}", s.id);
         }
     }
+    // The class the long run found: a map header one smaller leaves the
+    // last field (the nonce) after the map, signed; we refuse, the oracle
+    // reads the map and stops.
+    let forged = subjects.iter().find(|s| s.id == "forged/default").unwrap();
+    let mut payload = payload_of(&forged.doc);
+    assert_eq!(payload[0], 0xa9, "a map of nine fields");
+    payload[0] = 0xa8;
+    let short = resign(&forged.doc, payload, forged.leaf.as_ref().unwrap());
+    assert_eq!(
+        ours(&test, &short, forged.at),
+        Verdict::Refused("malformed_evidence".into())
+    );
+    assert!(matches!(
+        oracle(&short, &forged.root, forged.at),
+        Verdict::Accepted(_)
+    ));
+    assert_eq!(stricter_class(&short), "bytes after the payload");
     assert!(subjects.len() >= 8, "only {} subjects", subjects.len());
 
     let mut rng = Rng(seed);
