@@ -443,7 +443,7 @@ impl Appraiser {
             .unwrap_or(ask.default_ttl)
             .min(workload.grant.max_ttl_seconds);
         let jkt = binding.key().jkt();
-        let session_id = secrets::random_id().map_err(ServiceError::internal)?;
+        let session_id = secrets::ordered_id(now).map_err(ServiceError::internal)?;
         Ok(Grant {
             workload: workload.clone(),
             scopes: decided.scopes,
@@ -467,7 +467,7 @@ impl Appraiser {
                 collateral: ask.collateral,
             },
             ear: credentials::ear(claims, workload),
-            jti: secrets::random_id().map_err(ServiceError::internal)?,
+            jti: secrets::ordered_id(now).map_err(ServiceError::internal)?,
             session: Session {
                 id: session_id,
                 parent: None,
@@ -558,7 +558,7 @@ impl Appraiser {
             },
             provenance: parent.provenance.clone(),
             ear: parent.ear.clone(),
-            jti: secrets::random_id().map_err(ServiceError::internal)?,
+            jti: secrets::ordered_id(now).map_err(ServiceError::internal)?,
             session: Session {
                 id: parent.session.id.clone(),
                 parent: Some(parent.jti.clone()),
@@ -766,7 +766,7 @@ impl Appraiser {
         Ok(JwtSvidGrant {
             subject: claims.sub.clone(),
             audiences: audiences.to_vec(),
-            jti: secrets::random_id().map_err(ServiceError::internal)?,
+            jti: secrets::ordered_id(now).map_err(ServiceError::internal)?,
             parent_jti: claims.jti.clone(),
             session_id: claims.session.id.clone(),
             workload: workload.name.clone(),

@@ -59,6 +59,18 @@ pub(crate) fn random_id() -> Result<String, SecretError> {
     Ok(URL_SAFE_NO_PAD.encode(random_bytes::<16>()?))
 }
 
+/// An identifier that sorts by when it was made: the instant in
+/// milliseconds as 12 hex digits, then 128 random bits (base64url). Rows
+/// keyed by it (credentials, sessions, audit records) are appended at the
+/// end of their indexes rather than scattered through them, so a commit
+/// dirties a few pages however large the store has grown. It says when it
+/// was made, which the records it names say anyway.
+pub(crate) fn ordered_id(at: time::OffsetDateTime) -> Result<String, SecretError> {
+    const MAX_MILLIS: i128 = (1 << 48) - 1;
+    let millis = (at.unix_timestamp_nanos() / 1_000_000).clamp(0, MAX_MILLIS);
+    Ok(format!("{millis:012x}{}", random_id()?))
+}
+
 /// Creates `dir` (and parents) with mode 0700.
 pub(crate) fn private_dir(dir: &Path) -> Result<(), SecretError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
@@ -207,6 +219,24 @@ impl SecretHash {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordered_ids_sort_by_their_instant_and_never_repeat() {
+        let t = time::macros::datetime!(2026-12-06 12:00:00.001 UTC);
+        let later = t + time::Duration::milliseconds(1);
+        let (a, b, c) = (
+            ordered_id(t).unwrap(),
+            ordered_id(t).unwrap(),
+            ordered_id(later).unwrap(),
+        );
+        assert_ne!(a, b, "128 random bits follow the instant");
+        assert_eq!(a.len(), 34);
+        assert!(a.max(b) < c, "a later instant sorts after");
+        assert!(a.starts_with(&format!("{:012x}", 1_796_558_400_001_u64)));
+        // Out-of-range instants clamp rather than wrap.
+        let before_epoch = ordered_id(time::macros::datetime!(1969-01-01 0:00 UTC)).unwrap();
+        assert!(before_epoch.starts_with("000000000000"));
+    }
 
     #[test]
     fn secrets_are_created_0600_and_never_overwritten() {

@@ -63,8 +63,12 @@ pub struct AuthenticatedPlatform {
     pub ca: PckCa,
 }
 
-/// Steps 1 and 2 without the CRLs: the quote parses, its signature and the
-/// QE report check, and the PCK chain leads to the pinned root.
+/// Steps 1 and 2 without the CRLs: the quote parses, the PCK chain leads
+/// to the pinned root, and the quote's signature and the QE report check.
+/// The chain goes first: it is cached once verified, and a quote under
+/// another root (a verifier with test roots beside the vendor's tries both)
+/// is refused before any signature is computed. Every check still runs for
+/// a quote that is accepted.
 fn signed_by_platform<'a>(
     evidence: &'a [u8],
     anchors: &TrustAnchors,
@@ -73,8 +77,8 @@ fn signed_by_platform<'a>(
     at: OffsetDateTime,
 ) -> Result<(Quote<'a>, std::sync::Arc<pck_chain::VerifiedPck>), VerifyError> {
     let quote = Quote::parse(evidence)?;
-    check_quote_and_binding(&quote)?;
     let pck = verify_pck_chain(&quote, anchors.intel(), chains, &cache.pcks, at)?;
+    check_quote_and_binding(&quote)?;
     check_qe_report_signature(&quote, &pck.leaf_public_key)?;
     Ok((quote, pck))
 }

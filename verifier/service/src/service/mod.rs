@@ -544,7 +544,7 @@ impl Service {
             None => detail.to_string(),
         };
         AuditEvent {
-            id: secrets::random_id().unwrap_or_default(),
+            id: secrets::ordered_id(now).unwrap_or_default(),
             at: now.unix_timestamp(),
             action: action.to_string(),
             actor: trail.actor,
