@@ -41,6 +41,7 @@ pub(crate) struct Metrics {
     attestations: Family<Outcome, Counter>,
     rejections: Family<Code, Counter>,
     issuance_seconds: Histogram,
+    commit_batch_sizes: Histogram,
     revocations: Family<ModeLabel, Counter>,
     active_sessions: Gauge<i64, AtomicI64>,
     challenges: Counter,
@@ -57,6 +58,8 @@ impl Default for Metrics {
         let rejections = Family::<Code, Counter>::default();
         // 1 ms .. ~4 s.
         let issuance_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        // 1 .. 256 write sets.
+        let commit_batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let revocations = Family::<ModeLabel, Counter>::default();
         let active_sessions = Gauge::<i64, AtomicI64>::default();
         let challenges = Counter::default();
@@ -105,6 +108,11 @@ impl Default for Metrics {
             issuance_seconds.clone(),
         );
         registry.register(
+            "commit_batch_size",
+            "Requests' write sets committed per transaction by the group-commit writer",
+            commit_batch_sizes.clone(),
+        );
+        registry.register(
             "revocations",
             "Revocations recorded, by mode (cascades included)",
             revocations.clone(),
@@ -119,6 +127,7 @@ impl Default for Metrics {
             attestations,
             rejections,
             issuance_seconds,
+            commit_batch_sizes,
             revocations,
             active_sessions,
             challenges,
@@ -131,6 +140,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Where the group-commit writer records each transaction's size.
+    pub(crate) fn commit_batch_sizes(&self) -> Histogram {
+        self.commit_batch_sizes.clone()
+    }
+
     /// A challenge nonce was issued.
     pub(crate) fn challenge(&self) {
         self.challenges.inc();

@@ -236,6 +236,7 @@ impl Service {
             SecretHash::load_or_create(&config.data_dir.join("admin-token.sha256"))?;
         let verification = Verification::new(config.dev)?;
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        let metrics = Metrics::default();
         Ok((
             Self {
                 verification,
@@ -245,12 +246,12 @@ impl Service {
                 dpop_nonce_key: NonceKey::new(&derive_key(&nonce_secret, b"dpop-nonce")),
                 tokens: RwLock::new(Arc::new(tokens)),
                 ca: RwLock::new(Arc::new(ca)),
-                writer: Writer::start(store.clone())?,
+                writer: Writer::start(store.clone(), metrics.commit_batch_sizes())?,
                 revocations: RevocationCache::start(&store),
                 store,
                 collateral,
                 admin,
-                metrics: Metrics::default(),
+                metrics,
                 limits: RateLimits::new(&config.rate_limits, Arc::clone(&clock)),
                 vault,
                 checkpoint_key,

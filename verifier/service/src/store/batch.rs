@@ -153,6 +153,16 @@ fn first_claims(sets: &[WriteSet]) -> Vec<(usize, &str, i64)> {
         .collect()
 }
 
+/// Runs the same statements on whichever connection a writer holds.
+macro_rules! match_connection {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            WriterConnection::Sqlite($c) => $body,
+            WriterConnection::Postgres($c) => $body,
+        }
+    };
+}
+
 /// Binds every column of a record to a multi-row `INSERT`, for whichever
 /// database the builder is for.
 macro_rules! insert_rows {
@@ -166,7 +176,22 @@ macro_rules! insert_rows {
     }};
 }
 
+/// A connection a writer keeps between batches: its page cache stays warm
+/// and no batch waits for the pool.
+#[derive(Debug)]
+pub(crate) enum WriterConnection {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
 impl Store {
+    async fn writer_connection(&self) -> Result<WriterConnection, StoreError> {
+        Ok(match self {
+            Store::Sqlite(pool) => WriterConnection::Sqlite(pool.acquire().await?),
+            Store::Postgres(pool) => WriterConnection::Postgres(pool.acquire().await?),
+        })
+    }
+
     /// Writes `sets` in one transaction; what became of each, in order.
     /// Any failure rolls the whole batch back (the caller may retry its
     /// sets one by one, so one bad set does not fail the others).
@@ -174,12 +199,38 @@ impl Store {
         &self,
         sets: &[WriteSet],
     ) -> Result<Vec<Committed>, StoreError> {
+        self.commit_batch_on(&mut None, sets).await
+    }
+
+    /// [`Store::commit_batch`] on `held`, the writer's connection (taken
+    /// from the pool when there is none). After a failure the connection
+    /// is let go: the next batch starts on a fresh one.
+    pub(crate) async fn commit_batch_on(
+        &self,
+        held: &mut Option<WriterConnection>,
+        sets: &[WriteSet],
+    ) -> Result<Vec<Committed>, StoreError> {
+        let mut conn = match held.take() {
+            Some(conn) => conn,
+            None => self.writer_connection().await?,
+        };
+        let committed = self.commit_batch_with(&mut conn, sets).await;
+        if committed.is_ok() {
+            *held = Some(conn);
+        }
+        committed
+    }
+
+    async fn commit_batch_with(
+        &self,
+        conn: &mut WriterConnection,
+        sets: &[WriteSet],
+    ) -> Result<Vec<Committed>, StoreError> {
         const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
         const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
         let claims = first_claims(sets);
-        on_pool!(self, pool => {
-            let mut conn = pool.acquire().await?;
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        match_connection!(conn, conn => {
+            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
             // The head first: concurrent batches (any replica) queue here
             // rather than fork the chain.
             let (mut seq, mut prev): (i64, String) =

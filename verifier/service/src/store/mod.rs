@@ -181,7 +181,8 @@ impl Store {
                 .busy_timeout(std::time::Duration::from_secs(5));
             Self::Sqlite(
                 SqlitePoolOptions::new()
-                    .max_connections(4)
+                    // One of them is held by the group-commit writer.
+                    .max_connections(5)
                     .connect_with(options)
                     .await?,
             )

@@ -7,9 +7,10 @@
 //! one behind another. No durability is traded: a request is answered only
 //! after the transaction holding its rows has committed.
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::{Committed, WriteSet};
+use super::batch::{Committed, WriteSet, WriterConnection};
 use super::{Store, StoreError};
 
 /// The most write sets one transaction takes.
@@ -36,11 +37,11 @@ fn stopped() -> StoreError {
 
 impl Writer {
     /// Starts the writer for `store` on the current Tokio runtime.
-    pub(crate) fn start(store: Store) -> Result<Self, StoreError> {
+    pub(crate) fn start(store: Store, sizes: Histogram) -> Result<Self, StoreError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| StoreError::WriterStopped)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        runtime.spawn(run(store, queue));
+        runtime.spawn(run(store, queue, sizes));
         Ok(Self { jobs })
     }
 
@@ -56,8 +57,11 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
+async fn run(store: Store, mut queue: mpsc::Receiver<Job>, sizes: Histogram) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // One connection for every batch while it works (warm page cache, no
+    // wait for the pool); a failed batch lets it go.
+    let mut held: Option<WriterConnection> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Let requests that are about to hand theirs over (woken on the
         // other workers, or queued behind this task) do so first: a larger
@@ -73,9 +77,10 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
             let room = MAX_BATCH - batch.len();
             queue.recv_many(&mut batch, room).await;
         }
+        sizes.observe(batch.len() as f64);
         let (sets, replies): (Vec<WriteSet>, Vec<_>) =
             batch.drain(..).map(|job| (job.set, job.reply)).unzip();
-        match store.commit_batch(&sets).await {
+        match store.commit_batch_on(&mut held, &sets).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -88,7 +93,7 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>) {
                 tracing::warn!(error = %e, sets = sets.len(), "a batch failed; committing its sets one by one");
                 for (set, reply) in sets.into_iter().zip(replies) {
                     let outcome = store
-                        .commit_batch(std::slice::from_ref(&set))
+                        .commit_batch_on(&mut held, std::slice::from_ref(&set))
                         .await
                         .and_then(|mut o| o.pop().ok_or_else(stopped));
                     let _ = reply.send(outcome);
