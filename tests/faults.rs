@@ -10,28 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attest_gate_tests::{binary, lines_of as lines, RunningVerifier};
+use attest_gate_tests::{binary, lines_of as lines, postgres_url, schema_url, RunningVerifier};
 use serde_json::Value;
-
-/// PostgreSQL for this test: `$ATTEST_GATE_TEST_POSTGRES` or the CI
-/// machine's; `None` (a SKIPPED line) only outside CI.
-fn postgres_url() -> Option<String> {
-    let named = std::env::var("ATTEST_GATE_TEST_POSTGRES").ok();
-    let reachable = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5432".parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .is_ok();
-    if named.is_none() && !reachable {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide PostgreSQL on 127.0.0.1:5432"
-        );
-        eprintln!("SKIPPED: no PostgreSQL on 127.0.0.1:5432 (set ATTEST_GATE_TEST_POSTGRES)");
-        return None;
-    }
-    Some(named.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into()))
-}
 
 /// One attestation by the load generator's own client: its report.
 fn one_round(verifier: &RunningVerifier, seconds: &str, tokens: Option<&Path>) -> Value {
@@ -77,8 +57,7 @@ async fn cut_postgresql_connections_fail_closed_and_the_service_recovers() {
     ] {
         sqlx::query(&sql).execute(&admin).await.unwrap();
     }
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let url = schema_url(&base, &schema);
     let verifier = RunningVerifier::start(&["--dev", "--no-rate-limits", "--database", &url]);
 
     let tokens = verifier.data_dir.path().join("received-tokens");

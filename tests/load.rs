@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attest_gate_tests::{binary, lines_of as lines, RunningVerifier};
+use attest_gate_tests::{binary, lines_of as lines, postgres_url, schema_url, RunningVerifier};
 use serde_json::Value;
 
 const SERVE_ARGS: [&str; 2] = ["--dev", "--no-rate-limits"];
@@ -56,6 +56,53 @@ fn a_short_mixed_run_on_every_tee_has_no_errors() {
             report.pointer(field).unwrap().is_number(),
             "{field}: {report}"
         );
+    }
+}
+
+/// Two replicas on one PostgreSQL, driven by one generator: both serve,
+/// nothing is refused (nonces, keys and the audit chain are shared), and
+/// each replica's CPU per round trip is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgresql_serve_a_short_run_without_errors() {
+    let Some(base) = postgres_url() else { return };
+    let schema = format!("ag_load_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(&sql).execute(&admin).await.unwrap();
+    }
+    let verifier = binary("verifier");
+    let url = schema_url(&base, &schema);
+    let report = tokio::task::spawn_blocking(move || {
+        load_report(&[
+            "--spawn",
+            "--verifier-bin",
+            verifier.to_str().unwrap(),
+            "--database",
+            &url,
+            "--replicas",
+            "2",
+            "--concurrency",
+            "4",
+            "--duration",
+            "3",
+            "--fail-on-error",
+        ])
+    })
+    .await
+    .unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    let replicas = report["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{report}");
+    for replica in replicas {
+        assert!(replica["round_trips"].as_u64().unwrap() > 0, "{report}");
+        assert!(replica["server_cpu_ms_per_round_trip"].is_number(), "{report}");
     }
 }
 

@@ -397,3 +397,28 @@ impl RunningVerifier {
             .unwrap_or_else(|e| panic!("HTTP client: {e}"))
     }
 }
+
+/// PostgreSQL for a test: `$ATTEST_GATE_TEST_POSTGRES` or the CI
+/// machine's; `None` (a SKIPPED line) only outside CI.
+pub fn postgres_url() -> Option<String> {
+    let named = std::env::var("ATTEST_GATE_TEST_POSTGRES").ok();
+    let reachable = "127.0.0.1:5432".parse().is_ok_and(|address| {
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2)).is_ok()
+    });
+    if named.is_none() && !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide PostgreSQL on 127.0.0.1:5432"
+        );
+        eprintln!("SKIPPED: no PostgreSQL on 127.0.0.1:5432 (set ATTEST_GATE_TEST_POSTGRES)");
+        return None;
+    }
+    Some(named.unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into()))
+}
+
+/// `base` with every connection's `search_path` set to `schema` (a test's
+/// own schema, so runs never see each other's rows).
+pub fn schema_url(base: &str, schema: &str) -> String {
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+}

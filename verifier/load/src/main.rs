@@ -55,9 +55,10 @@ enum Scenario {
 #[derive(Debug, Parser)]
 #[command(name = "attest-gate-load", version, about)]
 struct Args {
-    /// A running verifier (`https://host:port`).
+    /// A running verifier (`https://host:port`); repeat it for replicas of
+    /// one service, which round trips then take turns at.
     #[arg(long, conflicts_with = "spawn", requires = "ca_cert")]
-    verifier: Option<String>,
+    verifier: Vec<String>,
     /// The certificate (or CA) the running verifier presents, PEM.
     #[arg(long = "ca-cert")]
     ca_cert: Option<PathBuf>,
@@ -78,6 +79,10 @@ struct Args {
     /// With `--spawn`: the verifier binary (default: `verifier` beside this one).
     #[arg(long = "verifier-bin", requires = "spawn")]
     verifier_bin: Option<PathBuf>,
+    /// With `--spawn --database`: start this many replicas on the one
+    /// database and data directory, which round trips take turns at.
+    #[arg(long, default_value_t = 1, requires = "spawn")]
+    replicas: usize,
     /// With `--spawn`: another flag for `verifier serve` (repeatable).
     #[arg(long = "serve-arg", requires = "spawn", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -102,9 +107,10 @@ struct Args {
     /// Distinct agent keys.
     #[arg(long, default_value_t = 8)]
     keys: usize,
-    /// The verifier's process, for its CPU time (with `--verifier`).
+    /// The verifier's process, for its CPU time (with `--verifier`; once
+    /// per `--verifier`, in the same order).
     #[arg(long = "server-pid", conflicts_with = "spawn")]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -178,12 +184,15 @@ struct Stats {
     latencies_us: Vec<u64>,
     errors: BTreeMap<String, u64>,
     attested: u64,
+    /// Measured round trips (succeeded or not) per replica.
+    per_replica: BTreeMap<usize, u64>,
 }
 
 impl Load {
     /// `POST path` with a JSON `body` (already serialised).
     async fn post(
         &self,
+        replica: usize,
         path: &str,
         body: Vec<u8>,
         headers: &[(&str, String)],
@@ -191,7 +200,7 @@ impl Load {
         let mut request = self
             .target
             .http
-            .post(format!("{}{path}", self.target.base))
+            .post(format!("{}{path}", self.target.replica(replica).base))
             .header("content-type", "application/json")
             .body(body);
         for (name, value) in headers {
@@ -221,7 +230,7 @@ impl Load {
 
     /// Challenge and attestation for agent `i`; its token.
     async fn attest(&self, i: usize) -> Result<String, String> {
-        let (status, body, _) = self.post("/v1/challenge", b"{}".to_vec(), &[]).await?;
+        let (status, body, _) = self.post(i, "/v1/challenge", b"{}".to_vec(), &[]).await?;
         let nonce = body
             .get("nonce")
             .and_then(Value::as_str)
@@ -231,7 +240,7 @@ impl Load {
         let request = simulator
             .attest_request(agent, &nonce)
             .map_err(|e| format!("generator: {e}"))?;
-        let (status, body, _) = self.post("/v1/attest", request, &[]).await?;
+        let (status, body, _) = self.post(i, "/v1/attest", request, &[]).await?;
         match body.get("access_token").and_then(Value::as_str) {
             Some(token) if status == 200 => {
                 if let Some(file) = &self.record {
@@ -270,7 +279,7 @@ impl Load {
     /// more with a new one if the verifier asks).
     async fn exchange(&self, i: usize) -> Result<(), String> {
         let (agent, token) = (self.agent(i)?, self.token(i)?);
-        let htu = format!("{}/v1/token/exchange", self.target.base);
+        let htu = format!("{}/v1/token/exchange", self.target.replica(i).base);
         let body = exchange_request(token, &self.actor)
             .to_string()
             .into_bytes();
@@ -280,7 +289,7 @@ impl Load {
                 .proof("POST", &htu, Some(token), nonce.as_deref())
                 .map_err(|e| format!("generator: {e}"))?;
             let (status, answer, new_nonce) = self
-                .post("/v1/token/exchange", body.clone(), &[("DPoP", proof)])
+                .post(i, "/v1/token/exchange", body.clone(), &[("DPoP", proof)])
                 .await?;
             if let Some(n) = new_nonce {
                 *self.dpop_nonce.lock().map_err(|_| "poisoned")? = Some(n);
@@ -301,7 +310,7 @@ impl Load {
         let response = self
             .target
             .http
-            .post(format!("{}/v1/introspect", self.target.base))
+            .post(format!("{}/v1/introspect", self.target.replica(i).base))
             .basic_auth(id, Some(secret))
             .form(&[("token", self.token(i)?)])
             .send()
@@ -336,6 +345,10 @@ impl Load {
         let Ok(mut stats) = self.stats.lock() else {
             return;
         };
+        *stats
+            .per_replica
+            .entry(i % self.target.replicas.len().max(1))
+            .or_default() += 1;
         match result {
             Ok(()) => {
                 stats.latencies_us.push(elapsed);
@@ -346,6 +359,17 @@ impl Load {
             Err(code) => *stats.errors.entry(code).or_default() += 1,
         }
     }
+}
+
+/// Every replica's CPU time so far (`None` for one not local).
+fn server_cpu(target: &Target) -> Option<Vec<Option<Duration>>> {
+    Some(
+        target
+            .replicas
+            .iter()
+            .map(|replica| replica.pid.and_then(|pid| cpu_time(Some(pid))))
+            .collect(),
+    )
 }
 
 fn tees(choice: TeeChoice) -> Vec<TeeKind> {
@@ -390,16 +414,17 @@ async fn build(args: &Args) -> anyhow::Result<Load> {
             args.database.as_deref(),
             &args.serve_args,
             connections,
+            args.replicas,
         )?
     } else {
-        let (Some(url), Some(ca)) = (&args.verifier, &args.ca_cert) else {
+        let (false, Some(ca)) = (args.verifier.is_empty(), &args.ca_cert) else {
             bail!("name a verifier (--verifier URL --ca-cert PEM) or --spawn one");
         };
         Target::remote(
-            url,
+            &args.verifier,
+            &args.server_pid,
             ca,
             args.admin_token.clone(),
-            args.server_pid,
             connections,
         )?
     };
@@ -494,10 +519,7 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
                 }));
             }
             tokio::time::sleep_until(measure_from).await;
-            cpu_start = Some((
-                load.target.pid.and_then(|pid| cpu_time(Some(pid))),
-                cpu_time(None),
-            ));
+            cpu_start = Some((server_cpu(&load.target), cpu_time(None)));
             db_start = load.target.database_bytes().await.ok().flatten();
         }
         Some(rate) => {
@@ -505,10 +527,7 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
             let mut due = start;
             while due < until {
                 if cpu_start.is_none() && due >= measure_from {
-                    cpu_start = Some((
-                        load.target.pid.and_then(|pid| cpu_time(Some(pid))),
-                        cpu_time(None),
-                    ));
+                    cpu_start = Some((server_cpu(&load.target), cpu_time(None)));
                     db_start = load.target.database_bytes().await.ok().flatten();
                 }
                 tokio::time::sleep_until(due).await;
@@ -526,10 +545,7 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
     let wall = until
         .min(Instant::now())
         .saturating_duration_since(measure_from);
-    let (server_end, generator_end) = (
-        load.target.pid.and_then(|pid| cpu_time(Some(pid))),
-        cpu_time(None),
-    );
+    let (server_end, generator_end) = (server_cpu(&load.target), cpu_time(None));
     ticker.abort();
     if progress {
         eprintln!();
@@ -548,6 +564,33 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
         _ => None,
     };
     let (server_start, generator_start) = cpu_start.unwrap_or_default();
+    let server_total = |cpu: &Option<Vec<Option<Duration>>>| {
+        cpu.as_ref()
+            .and_then(|each| each.iter().copied().sum::<Option<Duration>>())
+    };
+    let replicas: Vec<Value> = load
+        .target
+        .replicas
+        .iter()
+        .enumerate()
+        .map(|(i, replica)| {
+            let round_trips = stats.per_replica.get(&i).copied().unwrap_or_default();
+            let at = |cpu: &Option<Vec<Option<Duration>>>| {
+                cpu.as_ref().and_then(|each| each.get(i).copied().flatten())
+            };
+            let cpu = match (at(&server_start), at(&server_end), round_trips) {
+                (Some(s), Some(e), n) if n > 0 => {
+                    Some(e.saturating_sub(s).as_secs_f64() * 1000.0 / n as f64)
+                }
+                _ => None,
+            };
+            json!({
+                "url": replica.base,
+                "round_trips": round_trips,
+                "server_cpu_ms_per_round_trip": cpu,
+            })
+        })
+        .collect();
     let db_per_attestation = match (db_start, db_end, stats.attested) {
         (Some(s), Some(e), n) if n > 0 => Some(e.saturating_sub(s) as f64 / n as f64),
         _ => None,
@@ -571,7 +614,8 @@ async fn run(load: Arc<Load>, args: &Args) -> anyhow::Result<Value> {
             "p99": percentile(&stats.latencies_us, 99.0),
             "max": percentile(&stats.latencies_us, 100.0),
         },
-        "server_cpu_ms_per_round_trip": per_round_trip(server_start, server_end),
+        "server_cpu_ms_per_round_trip": per_round_trip(server_total(&server_start), server_total(&server_end)),
+        "replicas": replicas,
         "generator_cpu_ms_per_round_trip": per_round_trip(generator_start, generator_end),
         "database_bytes_per_attestation": db_per_attestation,
         "database": if load.target.postgres.is_some() { "postgres" } else if load.target.sqlite.is_some() { "sqlite" } else { "unknown" },
@@ -617,6 +661,19 @@ fn print_text(report: &Value) {
         ms("/server_cpu_ms_per_round_trip"),
         ms("/generator_cpu_ms_per_round_trip"),
     );
+    if let Some(replicas) = report.get("replicas").and_then(Value::as_array) {
+        for replica in replicas.iter().filter(|_| replicas.len() > 1) {
+            println!(
+                "    replica {}: {} round trips, server {}",
+                replica.get("url").and_then(Value::as_str).unwrap_or_default(),
+                replica.get("round_trips").and_then(Value::as_u64).unwrap_or_default(),
+                replica
+                    .get("server_cpu_ms_per_round_trip")
+                    .and_then(Value::as_f64)
+                    .map_or_else(|| "n/a".to_string(), |v| format!("{v:.3} ms")),
+            );
+        }
+    }
     if let Some(bytes) = get("/database_bytes_per_attestation").as_f64() {
         println!("  database growth per attestation: {bytes:.0} bytes");
     }

@@ -10,21 +10,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 
-/// A verifier to send requests to.
-pub(crate) struct Target {
+/// One verifier process (a replica) behind the target.
+pub(crate) struct Replica {
     /// `https://host:port`.
     pub base: String,
+    /// Its process, when local (CPU time is read from `/proc`).
+    pub pid: Option<u32>,
+}
+
+/// The verifier (one or more replicas of it) to send requests to.
+pub(crate) struct Target {
+    /// Its replicas: round trip `n` goes to replica `n % len` (at least one).
+    pub replicas: Vec<Replica>,
     /// An HTTPS client trusting its certificate.
     pub http: reqwest::Client,
     /// The admin token, when known (spawned servers; or `--admin-token`).
     pub admin_token: Option<String>,
-    /// Its process, when local (CPU time is read from `/proc`).
-    pub pid: Option<u32>,
     /// Where its SQLite database lives, when this process owns it.
     pub sqlite: Option<PathBuf>,
     /// The PostgreSQL URL it uses, when spawned with `--database`.
     pub postgres: Option<String>,
-    child: std::sync::Mutex<Option<Child>>,
+    children: std::sync::Mutex<Vec<Child>>,
     _data_dir: Option<tempfile::TempDir>,
 }
 
@@ -60,114 +66,104 @@ impl Target {
     /// Stops the verifier this process started (if it did).
     pub(crate) fn stop(&self) {
         let mut child = self
-            .child
+            .children
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(mut child) = child.take() {
+        for mut child in child.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// A verifier already running at `base`.
+    /// The replica round trip `n` goes to.
+    pub(crate) fn replica(&self, n: usize) -> &Replica {
+        let index = n % self.replicas.len().max(1);
+        // `replicas` is never empty (both constructors make at least one).
+        #[allow(clippy::indexing_slicing)]
+        &self.replicas[index]
+    }
+
+    /// Verifiers already running at `bases` (replicas of one service: one
+    /// certificate, one admin token), with their processes' IDs when local.
     pub(crate) fn remote(
-        base: &str,
+        bases: &[String],
+        pids: &[u32],
         ca_pem: &Path,
         admin_token: Option<String>,
-        pid: Option<u32>,
         connections: usize,
     ) -> anyhow::Result<Self> {
+        if bases.is_empty() {
+            bail!("name a verifier (--verifier URL --ca-cert PEM) or --spawn one");
+        }
+        if !pids.is_empty() && pids.len() != bases.len() {
+            bail!("give --server-pid once per --verifier, in the same order, or not at all");
+        }
         let pem = std::fs::read(ca_pem).with_context(|| format!("reading {}", ca_pem.display()))?;
+        let replicas = bases
+            .iter()
+            .enumerate()
+            .map(|(i, base)| Replica {
+                base: base.trim_end_matches('/').to_string(),
+                pid: pids.get(i).copied(),
+            })
+            .collect();
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
+            replicas,
             http: client(&pem, connections)?,
             admin_token,
-            pid,
             sqlite: None,
             postgres: None,
-            child: std::sync::Mutex::new(None),
+            children: std::sync::Mutex::new(Vec::new()),
             _data_dir: None,
         })
     }
 
-    /// Starts `verifier serve --dev --no-rate-limits` on a fresh data
-    /// directory (SQLite there, unless `database` names one) and waits
-    /// until it listens.
+    /// Starts `replicas` × `verifier serve --dev --no-rate-limits` on one
+    /// fresh data directory (SQLite there, unless `database` names one; more
+    /// than one replica needs it, as a deployment's replicas share
+    /// PostgreSQL and their keys) and waits until each listens.
     pub(crate) fn spawn(
         verifier: &Path,
         database: Option<&str>,
         extra_args: &[String],
         connections: usize,
+        replicas: usize,
     ) -> anyhow::Result<Self> {
-        let data_dir = tempfile::tempdir()?;
-        let mut command = Command::new(verifier);
-        command
-            .args([
-                "serve",
-                "--dev",
-                "--no-rate-limits",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(extra_args)
-            .env("RUST_LOG", "warn,attest_gate_verifier::serve=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(url) = database {
-            command.arg("--database").arg(url);
+        if replicas > 1 && database.is_none() {
+            bail!("--replicas above 1 needs --database postgres://... (replicas share PostgreSQL)");
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", verifier.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .map_err(|_| anyhow!("the verifier did not say it was listening"))?;
-            if let Some(at) = line.find("listening on https://") {
-                let rest = line.get(at + "listening on ".len()..).unwrap_or_default();
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-            }
-        };
-        // The rest of its log: errors shown, so a run's failures have a
-        // reason beside them; the pipe never fills.
-        std::thread::spawn(move || {
-            for line in rx {
-                if line.contains("ERROR") || line.contains("panicked") {
-                    eprintln!("[verifier] {line}");
-                }
-            }
-        });
-        let admin_token = std::fs::read_to_string(data_dir.path().join("admin-token.new"))
-            .ok()
-            .map(|t| t.trim().to_string());
-        let pem = std::fs::read(data_dir.path().join("tls/cert.pem"))?;
-        let pid = child.id();
-        Ok(Self {
-            base,
-            http: client(&pem, connections)?,
-            admin_token,
-            pid: Some(pid),
+        let data_dir = tempfile::tempdir()?;
+        let mut target = Self {
+            replicas: Vec::new(),
+            http: client(b"", connections)?,
+            admin_token: None,
             sqlite: database
                 .is_none()
                 .then(|| data_dir.path().join("attest-gate.db")),
             postgres: database.map(str::to_string),
-            child: std::sync::Mutex::new(Some(child)),
-            _data_dir: Some(data_dir),
-        })
+            children: std::sync::Mutex::new(Vec::new()),
+            _data_dir: None,
+        };
+        // One after another: the first creates the keys the others load.
+        for _ in 0..replicas.max(1) {
+            let (child, base) = start_one(verifier, data_dir.path(), database, extra_args)?;
+            target.replicas.push(Replica {
+                base,
+                pid: Some(child.id()),
+            });
+            target
+                .children
+                .lock()
+                .map_err(|_| anyhow!("poisoned"))?
+                .push(child);
+        }
+        target.admin_token = std::fs::read_to_string(data_dir.path().join("admin-token.new"))
+            .ok()
+            .map(|t| t.trim().to_string());
+        let pem = std::fs::read(data_dir.path().join("tls/cert.pem"))?;
+        target.http = client(&pem, connections)?;
+        target._data_dir = Some(data_dir);
+        Ok(target)
     }
 
     /// Bytes the database holds in use (SQLite: pages not free; PostgreSQL:
@@ -305,7 +301,7 @@ impl Target {
         let id = format!("load-{}", std::process::id());
         let response = self
             .http
-            .post(format!("{}/v1/admin/clients", self.base))
+            .post(format!("{}/v1/admin/clients", self.replica(0).base))
             .bearer_auth(token)
             .json(&serde_json::json!({"client_id": id}))
             .send()
@@ -335,4 +331,67 @@ pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     // utime and stime are fields 14 and 15 overall: 11 and 12 after `)`.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// Starts one `verifier serve --dev --no-rate-limits` on `data_dir` and
+/// waits until it says where it listens; the process and its URL.
+fn start_one(
+    verifier: &Path,
+    data_dir: &Path,
+    database: Option<&str>,
+    extra_args: &[String],
+) -> anyhow::Result<(Child, String)> {
+    let mut command = Command::new(verifier);
+    command
+        .args([
+            "serve",
+            "--dev",
+            "--no-rate-limits",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .env("RUST_LOG", "warn,attest_gate_verifier::serve=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(url) = database {
+        command.arg("--database").arg(url);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", verifier.display()))?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let base = loop {
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            bail!("the verifier did not say it was listening");
+        };
+        if let Some(at) = line.find("listening on https://") {
+            let rest = line.get(at + "listening on ".len()..).unwrap_or_default();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    // The rest of its log: errors shown, so a run's failures have a
+    // reason beside them; the pipe never fills.
+    std::thread::spawn(move || {
+        for line in rx {
+            if line.contains("ERROR") || line.contains("panicked") {
+                eprintln!("[verifier] {line}");
+            }
+        }
+    });
+    Ok((child, base))
 }

@@ -45,3 +45,26 @@ fn zero_keys_and_a_zero_rate_are_refused() {
     assert_ne!(code, 0);
     assert!(stderr.contains("--rate"), "{stderr}");
 }
+
+#[test]
+fn replicas_need_a_shared_database_and_pids_match_verifiers() {
+    let (code, stderr) = run(&["--spawn", "--replicas", "2", "--duration", "1"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--database"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, "").unwrap();
+    let (code, stderr) = run(&[
+        "--verifier",
+        "https://127.0.0.1:1",
+        "--verifier",
+        "https://127.0.0.1:2",
+        "--server-pid",
+        "1",
+        "--ca-cert",
+        pem.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--server-pid"), "{stderr}");
+}

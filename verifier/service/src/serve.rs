@@ -128,6 +128,12 @@ pub struct ServeArgs {
     /// minute), leaving a signed checkpoint; 0 keeps them all.
     #[arg(long = "audit-retention", value_name = "DAYS", default_value_t = 0)]
     pub audit_retention_days: u32,
+    /// Forget expired credentials this many days after their expiry,
+    /// unless a revocation names them (those are kept, so a revoked agent
+    /// key stays refused); 0 keeps them all. Until then a credential can
+    /// still be revoked by its `jti` or session to refuse its key.
+    #[arg(long = "credential-retention", value_name = "DAYS", default_value_t = 7)]
+    pub credential_retention_days: u32,
     /// Limit the SVID intermediate to the workloads' trust domains with a
     /// critical URI name constraint. Relying parties on rustls-webpki or
     /// BoringSSL (Envoy) then refuse every SVID, since they do not
@@ -314,6 +320,8 @@ pub async fn open(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<(Service
         forwarded_header: args.forwarded_header,
         audit_retention: (args.audit_retention_days > 0)
             .then(|| Duration::days(i64::from(args.audit_retention_days))),
+        credential_retention: (args.credential_retention_days > 0)
+            .then(|| Duration::days(i64::from(args.credential_retention_days))),
         svid_name_constraint: args.svid_name_constraint,
     };
     let collateral_dir = args

@@ -459,6 +459,7 @@ async fn in_process(dir: &tempfile::TempDir) -> (Arc<attest_gate_verifier::Servi
         trusted_proxies: vec![],
         forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
         audit_retention: None,
+        credential_retention: None,
         svid_name_constraint: false,
     };
     let (service, _) = attest_gate_verifier::Service::start(

@@ -39,6 +39,7 @@ async fn service_with(clock: attest_gate_verifier::Clock) -> (Service, tempfile:
         trusted_proxies: vec![],
         forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
         audit_retention: None,
+        credential_retention: None,
         svid_name_constraint: false,
     };
     let (service, _) = Service::start(config, store, CollateralSources::new(), clock).unwrap();

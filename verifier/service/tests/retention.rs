@@ -30,6 +30,7 @@ struct InProcess {
     store: Store,
     service: Arc<Service>,
     clock: Arc<AtomicI64>,
+    admin_token: String,
 }
 
 impl InProcess {
@@ -53,11 +54,12 @@ impl InProcess {
             trusted_proxies: vec![],
             forwarded_header: attest_gate_verifier::ForwardedHeader::default(),
             audit_retention: Some(Duration::days(1)),
+            credential_retention: Some(Duration::days(1)),
             svid_name_constraint: false,
         };
         let clock = Arc::new(AtomicI64::new(OffsetDateTime::now_utc().unix_timestamp()));
         let read = Arc::clone(&clock);
-        let (service, _) = Service::start(
+        let (service, admin_token) = Service::start(
             config,
             store.clone(),
             CollateralSources::new(),
@@ -72,6 +74,7 @@ impl InProcess {
             store,
             service: Arc::new(service),
             clock,
+            admin_token: admin_token.unwrap(),
         }
     }
 
@@ -82,6 +85,7 @@ impl InProcess {
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let request = Request::post(path)
+            .header("authorization", format!("Bearer {}", self.admin_token))
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
@@ -102,16 +106,20 @@ impl InProcess {
     /// An SEV-SNP attestation (its evidence does not depend on the clock)
     /// lasting `ttl` seconds: its session ID.
     async fn attest(&self, ttl: u32) -> String {
+        let (status, body) = self.attest_as(&Agent::new(), ttl).await;
+        assert_eq!(status, 200, "{body}");
+        body["session_id"].as_str().unwrap().to_string()
+    }
+
+    /// The same by `agent`: the answer.
+    async fn attest_as(&self, agent: &Agent, ttl: u32) -> (u16, Value) {
         let (_, challenge) = self.post("/v1/challenge", &json!({})).await;
         let nonce = URL_SAFE_NO_PAD
             .decode(challenge["nonce"].as_str().unwrap())
             .unwrap();
-        let agent = Agent::new();
-        let mut request = common::signed_request(Tee::Snp, &agent, &nonce, &agent.model);
+        let mut request = common::signed_request(Tee::Snp, agent, &nonce, &agent.model);
         request["ttl_seconds"] = json!(ttl);
-        let (status, body) = self.post("/v1/attest", &request).await;
-        assert_eq!(status, 200, "{body}");
-        body["session_id"].as_str().unwrap().to_string()
+        self.post("/v1/attest", &request).await
     }
 
     async fn sql(&self, statement: &str) {
@@ -208,6 +216,51 @@ async fn ended_sessions_go_live_ones_stay_and_can_be_reappraised() {
         let n = server.count(&format!("SELECT COUNT(*) FROM {table}")).await;
         assert_eq!(n, 0, "{table}");
     }
+}
+
+#[tokio::test]
+async fn expired_credentials_go_after_the_retention_but_revoked_ones_keep_their_key_refused() {
+    let server = InProcess::start().await;
+    let (forgotten, revoked) = (Agent::new(), Agent::new());
+    let (status, _) = server.attest_as(&forgotten, 60).await;
+    assert_eq!(status, 200);
+    let (status, body) = server.attest_as(&revoked, 60).await;
+    assert_eq!(status, 200, "{body}");
+    let session = body["session_id"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            "/v1/admin/revoke",
+            &json!({"kind": "session", "target": session, "mode": "immediate", "reason": "test"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.count("SELECT COUNT(*) FROM credentials").await, 2);
+
+    // Expired, but within the retention (one day): both stay.
+    let now = server.advance(43_200);
+    server.service.prune(now).await;
+    assert_eq!(server.count("SELECT COUNT(*) FROM credentials").await, 2);
+
+    // Past it: the unrevoked one goes; the revoked one stays, and its key
+    // is still refused.
+    let later = server.advance(86_400);
+    server.service.prune(later).await;
+    let left: Vec<String> = {
+        let Store::Sqlite(pool) = &server.store else {
+            unreachable!()
+        };
+        sqlx::query_scalar("SELECT session_id FROM credentials")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(left, vec![session.to_string()]);
+    let (status, body) = server.attest_as(&revoked, 60).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "revoked", "{body}");
+    // The forgotten key attests as any other.
+    let (status, body) = server.attest_as(&forgotten, 60).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

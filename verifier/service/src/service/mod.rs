@@ -83,6 +83,9 @@ pub struct ServiceConfig {
     /// Audit records older than this are removed behind a signed
     /// checkpoint (`None`: kept).
     pub audit_retention: Option<Duration>,
+    /// Expired credentials no revocation names are forgotten this long
+    /// after their expiry (`None`: kept).
+    pub credential_retention: Option<Duration>,
     /// Put a critical URI name constraint (the workloads' trust domains) on
     /// the SVID intermediate. Off by default: rustls-webpki and BoringSSL
     /// refuse every certificate under a URI name constraint (they do not

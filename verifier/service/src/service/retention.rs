@@ -1,7 +1,8 @@
 //! What the store forgets, and when: consumed nonces and proof `jti`s after
 //! their window, a session's evidence, encryption key and collateral files
 //! once the session (and so every token delegated from it, which cannot
-//! outlive it) has expired; audit records past `--audit-retention`, behind
+//! outlive it) has expired; credentials no revocation names past
+//! `--credential-retention`; audit records past `--audit-retention`, behind
 //! a signed checkpoint. Run once a minute by `verifier serve`.
 
 use time::OffsetDateTime;
@@ -37,7 +38,16 @@ impl Service {
                 store.prune_collateral_files(horizon).await,
             ),
         ];
-        for (what, result) in results {
+        let credentials = match self.config.credential_retention {
+            Some(retention) => Some((
+                "expired credentials",
+                store
+                    .prune_credentials((now - retention).unix_timestamp().min(horizon))
+                    .await,
+            )),
+            None => None,
+        };
+        for (what, result) in results.into_iter().chain(credentials) {
             match result {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rows = n, "pruned {what}"),

@@ -457,6 +457,35 @@ impl Store {
             .rows_affected()))
     }
 
+    /// Forgets credentials that expired before `horizon`, but for those a
+    /// revocation names (by `jti` or session): those stay, so a revoked
+    /// agent key cannot come back by attesting again however long ago it
+    /// was revoked ([`Store::revoked_history_of_key`]). In slices, so the
+    /// group-commit writer never waits long behind a prune.
+    pub async fn prune_credentials(&self, horizon: i64) -> Result<u64, StoreError> {
+        const SLICE: i64 = 5000;
+        const SQL: &str = "DELETE FROM credentials WHERE jti IN (\
+                           SELECT c.jti FROM credentials c WHERE c.expires_at < $1 \
+                           AND NOT EXISTS (SELECT 1 FROM revocations r \
+                               WHERE r.kind = 'jti' AND r.target = c.jti) \
+                           AND NOT EXISTS (SELECT 1 FROM revocations r \
+                               WHERE r.kind = 'session' AND r.target = c.session_id) \
+                           LIMIT $2)";
+        let mut total = 0;
+        loop {
+            let removed = on_pool!(self, pool => sqlx::query(SQL)
+                .bind(horizon)
+                .bind(SLICE)
+                .execute(pool)
+                .await?
+                .rows_affected());
+            total += removed;
+            if removed < SLICE as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Forgets the evidence of sessions that ended before `horizon`.
     pub async fn prune_session_evidence(&self, horizon: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM session_evidence WHERE expires_at < $1";
