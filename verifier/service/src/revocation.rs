@@ -9,7 +9,7 @@
 //! - `quarantine`: credentials stay active but are marked, so relying
 //!   parties route them to a monitor; every use the verifier sees is audited.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -66,6 +66,9 @@ pub(crate) struct RevocationIndex {
     rows: Vec<Revocation>,
     by_target: HashMap<(&'static str, String), Vec<usize>>,
     names_credentials: bool,
+    /// The agent keys whose credentials a `jti` or session revocation
+    /// names, when known (`None`: any key may be named).
+    named_keys: Option<HashSet<String>>,
 }
 
 /// The index key: kind and target, register values and model digests in
@@ -94,7 +97,27 @@ impl RevocationIndex {
             rows,
             by_target,
             names_credentials,
+            named_keys: None,
         }
+    }
+
+    /// The same, knowing which agent keys' credentials the `jti` and
+    /// session revocations name (read with the revocations).
+    pub(crate) fn with_named_keys(mut self, keys: HashSet<String>) -> Self {
+        self.named_keys = Some(keys);
+        self
+    }
+
+    /// Whether a revocation may name an earlier credential or session of
+    /// the agent key `jkt`: false only when none names a credential, or the
+    /// keys they name are known and `jkt` is not one of them. Only then may
+    /// issuance skip reading the key's history.
+    pub(crate) fn may_name_credentials_of(&self, jkt: &str) -> bool {
+        self.names_credentials
+            && self
+                .named_keys
+                .as_ref()
+                .is_none_or(|keys| keys.contains(jkt))
     }
 
     /// Whether no revocation is in force.
@@ -195,6 +218,19 @@ mod tests {
     }
 
     static KEYS: [String; 1] = [String::new()];
+
+    #[test]
+    fn a_key_history_is_read_only_when_a_revocation_may_name_it() {
+        let workload = revocation(Kind::Workload, "w", Mode::Immediate, 50);
+        let none = RevocationIndex::new(vec![workload.clone()]);
+        assert!(!none.may_name_credentials_of("k1"), "no jti or session revocation");
+        let jti = revocation(Kind::Jti, "j1", Mode::Immediate, 50);
+        let unknown = RevocationIndex::new(vec![workload, jti]);
+        assert!(unknown.may_name_credentials_of("k1"), "keys not known: any may be named");
+        let known = unknown.with_named_keys(HashSet::from(["k1".to_string()]));
+        assert!(known.may_name_credentials_of("k1"));
+        assert!(!known.may_name_credentials_of("k2"));
+    }
 
     #[test]
     fn a_key_revocation_names_the_key() {

@@ -68,7 +68,14 @@ impl RevocationCache {
         if let Some(index) = self.current(trusted, generation) {
             return Ok(index);
         }
-        let index = Arc::new(RevocationIndex::new(store.revocations_in_force().await?));
+        let index = RevocationIndex::new(store.revocations_in_force().await?);
+        // Read after the revocations: a credential a revocation names was
+        // committed before it, so every key named then is in this set.
+        let index = Arc::new(if index.names_credentials() {
+            index.with_named_keys(store.keys_named_by_revocations().await?)
+        } else {
+            index
+        });
         tracing::debug!(
             rows = index.rows().len(),
             generation,

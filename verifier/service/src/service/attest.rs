@@ -217,8 +217,9 @@ impl Service {
             return Ok(None);
         }
         // Earlier credentials and sessions of this key matter only if a
-        // revocation names one: only those are fetched.
-        let (jtis, sessions) = if revocations.names_credentials() {
+        // revocation names one: only those are fetched, and only for a key
+        // the revocations in force are known to name.
+        let (jtis, sessions) = if revocations.may_name_credentials_of(jkt) {
             self.store
                 .revoked_history_of_key(jkt)
                 .await

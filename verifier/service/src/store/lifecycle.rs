@@ -2,7 +2,7 @@
 //! (by `jti`, key, parent), revocations, relying-party clients, and the
 //! evidence of live sessions for reappraisal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -334,6 +334,20 @@ impl Store {
         let rows: Vec<RevocationRow> =
             on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await?);
         rows.into_iter().map(Revocation::try_from).collect()
+    }
+
+    /// The agent keys (thumbprints) of credentials that a revocation in
+    /// force names by `jti` or session: only for these can
+    /// [`Store::revoked_history_of_key`] find anything.
+    pub async fn keys_named_by_revocations(&self) -> Result<HashSet<String>, StoreError> {
+        const SQL: &str = "SELECT c.jkt FROM revocations r CROSS JOIN credentials c \
+                           WHERE r.kind = 'jti' AND r.lifted = FALSE AND c.jti = r.target \
+                           UNION SELECT c.jkt FROM revocations r CROSS JOIN credentials c \
+                           WHERE r.kind = 'session' AND r.lifted = FALSE \
+                           AND c.session_id = r.target";
+        let rows: Vec<(String,)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(|(jkt,)| jkt).collect())
     }
 
     /// Revocations created or changed at or after `since`, oldest change first.
