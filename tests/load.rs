@@ -102,7 +102,10 @@ async fn two_replicas_on_one_postgresql_serve_a_short_run_without_errors() {
     assert_eq!(replicas.len(), 2, "{report}");
     for replica in replicas {
         assert!(replica["round_trips"].as_u64().unwrap() > 0, "{report}");
-        assert!(replica["server_cpu_ms_per_round_trip"].is_number(), "{report}");
+        assert!(
+            replica["server_cpu_ms_per_round_trip"].is_number(),
+            "{report}"
+        );
     }
 }
 

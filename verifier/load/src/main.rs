@@ -665,8 +665,14 @@ fn print_text(report: &Value) {
         for replica in replicas.iter().filter(|_| replicas.len() > 1) {
             println!(
                 "    replica {}: {} round trips, server {}",
-                replica.get("url").and_then(Value::as_str).unwrap_or_default(),
-                replica.get("round_trips").and_then(Value::as_u64).unwrap_or_default(),
+                replica
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                replica
+                    .get("round_trips")
+                    .and_then(Value::as_u64)
+                    .unwrap_or_default(),
                 replica
                     .get("server_cpu_ms_per_round_trip")
                     .and_then(Value::as_f64)

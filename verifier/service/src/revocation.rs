@@ -223,10 +223,16 @@ mod tests {
     fn a_key_history_is_read_only_when_a_revocation_may_name_it() {
         let workload = revocation(Kind::Workload, "w", Mode::Immediate, 50);
         let none = RevocationIndex::new(vec![workload.clone()]);
-        assert!(!none.may_name_credentials_of("k1"), "no jti or session revocation");
+        assert!(
+            !none.may_name_credentials_of("k1"),
+            "no jti or session revocation"
+        );
         let jti = revocation(Kind::Jti, "j1", Mode::Immediate, 50);
         let unknown = RevocationIndex::new(vec![workload, jti]);
-        assert!(unknown.may_name_credentials_of("k1"), "keys not known: any may be named");
+        assert!(
+            unknown.may_name_credentials_of("k1"),
+            "keys not known: any may be named"
+        );
         let known = unknown.with_named_keys(HashSet::from(["k1".to_string()]));
         assert!(known.may_name_credentials_of("k1"));
         assert!(!known.may_name_credentials_of("k2"));

@@ -132,7 +132,11 @@ pub struct ServeArgs {
     /// unless a revocation names them (those are kept, so a revoked agent
     /// key stays refused); 0 keeps them all. Until then a credential can
     /// still be revoked by its `jti` or session to refuse its key.
-    #[arg(long = "credential-retention", value_name = "DAYS", default_value_t = 7)]
+    #[arg(
+        long = "credential-retention",
+        value_name = "DAYS",
+        default_value_t = 7
+    )]
     pub credential_retention_days: u32,
     /// Limit the SVID intermediate to the workloads' trust domains with a
     /// critical URI name constraint. Relying parties on rustls-webpki or
