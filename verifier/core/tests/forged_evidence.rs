@@ -118,6 +118,27 @@ fn every_forged_tdx_case_gets_its_expected_verdict_cold_and_warm() {
     assert_every_case(tdx_cases());
 }
 
+/// A service authenticates a TDX platform before it fetches collateral,
+/// then verifies the same quote at the same instant, which skips the
+/// signatures already checked: every case must still get its verdict, the
+/// ones refused for a signature or chain by the authentication too.
+#[test]
+fn tdx_authenticated_first_then_verified_gets_every_expected_verdict() {
+    let warm = test_verifier();
+    for case in tdx_cases() {
+        let authenticated = warm.authenticate_tdx_platform(&case.evidence, case.at());
+        let expected = if case.expected == "ok" {
+            Ok(())
+        } else {
+            Err(case.expected.to_string())
+        };
+        if let Err(e) = &authenticated {
+            assert_eq!(Err(e.code().to_string()), expected, "{}", case.name);
+        }
+        assert_eq!(verdict(&warm, case), expected, "{}", case.name);
+    }
+}
+
 #[test]
 fn forged_evidence_is_refused_by_the_vendor_roots() {
     let vendor = Verifier::new(TrustAnchors::vendor().unwrap());

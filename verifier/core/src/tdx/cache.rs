@@ -1,7 +1,8 @@
-//! The TDX verifier's memory: verified PCK chains and verified collateral
-//! sets, each kept inside its validity window. One struct so the `Verifier`
-//! holds (and clears) them as one; the checks that fill them live in
-//! `pck_chain` and `endorsement`, which know nothing of this struct.
+//! The TDX verifier's memory: verified PCK chains, verified collateral
+//! sets, each kept inside its validity window, and quotes whose signatures
+//! were just checked at one instant. One struct so the `Verifier` holds (and
+//! clears) them as one; the checks that fill them live in `pck_chain`,
+//! `endorsement` and `mod.rs`, which know nothing of this struct.
 
 use std::sync::Arc;
 
@@ -15,6 +16,12 @@ use super::pck_chain::VerifiedPck;
 pub(crate) struct TdxCache {
     pub(crate) pcks: WindowCache<Arc<VerifiedPck>>,
     pub(crate) endorsements: WindowCache<Arc<Endorsements>>,
+    /// Quotes `authenticate_platform` accepted, by the SHA-256 of their
+    /// exact bytes, valid only at the instant they were checked at: the
+    /// `verify` that follows for the same bytes and instant (a service
+    /// authenticates the platform before it fetches collateral) does not
+    /// check the same three signatures again.
+    pub(crate) authenticated: WindowCache<Arc<VerifiedPck>>,
 }
 
 impl Default for TdxCache {
@@ -22,6 +29,7 @@ impl Default for TdxCache {
         Self {
             pcks: WindowCache::new(256),
             endorsements: WindowCache::new(64),
+            authenticated: WindowCache::new(64),
         }
     }
 }
@@ -30,5 +38,6 @@ impl TdxCache {
     pub(crate) fn clear(&self) {
         self.pcks.clear();
         self.endorsements.clear();
+        self.authenticated.clear();
     }
 }

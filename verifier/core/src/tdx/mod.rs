@@ -34,7 +34,7 @@ use crate::chain::ChainValidator;
 use crate::claims::{BoundData, Measurement, NamedMeasurement, PlatformClaims, TeeKind};
 use crate::collateral::Collateral;
 use crate::error::VerifyError;
-use crate::trust::TrustAnchors;
+use crate::trust::{sha256, TrustAnchors};
 
 use abi::QeReport;
 pub use abi::{Quote, TdReport};
@@ -96,6 +96,9 @@ pub(crate) fn authenticate_platform(
     at: OffsetDateTime,
 ) -> Result<AuthenticatedPlatform, VerifyError> {
     let (_, pck) = signed_by_platform(evidence, anchors, chains, cache, at)?;
+    cache
+        .authenticated
+        .put(sha256(evidence), at, at, std::sync::Arc::clone(&pck));
     let issuer = crate::chain::parse(&pck.issuer_der)?;
     let processor = issuer
         .subject()
@@ -121,7 +124,12 @@ pub(crate) fn verify(
     cache: &TdxCache,
     at: OffsetDateTime,
 ) -> Result<Authenticated, VerifyError> {
-    let (quote, pck) = signed_by_platform(evidence, anchors, chains, cache, at)?;
+    // Checked by `authenticate_platform` at this very instant, byte for
+    // byte: the signatures and the chain are not checked twice.
+    let (quote, pck) = match cache.authenticated.get(&sha256(evidence), at) {
+        Some(pck) => (Quote::parse(evidence)?, pck),
+        None => signed_by_platform(evidence, anchors, chains, cache, at)?,
+    };
 
     let endorsed = verify_endorsements(collateral, &pck, anchors, chains, &cache.endorsements, at)?;
     endorsed.root_crl.check(&[&pck.issuer_serial])?;
