@@ -81,8 +81,10 @@ impl Verifier {
     }
 
     /// The TDX platform a quote proves by its own signatures and PCK chain
-    /// (no collateral needed): see [`tdx::AuthenticatedPlatform`]. Verifying
-    /// later checks all of it again, with the collateral.
+    /// (no collateral needed): see [`tdx::AuthenticatedPlatform`]. A
+    /// [`Verifier::verify`] of the same bytes at the same instant that
+    /// follows does not check those signatures again (a bounded memo by the
+    /// bytes' SHA-256); at any other instant, or for other bytes, it does.
     pub fn authenticate_tdx_platform(
         &self,
         evidence: &[u8],

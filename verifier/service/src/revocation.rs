@@ -66,8 +66,9 @@ pub(crate) struct RevocationIndex {
     rows: Vec<Revocation>,
     by_target: HashMap<(&'static str, String), Vec<usize>>,
     names_credentials: bool,
-    /// The agent keys whose credentials a `jti` or session revocation
-    /// names, when known (`None`: any key may be named).
+    names_sessions: bool,
+    /// The agent keys whose credentials a `jti` revocation names, when
+    /// known (`None`: any key may be named).
     named_keys: Option<HashSet<String>>,
 }
 
@@ -93,31 +94,37 @@ impl RevocationIndex {
         let names_credentials = rows
             .iter()
             .any(|r| matches!(r.kind, Kind::Jti | Kind::Session));
+        let names_sessions = rows.iter().any(|r| r.kind == Kind::Session);
         Self {
             rows,
             by_target,
             names_credentials,
+            names_sessions,
             named_keys: None,
         }
     }
 
-    /// The same, knowing which agent keys' credentials the `jti` and
-    /// session revocations name (read with the revocations).
+    /// The same, knowing which agent keys' credentials the `jti`
+    /// revocations name (read after the revocations).
     pub(crate) fn with_named_keys(mut self, keys: HashSet<String>) -> Self {
         self.named_keys = Some(keys);
         self
     }
 
     /// Whether a revocation may name an earlier credential or session of
-    /// the agent key `jkt`: false only when none names a credential, or the
-    /// keys they name are known and `jkt` is not one of them. Only then may
-    /// issuance skip reading the key's history.
+    /// the agent key `jkt`; only when not may issuance skip reading the
+    /// key's history. A `jti` revocation names credentials that existed
+    /// when it was made, whose keys the set read after it holds. A session
+    /// revocation is not so bounded: an exchange that raced it may still
+    /// add a credential with a new key to the session, whose history must
+    /// then be read however old the set is.
     pub(crate) fn may_name_credentials_of(&self, jkt: &str) -> bool {
-        self.names_credentials
-            && self
-                .named_keys
-                .as_ref()
-                .is_none_or(|keys| keys.contains(jkt))
+        self.names_sessions
+            || (self.names_credentials
+                && self
+                    .named_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.contains(jkt)))
     }
 
     /// Whether no revocation is in force.
@@ -228,7 +235,7 @@ mod tests {
             "no jti or session revocation"
         );
         let jti = revocation(Kind::Jti, "j1", Mode::Immediate, 50);
-        let unknown = RevocationIndex::new(vec![workload, jti]);
+        let unknown = RevocationIndex::new(vec![workload, jti.clone()]);
         assert!(
             unknown.may_name_credentials_of("k1"),
             "keys not known: any may be named"
@@ -236,6 +243,11 @@ mod tests {
         let known = unknown.with_named_keys(HashSet::from(["k1".to_string()]));
         assert!(known.may_name_credentials_of("k1"));
         assert!(!known.may_name_credentials_of("k2"));
+        // A session revocation: every key's history is read.
+        let session = revocation(Kind::Session, "s1", Mode::Quarantine, 50);
+        let sessions = RevocationIndex::new(vec![jti, session])
+            .with_named_keys(HashSet::from(["k1".to_string()]));
+        assert!(sessions.may_name_credentials_of("k2"));
     }
 
     #[test]

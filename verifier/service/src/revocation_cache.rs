@@ -69,8 +69,9 @@ impl RevocationCache {
             return Ok(index);
         }
         let index = RevocationIndex::new(store.revocations_in_force().await?);
-        // Read after the revocations: a credential a revocation names was
-        // committed before it, so every key named then is in this set.
+        // Read after the revocations: a credential a `jti` revocation names
+        // was committed before it, so every key named then is in this set
+        // (session revocations are not bounded so: see the index).
         let index = Arc::new(if index.names_credentials() {
             index.with_named_keys(store.keys_named_by_revocations().await?)
         } else {

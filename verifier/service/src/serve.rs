@@ -24,6 +24,10 @@ use crate::service::{Service, ServiceConfig};
 use crate::store::Store;
 use attest_gate_core::TeeKind;
 
+/// The longest retention a setting takes (a hundred years): beyond it the
+/// pruner's horizon would leave the representable instants.
+const MAX_RETENTION_DAYS: i64 = 36_500;
+
 /// `verifier serve` flags (other tools depend on their names).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -126,7 +130,12 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// Remove audit records older than this many days (checked once a
     /// minute), leaving a signed checkpoint; 0 keeps them all.
-    #[arg(long = "audit-retention", value_name = "DAYS", default_value_t = 0)]
+    #[arg(
+        long = "audit-retention",
+        value_name = "DAYS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=MAX_RETENTION_DAYS)
+    )]
     pub audit_retention_days: u32,
     /// Forget expired credentials this many days after their expiry,
     /// unless a revocation names them (those are kept, so a revoked agent
@@ -135,7 +144,8 @@ pub struct ServeArgs {
     #[arg(
         long = "credential-retention",
         value_name = "DAYS",
-        default_value_t = 7
+        default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(0..=MAX_RETENTION_DAYS)
     )]
     pub credential_retention_days: u32,
     /// Limit the SVID intermediate to the workloads' trust domains with a

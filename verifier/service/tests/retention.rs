@@ -236,10 +236,27 @@ async fn expired_credentials_go_after_the_retention_but_revoked_ones_keep_their_
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.count("SELECT COUNT(*) FROM credentials").await, 2);
 
+    // A delegated credential, long expired, of a session that is still
+    // live: kept while its session lives, so revoking the session still
+    // reaches its key.
+    let t0 = server.service.now().unix_timestamp();
+    for (jti, expires_at) in [("old-child", t0 - 86_400), ("live-root", t0 + 200_000)] {
+        server
+            .sql(&format!(
+                "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, \
+                 scope, audience, issued_at, expires_at, test_root, model_digest, measurements, depth) \
+                 VALUES ('{jti}', 's', 'live-session', NULL, 'w', 'k-{jti}', 'x', 'a', {}, \
+                 {expires_at}, TRUE, '00', '00', 0)",
+                t0 - 90_000
+            ))
+            .await;
+    }
+    assert_eq!(server.count("SELECT COUNT(*) FROM credentials").await, 4);
+
     // Expired, but within the retention (one day): both stay.
     let now = server.advance(43_200);
     server.service.prune(now).await;
-    assert_eq!(server.count("SELECT COUNT(*) FROM credentials").await, 2);
+    assert_eq!(server.count("SELECT COUNT(*) FROM credentials").await, 4);
 
     // Past it: the unrevoked one goes; the revoked one stays, and its key
     // is still refused.
@@ -249,12 +266,18 @@ async fn expired_credentials_go_after_the_retention_but_revoked_ones_keep_their_
         let Store::Sqlite(pool) = &server.store else {
             unreachable!()
         };
-        sqlx::query_scalar("SELECT session_id FROM credentials")
+        sqlx::query_scalar("SELECT session_id FROM credentials ORDER BY jti")
             .fetch_all(pool)
             .await
             .unwrap()
     };
-    assert_eq!(left, vec![session.to_string()]);
+    let mut expected = vec![
+        session.to_string(),
+        "live-session".into(),
+        "live-session".into(),
+    ];
+    expected.sort_by_key(|s| s != session);
+    assert_eq!(left, expected);
     let (status, body) = server.attest_as(&revoked, 60).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "revoked", "{body}");

@@ -36,7 +36,7 @@ use crate::ratelimit::{self, Endpoint, ForwardedHeader, Limited, RateLimitConfig
 use crate::revocation::{Mode, RevocationIndex};
 use crate::revocation_cache::RevocationCache;
 use crate::secrets::{self, SecretHash};
-use crate::store::{AuditEvent, Committed, Store, WriteSet, Writer};
+use crate::store::{AuditEvent, Committed, Row, Store, WriteSet, Writer};
 use crate::token::TokenKeys;
 use crate::vault::LocalKek;
 
@@ -573,7 +573,15 @@ impl Service {
         let (action, code) = (set.audit.action.clone(), set.audit.code.clone());
         let decision = set.audit.decision.clone();
         let (tee, workload) = (set.audit.tee.clone(), set.audit.workload.clone());
-        match self.writer.commit(set).await {
+        let revokes = set.rows.iter().any(|row| matches!(row, Row::Revocation(_)));
+        let written = self.writer.commit(set).await;
+        // Whatever the outcome but a replay (which writes no row): a
+        // revocation whose commit failed uncertainly may have committed, and
+        // must not stay out of the copy in memory.
+        if revokes && !matches!(written, Ok(Committed::Replayed(_))) {
+            self.revocations.invalidate();
+        }
+        match written {
             Ok(committed) => {
                 tracing::info!(action, %decision, code, ?tee, ?workload, "decision");
                 Ok(committed)

@@ -24,33 +24,38 @@ const CHUNK: usize = 100;
 /// then: at most one update an hour per file, however many sessions name it.
 const FILE_EXPIRY_SLACK: i64 = 3600;
 
-/// The distinct collateral files `sessions` name: content address, bytes,
-/// and the expiry to store (the latest session's, plus the slack).
-fn collateral_files<'a>(sessions: &[&'a NewSession]) -> Vec<(String, &'a [u8], i64)> {
+/// What `sessions` store of their collateral, each file hashed once: every
+/// session's `collateral_refs` (file name → content address, as JSON), and
+/// the distinct files with the expiry to store (the latest session's, plus
+/// the slack).
+fn address_collateral<'a>(
+    sessions: &[&'a NewSession],
+) -> (Vec<String>, Vec<(String, &'a [u8], i64)>) {
     let mut files: BTreeMap<String, (&'a [u8], i64)> = BTreeMap::new();
-    for session in sessions {
-        let expires_at = session.expires_at.saturating_add(FILE_EXPIRY_SLACK);
-        for (_, bytes) in &session.collateral {
-            let entry = files
-                .entry(content_address(bytes))
-                .or_insert((bytes.as_slice(), expires_at));
-            entry.1 = entry.1.max(expires_at);
-        }
-    }
-    files
+    let refs = sessions
+        .iter()
+        .map(|session| {
+            let expires_at = session.expires_at.saturating_add(FILE_EXPIRY_SLACK);
+            let named: BTreeMap<&str, String> = session
+                .collateral
+                .iter()
+                .map(|(name, bytes)| {
+                    let hash = content_address(bytes);
+                    let entry = files
+                        .entry(hash.clone())
+                        .or_insert((bytes.as_slice(), expires_at));
+                    entry.1 = entry.1.max(expires_at);
+                    (name.as_str(), hash)
+                })
+                .collect();
+            serde_json::to_string(&named).unwrap_or_default()
+        })
+        .collect();
+    let files = files
         .into_iter()
         .map(|(hash, (bytes, expires_at))| (hash, bytes, expires_at))
-        .collect()
-}
-
-/// A session's `collateral_refs`: file name → content address, as JSON.
-fn collateral_refs(session: &NewSession) -> String {
-    let refs: BTreeMap<&str, String> = session
-        .collateral
-        .iter()
-        .map(|(name, bytes)| (name.as_str(), content_address(bytes)))
         .collect();
-    serde_json::to_string(&refs).unwrap_or_default()
+    (refs, files)
 }
 
 /// What one request writes.
@@ -290,7 +295,7 @@ impl Store {
                 .rows()
                 .filter_map(|r| match r { Row::Session(s) => Some(s), _ => None })
                 .collect();
-            let files = collateral_files(&sessions);
+            let (refs, files) = address_collateral(&sessions);
             for chunk in files.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new("INSERT INTO collateral_files (sha256, bytes, expires_at) ");
                 q.push_values(chunk, |mut b, (hash, bytes, expires_at)| {
@@ -302,11 +307,12 @@ impl Store {
                 q.build().execute(&mut *tx).await?;
             }
             insert_rows!(tx, "session_evidence", super::lifecycle::SESSION_INSERT_COLUMNS,
-                sessions.iter(),
-                |b, s| {
+                sessions.iter().zip(&refs),
+                |b, row| {
+                    let (s, refs) = row;
                     b.push_bind(s.session_id.clone()).push_bind(s.tee.clone())
                         .push_bind(String::new()).push_bind(String::new())
-                        .push_bind(s.evidence.clone()).push_bind(collateral_refs(s))
+                        .push_bind(s.evidence.clone()).push_bind(refs.to_string())
                         .push_bind(s.model_digest.clone()).push_bind(s.expires_at)
                         .push_bind(s.principal.clone()).push_bind(s.task_id.clone())
                         .push_bind(s.scopes.clone()).push_bind(s.audience.clone());

@@ -336,15 +336,12 @@ impl Store {
         rows.into_iter().map(Revocation::try_from).collect()
     }
 
-    /// The agent keys (thumbprints) of credentials that a revocation in
-    /// force names by `jti` or session: only for these can
-    /// [`Store::revoked_history_of_key`] find anything.
+    /// The agent keys (thumbprints) of credentials that a `jti`
+    /// revocation in force names: only for these can
+    /// [`Store::revoked_history_of_key`] find a `jti`.
     pub async fn keys_named_by_revocations(&self) -> Result<HashSet<String>, StoreError> {
-        const SQL: &str = "SELECT c.jkt FROM revocations r CROSS JOIN credentials c \
-                           WHERE r.kind = 'jti' AND r.lifted = FALSE AND c.jti = r.target \
-                           UNION SELECT c.jkt FROM revocations r CROSS JOIN credentials c \
-                           WHERE r.kind = 'session' AND r.lifted = FALSE \
-                           AND c.session_id = r.target";
+        const SQL: &str = "SELECT DISTINCT c.jkt FROM revocations r CROSS JOIN credentials c \
+                           WHERE r.kind = 'jti' AND r.lifted = FALSE AND c.jti = r.target";
         let rows: Vec<(String,)> =
             on_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await?);
         Ok(rows.into_iter().map(|(jkt,)| jkt).collect())
@@ -474,8 +471,10 @@ impl Store {
     /// Forgets credentials that expired before `horizon`, but for those a
     /// revocation names (by `jti` or session): those stay, so a revoked
     /// agent key cannot come back by attesting again however long ago it
-    /// was revoked ([`Store::revoked_history_of_key`]). In slices, so the
-    /// group-commit writer never waits long behind a prune.
+    /// was revoked ([`Store::revoked_history_of_key`]); and for those whose
+    /// session still has a credential unexpired at `horizon`, so revoking
+    /// a live session or parent still reaches every key in it. In slices,
+    /// so the group-commit writer never waits long behind a prune.
     pub async fn prune_credentials(&self, horizon: i64) -> Result<u64, StoreError> {
         const SLICE: i64 = 5000;
         const SQL: &str = "DELETE FROM credentials WHERE jti IN (\
@@ -484,6 +483,8 @@ impl Store {
                                WHERE r.kind = 'jti' AND r.target = c.jti) \
                            AND NOT EXISTS (SELECT 1 FROM revocations r \
                                WHERE r.kind = 'session' AND r.target = c.session_id) \
+                           AND NOT EXISTS (SELECT 1 FROM credentials live \
+                               WHERE live.session_id = c.session_id AND live.expires_at >= $1) \
                            LIMIT $2)";
         let mut total = 0;
         loop {

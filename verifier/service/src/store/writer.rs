@@ -17,6 +17,8 @@ use super::{Store, StoreError};
 const MAX_BATCH: usize = 256;
 /// Scheduler turns the writer yields for before committing what it has.
 const GATHER_TURNS: usize = 2;
+/// A pause after which the writer gives its connection back to the pool.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Requests waiting for the writer beyond this wait to hand theirs over.
 const QUEUE: usize = 4096;
 
@@ -60,9 +62,18 @@ impl Writer {
 async fn run(store: Store, mut queue: mpsc::Receiver<Job>, sizes: Histogram) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // One connection for every batch while it works (warm page cache, no
-    // wait for the pool); a failed batch lets it go.
+    // wait for the pool); a failed batch lets it go, and so does a pause of
+    // [`IDLE_RELEASE`]: the pool checks a connection it hands out, which a
+    // held one would skip (a restarted or silently dropped server).
     let mut held: Option<WriterConnection> = None;
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        let waiting = std::time::Instant::now();
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
+        if waiting.elapsed() >= IDLE_RELEASE {
+            held = None;
+        }
         // Let requests that are about to hand theirs over (woken on the
         // other workers, or queued behind this task) do so first: a larger
         // batch for the cost of a scheduler turn, never a timer.
