@@ -24,13 +24,14 @@ const CHUNK: usize = 100;
 /// then: at most one update an hour per file, however many sessions name it.
 const FILE_EXPIRY_SLACK: i64 = 3600;
 
+/// A collateral file as stored: content address, bytes, expiry.
+type StoredFile<'a> = (String, &'a [u8], i64);
+
 /// What `sessions` store of their collateral, each file hashed once: every
 /// session's `collateral_refs` (file name → content address, as JSON), and
 /// the distinct files with the expiry to store (the latest session's, plus
 /// the slack).
-fn address_collateral<'a>(
-    sessions: &[&'a NewSession],
-) -> (Vec<String>, Vec<(String, &'a [u8], i64)>) {
+fn address_collateral<'a>(sessions: &[&'a NewSession]) -> (Vec<String>, Vec<StoredFile<'a>>) {
     let mut files: BTreeMap<String, (&'a [u8], i64)> = BTreeMap::new();
     let refs = sessions
         .iter()
