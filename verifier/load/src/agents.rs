@@ -3,6 +3,7 @@
 //! generator one evidence signature and, for DPoP, one proof signature.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::{anyhow, Context as _};
 use attest_gate_core::{AgentKey, Binding, ModelDigest, TeeKind};
@@ -108,8 +109,10 @@ pub(crate) struct Simulator {
 }
 
 impl Simulator {
-    /// A simulator for `tee`, its chains current at `now`.
-    pub(crate) fn new(tee: TeeKind, now: OffsetDateTime) -> anyhow::Result<Self> {
+    /// A simulator for `tee`, its chains current at `now`; its requests
+    /// carry the collateral unless `served` (the verifier has it in its
+    /// collateral folder: [`Simulator::folder_files`]).
+    pub(crate) fn new(tee: TeeKind, now: OffsetDateTime, served: bool) -> anyhow::Result<Self> {
         let hardware = match tee {
             TeeKind::Nitro => Hardware::Nitro,
             TeeKind::Snp => Hardware::Snp,
@@ -119,10 +122,38 @@ impl Simulator {
         let files = template.collateral();
         let collateral: BTreeMap<&str, String> = files
             .iter()
+            .filter(|_| !served)
             .map(|(name, bytes)| (name.as_str(), STANDARD.encode(bytes)))
             .collect();
         let fixed = Self::fixed_fields(tee, &json!(collateral));
         Ok(Self { template, fixed })
+    }
+
+    /// TDX collateral as a verifier's collateral folder holds it (relative
+    /// paths: TCB info under `tdx/<fmspc>/`, the rest in `tdx/`), so that
+    /// requests need not carry it, as a deployment's agents do not when the
+    /// verifier has its own source.
+    pub(crate) fn folder_files(&self) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+        let quote = self
+            .template
+            .evidence(&[0u8; 64], None, None, OffsetDateTime::now_utc())?;
+        let (fmspc, _) = attest_gate_core::tdx::unverified_pck_lookup(&quote)
+            .map_err(|e| anyhow!("the template's quote names no platform: {e}"))?;
+        let shared = PathBuf::from("tdx");
+        let keyed = shared.join(hex::encode(fmspc));
+        Ok(self
+            .template
+            .collateral()
+            .iter()
+            .map(|(name, bytes)| {
+                let dir = if name.starts_with("tcb_info") {
+                    &keyed
+                } else {
+                    &shared
+                };
+                (dir.join(name), bytes.to_vec())
+            })
+            .collect())
     }
 
     /// The `POST /v1/attest` body for `agent` on `nonce`, as JSON bytes.

@@ -401,6 +401,20 @@ async fn build(args: &Args) -> anyhow::Result<Load> {
         bail!("--rate must be a positive number of round trips per second");
     }
     let connections = args.concurrency.max(64);
+    let now = time::OffsetDateTime::now_utc();
+    let kinds = tees(args.tee);
+    // A spawned verifier has the TDX collateral in its folder (as one
+    // with a collateral source would), so TDX requests carry none.
+    let mut made = Vec::new();
+    let mut folder = Vec::new();
+    for tee in &kinds {
+        let served = args.spawn && *tee == TeeKind::Tdx;
+        let simulator = Simulator::new(*tee, now, served)?;
+        if served {
+            folder.extend(simulator.folder_files()?);
+        }
+        made.push(Arc::new(simulator));
+    }
     let target = if args.spawn {
         let verifier = match &args.verifier_bin {
             Some(path) => path.clone(),
@@ -415,6 +429,7 @@ async fn build(args: &Args) -> anyhow::Result<Load> {
             &args.serve_args,
             connections,
             args.replicas,
+            &folder,
         )?
     } else {
         let (false, Some(ca)) = (args.verifier.is_empty(), &args.ca_cert) else {
@@ -432,12 +447,6 @@ async fn build(args: &Args) -> anyhow::Result<Load> {
         .seed(args.seed_sessions, args.seed_revocations)
         .await
         .context("seeding the store")?;
-    let now = time::OffsetDateTime::now_utc();
-    let kinds = tees(args.tee);
-    let mut made = Vec::new();
-    for tee in &kinds {
-        made.push(Arc::new(Simulator::new(*tee, now)?));
-    }
     let agents = (0..args.keys)
         .map(|_| Agent::new())
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -121,18 +121,28 @@ impl Target {
     /// Starts `replicas` × `verifier serve --dev --no-rate-limits` on one
     /// fresh data directory (SQLite there, unless `database` names one; more
     /// than one replica needs it, as a deployment's replicas share
-    /// PostgreSQL and their keys) and waits until each listens.
+    /// PostgreSQL and their keys), with `collateral` in its collateral
+    /// folder, and waits until each listens.
     pub(crate) fn spawn(
         verifier: &Path,
         database: Option<&str>,
         extra_args: &[String],
         connections: usize,
         replicas: usize,
+        collateral: &[(PathBuf, Vec<u8>)],
     ) -> anyhow::Result<Self> {
         if replicas > 1 && database.is_none() {
             bail!("--replicas above 1 needs --database postgres://... (replicas share PostgreSQL)");
         }
         let data_dir = tempfile::tempdir()?;
+        // Its collateral folder (`<data-dir>/collateral`), before it starts.
+        for (path, bytes) in collateral {
+            let path = data_dir.path().join("collateral").join(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, bytes)?;
+        }
         let mut target = Self {
             replicas: Vec::new(),
             http: client(b"", connections)?,

@@ -16,8 +16,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
 
 use attest_gate_core::snp::{self, Product, VcekLookup};
 use attest_gate_core::tdx::{names, PckCa};
@@ -131,18 +136,31 @@ pub trait CollateralSource: Send + Sync + std::fmt::Debug {
 /// ```
 ///
 /// A file in the keyed folder wins over the shared one of the same name.
-/// Files are read on each request, so an operator can replace them without a
-/// restart; a TEE's folder with any entry in it, now or when the service
+/// Files are read again once a read is [`REREAD_AFTER`] old, so an operator
+/// can replace them without a restart while requests do not go to the disk
+/// each; a TEE's folder with any entry in it, now or when the service
 /// started, makes the folder a source for that TEE.
 #[derive(Debug, Clone)]
 pub struct DirectorySource {
     root: PathBuf,
+    /// Recent reads by folder pair (bounded: an SEV-SNP lookup's chip comes
+    /// from a report not yet verified).
+    recent: Arc<Mutex<LruCache<FolderPair, (Instant, Collateral)>>>,
     /// The TEEs whose folder had files when the source was made: they stay
     /// served whatever happens to the folder later (a read error, files
     /// being swapped, descriptors exhausted), so a moment's absence can
     /// never turn the service into one that takes agents' collateral.
     at_start: [bool; 2],
 }
+
+/// How long a read of the folder serves requests.
+const REREAD_AFTER: Duration = Duration::from_secs(1);
+
+/// Folder pairs whose reads are remembered.
+const RECENT_READS: usize = 64;
+
+/// A lookup's shared folder and its keyed one.
+type FolderPair = (PathBuf, Option<PathBuf>);
 
 fn has_files(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
@@ -155,7 +173,19 @@ impl DirectorySource {
             has_files(&root.join(TeeKind::Tdx.to_string())),
             has_files(&root.join(TeeKind::Snp.to_string())),
         ];
-        Self { root, at_start }
+        let capacity = NonZeroUsize::new(RECENT_READS).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            root,
+            at_start,
+            recent: Arc::new(Mutex::new(LruCache::new(capacity))),
+        }
+    }
+
+    /// The read of `folders` if it is younger than [`REREAD_AFTER`].
+    fn recent_read(&self, folders: &FolderPair) -> Option<Collateral> {
+        let mut recent = self.recent.lock().ok()?;
+        let (read_at, collateral) = recent.get(folders)?;
+        (read_at.elapsed() < REREAD_AFTER).then(|| collateral.clone())
     }
 
     /// The keyed subfolder's name for this lookup.
@@ -206,9 +236,22 @@ impl CollateralSource for DirectorySource {
             }
             let shared = self.root.join(tee.to_string());
             let keyed = Self::key(lookup).map(|k| shared.join(k));
-            let read = tokio::task::spawn_blocking(move || Self::read(&shared, keyed.as_deref()))
-                .await
-                .map_err(|e| CollateralError::new("directory", e))?;
+            let folders: FolderPair = (shared, keyed);
+            let read = match self.recent_read(&folders) {
+                Some(collateral) => Ok(collateral),
+                None => {
+                    let (shared, keyed) = folders.clone();
+                    let read_at = Instant::now();
+                    let read =
+                        tokio::task::spawn_blocking(move || Self::read(&shared, keyed.as_deref()))
+                            .await
+                            .map_err(|e| CollateralError::new("directory", e))?;
+                    if let (Ok(collateral), Ok(mut recent)) = (&read, self.recent.lock()) {
+                        recent.put(folders, (read_at, collateral.clone()));
+                    }
+                    read
+                }
+            };
             match read {
                 Ok(c) if c.is_empty() => Ok(None),
                 Ok(c) => Ok(Some(c)),
