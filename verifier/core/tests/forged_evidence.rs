@@ -140,6 +140,17 @@ fn tdx_authenticated_first_then_verified_gets_every_expected_verdict() {
 }
 
 #[test]
+fn a_quotes_pck_chain_offset_splits_off_its_pem() {
+    let evidence = &tdx_cases()[0].evidence;
+    let at = attest_gate_core::tdx::pck_chain_offset(evidence).unwrap();
+    assert!(evidence[at..].starts_with(b"-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        attest_gate_core::tdx::pck_chain_offset(b"not a quote"),
+        None
+    );
+}
+
+#[test]
 fn forged_evidence_is_refused_by_the_vendor_roots() {
     let vendor = Verifier::new(TrustAnchors::vendor().unwrap());
     for case in [&nitro_cases()[0], &snp_cases()[0], &tdx_cases()[0]] {

@@ -506,15 +506,19 @@ async fn reappraisal_revokes_sessions_whose_reference_values_are_gone() {
     let rp = server.client("rp-reappraise").await;
     let nitro = attest(&server, Tee::Nitro).await;
     let snp = attest(&server, Tee::Snp).await;
+    // A TDX session's quote is stored in two parts (its PCK chain once per
+    // platform): reappraisal verifies the quote put back together.
+    let tdx = attest(&server, Tee::Tdx).await;
     let child = delegate(&server, &nitro, "inference:invoke").await;
 
-    // Nothing changed: nothing is revoked.
+    // Nothing changed: nothing is revoked, and nothing goes unjudged.
     let (status, outcome) = server
         .admin("/v1/admin/reappraise", &json!({"mode": "immediate"}))
         .await;
     assert_eq!(status, 200, "{outcome}");
-    assert_eq!(outcome["checked"], 2);
+    assert_eq!(outcome["checked"], 3);
     assert_eq!(outcome["revoked"], json!([]));
+    assert_eq!(outcome["not_judged"], json!([]), "{outcome}");
 
     // The Nitro workload's reference values are withdrawn. The command line
     // may not reappraise a SQLite database a running service holds (that
@@ -549,6 +553,7 @@ async fn reappraisal_revokes_sessions_whose_reference_values_are_gone() {
     assert_eq!(server.introspect(&rp, &nitro.token).await["active"], false);
     assert_eq!(server.introspect(&rp, &child.token).await["active"], false);
     assert_eq!(server.introspect(&rp, &snp.token).await["active"], true);
+    assert_eq!(server.introspect(&rp, &tdx.token).await["active"], true);
 }
 
 #[tokio::test]

@@ -79,6 +79,9 @@ pub struct Quote<'a> {
     pub(crate) qe_auth_data: &'a [u8],
     /// The PCK certificate chain, DER, leaf first.
     pub(crate) pck_chain: Vec<Vec<u8>>,
+    /// Where the chain's PEM starts in the quote's bytes: from there on
+    /// (the PEM and any zero padding) a platform's quotes are all alike.
+    pub(crate) pck_chain_at: usize,
 }
 
 /// A cursor that refuses to read past its input.
@@ -335,6 +338,7 @@ impl<'a> Quote<'a> {
             qe_report_signature,
             qe_auth_data,
             pck_chain: pem_chain(inner)?,
+            pck_chain_at: (inner.as_ptr() as usize).saturating_sub(bytes.as_ptr() as usize),
         })
     }
 }

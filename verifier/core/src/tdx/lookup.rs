@@ -27,6 +27,17 @@ impl PckCa {
     }
 }
 
+/// Where a quote's PCK chain starts: the bytes from there to the end (the
+/// chain's PEM, then any zero padding) are alike in every quote of a
+/// platform, so a store can keep them once, apart from the rest. `None`
+/// if `evidence` is not a quote. Unverified: it only splits bytes.
+pub fn pck_chain_offset(evidence: &[u8]) -> Option<usize> {
+    Quote::parse(evidence)
+        .ok()
+        .map(|quote| quote.pck_chain_at)
+        .filter(|at| *at <= evidence.len())
+}
+
 /// The FMSPC and issuing CA named by the PCK certificate a quote carries,
 /// *unverified*: only for finding the platform's collateral. Verification
 /// later checks the PCK chain and that the TCB info is for this very FMSPC.

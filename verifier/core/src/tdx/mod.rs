@@ -40,7 +40,7 @@ use abi::QeReport;
 pub use abi::{Quote, TdReport};
 pub(crate) use cache::TdxCache;
 use endorsement::verify_endorsements;
-pub use lookup::{unverified_pck_lookup, PckCa};
+pub use lookup::{pck_chain_offset, unverified_pck_lookup, PckCa};
 use pck_chain::verify_pck_chain;
 use quote_signature::{check_qe_report_signature, check_quote_and_binding};
 

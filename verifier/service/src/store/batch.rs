@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use attest_gate_core::TeeKind;
+
 use super::audit::{record_hash, COLUMNS as AUDIT_COLUMNS};
 use super::lifecycle::{content_address, NewSession};
 use super::{AuditEvent, CredentialRecord, Store, StoreError};
@@ -27,36 +29,57 @@ const FILE_EXPIRY_SLACK: i64 = 3600;
 /// A collateral file as stored: content address, bytes, expiry.
 type StoredFile<'a> = (String, &'a [u8], i64);
 
-/// What `sessions` store of their collateral, each file hashed once: every
-/// session's `collateral_refs` (file name → content address, as JSON), and
-/// the distinct files with the expiry to store (the latest session's, plus
-/// the slack).
-fn address_collateral<'a>(sessions: &[&'a NewSession]) -> (Vec<String>, Vec<StoredFile<'a>>) {
+/// How a session's row stores it: its evidence up to the shared tail, the
+/// tail's content address (a TDX quote's PCK chain, stored once per
+/// platform), and its `collateral_refs` (file name → content address, JSON).
+struct StoredSession<'a> {
+    head: &'a [u8],
+    tail: Option<String>,
+    refs: String,
+}
+
+/// What `sessions` store, each file hashed once: every session's row
+/// parts, and the distinct files (collateral and evidence tails) with the
+/// expiry to store (the latest session's, plus the slack).
+fn address_sessions<'a>(
+    sessions: &[&'a NewSession],
+) -> (Vec<StoredSession<'a>>, Vec<StoredFile<'a>>) {
     let mut files: BTreeMap<String, (&'a [u8], i64)> = BTreeMap::new();
-    let refs = sessions
+    let mut store = |bytes: &'a [u8], expires_at: i64| {
+        let hash = content_address(bytes);
+        let entry = files.entry(hash.clone()).or_insert((bytes, expires_at));
+        entry.1 = entry.1.max(expires_at);
+        hash
+    };
+    let rows = sessions
         .iter()
         .map(|session| {
             let expires_at = session.expires_at.saturating_add(FILE_EXPIRY_SLACK);
             let named: BTreeMap<&str, String> = session
                 .collateral
                 .iter()
-                .map(|(name, bytes)| {
-                    let hash = content_address(bytes);
-                    let entry = files
-                        .entry(hash.clone())
-                        .or_insert((bytes.as_slice(), expires_at));
-                    entry.1 = entry.1.max(expires_at);
-                    (name.as_str(), hash)
-                })
+                .map(|(name, bytes)| (name.as_str(), store(bytes, expires_at)))
                 .collect();
-            serde_json::to_string(&named).unwrap_or_default()
+            let split = (session.tee == TeeKind::Tdx.to_string())
+                .then(|| attest_gate_core::tdx::pck_chain_offset(&session.evidence))
+                .flatten()
+                .and_then(|at| session.evidence.split_at_checked(at));
+            let (head, tail) = match split {
+                Some((head, tail)) => (head, Some(store(tail, expires_at))),
+                None => (session.evidence.as_slice(), None),
+            };
+            StoredSession {
+                head,
+                tail,
+                refs: serde_json::to_string(&named).unwrap_or_default(),
+            }
         })
         .collect();
     let files = files
         .into_iter()
         .map(|(hash, (bytes, expires_at))| (hash, bytes, expires_at))
         .collect();
-    (refs, files)
+    (rows, files)
 }
 
 /// What one request writes.
@@ -296,7 +319,7 @@ impl Store {
                 .rows()
                 .filter_map(|r| match r { Row::Session(s) => Some(s), _ => None })
                 .collect();
-            let (refs, files) = address_collateral(&sessions);
+            let (stored, files) = address_sessions(&sessions);
             for chunk in files.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new("INSERT INTO collateral_files (sha256, bytes, expires_at) ");
                 q.push_values(chunk, |mut b, (hash, bytes, expires_at)| {
@@ -308,12 +331,13 @@ impl Store {
                 q.build().execute(&mut *tx).await?;
             }
             insert_rows!(tx, "session_evidence", super::lifecycle::SESSION_INSERT_COLUMNS,
-                sessions.iter().zip(&refs),
+                sessions.iter().zip(&stored),
                 |b, row| {
-                    let (s, refs) = row;
+                    let (s, stored) = row;
                     b.push_bind(s.session_id.clone()).push_bind(s.tee.clone())
                         .push_bind(String::new()).push_bind(String::new())
-                        .push_bind(s.evidence.clone()).push_bind(refs.to_string())
+                        .push_bind(stored.head.to_vec()).push_bind(stored.refs.clone())
+                        .push_bind(stored.tail.clone())
                         .push_bind(s.model_digest.clone()).push_bind(s.expires_at)
                         .push_bind(s.principal.clone()).push_bind(s.task_id.clone())
                         .push_bind(s.scopes.clone()).push_bind(s.audience.clone());

@@ -73,6 +73,7 @@ struct SessionRow {
     collateral: String,
     evidence_bytes: Option<Vec<u8>>,
     collateral_refs: Option<String>,
+    evidence_tail: Option<String>,
     model_digest: String,
     expires_at: i64,
     principal: String,
@@ -100,8 +101,9 @@ const CREDENTIAL_SELECT: &str = "SELECT c.jti, c.subject, c.session_id, c.parent
 
 /// The columns a session's evidence is written with.
 pub(super) const SESSION_INSERT_COLUMNS: &str = "session_id, tee, evidence, collateral, \
-                                                 evidence_bytes, collateral_refs, model_digest, \
-                                                 expires_at, principal, task_id, scopes, audience";
+                                                 evidence_bytes, collateral_refs, evidence_tail, \
+                                                 model_digest, expires_at, principal, task_id, \
+                                                 scopes, audience";
 
 pub(super) const REVOCATION_COLUMNS: &str =
     "id, kind, target, mode, reason, cascade_from, revoked_at, updated_at, lifted";
@@ -399,8 +401,9 @@ impl Store {
         now: i64,
     ) -> Result<Vec<SessionEvidence>, StoreError> {
         const SQL: &str = "SELECT session_id, tee, evidence, collateral, evidence_bytes, \
-                           collateral_refs, model_digest, expires_at, principal, task_id, scopes, \
-                           audience FROM session_evidence WHERE expires_at > $1 ORDER BY session_id";
+                           collateral_refs, evidence_tail, model_digest, expires_at, principal, \
+                           task_id, scopes, audience FROM session_evidence WHERE expires_at > $1 \
+                           ORDER BY session_id";
         let rows: Vec<SessionRow> =
             on_pool!(self, pool => sqlx::query_as(SQL).bind(now).fetch_all(pool).await?);
         let mut files = HashMap::new();
@@ -412,7 +415,13 @@ impl Store {
                         Ok(refs) => self.resolve_collateral(refs, &mut files).await?,
                         Err(_) => None,
                     };
-                    (STANDARD.encode(bytes), collateral.unwrap_or_default())
+                    let evidence = match &row.evidence_tail {
+                        None => STANDARD.encode(bytes),
+                        Some(tail) => {
+                            STANDARD.encode([bytes.as_slice(), &self.file(tail).await?].concat())
+                        }
+                    };
+                    (evidence, collateral.unwrap_or_default())
                 }
                 _ => (row.evidence, row.collateral),
             };
@@ -430,6 +439,19 @@ impl Store {
             });
         }
         Ok(sessions)
+    }
+
+    /// A stored file's bytes by content address. Missing is corruption:
+    /// the file outlives every session naming it.
+    async fn file(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
+        const FILE: &str = "SELECT bytes FROM collateral_files WHERE sha256 = $1";
+        let found: Option<(Vec<u8>,)> = on_pool!(self, pool => sqlx::query_as(FILE)
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?);
+        found
+            .map(|(bytes,)| bytes)
+            .ok_or_else(|| StoreError::Corrupt(format!("stored file {hash} is missing")))
     }
 
     /// A session's collateral as a JSON object of base64 files, read by
