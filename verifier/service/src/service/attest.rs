@@ -391,6 +391,12 @@ impl Service {
                 session_id: grant.session().id.clone(),
                 tee: parsed.tee.to_string(),
                 evidence: parsed.evidence.clone(),
+                // Found here, on the request's task, not in the writer
+                // that every request's rows queue for.
+                shared_tail_at: match parsed.tee {
+                    TeeKind::Tdx => attest_gate_core::tdx::pck_chain_offset(&parsed.evidence),
+                    TeeKind::Nitro | TeeKind::Snp => None,
+                },
                 collateral: parsed
                     .collateral
                     .iter()

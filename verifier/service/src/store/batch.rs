@@ -10,8 +10,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use attest_gate_core::TeeKind;
-
 use super::audit::{record_hash, COLUMNS as AUDIT_COLUMNS};
 use super::lifecycle::{content_address, NewSession};
 use super::{AuditEvent, CredentialRecord, Store, StoreError};
@@ -60,9 +58,8 @@ fn address_sessions<'a>(
                 .iter()
                 .map(|(name, bytes)| (name.as_str(), store(bytes, expires_at)))
                 .collect();
-            let split = (session.tee == TeeKind::Tdx.to_string())
-                .then(|| attest_gate_core::tdx::pck_chain_offset(&session.evidence))
-                .flatten()
+            let split = session
+                .shared_tail_at
                 .and_then(|at| session.evidence.split_at_checked(at));
             let (head, tail) = match split {
                 Some((head, tail)) => (head, Some(store(tail, expires_at))),

@@ -48,6 +48,9 @@ pub(crate) struct NewSession {
     pub tee: String,
     /// The evidence as verified.
     pub evidence: Vec<u8>,
+    /// Where the bytes alike in every evidence of the platform start (a
+    /// TDX quote's PCK chain), stored once apart from the rest.
+    pub shared_tail_at: Option<usize>,
     /// The collateral the request carried, by file name.
     pub collateral: Vec<(String, Vec<u8>)>,
     /// The model digest, hex.
@@ -441,16 +444,21 @@ impl Store {
         Ok(sessions)
     }
 
-    /// A stored file's bytes by content address. Missing is corruption:
-    /// the file outlives every session naming it.
-    async fn file(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
+    /// A stored file's bytes by content address, if it is there.
+    async fn find_file(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         const FILE: &str = "SELECT bytes FROM collateral_files WHERE sha256 = $1";
         let found: Option<(Vec<u8>,)> = on_pool!(self, pool => sqlx::query_as(FILE)
             .bind(hash)
             .fetch_optional(pool)
             .await?);
-        found
-            .map(|(bytes,)| bytes)
+        Ok(found.map(|(bytes,)| bytes))
+    }
+
+    /// A stored file's bytes by content address. Missing is corruption:
+    /// the file outlives every session naming it.
+    async fn file(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
+        self.find_file(hash)
+            .await?
             .ok_or_else(|| StoreError::Corrupt(format!("stored file {hash} is missing")))
     }
 
@@ -462,15 +470,11 @@ impl Store {
         refs: BTreeMap<String, String>,
         files: &mut HashMap<String, Option<String>>,
     ) -> Result<Option<String>, StoreError> {
-        const FILE: &str = "SELECT bytes FROM collateral_files WHERE sha256 = $1";
         let mut resolved = serde_json::Map::new();
         for (name, hash) in refs {
             if !files.contains_key(&hash) {
-                let found: Option<(Vec<u8>,)> = on_pool!(self, pool => sqlx::query_as(FILE)
-                    .bind(&hash)
-                    .fetch_optional(pool)
-                    .await?);
-                files.insert(hash.clone(), found.map(|(b,)| STANDARD.encode(b)));
+                let found = self.find_file(&hash).await?;
+                files.insert(hash.clone(), found.map(|b| STANDARD.encode(b)));
             }
             match files.get(&hash) {
                 Some(Some(b64)) => resolved.insert(name, b64.clone().into()),
