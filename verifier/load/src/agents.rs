@@ -133,10 +133,11 @@ impl Simulator {
     /// paths: TCB info under `tdx/<fmspc>/`, the rest in `tdx/`), so that
     /// requests need not carry it, as a deployment's agents do not when the
     /// verifier has its own source.
-    pub(crate) fn folder_files(&self) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
-        let quote = self
-            .template
-            .evidence(&[0u8; 64], None, None, OffsetDateTime::now_utc())?;
+    pub(crate) fn folder_files(
+        &self,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+        let quote = self.template.evidence(&[0u8; 64], None, None, now)?;
         let (fmspc, _) = attest_gate_core::tdx::unverified_pck_lookup(&quote)
             .map_err(|e| anyhow!("the template's quote names no platform: {e}"))?;
         let shared = PathBuf::from("tdx");

@@ -411,7 +411,7 @@ async fn build(args: &Args) -> anyhow::Result<Load> {
         let served = args.spawn && *tee == TeeKind::Tdx;
         let simulator = Simulator::new(*tee, now, served)?;
         if served {
-            folder.extend(simulator.folder_files()?);
+            folder.extend(simulator.folder_files(now)?);
         }
         made.push(Arc::new(simulator));
     }
