@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attest_gate_tests::{binary, lines_of as lines, postgres_url, schema_url, RunningVerifier};
+use attest_gate_tests::{binary, fresh_schema, lines_of as lines, postgres_url, RunningVerifier};
 use serde_json::Value;
 
 /// One attestation by the load generator's own client: its report.
@@ -50,14 +50,7 @@ async fn cut_postgresql_connections_fail_closed_and_the_service_recovers() {
     let Some(base) = postgres_url() else { return };
     // A schema of its own, so runs never see each other's rows.
     let schema = format!("ag_faults_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    for sql in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(&sql).execute(&admin).await.unwrap();
-    }
-    let url = schema_url(&base, &schema);
+    let (admin, url) = fresh_schema(&base, &schema).await;
     let verifier = RunningVerifier::start(&["--dev", "--no-rate-limits", "--database", &url]);
 
     let tokens = verifier.data_dir.path().join("received-tokens");

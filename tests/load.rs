@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attest_gate_tests::{binary, lines_of as lines, postgres_url, schema_url, RunningVerifier};
+use attest_gate_tests::{binary, fresh_schema, lines_of as lines, postgres_url, RunningVerifier};
 use serde_json::Value;
 
 const SERVE_ARGS: [&str; 2] = ["--dev", "--no-rate-limits"];
@@ -66,15 +66,8 @@ fn a_short_mixed_run_on_every_tee_has_no_errors() {
 async fn two_replicas_on_one_postgresql_serve_a_short_run_without_errors() {
     let Some(base) = postgres_url() else { return };
     let schema = format!("ag_load_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    for sql in [
-        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(&sql).execute(&admin).await.unwrap();
-    }
+    let (admin, url) = fresh_schema(&base, &schema).await;
     let verifier = binary("verifier");
-    let url = schema_url(&base, &schema);
     let report = tokio::task::spawn_blocking(move || {
         load_report(&[
             "--spawn",

@@ -422,3 +422,21 @@ pub fn schema_url(base: &str, schema: &str) -> String {
     let separator = if base.contains('?') { '&' } else { '?' };
     format!("{base}{separator}options=-c%20search_path%3D{schema}")
 }
+
+/// `schema` made anew on `base` (dropped first if a run left it): a pool
+/// on `base` to drop it with afterwards, and the URL whose connections use
+/// it.
+///
+/// # Panics
+/// If PostgreSQL refuses: the test cannot run.
+#[allow(clippy::unwrap_used)]
+pub async fn fresh_schema(base: &str, schema: &str) -> (sqlx::PgPool, String) {
+    let admin = sqlx::PgPool::connect(base).await.unwrap();
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(&sql).execute(&admin).await.unwrap();
+    }
+    (admin, schema_url(base, schema))
+}
