@@ -150,6 +150,36 @@ fn a_quotes_pck_chain_offset_splits_off_its_pem() {
     );
 }
 
+/// A warm PCK chain is recognised by its PEM byte for byte: once the valid
+/// quote has primed the cache, the same quote with one base64 character of
+/// its chain changed (other DER) or replaced by a space (PEM outside the one
+/// accepted spelling) is decoded and refused, not served from the cache.
+#[test]
+fn a_warm_pck_chain_is_recognised_only_by_its_exact_pem() {
+    let warm = test_verifier();
+    let valid = &tdx_cases()[0];
+    assert_eq!(verdict(&warm, valid), Ok(()));
+    let at = attest_gate_core::tdx::pck_chain_offset(&valid.evidence).unwrap();
+    // Inside the leaf's base64, on its third line: away from the first
+    // and last 64 bytes the cache's key is made of, so only the full
+    // comparison can tell the edited chain from the cached one.
+    let inside = at + "-----BEGIN CERTIFICATE-----\n".len() + 2 * 65 + 42;
+    for (replacement, expected) in [(b' ', Some("malformed_evidence")), (b'A', None)] {
+        let mut edited = valid.clone();
+        let original = edited.evidence[inside];
+        edited.evidence[inside] = if original == replacement {
+            b'B'
+        } else {
+            replacement
+        };
+        let refused = verdict(&warm, &edited).unwrap_err();
+        if let Some(code) = expected {
+            assert_eq!(refused, code);
+        }
+    }
+    assert_eq!(verdict(&warm, valid), Ok(()));
+}
+
 #[test]
 fn forged_evidence_is_refused_by_the_vendor_roots() {
     let vendor = Verifier::new(TrustAnchors::vendor().unwrap());

@@ -20,6 +20,12 @@ use time::OffsetDateTime;
 
 mod ops;
 
+/// The service allocates and frees many small buffers per request (JSON,
+/// base64, SQL rows): mimalloc's per-thread free lists cost less than
+/// glibc's arenas there (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "verifier",

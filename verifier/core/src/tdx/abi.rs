@@ -77,8 +77,11 @@ pub struct Quote<'a> {
     pub(crate) qe_report_signature: &'a [u8],
     /// QE authentication data.
     pub(crate) qe_auth_data: &'a [u8],
-    /// The PCK certificate chain, DER, leaf first.
-    pub(crate) pck_chain: Vec<Vec<u8>>,
+    /// The PCK certificate chain as carried: PEM, then any NUL terminator.
+    /// Decoded only when it is validated ([`Quote::pck_chain`]): a chain
+    /// verified before is recognised by these exact bytes, and the cheap
+    /// readers of a quote (where the chain starts) never need it decoded.
+    pub(crate) pck_chain_pem: &'a [u8],
     /// Where the chain's PEM starts in the quote's bytes: from there on
     /// (the PEM and any zero padding) a platform's quotes are all alike.
     pub(crate) pck_chain_at: usize,
@@ -220,9 +223,11 @@ impl<'a> Quote<'a> {
         self.qe_report_signature
     }
 
-    /// The PCK certificate chain carried in the quote, DER, leaf first (unverified).
-    pub fn pck_chain(&self) -> &[Vec<u8>] {
-        &self.pck_chain
+    /// The PCK certificate chain carried in the quote, DER, leaf first
+    /// (unverified), decoded from its PEM; an error if the PEM is not in
+    /// the one spelling accepted.
+    pub fn pck_chain(&self) -> Result<Vec<Vec<u8>>, VerifyError> {
+        pem_chain(self.pck_chain_pem)
     }
 
     /// Parses a v4 or v5 TDX quote.
@@ -337,7 +342,7 @@ impl<'a> Quote<'a> {
             qe_report,
             qe_report_signature,
             qe_auth_data,
-            pck_chain: pem_chain(inner)?,
+            pck_chain_pem: inner,
             pck_chain_at: (inner.as_ptr() as usize).saturating_sub(bytes.as_ptr() as usize),
         })
     }

@@ -18,6 +18,20 @@ pub enum PckCa {
 }
 
 impl PckCa {
+    /// The CA named `issuer` (a PCK's issuer, or its CA's subject): Intel
+    /// calls one "…Processor CA" and the other "…Platform CA".
+    pub(crate) fn of_issuer(issuer: &x509_parser::x509::X509Name<'_>) -> Self {
+        let processor = issuer
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .any(|cn| cn.contains("Processor"));
+        if processor {
+            Self::Processor
+        } else {
+            Self::Platform
+        }
+    }
+
     /// `platform` or `processor`, as PCS's `pckcrl?ca=` names it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,21 +56,13 @@ pub fn pck_chain_offset(evidence: &[u8]) -> Option<usize> {
 /// *unverified*: only for finding the platform's collateral. Verification
 /// later checks the PCK chain and that the TCB info is for this very FMSPC.
 pub fn unverified_pck_lookup(evidence: &[u8]) -> Result<([u8; 6], PckCa), VerifyError> {
-    let quote = Quote::parse(evidence)?;
-    let leaf = quote
-        .pck_chain
+    let chain = Quote::parse(evidence)?.pck_chain()?;
+    let leaf = chain
         .first()
         .ok_or_else(|| VerifyError::malformed("the quote carries no PCK certificate"))?;
     let cert = parse(leaf)?;
-    let processor = cert
-        .issuer()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok())
-        .any(|cn| cn.contains("Processor"));
-    let ca = if processor {
-        PckCa::Processor
-    } else {
-        PckCa::Platform
-    };
-    Ok((PckExtension::parse(&cert)?.fmspc, ca))
+    Ok((
+        PckExtension::parse(&cert)?.fmspc,
+        PckCa::of_issuer(cert.issuer()),
+    ))
 }

@@ -99,19 +99,9 @@ pub(crate) fn authenticate_platform(
     cache
         .authenticated
         .put(sha256(evidence), at, at, std::sync::Arc::clone(&pck));
-    let issuer = crate::chain::parse(&pck.issuer_der)?;
-    let processor = issuer
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok())
-        .any(|cn| cn.contains("Processor"));
     Ok(AuthenticatedPlatform {
         fmspc: pck.extension.fmspc,
-        ca: if processor {
-            PckCa::Processor
-        } else {
-            PckCa::Platform
-        },
+        ca: pck.ca,
     })
 }
 

@@ -14,6 +14,7 @@ use crate::error::VerifyError;
 use crate::trust::Anchor;
 
 use super::abi::Quote;
+use super::lookup::PckCa;
 use super::pck::PckExtension;
 
 /// A PCK chain that validated, with what later steps need from it.
@@ -28,11 +29,17 @@ pub(crate) struct VerifiedPck {
     pub(crate) issuer_serial: Vec<u8>,
     /// The anchor the chain ended at.
     pub(crate) root_der: Vec<u8>,
-    /// The exact chain this was verified from, to confirm a cache hit.
-    inputs: Vec<Vec<u8>>,
+    /// Which PCK CA that is (which PCK CRL applies).
+    pub(crate) ca: PckCa,
+    /// The exact chain this was verified from, as the quote carries it
+    /// (PEM), to confirm a cache hit.
+    inputs: Vec<u8>,
 }
 
-/// Validates the quote's PCK chain to a pinned root (cached by its exact bytes).
+/// Validates the quote's PCK chain to a pinned root, cached by its exact
+/// bytes as carried: a hit is a chain whose PEM equals, byte for byte, one
+/// that decoded and validated before (decoding is a function of those
+/// bytes), so it is neither decoded nor parsed again.
 pub(crate) fn verify_pck_chain(
     quote: &Quote<'_>,
     anchors: &[Anchor],
@@ -40,22 +47,18 @@ pub(crate) fn verify_pck_chain(
     cache: &WindowCache<Arc<VerifiedPck>>,
     at: OffsetDateTime,
 ) -> Result<Arc<VerifiedPck>, VerifyError> {
-    let parts: Vec<&[u8]> = quote.pck_chain.iter().map(Vec::as_slice).collect();
-    let key = fingerprint(anchors.iter().map(|a| &a.sha256), &parts);
+    let pem = quote.pck_chain_pem;
+    let key = fingerprint(anchors.iter().map(|a| &a.sha256), &[pem]);
     if let Some(hit) = cache.get(&key, at) {
-        if hit
-            .inputs
-            .iter()
-            .map(Vec::as_slice)
-            .eq(parts.iter().copied())
-        {
+        if hit.inputs == pem {
             return Ok(hit);
         }
     }
+    let certificates = quote.pck_chain()?;
     // The chain must be exactly PCK, its CA, and optionally the root, every
     // one of them used: nothing in the quote goes unchecked. A root that came
     // with the quote is trusted only if it is a pinned anchor.
-    let (leaf, ca, root) = match quote.pck_chain.as_slice() {
+    let (leaf, ca, root) = match certificates.as_slice() {
         [leaf, ca] => (leaf, ca, None),
         [leaf, ca, root] => (leaf, ca, Some(root)),
         _ => {
@@ -100,10 +103,11 @@ pub(crate) fn verify_pck_chain(
         chain: verified.summaries,
         extension,
         leaf_serial: leaf_cert.raw_serial().to_vec(),
+        ca: PckCa::of_issuer(ca_cert.subject()),
         issuer_der,
         issuer_serial,
         root_der,
-        inputs: quote.pck_chain.clone(),
+        inputs: pem.to_vec(),
     });
     if let (Some(from), Some(until)) = (not_before, not_after) {
         cache.put(key, from, until, Arc::clone(&pck));

@@ -52,12 +52,8 @@ mod tests {
     /// The three signatures a quote carries within itself (no collateral).
     fn check_embedded_signatures(quote: &Quote<'_>) -> Result<(), VerifyError> {
         check_quote_and_binding(quote)?;
-        let leaf = parse(
-            quote
-                .pck_chain
-                .first()
-                .ok_or(VerifyError::ChainIncomplete)?,
-        )?;
+        let chain = quote.pck_chain()?;
+        let leaf = parse(chain.first().ok_or(VerifyError::ChainIncomplete)?)?;
         check_qe_report_signature(quote, &leaf.public_key().subject_public_key.data)
     }
 
