@@ -286,6 +286,55 @@ async fn expired_credentials_go_after_the_retention_but_revoked_ones_keep_their_
     assert_eq!(status, 200, "{body}");
 }
 
+/// On PostgreSQL (READ COMMITTED), a revocation that commits while a
+/// prune runs still keeps the credential it names: the prune waits for it
+/// (it locks `revocations` in SHARE mode) instead of deleting the
+/// credential from under it.
+#[tokio::test]
+async fn a_revocation_committed_during_a_prune_keeps_its_credential() {
+    let Some(base) = attest_gate_tests::postgres_url() else {
+        return;
+    };
+    let (admin, url) = attest_gate_tests::fresh_schema(&base, "prune_race").await;
+    let store = Store::open(&url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, scope, \
+         audience, issued_at, expires_at, test_root, model_digest, measurements, depth) \
+         VALUES ('old', 's', 'ended', NULL, 'w', 'k-old', 'x', 'a', 1, 2, TRUE, '00', '00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let mut revoking = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO revocations (id, kind, target, mode, reason, cascade_from, revoked_at, \
+         updated_at, lifted) VALUES ('r1', 'jti', 'old', 'immediate', 'test', NULL, 3, 3, FALSE)",
+    )
+    .execute(&mut *revoking)
+    .await
+    .unwrap();
+    let prune = tokio::spawn(async move { store.prune_credentials(1_000).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !prune.is_finished(),
+        "the prune must wait for the revocation"
+    );
+    revoking.commit().await.unwrap();
+    assert_eq!(prune.await.unwrap().unwrap(), 0);
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM credentials WHERE jti = 'old'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    pool.close().await;
+    sqlx::query("DROP SCHEMA prune_race CASCADE")
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn audit_records_past_the_retention_go_behind_a_signed_checkpoint() {
     let server = InProcess::start().await;

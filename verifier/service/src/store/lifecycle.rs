@@ -514,12 +514,35 @@ impl Store {
                            LIMIT $2)";
         let mut total = 0;
         loop {
-            let removed = on_pool!(self, pool => sqlx::query(SQL)
-                .bind(horizon)
-                .bind(SLICE)
-                .execute(pool)
-                .await?
-                .rows_affected());
+            let removed = match self {
+                // One writer at a time: the DELETE sees every committed
+                // revocation.
+                Store::Sqlite(pool) => sqlx::query(SQL)
+                    .bind(horizon)
+                    .bind(SLICE)
+                    .execute(pool)
+                    .await?
+                    .rows_affected(),
+                // READ COMMITTED would let a slice miss a revocation that
+                // commits while it runs, and delete the very credential it
+                // names (its key would then be refused by nothing). SHARE
+                // mode waits for revocations being written and holds new
+                // ones back until the slice commits.
+                Store::Postgres(pool) => {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("LOCK TABLE revocations IN SHARE MODE")
+                        .execute(&mut *tx)
+                        .await?;
+                    let removed = sqlx::query(SQL)
+                        .bind(horizon)
+                        .bind(SLICE)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    tx.commit().await?;
+                    removed
+                }
+            };
             total += removed;
             if removed < SLICE as u64 {
                 return Ok(total);
