@@ -19,7 +19,7 @@ use super::{is_rate_limited, read, Service, Trail};
 use crate::api::{JwtSvidRequest, JwtSvidResponse};
 use crate::credentials;
 use crate::decision::JwtSvidAsk;
-use crate::error::{ServiceCode, ServiceError};
+use crate::error::ServiceError;
 use crate::ratelimit::Endpoint;
 use crate::store::{Committed, Row, WriteSet};
 
@@ -106,35 +106,15 @@ impl Service {
         trail: &mut Trail,
         proof_use: &mut Option<(String, i64)>,
     ) -> Result<(JwtSvidResponse, Row, String), ServiceError> {
-        let invalid_token = || {
-            ServiceError::new(
-                ServiceCode::InvalidToken,
-                "a JWT-SVID needs `Authorization: DPoP <access token>` with a current token of this verifier",
-            )
-        };
-        let token = token.ok_or_else(invalid_token)?;
-        let verified = read(&self.tokens)
-            .verify_access(token)
-            .ok_or_else(invalid_token)?;
+        const WHAT: &str = "a JWT-SVID";
+        let presented = self.presented(WHAT, token, proof, ("POST", JWT_SVID_PATH), now, trail)?;
+        *proof_use = Some(presented.proof);
+        let verified = presented.token;
         let claims = verified.claims();
-        trail.actor = Some(format!("agent:{}", claims.cnf.jkt));
-        trail.jti = Some(claims.jti.clone());
-        *proof_use =
-            Some(self.check_proof(proof, ("POST", JWT_SVID_PATH), token, &claims.cnf.jkt, now)?);
         // Per key only after a proof by that key: a relying party holding a
         // copy of the token cannot spend the agent's allowance.
         self.limit_key(Endpoint::JwtSvid, &claims.cnf.jkt)?;
-
-        let credential = self
-            .store
-            .credential(&claims.jti)
-            .await
-            .map_err(ServiceError::internal)?
-            .filter(|c| c.expires_at > now.unix_timestamp())
-            .ok_or_else(invalid_token)?;
-        trail.session_id = Some(credential.session_id.clone());
-        trail.workload = Some(credential.workload.clone());
-        trail.subject = Some(credential.subject.clone());
+        let credential = self.live_credential(WHAT, &verified, now, trail).await?;
         let (standing, blocked) = self.standing_of(&credential).await?;
         let registers: Vec<String> = credential
             .measurements

@@ -12,6 +12,7 @@ mod dry_run;
 mod exchange;
 mod jwt_svid;
 mod lifecycle;
+mod presented;
 mod release;
 mod retention;
 

@@ -303,35 +303,15 @@ impl Service {
         detail: &mut String,
     ) -> Result<(SecretRow, Option<SecretRelease>), ServiceError> {
         check_name(name)?;
-        let invalid_token = || {
-            ServiceError::new(
-                ServiceCode::InvalidToken,
-                "a secret needs `Authorization: DPoP <access token>` with a current token of this verifier",
-            )
-        };
-        let token = token.ok_or_else(invalid_token)?;
-        let verified = read(&self.tokens)
-            .verify_access(token)
-            .ok_or_else(invalid_token)?;
-        let claims = verified.claims();
-        trail.actor = Some(format!("agent:{}", claims.cnf.jkt));
-        trail.jti = Some(claims.jti.clone());
+        const WHAT: &str = "a secret";
         let path = format!("{SECRETS_PATH}{name}");
-        let (proof_id, until) =
-            self.check_proof(proof, (ask.method(), &path), token, &claims.cnf.jkt, now)?;
+        let presented = self.presented(WHAT, token, proof, (ask.method(), &path), now, trail)?;
+        let (proof_id, until) = presented.proof;
         self.consume_proof(&proof_id, until).await?;
+        let verified = presented.token;
+        let claims = verified.claims();
         self.limit_key(Endpoint::Secrets, &claims.cnf.jkt)?;
-
-        let credential = self
-            .store
-            .credential(&claims.jti)
-            .await
-            .map_err(ServiceError::internal)?
-            .filter(|c| c.expires_at > now.unix_timestamp())
-            .ok_or_else(invalid_token)?;
-        trail.session_id = Some(credential.session_id.clone());
-        trail.workload = Some(credential.workload.clone());
-        trail.subject = Some(credential.subject.clone());
+        let credential = self.live_credential(WHAT, &verified, now, trail).await?;
         let (standing, blocked) = self.standing_of(&credential).await?;
         if let Some(reason) = blocked {
             return Err(ServiceError::new(
