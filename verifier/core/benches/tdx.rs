@@ -90,7 +90,8 @@ impl Bare {
     fn new(bytes: &[u8]) -> Self {
         use x509_parser::prelude::{FromDer, X509Certificate};
         let quote = Quote::parse(bytes).unwrap();
-        let (_, pck) = X509Certificate::from_der(&quote.pck_chain().unwrap()[0]).unwrap();
+        let chain = quote.pck_chain().unwrap();
+        let (_, pck) = X509Certificate::from_der(&chain[0]).unwrap();
         Self {
             signed: quote.signed_bytes().to_vec(),
             quote_sig: quote.quote_signature().to_vec(),

@@ -44,6 +44,12 @@ impl<V: Clone> WindowCache<V> {
         }
     }
 
+    /// How many entries it holds (expired ones included).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().map_or(0, |entries| entries.len())
+    }
+
     pub(crate) fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();

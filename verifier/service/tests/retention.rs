@@ -289,7 +289,8 @@ async fn expired_credentials_go_after_the_retention_but_revoked_ones_keep_their_
 /// On PostgreSQL (READ COMMITTED), a revocation that commits while a
 /// prune runs still keeps the credential it names: the prune waits for it
 /// (it locks `revocations` in SHARE mode) instead of deleting the
-/// credential from under it.
+/// credential from under it; and a prune kept waiting longer than its
+/// lock timeout gives up (and deletes nothing) rather than queue.
 #[tokio::test]
 async fn a_revocation_committed_during_a_prune_keeps_its_credential() {
     let Some(base) = attest_gate_tests::postgres_url() else {
@@ -298,36 +299,86 @@ async fn a_revocation_committed_during_a_prune_keeps_its_credential() {
     let (admin, url) = attest_gate_tests::fresh_schema(&base, "prune_race").await;
     let store = Store::open(&url).await.unwrap();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, scope, \
-         audience, issued_at, expires_at, test_root, model_digest, measurements, depth) \
-         VALUES ('old', 's', 'ended', NULL, 'w', 'k-old', 'x', 'a', 1, 2, TRUE, '00', '00', 0)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    for jti in ["old", "older"] {
+        sqlx::query(&format!(
+            "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, \
+             scope, audience, issued_at, expires_at, test_root, model_digest, measurements, \
+             depth) VALUES ('{jti}', 's', 'ended-{jti}', NULL, 'w', 'k-{jti}', 'x', 'a', 1, 2, \
+             TRUE, '00', '00', 0)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let revoke = |id: &str, jti: &str| {
+        format!(
+            "INSERT INTO revocations (id, kind, target, mode, reason, cascade_from, \
+             revoked_at, updated_at, lifted) \
+             VALUES ('{id}', 'jti', '{jti}', 'immediate', 'test', NULL, 3, 3, FALSE)"
+        )
+    };
+    let kept = |jti: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT COUNT(*) FROM credentials WHERE jti = '{jti}'"
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let store = Arc::new(store);
 
+    // Committed while the prune waits: the prune then sees it.
     let mut revoking = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO revocations (id, kind, target, mode, reason, cascade_from, revoked_at, \
-         updated_at, lifted) VALUES ('r1', 'jti', 'old', 'immediate', 'test', NULL, 3, 3, FALSE)",
-    )
-    .execute(&mut *revoking)
-    .await
-    .unwrap();
-    let prune = tokio::spawn(async move { store.prune_credentials(1_000).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query(&revoke("r1", "old"))
+        .execute(&mut *revoking)
+        .await
+        .unwrap();
+    let pruning = Arc::clone(&store);
+    let prune = tokio::spawn(async move { pruning.prune_credentials(1_000).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(
         !prune.is_finished(),
         "the prune must wait for the revocation"
     );
     revoking.commit().await.unwrap();
-    assert_eq!(prune.await.unwrap().unwrap(), 0);
-    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM credentials WHERE jti = 'old'")
-        .fetch_one(&pool)
+    // Run once the revocation committed: "older", which nothing names,
+    // goes and "old" stays. (On a machine slow enough that the prune gave
+    // up first, neither goes.) Never "old".
+    if let Ok(removed) = prune.await.unwrap() {
+        assert_eq!(removed, 1);
+        assert_eq!(kept("older").await, 0);
+    }
+    assert_eq!(kept("old").await, 1);
+
+    // A revocation being written for longer than the lock timeout: the
+    // prune gives up and deletes nothing.
+    sqlx::query(
+        "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, \
+         scope, audience, issued_at, expires_at, test_root, model_digest, measurements, depth) \
+         VALUES ('oldest', 's', 'ended-oldest', NULL, 'w', 'k-oldest', 'x', 'a', 1, 2, TRUE, \
+         '00', '00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut revoking = pool.begin().await.unwrap();
+    sqlx::query(&revoke("r2", "unrelated"))
+        .execute(&mut *revoking)
         .await
         .unwrap();
-    assert_eq!(kept, 1);
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.prune_credentials(1_000),
+    )
+    .await
+    .expect("the prune must give up, not wait for the revocation");
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    assert_eq!(kept("oldest").await, 1);
+    revoking.rollback().await.unwrap();
+
     pool.close().await;
     sqlx::query("DROP SCHEMA prune_race CASCADE")
         .execute(&admin)

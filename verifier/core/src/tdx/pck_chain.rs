@@ -17,6 +17,10 @@ use super::abi::Quote;
 use super::lookup::PckCa;
 use super::pck::PckExtension;
 
+/// Sets the PEM key apart from the certificates' key (which hashes the
+/// certificates themselves, each its own part).
+const PEM_KEY_DOMAIN: &[u8] = b"PCK chain as PEM";
+
 /// A PCK chain that validated, with what later steps need from it.
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedPck {
@@ -31,15 +35,19 @@ pub(crate) struct VerifiedPck {
     pub(crate) root_der: Vec<u8>,
     /// Which PCK CA that is (which PCK CRL applies).
     pub(crate) ca: PckCa,
-    /// The exact chain this was verified from, as the quote carries it
-    /// (PEM), to confirm a cache hit.
-    inputs: Vec<u8>,
+    /// The chain this was verified from as the quote carried it (PEM) and
+    /// decoded (DER, leaf first), to confirm a cache hit under either key.
+    pem: Vec<u8>,
+    der: Vec<Vec<u8>>,
 }
 
 /// Validates the quote's PCK chain to a pinned root, cached by its exact
-/// bytes as carried: a hit is a chain whose PEM equals, byte for byte, one
-/// that decoded and validated before (decoding is a function of those
-/// bytes), so it is neither decoded nor parsed again.
+/// bytes under two keys: the PEM as carried (a hit is neither decoded nor
+/// parsed again: decoding is a function of those bytes), and the decoded
+/// certificates. The PEM may be spelled many ways for one chain (line
+/// lengths, line ends, padding; none of it signed), so a respelling is
+/// found under the certificates' key and adds no entry: whoever holds one
+/// genuine quote cannot push other platforms' chains out of the cache.
 pub(crate) fn verify_pck_chain(
     quote: &Quote<'_>,
     anchors: &[Anchor],
@@ -47,14 +55,22 @@ pub(crate) fn verify_pck_chain(
     cache: &WindowCache<Arc<VerifiedPck>>,
     at: OffsetDateTime,
 ) -> Result<Arc<VerifiedPck>, VerifyError> {
+    let anchor_ids = || anchors.iter().map(|a| &a.sha256);
     let pem = quote.pck_chain_pem;
-    let key = fingerprint(anchors.iter().map(|a| &a.sha256), &[pem]);
-    if let Some(hit) = cache.get(&key, at) {
-        if hit.inputs == pem {
+    let pem_key = fingerprint(anchor_ids(), &[PEM_KEY_DOMAIN, pem]);
+    if let Some(hit) = cache.get(&pem_key, at) {
+        if hit.pem == pem {
             return Ok(hit);
         }
     }
     let certificates = quote.pck_chain()?;
+    let parts: Vec<&[u8]> = certificates.iter().map(Vec::as_slice).collect();
+    let der_key = fingerprint(anchor_ids(), &parts);
+    if let Some(hit) = cache.get(&der_key, at) {
+        if hit.der.iter().map(Vec::as_slice).eq(parts.iter().copied()) {
+            return Ok(hit);
+        }
+    }
     // The chain must be exactly PCK, its CA, and optionally the root, every
     // one of them used: nothing in the quote goes unchecked. A root that came
     // with the quote is trusted only if it is a pinned anchor.
@@ -107,10 +123,58 @@ pub(crate) fn verify_pck_chain(
         issuer_der,
         issuer_serial,
         root_der,
-        inputs: pem.to_vec(),
+        pem: pem.to_vec(),
+        der: certificates.clone(),
     });
     if let (Some(from), Some(until)) = (not_before, not_after) {
-        cache.put(key, from, until, Arc::clone(&pck));
+        cache.put(der_key, from, until, Arc::clone(&pck));
+        cache.put(pem_key, from, until, Arc::clone(&pck));
     }
     Ok(pck)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::trust::TrustAnchors;
+
+    /// The valid forged quote, and the same quote with its PCK chain's
+    /// first line break moved one character left: the same certificates,
+    /// spelled otherwise (line lengths are not fixed), and nothing signed
+    /// changed.
+    fn quote_and_respelling() -> (Vec<u8>, Vec<u8>) {
+        let case = &attest_gate_forge::cases::tdx_cases().unwrap()[0];
+        let quote = case.evidence.clone();
+        let at = super::super::pck_chain_offset(&quote).unwrap();
+        let first_break = at
+            + "-----BEGIN CERTIFICATE-----\n".len()
+            + quote[at + 28..].iter().position(|b| *b == b'\n').unwrap();
+        let mut respelled = quote.clone();
+        respelled.swap(first_break - 1, first_break);
+        (quote, respelled)
+    }
+
+    #[test]
+    fn a_respelled_pem_is_found_under_its_certificates_and_adds_no_entry() {
+        let (quote, respelled) = quote_and_respelling();
+        assert_ne!(quote, respelled);
+        let anchors =
+            TrustAnchors::test_roots(vec![attest_gate_forge::intel::test_root().unwrap()]).unwrap();
+        let (chains, cache) = (ChainValidator::default(), WindowCache::new(8));
+        let at = attest_gate_forge::cases::tdx_cases().unwrap()[0].at();
+        let verify = |bytes: &[u8]| {
+            let quote = Quote::parse(bytes).unwrap();
+            verify_pck_chain(&quote, anchors.intel(), &chains, &cache, at).unwrap()
+        };
+        let first = verify(&quote);
+        assert_eq!(cache.len(), 2, "the PEM key and the certificates' key");
+        let again = verify(&respelled);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(cache.len(), 2, "a respelling adds no entry");
+        assert_eq!(
+            Quote::parse(&respelled).unwrap().pck_chain().unwrap(),
+            Quote::parse(&quote).unwrap().pck_chain().unwrap()
+        );
+    }
 }

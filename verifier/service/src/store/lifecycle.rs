@@ -503,6 +503,13 @@ impl Store {
     /// so the group-commit writer never waits long behind a prune.
     pub async fn prune_credentials(&self, horizon: i64) -> Result<u64, StoreError> {
         const SLICE: i64 = 5000;
+        // On PostgreSQL a slice holds `revocations` in SHARE mode, and a
+        // batch that inserts a revocation waits for it while holding the
+        // audit head (so every batch waits): smaller slices, and a prune
+        // that gives up rather than queue behind a revocation being
+        // written (its queued lock request would hold later ones back).
+        const PG_SLICE: i64 = 500;
+        const PG_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
         const SQL: &str = "DELETE FROM credentials WHERE jti IN (\
                            SELECT c.jti FROM credentials c WHERE c.expires_at < $1 \
                            AND NOT EXISTS (SELECT 1 FROM revocations r \
@@ -512,6 +519,10 @@ impl Store {
                            AND NOT EXISTS (SELECT 1 FROM credentials live \
                                WHERE live.session_id = c.session_id AND live.expires_at >= $1) \
                            LIMIT $2)";
+        let slice = match self {
+            Store::Sqlite(_) => SLICE,
+            Store::Postgres(_) => PG_SLICE,
+        };
         let mut total = 0;
         loop {
             let removed = match self {
@@ -519,7 +530,7 @@ impl Store {
                 // revocation.
                 Store::Sqlite(pool) => sqlx::query(SQL)
                     .bind(horizon)
-                    .bind(SLICE)
+                    .bind(slice)
                     .execute(pool)
                     .await?
                     .rows_affected(),
@@ -530,12 +541,12 @@ impl Store {
                 // ones back until the slice commits.
                 Store::Postgres(pool) => {
                     let mut tx = pool.begin().await?;
-                    sqlx::query("LOCK TABLE revocations IN SHARE MODE")
-                        .execute(&mut *tx)
-                        .await?;
+                    for statement in [PG_LOCK_TIMEOUT, "LOCK TABLE revocations IN SHARE MODE"] {
+                        sqlx::query(statement).execute(&mut *tx).await?;
+                    }
                     let removed = sqlx::query(SQL)
                         .bind(horizon)
-                        .bind(SLICE)
+                        .bind(slice)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
@@ -544,7 +555,7 @@ impl Store {
                 }
             };
             total += removed;
-            if removed < SLICE as u64 {
+            if removed < slice as u64 {
                 return Ok(total);
             }
         }
