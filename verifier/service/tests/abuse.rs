@@ -43,7 +43,12 @@ fn named(items: &[(String, Vec<u8>)], name: &str) -> Vec<u8> {
 
 /// Intel PCS, played with forged collateral current now.
 fn pcs_plan() -> Plan {
-    let (_, current) = live::tdx(&TdxSpec::default(), OffsetDateTime::now_utc()).unwrap();
+    pcs_plan_for(&TdxSpec::default())
+}
+
+/// Intel PCS, played with the collateral `spec` forges, current now.
+fn pcs_plan_for(spec: &TdxSpec) -> Plan {
+    let (_, current) = live::tdx(spec, OffsetDateTime::now_utc()).unwrap();
     let item = |name: &str| named(&current, name);
     let header = |name: &str| percent_encode(&String::from_utf8(item(name)).unwrap());
     let mut plan = Plan::default();
@@ -141,6 +146,28 @@ async fn a_fetcher_only_service_never_uses_the_agents_collateral_when_pcs_fails(
     assert_eq!(status, 200, "{response}");
     let token = claims(response["access_token"].as_str().unwrap());
     assert_eq!(token["provenance"]["collateral"], "service");
+}
+
+/// The collateral checks that follow the platform's authentication (run
+/// on the request's own task once the quote's signatures were checked) still
+/// refuse: PCS serving a TCB info signed for another FMSPC issues nothing.
+#[tokio::test]
+async fn collateral_for_another_platform_is_refused_after_its_quote_is_authenticated() {
+    let mut spec = TdxSpec::default();
+    spec.tcb_info.fmspc[5] ^= 1;
+    let plan = Arc::new(pcs_plan_for(&spec));
+    let (url, cert) = start_vendor(Arc::clone(&plan)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = fetching_server("--pcs-url", &url, &cert, &dir, false);
+    let body = common::bound_request(&server, Tee::Tdx, &Agent::new(), |_| {}).await;
+    let (status, response) = server.post("/v1/attest", &body).await;
+    assert_eq!(
+        (status, code(&response)),
+        (403, "collateral_mismatch"),
+        "{response}"
+    );
+    assert!(response.get("access_token").is_none());
+    assert!(plan.hits("/tdx/certification/v4/tcb") >= 1);
 }
 
 #[tokio::test]
