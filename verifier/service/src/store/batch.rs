@@ -17,7 +17,7 @@ use crate::revocation::Revocation;
 
 /// Rows per multi-row `INSERT` (well under SQLite's and PostgreSQL's
 /// limits on bound parameters: 18 columns × 100).
-const CHUNK: usize = 100;
+pub(super) const CHUNK: usize = 100;
 
 /// A collateral file's stored expiry runs this long past the session that
 /// wrote it, and is moved forward only when a session would outlive it by
@@ -170,7 +170,7 @@ impl Plan<'_> {
 
 /// Nonces inserted by this batch: those not yet consumed; within the batch
 /// only the first request naming a nonce may have it.
-fn first_claims(sets: &[WriteSet]) -> Vec<(usize, &str, i64)> {
+pub(super) fn first_claims(sets: &[WriteSet]) -> Vec<(usize, &str, i64)> {
     let mut seen = HashSet::new();
     sets.iter()
         .enumerate()
@@ -178,6 +178,319 @@ fn first_claims(sets: &[WriteSet]) -> Vec<(usize, &str, i64)> {
         .filter(|(_, id, _)| seen.insert(*id))
         .collect()
 }
+
+/// A value a batch binds: the few types its columns hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Value {
+    /// TEXT (NULL when absent).
+    Text(Option<String>),
+    /// INTEGER / BIGINT.
+    Int(i64),
+    /// BOOLEAN (an INTEGER 0 or 1 in SQLite).
+    Bool(bool),
+    /// BLOB / BYTEA.
+    Bytes(Vec<u8>),
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(Some(s.to_owned()))
+}
+
+fn maybe(s: &Option<String>) -> Value {
+    Value::Text(s.clone())
+}
+
+/// One multi-row `INSERT INTO {table} ({columns}) VALUES … {tail}`, its
+/// rows in order: what a batch writes once its nonces are claimed and its
+/// audit head is locked, the same for either database.
+#[derive(Debug)]
+pub(super) struct Insert {
+    pub table: &'static str,
+    pub columns: &'static str,
+    /// What follows the values (a conflict clause), or nothing.
+    pub tail: &'static str,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Insert {
+    /// The statement for `rows` rows, with `?` or `$n` placeholders.
+    pub(super) fn sql(&self, rows: usize, numbered: bool) -> String {
+        let width = self.rows.first().map_or(0, Vec::len);
+        let mut sql = format!("INSERT INTO {} ({}) VALUES ", self.table, self.columns);
+        let mut n = 0;
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..width {
+                n += 1;
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                if numbered {
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                } else {
+                    sql.push('?');
+                }
+            }
+            sql.push(')');
+        }
+        sql.push_str(self.tail);
+        sql
+    }
+}
+
+/// The statement that claims nonces: those already consumed come back
+/// missing from its `RETURNING`.
+pub(super) fn claim_nonces(chunk: &[(usize, &str, i64)]) -> Insert {
+    Insert {
+        table: "consumed_nonces",
+        columns: "nonce_id, expires_at",
+        tail: " ON CONFLICT (nonce_id) DO NOTHING RETURNING nonce_id",
+        rows: chunk
+            .iter()
+            .map(|(_, id, until)| vec![text(id), Value::Int(*until)])
+            .collect(),
+    }
+}
+
+/// Locks the audit head (concurrent batches, on any replica, queue here
+/// rather than fork the chain) and reads it.
+pub(super) const LOCK_HEAD: &str =
+    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+/// Moves the head to the batch's last record.
+pub(super) const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+
+/// Everything a batch writes after its claims, decided from what they
+/// found: the inserts in order, the new head, whether to notify replicas of
+/// a revocation, and each set's outcome.
+#[derive(Debug)]
+pub(super) struct Writes {
+    pub inserts: Vec<Insert>,
+    pub head: (i64, String),
+    pub revokes: bool,
+    pub outcomes: Vec<Committed>,
+}
+
+/// What `sets` write, given the audit `head` and the nonces this batch
+/// `inserted` (claimed first). The one description of a batch's rows,
+/// whichever database and connection write them.
+pub(super) fn plan_writes(
+    sets: &[WriteSet],
+    inserted: &HashSet<String>,
+    head: (i64, String),
+) -> Writes {
+    let claims = first_claims(sets);
+    let claimed: BTreeMap<usize, bool> = claims
+        .iter()
+        .map(|(i, id, _)| (*i, inserted.contains(*id)))
+        .collect();
+    let replayed = sets
+        .iter()
+        .enumerate()
+        .map(|(i, set)| set.consume.is_some() && !claimed.get(&i).copied().unwrap_or(false))
+        .collect();
+    let plan = Plan { sets, replayed };
+
+    let credentials: Vec<&CredentialRecord> = plan
+        .rows()
+        .filter_map(|r| match r {
+            Row::Credential(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let register_sets: BTreeMap<String, &str> = credentials
+        .iter()
+        .map(|c| {
+            (
+                content_address(c.measurements.as_bytes()),
+                c.measurements.as_str(),
+            )
+        })
+        .collect();
+    let mut inserts = vec![
+        Insert {
+            table: "register_sets",
+            columns: "sha256, registers",
+            tail: " ON CONFLICT (sha256) DO NOTHING",
+            rows: register_sets
+                .into_iter()
+                .map(|(hash, registers)| vec![Value::Text(Some(hash)), text(registers)])
+                .collect(),
+        },
+        Insert {
+            table: "credentials",
+            columns: super::lifecycle::CREDENTIAL_INSERT_COLUMNS,
+            tail: "",
+            rows: credentials
+                .iter()
+                .map(|c| {
+                    vec![
+                        text(&c.jti),
+                        text(&c.subject),
+                        text(&c.session_id),
+                        maybe(&c.parent_jti),
+                        text(&c.workload),
+                        text(&c.jkt),
+                        text(&c.scope),
+                        text(&c.audience),
+                        Value::Int(c.issued_at),
+                        Value::Int(c.expires_at),
+                        Value::Bool(c.test_root),
+                        text(&c.model_digest),
+                        text(""),
+                        Value::Int(i64::from(c.depth)),
+                        Value::Text(Some(content_address(c.measurements.as_bytes()))),
+                    ]
+                })
+                .collect(),
+        },
+    ];
+
+    let sessions: Vec<&NewSession> = plan
+        .rows()
+        .filter_map(|r| match r {
+            Row::Session(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let (stored, files) = address_sessions(&sessions);
+    inserts.push(Insert {
+        table: "collateral_files",
+        columns: "sha256, bytes, expires_at",
+        tail: FILE_EXPIRY_UPSERT,
+        rows: files
+            .into_iter()
+            .map(|(hash, bytes, expires_at)| {
+                vec![
+                    Value::Text(Some(hash)),
+                    Value::Bytes(bytes.to_vec()),
+                    Value::Int(expires_at),
+                ]
+            })
+            .collect(),
+    });
+    inserts.push(Insert {
+        table: "session_evidence",
+        columns: super::lifecycle::SESSION_INSERT_COLUMNS,
+        tail: "",
+        rows: sessions
+            .iter()
+            .zip(stored)
+            .map(|(s, stored)| {
+                vec![
+                    text(&s.session_id),
+                    text(&s.tee),
+                    text(""),
+                    text(""),
+                    Value::Bytes(stored.head.to_vec()),
+                    Value::Text(Some(stored.refs)),
+                    Value::Text(stored.tail),
+                    text(&s.model_digest),
+                    Value::Int(s.expires_at),
+                    text(&s.principal),
+                    text(&s.task_id),
+                    text(&s.scopes),
+                    text(&s.audience),
+                ]
+            })
+            .collect(),
+    });
+    inserts.push(Insert {
+        table: "session_encryption_keys",
+        columns: "session_id, jwk, expires_at",
+        tail: "",
+        rows: plan
+            .rows()
+            .filter_map(|r| match r {
+                Row::SessionKey(session, jwk, expires_at) => {
+                    Some(vec![text(session), text(jwk), Value::Int(*expires_at)])
+                }
+                _ => None,
+            })
+            .collect(),
+    });
+    let revocations: Vec<Vec<Value>> = plan
+        .rows()
+        .filter_map(|r| match r {
+            Row::Revocation(v) => Some(vec![
+                text(&v.id),
+                text(v.kind.as_str()),
+                text(&v.target),
+                text(v.mode.as_str()),
+                text(&v.reason),
+                maybe(&v.cascade_from),
+                Value::Int(v.revoked_at),
+                Value::Int(v.updated_at),
+                Value::Bool(v.lifted),
+            ]),
+            _ => None,
+        })
+        .collect();
+    let revokes = !revocations.is_empty();
+    inserts.push(Insert {
+        table: "revocations",
+        columns: super::lifecycle::REVOCATION_COLUMNS,
+        tail: "",
+        rows: revocations,
+    });
+
+    let (mut seq, mut prev) = head;
+    let mut audit = Vec::with_capacity(sets.len());
+    let mut outcomes = Vec::with_capacity(sets.len());
+    for (e, replayed) in plan.events().zip(&plan.replayed) {
+        seq += 1;
+        let hash = record_hash(seq, e, &prev);
+        audit.push(vec![
+            Value::Int(seq),
+            text(&e.id),
+            Value::Int(e.at),
+            text(&e.action),
+            maybe(&e.actor),
+            text(&e.decision),
+            text(&e.code),
+            maybe(&e.tee),
+            maybe(&e.workload),
+            maybe(&e.workload_version),
+            maybe(&e.policy_version),
+            maybe(&e.subject),
+            maybe(&e.jti),
+            maybe(&e.session_id),
+            maybe(&e.evidence_sha384),
+            text(&e.detail),
+            Value::Text(Some(prev)),
+            Value::Text(Some(hash.clone())),
+        ]);
+        outcomes.push(if *replayed {
+            Committed::Replayed(seq)
+        } else {
+            Committed::Written(seq)
+        });
+        prev = hash;
+    }
+    inserts.push(Insert {
+        table: "audit_events",
+        columns: AUDIT_COLUMNS,
+        tail: "",
+        rows: audit,
+    });
+    inserts.retain(|insert| !insert.rows.is_empty());
+    Writes {
+        inserts,
+        head: (seq, prev),
+        revokes,
+        outcomes,
+    }
+}
+
+/// A collateral file already stored keeps its row; its expiry moves only
+/// when a session would outlive it by more than [`FILE_EXPIRY_SLACK`].
+const FILE_EXPIRY_UPSERT: &str =
+    " ON CONFLICT (sha256) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE collateral_files.expires_at < excluded.expires_at - 3600";
+const _: () = assert!(
+    FILE_EXPIRY_SLACK == 3600,
+    "FILE_EXPIRY_UPSERT spells the slack out"
+);
 
 /// Runs the same statements on whichever connection a writer holds.
 macro_rules! match_connection {
@@ -189,16 +502,45 @@ macro_rules! match_connection {
     };
 }
 
-/// Binds every column of a record to a multi-row `INSERT`, for whichever
-/// database the builder is for.
-macro_rules! insert_rows {
-    ($tx:expr, $table:literal, $columns:expr, $rows:expr, |$b:ident, $r:ident| $bind:block) => {{
-        let rows: Vec<_> = $rows.collect();
-        for chunk in rows.chunks(CHUNK) {
-            let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {} ({}) ", $table, $columns));
-            q.push_values(chunk, |mut $b, $r| $bind);
-            q.build().execute(&mut *$tx).await?;
+/// Binds `insert`'s values, in order, to `$q` (a sqlx query of either
+/// database).
+macro_rules! bind_values {
+    ($q:expr, $chunk:expr) => {{
+        let mut q = $q;
+        for value in $chunk.iter().flatten() {
+            q = match value {
+                Value::Text(v) => q.bind(v.as_deref()),
+                Value::Int(v) => q.bind(*v),
+                Value::Bool(v) => q.bind(*v),
+                Value::Bytes(v) => q.bind(v.as_slice()),
+            };
         }
+        q
+    }};
+}
+
+/// Runs `$insert` on `$tx` in statements of at most [`CHUNK`] rows; with
+/// `=> $row`, collects what its `RETURNING` gave.
+macro_rules! run_insert {
+    ($tx:expr, $insert:expr, $numbered:expr) => {{
+        for chunk in $insert.rows.chunks(CHUNK) {
+            let sql = $insert.sql(chunk.len(), $numbered);
+            bind_values!(sqlx::query(&sql), chunk)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+    ($tx:expr, $insert:expr, $numbered:expr => $row:ty) => {{
+        let mut returned: Vec<$row> = Vec::new();
+        for chunk in $insert.rows.chunks(CHUNK) {
+            let sql = $insert.sql(chunk.len(), $numbered);
+            returned.extend(
+                bind_values!(sqlx::query_as::<_, $row>(&sql), chunk)
+                    .fetch_all(&mut *$tx)
+                    .await?,
+            );
+        }
+        returned
     }};
 }
 
@@ -252,148 +594,37 @@ impl Store {
         conn: &mut WriterConnection,
         sets: &[WriteSet],
     ) -> Result<Vec<Committed>, StoreError> {
-        const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
-        const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+        let numbered = self.is_postgres();
         let claims = first_claims(sets);
         match_connection!(conn, conn => {
             let mut tx = sqlx::Connection::begin(&mut **conn).await?;
-            // The head first: concurrent batches (any replica) queue here
-            // rather than fork the chain.
-            let (mut seq, mut prev): (i64, String) =
-                sqlx::query_as(LOCK_HEAD).fetch_one(&mut *tx).await?;
-
+            let head: (i64, String) = sqlx::query_as(LOCK_HEAD).fetch_one(&mut *tx).await?;
             let mut inserted = HashSet::new();
             for chunk in claims.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO consumed_nonces (nonce_id, expires_at) ");
-                q.push_values(chunk, |mut b, (_, id, exp)| {
-                    b.push_bind(id.to_string()).push_bind(*exp);
-                });
-                q.push(" ON CONFLICT (nonce_id) DO NOTHING RETURNING nonce_id");
-                let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                let ids = run_insert!(tx, claim_nonces(chunk), numbered => (String,));
                 inserted.extend(ids.into_iter().map(|(id,)| id));
             }
-            let claimed: BTreeMap<usize, bool> = claims
-                .iter()
-                .map(|(i, id, _)| (*i, inserted.contains(*id)))
-                .collect();
-            let replayed = sets
-                .iter()
-                .enumerate()
-                .map(|(i, set)| set.consume.is_some() && !claimed.get(&i).copied().unwrap_or(false))
-                .collect();
-            let plan = Plan { sets, replayed };
-
-            let credentials: Vec<&CredentialRecord> = plan
-                .rows()
-                .filter_map(|r| match r { Row::Credential(c) => Some(c), _ => None })
-                .collect();
-            let sets: BTreeMap<String, &str> = credentials
-                .iter()
-                .map(|c| (content_address(c.measurements.as_bytes()), c.measurements.as_str()))
-                .collect();
-            let sets: Vec<(String, &str)> = sets.into_iter().collect();
-            for chunk in sets.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO register_sets (sha256, registers) ");
-                q.push_values(chunk, |mut b, (hash, registers)| {
-                    b.push_bind(hash.clone()).push_bind(registers.to_string());
-                });
-                q.push(" ON CONFLICT (sha256) DO NOTHING");
-                q.build().execute(&mut *tx).await?;
+            let writes = plan_writes(sets, &inserted, head);
+            for insert in &writes.inserts {
+                run_insert!(tx, insert, numbered);
             }
-            insert_rows!(tx, "credentials", super::lifecycle::CREDENTIAL_INSERT_COLUMNS,
-                credentials.iter(),
-                |b, c| {
-                    b.push_bind(c.jti.clone()).push_bind(c.subject.clone())
-                        .push_bind(c.session_id.clone()).push_bind(c.parent_jti.clone())
-                        .push_bind(c.workload.clone()).push_bind(c.jkt.clone())
-                        .push_bind(c.scope.clone()).push_bind(c.audience.clone())
-                        .push_bind(c.issued_at).push_bind(c.expires_at)
-                        .push_bind(c.test_root).push_bind(c.model_digest.clone())
-                        .push_bind(String::new()).push_bind(c.depth)
-                        .push_bind(content_address(c.measurements.as_bytes()));
-                });
-            let sessions: Vec<&NewSession> = plan
-                .rows()
-                .filter_map(|r| match r { Row::Session(s) => Some(s), _ => None })
-                .collect();
-            let (stored, files) = address_sessions(&sessions);
-            for chunk in files.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO collateral_files (sha256, bytes, expires_at) ");
-                q.push_values(chunk, |mut b, (hash, bytes, expires_at)| {
-                    b.push_bind(hash.clone()).push_bind(bytes.to_vec()).push_bind(*expires_at);
-                });
-                q.push(" ON CONFLICT (sha256) DO UPDATE SET expires_at = excluded.expires_at \
-                        WHERE collateral_files.expires_at < excluded.expires_at - ");
-                q.push(FILE_EXPIRY_SLACK.to_string());
-                q.build().execute(&mut *tx).await?;
-            }
-            insert_rows!(tx, "session_evidence", super::lifecycle::SESSION_INSERT_COLUMNS,
-                sessions.iter().zip(&stored),
-                |b, row| {
-                    let (s, stored) = row;
-                    b.push_bind(s.session_id.clone()).push_bind(s.tee.clone())
-                        .push_bind(String::new()).push_bind(String::new())
-                        .push_bind(stored.head.to_vec()).push_bind(stored.refs.clone())
-                        .push_bind(stored.tail.clone())
-                        .push_bind(s.model_digest.clone()).push_bind(s.expires_at)
-                        .push_bind(s.principal.clone()).push_bind(s.task_id.clone())
-                        .push_bind(s.scopes.clone()).push_bind(s.audience.clone());
-                });
-            insert_rows!(tx, "session_encryption_keys", "session_id, jwk, expires_at",
-                plan.rows().filter_map(|r| match r { Row::SessionKey(s, k, e) => Some((s, k, e)), _ => None }),
-                |b, row| {
-                    b.push_bind(row.0.clone()).push_bind(row.1.clone()).push_bind(*row.2);
-                });
-            insert_rows!(tx, "revocations", super::lifecycle::REVOCATION_COLUMNS,
-                plan.rows().filter_map(|r| match r { Row::Revocation(v) => Some(v), _ => None }),
-                |b, r| {
-                    b.push_bind(r.id.clone()).push_bind(r.kind.as_str())
-                        .push_bind(r.target.clone()).push_bind(r.mode.as_str())
-                        .push_bind(r.reason.clone()).push_bind(r.cascade_from.clone())
-                        .push_bind(r.revoked_at).push_bind(r.updated_at).push_bind(r.lifted);
-                });
-
-            let mut chained = Vec::with_capacity(sets.len());
-            for event in plan.events() {
-                seq += 1;
-                let hash = record_hash(seq, event, &prev);
-                chained.push((seq, event, prev, hash.clone()));
-                prev = hash;
-            }
-            insert_rows!(tx, "audit_events", AUDIT_COLUMNS, chained.iter(),
-                |b, r| {
-                    let (seq, e, prev_hash, hash) = r;
-                    b.push_bind(*seq).push_bind(e.id.clone()).push_bind(e.at)
-                        .push_bind(e.action.clone()).push_bind(e.actor.clone())
-                        .push_bind(e.decision.clone()).push_bind(e.code.clone())
-                        .push_bind(e.tee.clone()).push_bind(e.workload.clone())
-                        .push_bind(e.workload_version.clone()).push_bind(e.policy_version.clone())
-                        .push_bind(e.subject.clone()).push_bind(e.jti.clone())
-                        .push_bind(e.session_id.clone()).push_bind(e.evidence_sha384.clone())
-                        .push_bind(e.detail.clone()).push_bind(prev_hash.clone())
-                        .push_bind(hash.clone());
-                });
-            let revokes = plan.rows().any(|r| matches!(r, Row::Revocation(_)));
-            if revokes && self.is_postgres() {
+            if writes.revokes && numbered {
                 sqlx::query(super::NOTIFY_REVOCATIONS)
                     .bind(super::REVOCATIONS_CHANNEL)
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query(SET_HEAD).bind(seq).bind(&prev).execute(&mut *tx).await?;
+            let (seq, hash) = &writes.head;
+            sqlx::query(SET_HEAD).bind(seq).bind(hash).execute(&mut *tx).await?;
             if let Err(e) = tx.commit().await {
                 // A failed COMMIT can leave the transaction open (SQLite
                 // keeps it, and its write lock, after SQLITE_FULL): this
                 // connection never goes back to the pool, so closing it
                 // ends the transaction and every later batch can write.
                 conn.close_on_drop();
-                return Err(StoreError::CommitUncertain(e));
+                return Err(StoreError::uncertain(StoreError::Database(e)));
             }
-            Ok(chained
-                .iter()
-                .zip(&plan.replayed)
-                .map(|((seq, ..), replayed)| if *replayed { Committed::Replayed(*seq) } else { Committed::Written(*seq) })
-                .collect())
+            Ok(writes.outcomes)
         })
     }
 }

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite writer's own connection refused or failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Migrating the schema failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -40,7 +43,7 @@ pub enum StoreError {
     /// `COMMIT` itself failed: the batch may or may not have been written
     /// (a connection lost mid-commit), so it is not retried.
     #[error("committing failed, outcome unknown: {0}")]
-    CommitUncertain(sqlx::Error),
+    CommitUncertain(Box<StoreError>),
     /// The batch this request was in failed (the cause is in the log).
     #[error("the batch this write was in failed: {reason}")]
     BatchFailed {
@@ -56,18 +59,38 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A COMMIT that failed with `e`: whether it took effect is unknown.
+    pub(crate) fn uncertain(e: StoreError) -> Self {
+        Self::CommitUncertain(Box::new(e))
+    }
+
     /// Whether the database, not the request or this build, is the trouble:
     /// unreachable, its connection cut (an operator's `pg_terminate_backend`,
     /// a restart), out of space, or busy past the pool's wait. Such a
     /// failure is 503 `storage_unavailable`: trying again later can succeed.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Database(e) | Self::CommitUncertain(e) => sqlx_unavailable(e),
+            Self::Database(e) => sqlx_unavailable(e),
+            Self::Sqlite(e) => sqlite_unavailable(e),
+            Self::CommitUncertain(e) => e.is_unavailable(),
             Self::BatchFailed { unavailable, .. } => *unavailable,
             Self::WriterStopped => true,
             Self::UnsupportedUrl | Self::Migration(_) | Self::Corrupt(_) => false,
         }
     }
+}
+
+/// SQLite primary result codes (the low byte of an extended one) that say
+/// the database, not the request, is the trouble: 5 BUSY, 6 LOCKED,
+/// 10 IOERR, 13 FULL, 14 CANTOPEN.
+fn sqlite_code_unavailable(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6 | 10 | 13 | 14)
+}
+
+/// [`StoreError::is_unavailable`] for the SQLite writer's errors.
+fn sqlite_unavailable(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(failure, _)
+        if sqlite_code_unavailable(failure.extended_code))
 }
 
 /// [`StoreError::is_unavailable`] for one sqlx error.
@@ -91,10 +114,7 @@ fn sqlx_unavailable(e: &sqlx::Error) -> bool {
                 // terminated, shutting down, cannot connect now).
                 code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
             } else {
-                // SQLite primary result codes (the low byte of an extended
-                // one): 5 BUSY, 6 LOCKED, 10 IOERR, 13 FULL, 14 CANTOPEN.
-                code.parse::<u32>()
-                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+                code.parse::<i32>().is_ok_and(sqlite_code_unavailable)
             }
         }
         _ => false,
@@ -116,6 +136,7 @@ mod audit;
 mod batch;
 mod lifecycle;
 mod secrets;
+mod sqlite_writer;
 mod writer;
 
 pub(crate) use batch::{Committed, Consume, Row, WriteSet};

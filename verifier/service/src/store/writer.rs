@@ -1,5 +1,6 @@
-//! Group commit: one task per process writes every decision. A request
-//! hands its [`WriteSet`] over and waits; the task takes whatever has
+//! Group commit: one writer per process writes every decision (for SQLite
+//! a thread with its own connection, for PostgreSQL a task). A request
+//! hands its [`WriteSet`] over and waits; the writer takes whatever has
 //! queued since its last commit (up to [`MAX_BATCH`]) and commits it in one
 //! transaction ([`Store::commit_batch`]). Under light load a batch is one
 //! request and nothing waits longer than its own commit; under heavy load
@@ -11,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{Committed, WriteSet, WriterConnection};
+use super::sqlite_writer::SqliteWriter;
 use super::{Store, StoreError};
 
 /// The most write sets one transaction takes.
@@ -37,13 +39,64 @@ fn stopped() -> StoreError {
     StoreError::WriterStopped
 }
 
+/// What commits a batch: the pool's connection through sqlx on the
+/// runtime (PostgreSQL), or the writer's own SQLite connection on its own
+/// thread.
+enum Committer {
+    Pool {
+        store: Store,
+        held: Option<WriterConnection>,
+    },
+    Sqlite(SqliteWriter),
+}
+
+impl Committer {
+    async fn commit(&mut self, sets: &[WriteSet]) -> Result<Vec<Committed>, StoreError> {
+        match self {
+            Self::Pool { store, held } => store.commit_batch_on(held, sets).await,
+            Self::Sqlite(writer) => writer.commit_batch(sets),
+        }
+    }
+
+    /// After a pause: the connection is let go, so the next batch gets a
+    /// checked one (a restarted or silently dropped server).
+    fn release(&mut self) {
+        match self {
+            Self::Pool { held, .. } => *held = None,
+            Self::Sqlite(writer) => writer.release(),
+        }
+    }
+
+    /// Whether requests about to hand theirs over should be let in first:
+    /// on the runtime a task yields a scheduler turn to them; the SQLite
+    /// thread gathers while it commits (the queue fills during its fsync).
+    fn gathers(&self) -> bool {
+        matches!(self, Self::Pool { .. })
+    }
+}
+
 impl Writer {
-    /// Starts the writer for `store` on the current Tokio runtime.
+    /// Starts the writer for `store`: for SQLite on a thread of its own
+    /// with its own connection, for PostgreSQL as a task on the current
+    /// Tokio runtime.
     pub(crate) fn start(store: Store, sizes: Histogram) -> Result<Self, StoreError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| StoreError::WriterStopped)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        runtime.spawn(run(store, queue, sizes));
+        match &store {
+            Store::Sqlite(pool) => {
+                let writer = SqliteWriter::new(pool.connect_options().get_filename());
+                std::thread::Builder::new()
+                    .name("store-writer".into())
+                    .spawn(move || {
+                        runtime.block_on(run(Committer::Sqlite(writer), queue, sizes));
+                    })
+                    .map_err(|_| StoreError::WriterStopped)?;
+            }
+            Store::Postgres(_) => {
+                runtime.spawn(run(Committer::Pool { store, held: None }, queue, sizes));
+            }
+        }
         Ok(Self { jobs })
     }
 
@@ -59,26 +112,24 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut queue: mpsc::Receiver<Job>, sizes: Histogram) {
+async fn run(mut committer: Committer, mut queue: mpsc::Receiver<Job>, sizes: Histogram) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // One connection for every batch while it works (warm page cache, no
     // wait for the pool); a failed batch lets it go, and so does a pause of
-    // [`IDLE_RELEASE`]: the pool checks a connection it hands out, which a
-    // held one would skip (a restarted or silently dropped server).
-    let mut held: Option<WriterConnection> = None;
+    // [`IDLE_RELEASE`].
     loop {
         let waiting = std::time::Instant::now();
         if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
             break;
         }
         if waiting.elapsed() >= IDLE_RELEASE {
-            held = None;
+            committer.release();
         }
         // Let requests that are about to hand theirs over (woken on the
         // other workers, or queued behind this task) do so first: a larger
         // batch for the cost of a scheduler turn, never a timer.
         for _ in 0..GATHER_TURNS {
-            if batch.len() >= MAX_BATCH {
+            if batch.len() >= MAX_BATCH || !committer.gathers() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -91,7 +142,7 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, sizes: Histogram) {
         sizes.observe(batch.len() as f64);
         let (sets, replies): (Vec<WriteSet>, Vec<_>) =
             batch.drain(..).map(|job| (job.set, job.reply)).unzip();
-        match store.commit_batch_on(&mut held, &sets).await {
+        match committer.commit(&sets).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -103,8 +154,8 @@ async fn run(store: Store, mut queue: mpsc::Receiver<Job>, sizes: Histogram) {
             Err(e) if sets.len() > 1 && !matches!(e, StoreError::CommitUncertain(_)) => {
                 tracing::warn!(error = %e, sets = sets.len(), "a batch failed; committing its sets one by one");
                 for (set, reply) in sets.into_iter().zip(replies) {
-                    let outcome = store
-                        .commit_batch_on(&mut held, std::slice::from_ref(&set))
+                    let outcome = committer
+                        .commit(std::slice::from_ref(&set))
                         .await
                         .and_then(|mut o| o.pop().ok_or_else(stopped));
                     let _ = reply.send(outcome);
