@@ -9,12 +9,12 @@ use std::sync::Arc;
 use crate::cache::WindowCache;
 
 use super::endorsement::Endorsements;
-use super::pck_chain::VerifiedPck;
+use super::pck_chain::{PckCaches, VerifiedPck};
 
 /// Caches of verified PCK chains and verified collateral sets.
 #[derive(Debug)]
 pub(crate) struct TdxCache {
-    pub(crate) pcks: WindowCache<Arc<VerifiedPck>>,
+    pub(crate) pcks: PckCaches,
     pub(crate) endorsements: WindowCache<Arc<Endorsements>>,
     /// Quotes `authenticate_platform` accepted, by the SHA-256 of their
     /// exact bytes, valid only at the instant they were checked at: the
@@ -27,7 +27,7 @@ pub(crate) struct TdxCache {
 impl Default for TdxCache {
     fn default() -> Self {
         Self {
-            pcks: WindowCache::new(256),
+            pcks: PckCaches::new(256),
             endorsements: WindowCache::new(64),
             authenticated: WindowCache::new(64),
         }

@@ -21,6 +21,49 @@ use super::pck::PckExtension;
 /// certificates themselves, each its own part).
 const PEM_KEY_DOMAIN: &[u8] = b"PCK chain as PEM";
 
+/// What is remembered of PCK chains: those that validated (in their
+/// validity window), and those refused for ending at a root that is not
+/// pinned. That refusal follows from the bytes and the anchors alone, at
+/// any instant, so it is remembered for good: a verifier with test roots
+/// beside the vendor's (`--dev`) tries the vendor's first, and would
+/// otherwise decode and parse every test-rooted quote's chain only to
+/// refuse it again. A refusal is found only by the exact PEM it was made
+/// for; junk chains can push one another out, never a verified chain.
+#[derive(Debug)]
+pub(crate) struct PckCaches {
+    pub(crate) verified: WindowCache<Arc<VerifiedPck>>,
+    pub(crate) foreign: WindowCache<Arc<[u8]>>,
+}
+
+impl PckCaches {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            verified: WindowCache::new(capacity),
+            foreign: WindowCache::new(capacity),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.verified.clear();
+        self.foreign.clear();
+    }
+}
+
+/// A window that holds at every instant.
+fn always() -> (OffsetDateTime, OffsetDateTime) {
+    let midnight = time::Time::MIDNIGHT;
+    (
+        OffsetDateTime::new_utc(time::Date::MIN, midnight),
+        OffsetDateTime::new_utc(time::Date::MAX, midnight),
+    )
+}
+
+fn foreign_root() -> VerifyError {
+    VerifyError::ChainUntrusted {
+        reason: "the quote's PCK chain ends at a root that is not pinned".into(),
+    }
+}
+
 /// A PCK chain that validated, with what later steps need from it.
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedPck {
@@ -52,15 +95,21 @@ pub(crate) fn verify_pck_chain(
     quote: &Quote<'_>,
     anchors: &[Anchor],
     chains: &ChainValidator,
-    cache: &WindowCache<Arc<VerifiedPck>>,
+    caches: &PckCaches,
     at: OffsetDateTime,
 ) -> Result<Arc<VerifiedPck>, VerifyError> {
+    let cache = &caches.verified;
     let anchor_ids = || anchors.iter().map(|a| &a.sha256);
     let pem = quote.pck_chain_pem;
     let pem_key = fingerprint(anchor_ids(), &[PEM_KEY_DOMAIN, pem]);
     if let Some(hit) = cache.get(&pem_key, at) {
         if hit.pem == pem {
             return Ok(hit);
+        }
+    }
+    if let Some(refused) = caches.foreign.get(&pem_key, at) {
+        if *refused == *pem {
+            return Err(foreign_root());
         }
     }
     let certificates = quote.pck_chain()?;
@@ -87,9 +136,9 @@ pub(crate) fn verify_pck_chain(
     if let Some(root) = root {
         parse(root)?;
         if !anchors.iter().any(|a| a.der.as_ref() == root.as_slice()) {
-            return Err(VerifyError::ChainUntrusted {
-                reason: "the quote's PCK chain ends at a root that is not pinned".into(),
-            });
+            let (from, until) = always();
+            caches.foreign.put(pem_key, from, until, Arc::from(pem));
+            return Err(foreign_root());
         }
     }
     let verified = chains.validate(anchors, leaf, &[ca.as_slice()], at, ECDSA_ALGS)?;
@@ -161,13 +210,14 @@ mod tests {
         assert_ne!(quote, respelled);
         let anchors =
             TrustAnchors::test_roots(vec![attest_gate_forge::intel::test_root().unwrap()]).unwrap();
-        let (chains, cache) = (ChainValidator::default(), WindowCache::new(8));
+        let (chains, caches) = (ChainValidator::default(), PckCaches::new(8));
         let at = attest_gate_forge::cases::tdx_cases().unwrap()[0].at();
         let verify = |bytes: &[u8]| {
             let quote = Quote::parse(bytes).unwrap();
-            verify_pck_chain(&quote, anchors.intel(), &chains, &cache, at).unwrap()
+            verify_pck_chain(&quote, anchors.intel(), &chains, &caches, at).unwrap()
         };
         let first = verify(&quote);
+        let cache = &caches.verified;
         assert_eq!(cache.len(), 2, "the PEM key and the certificates' key");
         let again = verify(&respelled);
         assert!(Arc::ptr_eq(&first, &again));
@@ -175,6 +225,72 @@ mod tests {
         assert_eq!(
             Quote::parse(&respelled).unwrap().pck_chain().unwrap(),
             Quote::parse(&quote).unwrap().pck_chain().unwrap()
+        );
+    }
+
+    /// A chain ending at a root that is not pinned is refused and
+    /// remembered; the memory is consulted before any decoding, and refuses
+    /// only the exact PEM it was made for (planted here under the test
+    /// roots, where the chain itself would verify).
+    #[test]
+    fn a_remembered_foreign_root_refuses_only_its_exact_pem() {
+        let (quote, _) = quote_and_respelling();
+        let parsed = Quote::parse(&quote).unwrap();
+        let pem = parsed.pck_chain_pem;
+        let at = attest_gate_forge::cases::tdx_cases().unwrap()[0].at();
+        let chains = ChainValidator::default();
+        let vendor = TrustAnchors::vendor().unwrap();
+        let test =
+            TrustAnchors::test_roots(vec![attest_gate_forge::intel::test_root().unwrap()]).unwrap();
+        let untrusted = |result: Result<Arc<VerifiedPck>, VerifyError>| {
+            matches!(result, Err(VerifyError::ChainUntrusted { .. }))
+        };
+
+        let caches = PckCaches::new(8);
+        assert!(untrusted(verify_pck_chain(
+            &parsed,
+            vendor.intel(),
+            &chains,
+            &caches,
+            at
+        )));
+        assert_eq!(caches.foreign.len(), 1, "the refusal is remembered");
+        assert!(untrusted(verify_pck_chain(
+            &parsed,
+            vendor.intel(),
+            &chains,
+            &caches,
+            at
+        )));
+        assert_eq!(caches.verified.len(), 0);
+
+        let key = fingerprint(
+            test.intel().iter().map(|a| &a.sha256),
+            &[PEM_KEY_DOMAIN, pem],
+        );
+        let (from, until) = always();
+        let mut other = pem.to_vec();
+        let middle = other.len() / 2;
+        other[middle] ^= 1;
+        let planted = PckCaches::new(8);
+        planted
+            .foreign
+            .put(key, from, until, Arc::from(other.as_slice()));
+        assert!(
+            verify_pck_chain(&parsed, test.intel(), &chains, &planted, at).is_ok(),
+            "another PEM under the same key is no hit"
+        );
+        let planted = PckCaches::new(8);
+        planted.foreign.put(key, from, until, Arc::from(pem));
+        assert!(
+            untrusted(verify_pck_chain(
+                &parsed,
+                test.intel(),
+                &chains,
+                &planted,
+                at
+            )),
+            "the exact PEM is refused from memory, before it is decoded"
         );
     }
 }
