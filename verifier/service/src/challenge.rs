@@ -2,13 +2,15 @@
 //! bytes and an expiry, authenticated with a key the replicas share.
 //!
 //! ```text
-//! nonce (40 bytes) = 0x01 ‖ expiry (u64 big-endian, Unix seconds) ‖ 15 random bytes
+//! nonce (40 bytes) = 0x02 ‖ expiry (u64 big-endian, Unix seconds) ‖ 15 random bytes
 //!                    ‖ HMAC-SHA256(key, the 24 bytes before)[..16]
 //! ```
 //!
 //! Checking one proves this service issued it and that it has not expired;
 //! *single use* is the store's job (an atomic insert-if-absent of the nonce
-//! until its expiry), so two replicas cannot both accept it.
+//! until its expiry, under [`store_id`]), so two replicas cannot both
+//! accept it. Version 1 (`0x01`, the same layout) is still accepted: it
+//! differs only in the ID it is consumed under.
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -16,7 +18,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-const VERSION: u8 = 1;
+/// Nonces issued now: consumed under their expiry, then their hash.
+const VERSION: u8 = 2;
+/// Nonces issued before version 2: consumed under their hash alone, as
+/// they always were, so one issued before an upgrade cannot be spent once
+/// under each form.
+const VERSION_HASHED: u8 = 1;
 const RANDOM_LEN: usize = 15;
 const TAG_LEN: usize = 16;
 /// Length of a nonce in bytes.
@@ -129,7 +136,7 @@ pub(crate) fn check(
     // compare in constant time.
     aws_lc_rs::constant_time::verify_slices_are_equal(&key.tag(body), tag)
         .map_err(|_| NonceError::Unknown)?;
-    if body.first() != Some(&VERSION) {
+    if !matches!(body.first(), Some(&(VERSION | VERSION_HASHED))) {
         return Err(NonceError::Unknown);
     }
     let mut expiry = [0u8; 8];
@@ -142,6 +149,20 @@ pub(crate) fn check(
         return Err(NonceError::Expired);
     }
     Ok(expires_at)
+}
+
+/// The ID a [`check`]ed nonce is consumed under: the SHA-256 of the nonce
+/// (hex), and for version 2 its expiry (16 hex digits) before that, so the
+/// IDs of consumed nonces arrive in order and each append to the store's
+/// index instead of writing a random page of it. The hash makes the ID
+/// reveal nothing the nonce's MAC would let anyone check; the version
+/// byte is under the MAC, so a nonce has one form only.
+pub(crate) fn store_id(nonce: &[u8]) -> String {
+    let hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, nonce));
+    match (nonce.first(), nonce.get(1..9)) {
+        (Some(&VERSION), Some(expiry)) => format!("{}{hash}", hex::encode(expiry)),
+        _ => hash,
+    }
 }
 
 #[cfg(test)]
@@ -207,5 +228,40 @@ mod tests {
             Err(NonceError::Unknown)
         );
         assert_eq!(check(&key(1), b"", t0(), TTL), Err(NonceError::Unknown));
+    }
+
+    /// A nonce of `version` as the service would have issued it.
+    fn issued_as(version: u8, key: &NonceKey, now: OffsetDateTime) -> [u8; NONCE_LEN] {
+        let mut nonce = issue(key, now, TTL).unwrap().nonce;
+        nonce[0] = version;
+        let tag = key.tag(&nonce[..NONCE_LEN - TAG_LEN]);
+        nonce[NONCE_LEN - TAG_LEN..].copy_from_slice(&tag);
+        nonce
+    }
+
+    #[test]
+    fn nonces_are_consumed_in_the_order_they_expire_and_old_ones_under_their_hash() {
+        let earlier = issue(&key(1), t0(), TTL).unwrap().nonce;
+        let later = issue(&key(1), t0() + Duration::seconds(1), TTL)
+            .unwrap()
+            .nonce;
+        assert_eq!(earlier[0], 2);
+        assert!(store_id(&earlier) < store_id(&later));
+        assert_eq!(store_id(&earlier).len(), 16 + 64);
+        assert!(store_id(&earlier).starts_with(&hex::encode(&earlier[1..9])));
+
+        // Version 1, issued before the change: still current, and consumed
+        // under the ID it always had.
+        let old = issued_as(1, &key(1), t0());
+        assert!(check(&key(1), &old, t0(), TTL).is_ok());
+        assert_eq!(
+            store_id(&old),
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &old))
+        );
+        // Any other version is not ours, even under a valid tag.
+        for version in [0, 3, 0xff] {
+            let other = issued_as(version, &key(1), t0());
+            assert_eq!(check(&key(1), &other, t0(), TTL), Err(NonceError::Unknown));
+        }
     }
 }

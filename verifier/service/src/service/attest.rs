@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use attest_gate_core::{Binding, Collateral, TeeKind, VerifiedClaims};
-use aws_lc_rs::digest::{digest, SHA256};
 use time::OffsetDateTime;
 
 use super::lifecycle::{inherited_quarantine, Inherited};
@@ -182,7 +181,7 @@ impl Service {
         // Consumed in the transaction that records the credential: two
         // requests with one nonce (on any replica) cannot both commit.
         let nonce = (
-            hex::encode(digest(&SHA256, &parsed.nonce)),
+            challenge::store_id(&parsed.nonce),
             nonce_expiry.unix_timestamp(),
         );
         let (issued, mut rows) = self.issue(&parsed, &req, &grant, csr.as_ref(), trail)?;
