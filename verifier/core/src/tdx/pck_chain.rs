@@ -49,6 +49,10 @@ impl PckCaches {
     }
 }
 
+/// The longest refused PEM remembered (a PCK chain of three certificates
+/// is about 4 KB as PEM): the memory holds at most its capacity times this.
+const MAX_REMEMBERED_PEM: usize = 8 * 1024;
+
 /// A window that holds at every instant.
 fn always() -> (OffsetDateTime, OffsetDateTime) {
     let midnight = time::Time::MIDNIGHT;
@@ -136,8 +140,12 @@ pub(crate) fn verify_pck_chain(
     if let Some(root) = root {
         parse(root)?;
         if !anchors.iter().any(|a| a.der.as_ref() == root.as_slice()) {
-            let (from, until) = always();
-            caches.foreign.put(pem_key, from, until, Arc::from(pem));
+            // Only chains of a genuine chain's size (about 4 KB): junk
+            // padded to the body limit would otherwise hold megabytes.
+            if pem.len() <= MAX_REMEMBERED_PEM {
+                let (from, until) = always();
+                caches.foreign.put(pem_key, from, until, Arc::from(pem));
+            }
             return Err(foreign_root());
         }
     }

@@ -85,11 +85,17 @@ impl Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
         match &store {
             Store::Sqlite(pool) => {
-                let writer = SqliteWriter::new(pool.connect_options().get_filename());
+                let pool = pool.clone();
                 std::thread::Builder::new()
                     .name("store-writer".into())
                     .spawn(move || {
-                        runtime.block_on(run(Committer::Sqlite(writer), queue, sizes));
+                        runtime.block_on(async move {
+                            let committer = match database_file(&pool).await {
+                                Some(file) => Committer::Sqlite(SqliteWriter::new(&file)),
+                                None => Committer::Pool { store, held: None },
+                            };
+                            run(committer, queue, sizes).await;
+                        });
                     })
                     .map_err(|_| StoreError::WriterStopped)?;
             }
@@ -109,6 +115,24 @@ impl Writer {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The file the pool's SQLite database is in, as SQLite names it; `None`
+/// for a database in memory, which is the pool's own (a second connection
+/// would open another, empty one), so its writes go through the pool.
+async fn database_file(pool: &sqlx::SqlitePool) -> Option<std::path::PathBuf> {
+    let file: Result<String, _> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(pool)
+            .await;
+    match file {
+        Ok(file) if !file.is_empty() => Some(file.into()),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell where the database is; writing through the pool");
+            None
+        }
     }
 }
 
@@ -171,6 +195,61 @@ async fn run(mut committer: Committer, mut queue: mpsc::Receiver<Job>, sizes: Hi
                     }));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sizes() -> Histogram {
+        Histogram::new([1.0])
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_commits_through_its_pool() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let Store::Sqlite(pool) = &store else {
+            panic!("not SQLite")
+        };
+        assert_eq!(database_file(pool).await, None);
+        let writer = Writer::start(store.clone(), sizes()).unwrap();
+        let event = super::super::AuditEvent {
+            id: "in-memory".into(),
+            action: "test".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            writer.commit(WriteSet::audit(event)).await.unwrap(),
+            Committed::Written(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_on_disk_commits_on_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let Store::Sqlite(pool) = &store else {
+            panic!("not SQLite")
+        };
+        assert_eq!(
+            database_file(pool).await,
+            Some(dir.path().join("s.db").canonicalize().unwrap())
+        );
+        let writer = Writer::start(store.clone(), sizes()).unwrap();
+        for seq in 1..=3 {
+            let event = super::super::AuditEvent {
+                id: format!("on-disk-{seq}"),
+                action: "test".into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                writer.commit(WriteSet::audit(event)).await.unwrap(),
+                Committed::Written(seq)
+            );
         }
     }
 }
