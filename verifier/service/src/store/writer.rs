@@ -39,9 +39,9 @@ fn stopped() -> StoreError {
     StoreError::WriterStopped
 }
 
-/// What commits a batch: the pool's connection through sqlx on the
-/// runtime (PostgreSQL), or the writer's own SQLite connection on its own
-/// thread.
+/// What commits a batch: a connection of the pool through sqlx
+/// (PostgreSQL, or SQLite in memory), or the writer's own connection to a
+/// SQLite file.
 enum Committer {
     Pool {
         store: Store,
