@@ -137,6 +137,33 @@ fn with_error_shape<S: Clone + Send + Sync + 'static>(
             ServiceError::internal("a request handler panicked").into_response()
         }))
         .layer(axum::middleware::map_response(json_for_bare_errors))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
+}
+
+/// A refusal of a request that carried a body closes the connection and
+/// says so (`Connection: close`). The refusal may have come before the
+/// body was read (bad credentials, a wrong content type, too large), and
+/// the HTTP server then closes the connection anyway: unannounced, a
+/// client that reuses its connections sends its next request into the
+/// close and gets a broken connection instead of an answer.
+async fn close_after_refused_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Per-address limits on the endpoints anyone can call, before the body is
@@ -629,6 +656,27 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_with_a_body_closes_its_connection_and_says_so() {
+        let routes: Router = Router::new().route(
+            "/refuses",
+            axum::routing::post(|| async { StatusCode::UNAUTHORIZED }),
+        );
+        let call = |body: &'static [u8]| {
+            let routes = with_error_shape(routes.clone(), std::time::Duration::from_secs(5));
+            async move {
+                let request = axum::http::Request::post("/refuses")
+                    .header(header::CONTENT_LENGTH, body.len())
+                    .body(axum::body::Body::from(body))
+                    .unwrap();
+                let response = routes.oneshot(request).await.unwrap();
+                response.headers().get(header::CONNECTION).cloned()
+            }
+        };
+        assert_eq!(call(b"{\"mode\":\"immediate\"}").await.unwrap(), "close");
+        assert_eq!(call(b"").await, None, "no body, nothing left unread");
     }
 
     #[tokio::test]
