@@ -291,21 +291,17 @@ pub(super) fn plan_writes(
         .collect();
     let plan = Plan { sets, replayed };
 
-    let credentials: Vec<&CredentialRecord> = plan
+    // Each credential's register set by content address, hashed once.
+    let credentials: Vec<(&CredentialRecord, String)> = plan
         .rows()
         .filter_map(|r| match r {
-            Row::Credential(c) => Some(c),
+            Row::Credential(c) => Some((c, content_address(c.measurements.as_bytes()))),
             _ => None,
         })
         .collect();
-    let register_sets: BTreeMap<String, &str> = credentials
+    let register_sets: BTreeMap<&str, &str> = credentials
         .iter()
-        .map(|c| {
-            (
-                content_address(c.measurements.as_bytes()),
-                c.measurements.as_str(),
-            )
-        })
+        .map(|(c, hash)| (hash.as_str(), c.measurements.as_str()))
         .collect();
     let mut inserts = vec![
         Insert {
@@ -314,7 +310,7 @@ pub(super) fn plan_writes(
             tail: " ON CONFLICT (sha256) DO NOTHING",
             rows: register_sets
                 .into_iter()
-                .map(|(hash, registers)| vec![Value::Text(Some(hash)), text(registers)])
+                .map(|(hash, registers)| vec![text(hash), text(registers)])
                 .collect(),
         },
         Insert {
@@ -323,7 +319,7 @@ pub(super) fn plan_writes(
             tail: "",
             rows: credentials
                 .iter()
-                .map(|c| {
+                .map(|(c, register_set)| {
                     vec![
                         text(&c.jti),
                         text(&c.subject),
@@ -339,7 +335,7 @@ pub(super) fn plan_writes(
                         text(&c.model_digest),
                         text(""),
                         Value::Int(i64::from(c.depth)),
-                        Value::Text(Some(content_address(c.measurements.as_bytes()))),
+                        text(register_set),
                     ]
                 })
                 .collect(),
