@@ -276,11 +276,10 @@ impl Service {
             self.collateral.agent_supplied(tee, sent)
         }
         .map_err(|e| collateral_unavailable(&e))?;
-        if served && tee == TeeKind::Tdx {
-            // `lookup` checked this quote's signatures and chain at this
-            // very instant (on the blocking pool); what is left is the
-            // collateral's checks (cached once verified) and the TCB
-            // matching, tens of microseconds: not worth another hop.
+        if tee == TeeKind::Tdx {
+            // On this task, as `lookup` authenticated the platform (why is
+            // said there); when it did, what is left is the collateral's
+            // checks (cached once verified) and the TCB matching.
             let claims = self
                 .verification
                 .verify(tee, evidence, &resolved.collateral, now)?;
@@ -312,13 +311,14 @@ impl Service {
         match tee {
             TeeKind::Nitro => Ok(Lookup::Nitro),
             TeeKind::Tdx => {
-                let this = Arc::clone(self);
-                let evidence = evidence.to_vec();
-                let platform = tokio::task::spawn_blocking(move || {
-                    this.verification.authenticate_tdx_platform(&evidence, now)
-                })
-                .await
-                .map_err(ServiceError::internal)??;
+                // On the request's own task, not the blocking pool: warm,
+                // this is the quote's and QE report's two P-256 signatures
+                // (~0.13 ms), and the hand-off to a blocking thread and back
+                // cost more CPU than it spared the worker (two context
+                // switches per round trip; docs/benchmarks.md). A cold PCK
+                // chain (~1 ms, once per chain) runs here too, under the
+                // verification slot like the rest.
+                let platform = self.verification.authenticate_tdx_platform(evidence, now)?;
                 Ok(Lookup::Tdx {
                     fmspc: platform.fmspc,
                     ca: platform.ca,

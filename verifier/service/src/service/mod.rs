@@ -121,9 +121,9 @@ pub struct Service {
     verification: Verification,
     /// Reference values and policy, swapped together on reload.
     appraiser: RwLock<Arc<Appraiser>>,
-    /// Bounds concurrent evidence verifications (CPU-bound, in
-    /// `spawn_blocking`), so a flood of requests queues instead of piling up
-    /// blocking threads.
+    /// Bounds concurrent evidence verifications (CPU-bound: TDX on the
+    /// request's task, Nitro and SNP in `spawn_blocking`), so a flood of
+    /// requests queues instead of piling up blocking threads.
     verify_slots: Arc<tokio::sync::Semaphore>,
     nonce_key: NonceKey,
     /// Authenticates DPoP server nonces (a key of its own, derived from the
