@@ -270,7 +270,7 @@ impl Service {
         let slot = take_slot(&self.verify_slots, SLOT_WAIT).await?;
         let served = self.collateral.serves(tee);
         let resolved = if served {
-            let lookup = self.lookup(tee, evidence, &sent, now).await?;
+            let lookup = self.lookup(tee, evidence, &sent, now)?;
             self.collateral.resolve(&lookup, sent).await
         } else {
             self.collateral.agent_supplied(tee, sent)
@@ -301,8 +301,8 @@ impl Service {
     /// What the collateral sources look up: for TDX the platform as the
     /// quote's own signatures prove it (a forged quote is refused here,
     /// before any fetch); for SEV-SNP the report's fields, parsed.
-    async fn lookup(
-        self: &Arc<Self>,
+    fn lookup(
+        &self,
         tee: TeeKind,
         evidence: &[u8],
         sent: &Collateral,

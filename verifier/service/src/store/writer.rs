@@ -208,6 +208,14 @@ mod tests {
         Histogram::new([1.0])
     }
 
+    fn audit(id: String) -> WriteSet {
+        WriteSet::audit(super::super::AuditEvent {
+            id,
+            action: "test".into(),
+            ..Default::default()
+        })
+    }
+
     #[tokio::test]
     async fn an_in_memory_store_commits_through_its_pool() {
         let store = Store::open("sqlite::memory:").await.unwrap();
@@ -216,13 +224,8 @@ mod tests {
         };
         assert_eq!(database_file(pool).await, None);
         let writer = Writer::start(store.clone(), sizes()).unwrap();
-        let event = super::super::AuditEvent {
-            id: "in-memory".into(),
-            action: "test".into(),
-            ..Default::default()
-        };
         assert_eq!(
-            writer.commit(WriteSet::audit(event)).await.unwrap(),
+            writer.commit(audit("in-memory".into())).await.unwrap(),
             Committed::Written(1)
         );
     }
@@ -241,13 +244,11 @@ mod tests {
         );
         let writer = Writer::start(store.clone(), sizes()).unwrap();
         for seq in 1..=3 {
-            let event = super::super::AuditEvent {
-                id: format!("on-disk-{seq}"),
-                action: "test".into(),
-                ..Default::default()
-            };
             assert_eq!(
-                writer.commit(WriteSet::audit(event)).await.unwrap(),
+                writer
+                    .commit(audit(format!("on-disk-{seq}")))
+                    .await
+                    .unwrap(),
                 Committed::Written(seq)
             );
         }
