@@ -47,4 +47,4 @@ pub use reference::{
     Workload, MAX_DELEGATION_DEPTH, SCHEMA_VERSION,
 };
 pub use trust::{TrustAnchors, TrustError};
-pub use verifier::Verifier;
+pub use verifier::{AuthenticatedQuote, Verifier};

@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use crate::authenticated::Authenticated;
 use crate::chain::ChainValidator;
 use crate::claims::{TeeKind, Verified, VerifiedClaims};
 use crate::collateral::Collateral;
@@ -65,7 +66,18 @@ impl Verifier {
                 at,
             )?,
         };
-        Ok(VerifiedClaims {
+        Ok(self.claims(authenticated, evidence, at))
+    }
+
+    /// The verified claims for what `evidence` proved at `at` under this
+    /// verifier's anchors.
+    fn claims(
+        &self,
+        authenticated: Authenticated,
+        evidence: &[u8],
+        at: OffsetDateTime,
+    ) -> VerifiedClaims {
+        VerifiedClaims {
             tee: authenticated.tee,
             measurements: authenticated.measurements,
             bound: authenticated.bound,
@@ -77,20 +89,29 @@ impl Verifier {
             trust: self.anchors.kind(),
             evidence_sha384: sha384(evidence),
             _verified: Verified,
-        })
+        }
     }
 
-    /// The TDX platform a quote proves by its own signatures and PCK chain
-    /// (no collateral needed): see [`tdx::AuthenticatedPlatform`]. A
-    /// [`Verifier::verify`] of the same bytes at the same instant that
-    /// follows does not check those signatures again (a bounded memo by the
-    /// bytes' SHA-256); at any other instant, or for other bytes, it does.
-    pub fn authenticate_tdx_platform(
-        &self,
-        evidence: &[u8],
+    /// Checks everything about a TDX quote that needs no collateral (the
+    /// quote's signature, the QE report's binding of the attestation key
+    /// and its signature by the PCK key, the PCK chain to this verifier's
+    /// Intel root) at `at`, and returns the quote so checked: the platform
+    /// it proves, for a service to fetch collateral for *before* it spends
+    /// anything on an unauthenticated platform, and
+    /// [`AuthenticatedQuote::verify`] to finish the verification with that
+    /// collateral without checking the signatures again.
+    pub fn authenticate_tdx_quote<'a>(
+        &'a self,
+        evidence: &'a [u8],
         at: OffsetDateTime,
-    ) -> Result<tdx::AuthenticatedPlatform, VerifyError> {
-        tdx::authenticate_platform(evidence, &self.anchors, &self.chains, &self.tdx, at)
+    ) -> Result<AuthenticatedQuote<'a>, VerifyError> {
+        let signed = tdx::authenticate(evidence, &self.anchors, &self.chains, &self.tdx, at)?;
+        Ok(AuthenticatedQuote {
+            verifier: self,
+            evidence,
+            signed,
+            at,
+        })
     }
 
     /// Drops cached verification results, so the next call takes the cold path.
@@ -106,4 +127,41 @@ fn sha384(bytes: &[u8]) -> [u8; 48] {
     let mut out = [0u8; 48];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// A TDX quote one [`Verifier`] authenticated at one instant
+/// ([`Verifier::authenticate_tdx_quote`]), holding the very bytes it
+/// checked and that verifier: only it can finish the verification, with
+/// collateral, at that instant. The proof is the value, so no other bytes,
+/// instant or anchors can be slipped in between the two steps, and
+/// nothing is looked up again by a hash of the bytes.
+#[derive(Debug)]
+pub struct AuthenticatedQuote<'a> {
+    verifier: &'a Verifier,
+    evidence: &'a [u8],
+    signed: tdx::SignedQuote<'a>,
+    at: OffsetDateTime,
+}
+
+impl AuthenticatedQuote<'_> {
+    /// The platform the quote proves.
+    pub fn platform(&self) -> tdx::AuthenticatedPlatform {
+        self.signed.platform()
+    }
+
+    /// The rest of [`Verifier::verify`] for this quote: the CRLs, TCB info
+    /// and QE identity in `collateral`, and the TCB matching, at the
+    /// instant it was authenticated, under the same verifier's anchors.
+    pub fn verify(&self, collateral: &Collateral) -> Result<VerifiedClaims, VerifyError> {
+        let verifier = self.verifier;
+        let authenticated = tdx::endorse(
+            &self.signed,
+            collateral,
+            &verifier.anchors,
+            &verifier.chains,
+            &verifier.tdx,
+            self.at,
+        )?;
+        Ok(verifier.claims(authenticated, self.evidence, self.at))
+    }
 }

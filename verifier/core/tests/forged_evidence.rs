@@ -60,9 +60,18 @@ fn tee(case: &cases::Case) -> TeeKind {
 fn verdict(verifier: &Verifier, case: &cases::Case) -> Result<(), String> {
     let tee = resolve_tee(&case.evidence, Some(tee(case))).map_err(|e| e.code().to_string())?;
     let collateral = Collateral::from_items(case.collateral.clone());
-    let claims = verifier
-        .verify(tee, &case.evidence, &collateral, case.at())
-        .map_err(|e| e.code().to_string())?;
+    appraised(
+        verifier.verify(tee, &case.evidence, &collateral, case.at()),
+        case,
+    )
+}
+
+/// `claims` appraised like the CLI: `Ok(())` or the first code.
+fn appraised(
+    claims: Result<attest_gate_core::VerifiedClaims, attest_gate_core::VerifyError>,
+    case: &cases::Case,
+) -> Result<(), String> {
+    let claims = claims.map_err(|e| e.code().to_string())?;
     assert_eq!(claims.trust(), TrustKind::TestRoot);
     let policy = AppraisalPolicy {
         expected_nonce: case.expected_nonce.clone(),
@@ -118,24 +127,51 @@ fn every_forged_tdx_case_gets_its_expected_verdict_cold_and_warm() {
     assert_every_case(tdx_cases());
 }
 
-/// A service authenticates a TDX platform before it fetches collateral,
-/// then verifies the same quote at the same instant, which skips the
-/// signatures already checked: every case must still get its verdict, the
-/// ones refused for a signature or chain by the authentication too.
+/// A service authenticates a TDX quote before it fetches collateral, then
+/// finishes that same authenticated quote with the collateral: every case
+/// must get its verdict, the ones refused for a signature or chain by the
+/// authentication itself, the rest by the verification that follows it.
 #[test]
 fn tdx_authenticated_first_then_verified_gets_every_expected_verdict() {
     let warm = test_verifier();
     for case in tdx_cases() {
-        let authenticated = warm.authenticate_tdx_platform(&case.evidence, case.at());
         let expected = if case.expected == "ok" {
             Ok(())
         } else {
             Err(case.expected.to_string())
         };
-        if let Err(e) = &authenticated {
-            assert_eq!(Err(e.code().to_string()), expected, "{}", case.name);
-        }
+        let collateral = Collateral::from_items(case.collateral.clone());
+        let claims = warm
+            .authenticate_tdx_quote(&case.evidence, case.at())
+            .and_then(|quote| quote.verify(&collateral));
+        assert_eq!(appraised(claims, case), expected, "{}", case.name);
         assert_eq!(verdict(&warm, case), expected, "{}", case.name);
+    }
+}
+
+/// The two steps give what one `verify` gives, at the instant of the
+/// authentication and under its verifier's trust.
+#[test]
+fn an_authenticated_quote_verifies_to_the_claims_of_one_verify() {
+    let verifier = test_verifier();
+    let case = tdx_cases().iter().find(|c| c.expected == "ok").unwrap();
+    let collateral = Collateral::from_items(case.collateral.clone());
+    let quote = verifier
+        .authenticate_tdx_quote(&case.evidence, case.at())
+        .unwrap();
+    let platform = quote.platform();
+    let two_steps = quote.verify(&collateral).unwrap();
+    let one = verifier
+        .verify(TeeKind::Tdx, &case.evidence, &collateral, case.at())
+        .unwrap();
+    assert_eq!(two_steps.verified_at(), case.at());
+    assert_eq!(two_steps.trust(), one.trust());
+    assert_eq!(two_steps.evidence_sha384(), one.evidence_sha384());
+    assert_eq!(two_steps.measurements(), one.measurements());
+    assert_eq!(two_steps.tcb_status(), one.tcb_status());
+    match two_steps.platform() {
+        attest_gate_core::PlatformClaims::Tdx(tdx) => assert_eq!(tdx.fmspc, platform.fmspc),
+        other => panic!("not TDX claims: {other:?}"),
     }
 }
 

@@ -11,8 +11,9 @@
 use std::path::Path;
 
 use attest_gate_core::{
-    AgentKey, Binding, Collateral, ModelDigest, PlatformClaims, ReferenceValues, TeeKind,
-    TrustAnchors, TrustKind, VerifiedClaims, Verifier, VerifyError, Workload,
+    AgentKey, AuthenticatedQuote, Binding, Collateral, ModelDigest, PlatformClaims,
+    ReferenceValues, TeeKind, TrustAnchors, TrustKind, VerifiedClaims, Verifier, VerifyError,
+    Workload,
 };
 use attest_gate_protocol::{Actor, CollateralOrigin, Ear, Intent, Provenance, Session};
 use aws_lc_rs::digest::{digest, SHA256};
@@ -52,20 +53,18 @@ impl Verification {
         })
     }
 
-    /// The TDX platform a quote proves by its own signatures, with the same
+    /// A TDX quote's own signatures and PCK chain checked, with the same
     /// trust as [`Verification::verify`]: what the service checks before it
-    /// fetches collateral for the platform.
-    pub fn authenticate_tdx_platform(
-        &self,
-        evidence: &[u8],
+    /// fetches collateral for the platform, then finishes with
+    /// [`AuthenticatedQuote::verify`] under the verifier that accepted it.
+    pub fn authenticate_tdx_quote<'a>(
+        &'a self,
+        evidence: &'a [u8],
         at: OffsetDateTime,
-    ) -> Result<attest_gate_core::tdx::AuthenticatedPlatform, ServiceError> {
-        match (
-            self.vendor.authenticate_tdx_platform(evidence, at),
-            &self.test,
-        ) {
+    ) -> Result<AuthenticatedQuote<'a>, ServiceError> {
+        match (self.vendor.authenticate_tdx_quote(evidence, at), &self.test) {
             (Err(VerifyError::ChainUntrusted { .. }), Some(test)) => {
-                test.authenticate_tdx_platform(evidence, at)
+                test.authenticate_tdx_quote(evidence, at)
             }
             (other, _) => other,
         }

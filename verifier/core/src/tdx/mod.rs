@@ -34,7 +34,7 @@ use crate::chain::ChainValidator;
 use crate::claims::{BoundData, Measurement, NamedMeasurement, PlatformClaims, TeeKind};
 use crate::collateral::Collateral;
 use crate::error::VerifyError;
-use crate::trust::{sha256, TrustAnchors};
+use crate::trust::TrustAnchors;
 
 use abi::QeReport;
 pub use abi::{Quote, TdReport};
@@ -63,46 +63,43 @@ pub struct AuthenticatedPlatform {
     pub ca: PckCa,
 }
 
+/// A quote whose signatures and PCK chain checked under the anchors given
+/// at one instant: the parsed quote and its verified PCK chain, for
+/// [`endorse`] to finish with collateral.
+#[derive(Debug)]
+pub(crate) struct SignedQuote<'a> {
+    quote: Quote<'a>,
+    pck: std::sync::Arc<pck_chain::VerifiedPck>,
+}
+
+impl SignedQuote<'_> {
+    /// The platform the quote proves.
+    pub(crate) fn platform(&self) -> AuthenticatedPlatform {
+        AuthenticatedPlatform {
+            fmspc: self.pck.extension.fmspc,
+            ca: self.pck.ca,
+        }
+    }
+}
+
 /// Steps 1 and 2 without the CRLs: the quote parses, the PCK chain leads
 /// to the pinned root, and the quote's signature and the QE report check.
 /// The chain goes first: it is cached once verified, and a quote under
 /// another root (a verifier with test roots beside the vendor's tries both)
 /// is refused before any signature is computed. Every check still runs for
 /// a quote that is accepted.
-fn signed_by_platform<'a>(
+pub(crate) fn authenticate<'a>(
     evidence: &'a [u8],
     anchors: &TrustAnchors,
     chains: &ChainValidator,
     cache: &TdxCache,
     at: OffsetDateTime,
-) -> Result<(Quote<'a>, std::sync::Arc<pck_chain::VerifiedPck>), VerifyError> {
+) -> Result<SignedQuote<'a>, VerifyError> {
     let quote = Quote::parse(evidence)?;
     let pck = verify_pck_chain(&quote, anchors.intel(), chains, &cache.pcks, at)?;
     check_quote_and_binding(&quote)?;
     check_qe_report_signature(&quote, &pck.leaf_public_key)?;
-    Ok((quote, pck))
-}
-
-/// Checks everything about a quote that needs no fetched collateral — the
-/// quote signature, the QE report's binding of the attestation key and its
-/// signature by the PCK key, and the PCK chain to the pinned Intel root —
-/// and returns the platform it proves. A service calls this *before*
-/// fetching collateral, so only a genuine Intel platform can cause a fetch.
-pub(crate) fn authenticate_platform(
-    evidence: &[u8],
-    anchors: &TrustAnchors,
-    chains: &ChainValidator,
-    cache: &TdxCache,
-    at: OffsetDateTime,
-) -> Result<AuthenticatedPlatform, VerifyError> {
-    let (_, pck) = signed_by_platform(evidence, anchors, chains, cache, at)?;
-    cache
-        .authenticated
-        .put(sha256(evidence), at, at, std::sync::Arc::clone(&pck));
-    Ok(AuthenticatedPlatform {
-        fmspc: pck.extension.fmspc,
-        ca: pck.ca,
-    })
+    Ok(SignedQuote { quote, pck })
 }
 
 /// Verifies a TDX quote with its collateral at `at`.
@@ -114,14 +111,22 @@ pub(crate) fn verify(
     cache: &TdxCache,
     at: OffsetDateTime,
 ) -> Result<Authenticated, VerifyError> {
-    // Checked by `authenticate_platform` at this very instant, byte for
-    // byte: the signatures and the chain are not checked twice.
-    let (quote, pck) = match cache.authenticated.get(&sha256(evidence), at) {
-        Some(pck) => (Quote::parse(evidence)?, pck),
-        None => signed_by_platform(evidence, anchors, chains, cache, at)?,
-    };
+    let signed = authenticate(evidence, anchors, chains, cache, at)?;
+    endorse(&signed, collateral, anchors, chains, cache, at)
+}
 
-    let endorsed = verify_endorsements(collateral, &pck, anchors, chains, &cache.endorsements, at)?;
+/// Steps 2 (the CRLs), 3 and 4 for a quote [`authenticate`] accepted under
+/// the same `anchors`, at the instant `at` it was accepted.
+pub(crate) fn endorse(
+    signed: &SignedQuote<'_>,
+    collateral: &Collateral,
+    anchors: &TrustAnchors,
+    chains: &ChainValidator,
+    cache: &TdxCache,
+    at: OffsetDateTime,
+) -> Result<Authenticated, VerifyError> {
+    let SignedQuote { quote, pck } = signed;
+    let endorsed = verify_endorsements(collateral, pck, anchors, chains, &cache.endorsements, at)?;
     endorsed.root_crl.check(&[&pck.issuer_serial])?;
     endorsed.pck_crl.check(&[&pck.leaf_serial])?;
 

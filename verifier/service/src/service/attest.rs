@@ -182,7 +182,7 @@ impl Service {
         // requests with one nonce (on any replica) cannot both commit.
         let nonce = (
             challenge::store_id(&parsed.nonce),
-            nonce_expiry.unix_timestamp(),
+            challenge::remembered_until(nonce_expiry),
         );
         let (issued, mut rows) = self.issue(&parsed, &req, &grant, csr.as_ref(), trail)?;
         if let Some(inherited) = quarantine {
@@ -268,24 +268,22 @@ impl Service {
         now: OffsetDateTime,
     ) -> Result<(VerifiedClaims, CollateralOrigin), ServiceError> {
         let slot = take_slot(&self.verify_slots, SLOT_WAIT).await?;
-        let served = self.collateral.serves(tee);
-        let resolved = if served {
-            let lookup = self.lookup(tee, evidence, &sent, now)?;
+        if tee == TeeKind::Tdx {
+            let verified = self.verify_tdx(evidence, sent, now).await;
+            drop(slot);
+            return verified;
+        }
+        let resolved = if self.collateral.serves(tee) {
+            let lookup = match tee {
+                TeeKind::Snp => Lookup::snp(evidence, &sent).map_err(|e| ServiceError::from(&e))?,
+                // Nitro needs none (and TDX went its own way above).
+                TeeKind::Nitro | TeeKind::Tdx => Lookup::Nitro,
+            };
             self.collateral.resolve(&lookup, sent).await
         } else {
             self.collateral.agent_supplied(tee, sent)
         }
         .map_err(|e| collateral_unavailable(&e))?;
-        if tee == TeeKind::Tdx {
-            // On this task, as `lookup` authenticated the platform (why is
-            // said there); when it did, what is left is the collateral's
-            // checks (cached once verified) and the TCB matching.
-            let claims = self
-                .verification
-                .verify(tee, evidence, &resolved.collateral, now)?;
-            drop(slot);
-            return Ok((claims, resolved.origin));
-        }
         let this = Arc::clone(self);
         let evidence = evidence.to_vec();
         let claims = tokio::task::spawn_blocking(move || {
@@ -298,34 +296,42 @@ impl Service {
         Ok((claims, resolved.origin))
     }
 
-    /// What the collateral sources look up: for TDX the platform as the
-    /// quote's own signatures prove it (a forged quote is refused here,
-    /// before any fetch); for SEV-SNP the report's fields, parsed.
-    fn lookup(
+    /// A TDX quote: authenticated by its own signatures and PCK chain, then
+    /// finished with its collateral, on the request's own task, not the
+    /// blocking pool. Warm, this is the quote's and QE report's two P-256
+    /// signatures (~0.13 ms) and the cached collateral's checks, and the
+    /// hand-off to a blocking thread and back cost more CPU than it spared
+    /// the worker (two context switches per round trip;
+    /// docs/benchmarks.md). A cold PCK chain (~1 ms, once per chain) runs
+    /// here too, under the caller's verification slot.
+    async fn verify_tdx(
         &self,
-        tee: TeeKind,
         evidence: &[u8],
-        sent: &Collateral,
+        sent: Collateral,
         now: OffsetDateTime,
-    ) -> Result<Lookup, ServiceError> {
-        match tee {
-            TeeKind::Nitro => Ok(Lookup::Nitro),
-            TeeKind::Tdx => {
-                // On the request's own task, not the blocking pool: warm,
-                // this is the quote's and QE report's two P-256 signatures
-                // (~0.13 ms), and the hand-off to a blocking thread and back
-                // cost more CPU than it spared the worker (two context
-                // switches per round trip; docs/benchmarks.md). A cold PCK
-                // chain (~1 ms, once per chain) runs here too, under the
-                // verification slot like the rest.
-                let platform = self.verification.authenticate_tdx_platform(evidence, now)?;
-                Ok(Lookup::Tdx {
-                    fmspc: platform.fmspc,
-                    ca: platform.ca,
-                })
-            }
-            TeeKind::Snp => Lookup::snp(evidence, sent).map_err(|e| ServiceError::from(&e)),
-        }
+    ) -> Result<(VerifiedClaims, CollateralOrigin), ServiceError> {
+        let (quote, resolved) = if self.collateral.serves(TeeKind::Tdx) {
+            // The platform as the quote's own signatures prove it: a forged
+            // quote is refused here, before any fetch.
+            let quote = self.verification.authenticate_tdx_quote(evidence, now)?;
+            let platform = quote.platform();
+            let lookup = Lookup::Tdx {
+                fmspc: platform.fmspc,
+                ca: platform.ca,
+            };
+            let resolved = self.collateral.resolve(&lookup, sent).await;
+            (quote, resolved.map_err(|e| collateral_unavailable(&e))?)
+        } else {
+            let resolved = self.collateral.agent_supplied(TeeKind::Tdx, sent);
+            let resolved = resolved.map_err(|e| collateral_unavailable(&e))?;
+            let quote = self.verification.authenticate_tdx_quote(evidence, now)?;
+            (quote, resolved)
+        };
+        // The quote as authenticated: its signatures are not checked again.
+        let claims = quote
+            .verify(&resolved.collateral)
+            .map_err(|e| ServiceError::from(&e))?;
+        Ok((claims, resolved.origin))
     }
 }
 
