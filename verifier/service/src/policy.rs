@@ -124,11 +124,37 @@ pub struct PolicyQuery<'a> {
 #[derive(Debug, Clone)]
 pub struct Policy {
     set: PolicySet,
+    names: Names,
 }
 
-fn uid(type_name: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let ty = EntityTypeName::from_str(type_name).map_err(|e| PolicyError(e.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+/// The entity types and actions every request names, parsed once with the
+/// policy rather than once per request and scope.
+#[derive(Debug, Clone)]
+struct Names {
+    workload: EntityTypeName,
+    scope: EntityTypeName,
+    secret: EntityTypeName,
+    issue: EntityUid,
+    read_secret: EntityUid,
+}
+
+impl Names {
+    fn parse() -> Result<Self, PolicyError> {
+        let ty =
+            |name: &str| EntityTypeName::from_str(name).map_err(|e| PolicyError(e.to_string()));
+        let action = ty("AttestGate::Action")?;
+        Ok(Self {
+            workload: ty("AttestGate::Workload")?,
+            scope: ty("AttestGate::Scope")?,
+            secret: ty("AttestGate::Secret")?,
+            issue: uid(&action, "issue"),
+            read_secret: uid(&action, "read_secret"),
+        })
+    }
+}
+
+fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
 }
 
 fn string(s: &str) -> RestrictedExpression {
@@ -136,8 +162,11 @@ fn string(s: &str) -> RestrictedExpression {
 }
 
 /// The Cedar principal for `subject`: its UID and entity.
-fn workload_entity(subject: &PolicySubject<'_>) -> Result<(EntityUid, Entity), PolicyError> {
-    let principal = uid("AttestGate::Workload", &subject.workload.name)?;
+fn workload_entity(
+    names: &Names,
+    subject: &PolicySubject<'_>,
+) -> Result<(EntityUid, Entity), PolicyError> {
+    let principal = uid(&names.workload, &subject.workload.name);
     let attrs = HashMap::from([
         ("name".to_string(), string(&subject.workload.name)),
         ("version".to_string(), string(&subject.workload.version)),
@@ -195,9 +224,10 @@ impl Policy {
     /// `Allow` with no evaluation error at all (as for scopes, an error
     /// anywhere denies).
     pub fn permits_secret(&self, query: &SecretQuery<'_>) -> Result<bool, PolicyError> {
-        let (principal, workload) = workload_entity(&query.subject)?;
-        let action = uid("AttestGate::Action", "read_secret")?;
-        let resource = uid("AttestGate::Secret", query.name)?;
+        let names = &self.names;
+        let (principal, workload) = workload_entity(names, &query.subject)?;
+        let action = names.read_secret.clone();
+        let resource = uid(&names.secret, query.name);
         let secret = Entity::new(
             resource.clone(),
             HashMap::from([
@@ -247,14 +277,17 @@ impl Policy {
     /// Parses Cedar policy text.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let set = PolicySet::from_str(text).map_err(|e| PolicyError(format!("{e:?}")))?;
-        Ok(Self { set })
+        Ok(Self {
+            set,
+            names: Names::parse()?,
+        })
     }
 
     /// The scopes among `query.scopes` that the policy permits, in request order.
     pub fn permitted_scopes(&self, query: &PolicyQuery<'_>) -> Result<Vec<String>, PolicyError> {
-        let subject = &query.subject;
-        let (principal, workload) = workload_entity(subject)?;
-        let action = uid("AttestGate::Action", "issue")?;
+        let names = &self.names;
+        let (principal, workload) = workload_entity(names, &query.subject)?;
+        let action = &names.issue;
         let delegation = query.delegation;
         let context = Context::from_pairs([
             ("act_for".to_string(), string(query.act_for)),
@@ -298,7 +331,7 @@ impl Policy {
         let authorizer = Authorizer::new();
         let mut permitted = Vec::new();
         for scope in query.scopes {
-            let resource = uid("AttestGate::Scope", scope)?;
+            let resource = uid(&names.scope, scope);
             let scope_entity = Entity::new(
                 resource.clone(),
                 HashMap::from([("name".to_string(), string(scope))]),
