@@ -97,6 +97,10 @@ pub(super) const CREDENTIAL_INSERT_COLUMNS: &str =
 
 /// A credential as read: its registers from their set (or, for rows from
 /// before register sets, from the row).
+/// The credentials delegated directly from one: found through the parent
+/// index, which holds delegated credentials only (migration 0007).
+const CHILDREN: &str = "SELECT jti FROM credentials WHERE parent_jti = $1";
+
 const CREDENTIAL_SELECT: &str = "SELECT c.jti, c.subject, c.session_id, c.parent_jti, \
      c.workload, c.jkt, c.scope, c.audience, c.issued_at, c.expires_at, c.test_root, \
      c.model_digest, COALESCE(r.registers, c.measurements) AS measurements, c.depth \
@@ -253,9 +257,8 @@ impl Store {
 
     /// `jti`s delegated directly from `jti`.
     pub async fn children(&self, jti: &str) -> Result<Vec<String>, StoreError> {
-        const SQL: &str = "SELECT jti FROM credentials WHERE parent_jti = $1";
         let rows: Vec<(String,)> =
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(jti).fetch_all(pool).await?);
+            on_pool!(self, pool => sqlx::query_as(CHILDREN).bind(jti).fetch_all(pool).await?);
         Ok(rows.into_iter().map(|(j,)| j).collect())
     }
 
@@ -569,5 +572,73 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The parent index leaves attested credentials out (no batch of
+    /// attestations writes to it), and the cascade's query still finds
+    /// delegated ones through it, not by scanning the table.
+    #[tokio::test]
+    async fn children_are_found_through_an_index_of_delegated_credentials_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let Store::Sqlite(pool) = &store else {
+            panic!("not SQLite")
+        };
+        for (jti, parent) in [
+            ("root", None),
+            ("child-1", Some("root")),
+            ("child-2", Some("root")),
+        ] {
+            sqlx::query(
+                "INSERT INTO credentials (jti, subject, session_id, parent_jti, workload, jkt, \
+                 scope, audience, issued_at, expires_at, test_root) \
+                 VALUES ($1, 's', 'session', $2, 'w', 'k', 'x', 'a', 0, 1, 0)",
+            )
+            .bind(jti)
+            .bind(parent)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        let mut children = store.children("root").await.unwrap();
+        children.sort();
+        assert_eq!(children, ["child-1", "child-2"]);
+        assert!(store.children("child-1").await.unwrap().is_empty());
+
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {CHILDREN}"))
+                .bind("root")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert!(
+            plan.iter()
+                .any(|(.., detail)| detail.contains("USING INDEX credentials_parent")),
+            "{plan:?}"
+        );
+        let entries: (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM credentials INDEXED BY credentials_parent \
+             WHERE parent_jti IS NOT NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(entries.0, 2);
+        let (definition,): (String,) =
+            sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'credentials_parent'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert!(
+            definition.ends_with("WHERE parent_jti IS NOT NULL"),
+            "{definition}"
+        );
     }
 }
