@@ -2,15 +2,16 @@
 //! bytes and an expiry, authenticated with a key the replicas share.
 //!
 //! ```text
-//! nonce (40 bytes) = 0x02 ‖ expiry (u64 big-endian, Unix seconds) ‖ 15 random bytes
+//! nonce (40 bytes) = 0x03 ‖ expiry (u64 big-endian, Unix milliseconds) ‖ 15 random bytes
 //!                    ‖ HMAC-SHA256(key, the 24 bytes before)[..16]
 //! ```
 //!
 //! Checking one proves this service issued it and that it has not expired;
 //! *single use* is the store's job (an atomic insert-if-absent of the nonce
 //! until its expiry, under [`store_id`]), so two replicas cannot both
-//! accept it. Version 1 (`0x01`, the same layout) is still accepted: it
-//! differs only in the ID it is consumed under.
+//! accept it. Version 2 (`0x02`, the same layout with the expiry in Unix
+//! seconds) is still accepted, so a nonce issued just before an upgrade
+//! can still be spent, under the ID it always had.
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -18,12 +19,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use time::{Duration, OffsetDateTime};
 
-/// Nonces issued now: consumed under their expiry, then their hash.
-const VERSION: u8 = 2;
-/// Nonces issued before version 2: consumed under their hash alone, as
-/// they always were, so one issued before an upgrade cannot be spent once
-/// under each form.
-const VERSION_HASHED: u8 = 1;
+/// Nonces issued now: expiry in milliseconds; consumed under it, then their
+/// hash.
+const VERSION: u8 = 3;
+/// Nonces issued before version 3: expiry in seconds, consumed the same
+/// way. Their IDs sort before every version 3 ID, and a nonce has one
+/// version only (the version byte is under the MAC), so none can be spent
+/// once under each form.
+const VERSION_SECONDS: u8 = 2;
 const RANDOM_LEN: usize = 15;
 const TAG_LEN: usize = 16;
 /// Length of a nonce in bytes.
@@ -99,20 +102,20 @@ pub fn issue(
     now: OffsetDateTime,
     ttl: Duration,
 ) -> Result<Challenge, aws_lc_rs::error::Unspecified> {
-    let expires_at = now + ttl;
+    let millis = ((now + ttl).unix_timestamp_nanos() / 1_000_000).max(0);
+    let expires_at = OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+        .map_err(|_| aws_lc_rs::error::Unspecified)?;
     let mut random = [0u8; RANDOM_LEN];
     SystemRandom::new().fill(&mut random)?;
-    let expiry = (expires_at.unix_timestamp().max(0) as u64).to_be_bytes();
+    let expiry = u64::try_from(millis)
+        .map_err(|_| aws_lc_rs::error::Unspecified)?
+        .to_be_bytes();
     let body = [&[VERSION][..], &expiry, &random].concat();
     let mut nonce = [0u8; NONCE_LEN];
     for (out, b) in nonce.iter_mut().zip(body.iter().chain(&key.tag(&body))) {
         *out = *b;
     }
-    Ok(Challenge {
-        nonce,
-        expires_at: OffsetDateTime::from_unix_timestamp(expires_at.unix_timestamp())
-            .unwrap_or(expires_at),
-    })
+    Ok(Challenge { nonce, expires_at })
 }
 
 /// Checks that `nonce` was issued with `key` (for `ttl`) and is current at
@@ -136,32 +139,42 @@ pub(crate) fn check(
     // compare in constant time.
     aws_lc_rs::constant_time::verify_slices_are_equal(&key.tag(body), tag)
         .map_err(|_| NonceError::Unknown)?;
-    if !matches!(body.first(), Some(&(VERSION | VERSION_HASHED))) {
-        return Err(NonceError::Unknown);
-    }
     let mut expiry = [0u8; 8];
     expiry.copy_from_slice(body.get(1..9).unwrap_or(&[0; 8]));
-    let expires_at = i64::try_from(u64::from_be_bytes(expiry))
-        .ok()
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-        .ok_or(NonceError::Unknown)?;
+    let expiry = i128::from(u64::from_be_bytes(expiry));
+    let nanos_per_unit = match body.first() {
+        Some(&VERSION) => 1_000_000,
+        Some(&VERSION_SECONDS) => 1_000_000_000,
+        _ => return Err(NonceError::Unknown),
+    };
+    let expires_at = OffsetDateTime::from_unix_timestamp_nanos(expiry * nanos_per_unit)
+        .map_err(|_| NonceError::Unknown)?;
     if now >= expires_at || expires_at > now + ttl {
         return Err(NonceError::Expired);
     }
     Ok(expires_at)
 }
 
-/// The ID a [`check`]ed nonce is consumed under: the SHA-256 of the nonce
-/// (hex), and for version 2 its expiry (16 hex digits) before that, so the
-/// IDs of consumed nonces arrive in order and each append to the store's
-/// index instead of writing a random page of it. The hash makes the ID
-/// reveal nothing the nonce's MAC would let anyone check; the version
-/// byte is under the MAC, so a nonce has one form only.
+/// The ID a [`check`]ed nonce is consumed under: its expiry as it carries
+/// it (16 hex digits), then its SHA-256 (hex). Nonces are spent in about
+/// the order they were issued, so their IDs arrive in order and each
+/// appends to the store's index; with the expiry in whole seconds, the
+/// hash scattered a second's worth of them (thousands under load) over the
+/// index's last pages. The hash makes the ID reveal nothing the nonce's
+/// MAC would let anyone check.
 pub(crate) fn store_id(nonce: &[u8]) -> String {
     let hash = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, nonce));
-    match (nonce.first(), nonce.get(1..9)) {
-        (Some(&VERSION), Some(expiry)) => format!("{}{hash}", hex::encode(expiry)),
-        _ => hash,
+    format!("{}{hash}", hex::encode(nonce.get(1..9).unwrap_or_default()))
+}
+
+/// Until when (Unix seconds, rounded up) a consumed nonce expiring at
+/// `expires_at` must be remembered: never a moment less than it is current.
+pub(crate) fn remembered_until(expires_at: OffsetDateTime) -> i64 {
+    let seconds = expires_at.unix_timestamp();
+    if expires_at.nanosecond() > 0 {
+        seconds.saturating_add(1)
+    } else {
+        seconds
     }
 }
 
@@ -240,26 +253,65 @@ mod tests {
     }
 
     #[test]
-    fn nonces_are_consumed_in_the_order_they_expire_and_old_ones_under_their_hash() {
+    fn nonces_are_consumed_in_the_order_they_were_issued_to_the_millisecond() {
         let earlier = issue(&key(1), t0(), TTL).unwrap().nonce;
-        let later = issue(&key(1), t0() + Duration::seconds(1), TTL)
+        let later = issue(&key(1), t0() + Duration::milliseconds(1), TTL)
             .unwrap()
             .nonce;
-        assert_eq!(earlier[0], 2);
+        assert_eq!(earlier[0], 3);
         assert!(store_id(&earlier) < store_id(&later));
         assert_eq!(store_id(&earlier).len(), 16 + 64);
         assert!(store_id(&earlier).starts_with(&hex::encode(&earlier[1..9])));
+        let millis = (t0() + TTL).unix_timestamp() * 1000;
+        assert_eq!(earlier[1..9], millis.to_be_bytes());
+    }
 
-        // Version 1, issued before the change: still current, and consumed
-        // under the ID it always had.
-        let old = issued_as(1, &key(1), t0());
-        assert!(check(&key(1), &old, t0(), TTL).is_ok());
+    #[test]
+    fn a_nonce_expires_to_the_millisecond_and_is_remembered_until_the_second_after() {
+        let now = t0() + Duration::milliseconds(250);
+        let c = issue(&key(1), now, TTL).unwrap();
+        assert_eq!(c.expires_at, now + TTL);
+        let just_before = c.expires_at - Duration::milliseconds(1);
+        assert_eq!(check(&key(1), &c.nonce, just_before, TTL), Ok(c.expires_at));
         assert_eq!(
-            store_id(&old),
-            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &old))
+            check(&key(1), &c.nonce, c.expires_at, TTL),
+            Err(NonceError::Expired)
         );
-        // Any other version is not ours, even under a valid tag.
-        for version in [0, 3, 0xff] {
+        assert_eq!(
+            remembered_until(c.expires_at),
+            (t0() + TTL).unix_timestamp() + 1
+        );
+        assert_eq!(remembered_until(t0()), t0().unix_timestamp());
+    }
+
+    #[test]
+    fn version_2_nonces_are_current_for_their_seconds_and_others_unknown() {
+        // Version 2, issued before the upgrade: its expiry is in seconds.
+        let mut old = issued_as(2, &key(1), t0());
+        let expiry = (t0() + TTL).unix_timestamp() as u64;
+        old[1..9].copy_from_slice(&expiry.to_be_bytes());
+        let tag = key(1).tag(&old[..NONCE_LEN - TAG_LEN]);
+        old[NONCE_LEN - TAG_LEN..].copy_from_slice(&tag);
+        assert_eq!(check(&key(1), &old, t0(), TTL), Ok(t0() + TTL));
+        assert!(store_id(&old).starts_with(&hex::encode(expiry.to_be_bytes())));
+        // Its ID sorts before any version 3 nonce's.
+        let new = issue(&key(1), t0(), TTL).unwrap().nonce;
+        assert!(store_id(&old) < store_id(&new));
+        // The version decides how the expiry is read: a version 3 nonce's
+        // milliseconds read as seconds lie past the year 9999.
+        let relabelled = issued_as(3, &key(1), t0());
+        assert_eq!(check(&key(1), &relabelled, t0(), TTL), Ok(t0() + TTL));
+        let mut as_seconds = relabelled;
+        as_seconds[0] = 2;
+        let tag = key(1).tag(&as_seconds[..NONCE_LEN - TAG_LEN]);
+        as_seconds[NONCE_LEN - TAG_LEN..].copy_from_slice(&tag);
+        assert_eq!(
+            check(&key(1), &as_seconds, t0(), TTL),
+            Err(NonceError::Unknown)
+        );
+        // Any other version is not ours, even under a valid tag; version 1
+        // (expired everywhere by now) included.
+        for version in [0, 1, 4, 0xff] {
             let other = issued_as(version, &key(1), t0());
             assert_eq!(check(&key(1), &other, t0(), TTL), Err(NonceError::Unknown));
         }
