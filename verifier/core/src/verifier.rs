@@ -134,7 +134,9 @@ fn sha384(bytes: &[u8]) -> [u8; 48] {
 /// checked and that verifier: only it can finish the verification, with
 /// collateral, at that instant. The proof is the value, so no other bytes,
 /// instant or anchors can be slipped in between the two steps, and
-/// nothing is looked up again by a hash of the bytes.
+/// nothing is looked up again by a hash of the bytes. The instant is the
+/// one given to the authentication: hold the value for one decision, not
+/// for later ones (CRLs and TCB info are judged at that instant).
 #[derive(Debug)]
 pub struct AuthenticatedQuote<'a> {
     verifier: &'a Verifier,

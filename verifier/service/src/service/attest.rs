@@ -276,8 +276,9 @@ impl Service {
         let resolved = if self.collateral.serves(tee) {
             let lookup = match tee {
                 TeeKind::Snp => Lookup::snp(evidence, &sent).map_err(|e| ServiceError::from(&e))?,
-                // Nitro needs none (and TDX went its own way above).
-                TeeKind::Nitro | TeeKind::Tdx => Lookup::Nitro,
+                TeeKind::Nitro => Lookup::Nitro,
+                // TDX went its own way above; never looked up here.
+                TeeKind::Tdx => return Err(ServiceError::internal("TDX evidence off its path")),
             };
             self.collateral.resolve(&lookup, sent).await
         } else {

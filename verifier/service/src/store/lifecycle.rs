@@ -95,12 +95,12 @@ pub(super) const CREDENTIAL_INSERT_COLUMNS: &str =
     "jti, subject, session_id, parent_jti, workload, jkt, scope, audience, issued_at, \
      expires_at, test_root, model_digest, measurements, depth, register_set";
 
-/// A credential as read: its registers from their set (or, for rows from
-/// before register sets, from the row).
 /// The credentials delegated directly from one: found through the parent
 /// index, which holds delegated credentials only (migration 0007).
 const CHILDREN: &str = "SELECT jti FROM credentials WHERE parent_jti = $1";
 
+/// A credential as read: its registers from their set (or, for rows from
+/// before register sets, from the row).
 const CREDENTIAL_SELECT: &str = "SELECT c.jti, c.subject, c.session_id, c.parent_jti, \
      c.workload, c.jkt, c.scope, c.audience, c.issued_at, c.expires_at, c.test_root, \
      c.model_digest, COALESCE(r.registers, c.measurements) AS measurements, c.depth \
