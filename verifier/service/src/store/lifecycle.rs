@@ -585,12 +585,8 @@ mod tests {
     /// delegated ones through it, not by scanning the table.
     #[tokio::test]
     async fn children_are_found_through_an_index_of_delegated_credentials_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let Store::Sqlite(pool) = &store else {
-            panic!("not SQLite")
-        };
+        let (_dir, store, pool) = super::super::sqlite_store_on_disk().await;
+        let pool = &pool;
         for (jti, parent) in [
             ("root", None),
             ("child-1", Some("root")),

@@ -285,3 +285,17 @@ impl Store {
             .rows_affected()))
     }
 }
+
+/// A store in a SQLite file of its own (`s.db` in a fresh directory, kept
+/// as long as the directory is), and its pool: for the store's own tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) async fn sqlite_store_on_disk() -> (tempfile::TempDir, Store, SqlitePool) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let Store::Sqlite(pool) = store.clone() else {
+        panic!("not SQLite")
+    };
+    (dir, store, pool)
+}

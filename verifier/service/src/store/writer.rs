@@ -232,14 +232,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_on_disk_commits_on_the_writer_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let Store::Sqlite(pool) = &store else {
-            panic!("not SQLite")
-        };
+        let (dir, store, pool) = super::super::sqlite_store_on_disk().await;
         assert_eq!(
-            database_file(pool).await,
+            database_file(&pool).await,
             Some(dir.path().join("s.db").canonicalize().unwrap())
         );
         let writer = Writer::start(store.clone(), sizes()).unwrap();
