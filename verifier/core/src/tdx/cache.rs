@@ -1,7 +1,8 @@
-//! The TDX verifier's memory: verified PCK chains, verified collateral
-//! sets, each kept inside its validity window. One struct so the `Verifier` holds (and
-//! clears) them as one; the checks that fill them live in `pck_chain`,
-//! `endorsement` and `mod.rs`, which know nothing of this struct.
+//! The TDX verifier's memory: verified PCK chains and verified collateral
+//! sets, each kept inside its validity window. One struct so the
+//! `Verifier` holds (and clears) them as one; the checks that fill them
+//! live in `pck_chain`, `endorsement` and `mod.rs`, which know nothing of
+//! this struct.
 
 use std::sync::Arc;
 

@@ -356,9 +356,7 @@ mod tests {
     use super::*;
 
     async fn chain(n: i64) -> (tempfile::TempDir, Store, SqlitePool) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        let store = Store::open(&url).await.unwrap();
+        let (dir, store, pool) = super::super::sqlite_store_on_disk().await;
         for i in 0..n {
             let event = AuditEvent {
                 id: format!("e{i}"),
@@ -371,9 +369,6 @@ mod tests {
             };
             assert_eq!(store.audit(&event).await.unwrap(), i + 1);
         }
-        let Store::Sqlite(pool) = store.clone() else {
-            panic!("sqlite")
-        };
         (dir, store, pool)
     }
 
