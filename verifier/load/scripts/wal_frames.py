@@ -6,13 +6,15 @@ those up to --upto), writes batches shaped like the group-commit writer's
 (per attestation: a consumed nonce, a credential, a session's evidence and
 an audit record; the audit head once per batch), and counts the WAL frames
 each batch writes, by the B-tree each page belongs to (SQLite's `dbstat`).
-Every frame is a 4 KiB page the writer writes, then syncs, and a checkpoint
+Every frame is a page (4 KiB by default) the writer writes, then syncs, and a checkpoint
 writes again: the share of the writer's cost that depends on the schema.
 
-    python3 verifier/load/scripts/wal_frames.py [--upto 6] [--nonce-seconds]
+    python3 verifier/load/scripts/wal_frames.py [--upto 6] [--nonce-seconds] [--page-size 1024]
 
 --nonce-seconds consumes nonces under a seconds-resolution expiry (challenge
-version 2) instead of milliseconds (version 3). A model, not the server:
+version 2) instead of milliseconds (version 3). --page-size builds the store
+with other pages than SQLite's default 4096 bytes, and the report then gives
+the bytes per batch as well: smaller pages write fewer bytes in more frames. A model, not the server:
 compare its total with `strace -f -c -e pwrite64,fsync -p <verifier>` under
 `attest-gate-load` (two pwrite64 per frame, one fsync per batch).
 """
@@ -30,8 +32,10 @@ PER_BATCH = 4  # attestations per batch, as at 8 agents
 KEYS = 8  # agent keys, as attest-gate-load's default
 
 
-def store(path, upto):
+def store(path, upto, page_size):
     db = sqlite3.connect(path, isolation_level=None)
+    # Only a new database takes it, and only before WAL mode is set.
+    db.execute(f"PRAGMA page_size = {page_size}")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA wal_autocheckpoint = 0")
     db.execute("PRAGMA synchronous = OFF")
@@ -94,10 +98,13 @@ def main():
     parser.add_argument("--upto", type=int, help="the last migration to apply")
     parser.add_argument("--nonce-seconds", action="store_true")
     parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument(
+        "--page-size", type=int, default=4096, choices=[512, 1024, 2048, 4096, 8192, 16384]
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "store.db")
-        db = store(path, args.upto)
+        db = store(path, args.upto, args.page_size)
         clock = [1_800_000_000_000]
         batches(db, 3000, clock, args.nonce_seconds)  # trees a few levels deep
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -115,7 +122,11 @@ def main():
             for name, page, kind in db.execute("SELECT name, pageno, pagetype FROM dbstat")
         }
         counts = collections.Counter(owner.get(p, "?") for p in pages)
-        print(f"{len(pages) / args.batches:.1f} frames per batch of {PER_BATCH}")
+        frames = len(pages) / args.batches
+        print(
+            f"{frames:.1f} frames per batch of {PER_BATCH} "
+            f"({frames * (24 + page_size) / 1024:.0f} KiB, {page_size}-byte pages)"
+        )
         for name, count in counts.most_common():
             if count / args.batches >= 0.05:
                 print(f"  {count / args.batches:5.2f}  {name}")
