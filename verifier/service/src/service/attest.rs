@@ -9,7 +9,7 @@ use attest_gate_core::{Binding, Collateral, TeeKind, VerifiedClaims};
 use time::OffsetDateTime;
 
 use super::lifecycle::{inherited_quarantine, Inherited};
-use super::{is_rate_limited, read, Service, Trail};
+use super::{is_rate_limited, read, AuditAction, AuditCode, Service, Trail};
 use crate::api::{parse, AttestRequest, AttestResponse, Parsed};
 use crate::ca::{check_csr, CheckedCsr};
 use crate::challenge::{self, NonceError};
@@ -39,19 +39,20 @@ impl Service {
             // A refusal by the rate limiter writes nothing (that is its point).
             Err(e) if is_rate_limited(&e) => Err(e),
             Err(e) => {
-                let event =
-                    self.audit_event(now, "attest", e.code().as_str(), trail.clone(), e.message());
+                let event = self.audit_event(
+                    now,
+                    AuditAction::Attest,
+                    e.code(),
+                    trail.clone(),
+                    e.message(),
+                );
                 self.commit(WriteSet::audit(event)).await?;
                 Err(e)
             }
         };
-        let code = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.code().as_str().to_string(),
-        };
         self.metrics.attestation(
             trail.tee.as_deref().unwrap_or("unknown"),
-            &code,
+            AuditCode::of(&result).as_str(),
             started.elapsed(),
         );
         result
@@ -87,14 +88,20 @@ impl Service {
                 until,
                 refusal: self.audit_event(
                     now,
-                    "attest",
-                    replayed.code().as_str(),
+                    AuditAction::Attest,
+                    replayed.code(),
                     refusal,
                     replayed.message(),
                 ),
             }),
             rows: pending.rows,
-            audit: self.audit_event(now, "attest", "ok", trail.clone(), &response.scope),
+            audit: self.audit_event(
+                now,
+                AuditAction::Attest,
+                AuditCode::Ok,
+                trail.clone(),
+                &response.scope,
+            ),
         };
         match self.commit(set).await? {
             Committed::Written(_) => {

@@ -9,7 +9,7 @@ use attest_gate_core::{Collateral, ModelDigest, TeeKind};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{read, Service, Trail};
+use super::{read, AuditAction, AuditCode, Service, Trail};
 use crate::api::{decode_b64, Decision, DryRunRequest};
 use crate::decision::Appraiser;
 use crate::error::{ServiceCode, ServiceError};
@@ -55,8 +55,14 @@ impl Service {
             "candidate {}: current {}, candidate {}",
             candidate.policy_version, now_decides.decision, then_decides.decision
         );
-        self.audit(now, "admin.policy_dry_run", "ok", Trail::admin(), &detail)
-            .await?;
+        self.audit(
+            now,
+            AuditAction::AdminPolicyDryRun,
+            AuditCode::Ok,
+            Trail::admin(),
+            &detail,
+        )
+        .await?;
         Ok(serde_json::json!({
             "current": now_decides,
             "candidate": then_decides,

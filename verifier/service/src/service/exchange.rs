@@ -16,7 +16,7 @@ use base64::Engine;
 use time::OffsetDateTime;
 
 use super::lifecycle::{inherited_quarantine, Inherited};
-use super::{is_rate_limited, read, Service, Trail};
+use super::{is_rate_limited, read, AuditAction, AuditCode, Service, Trail};
 use crate::api::{ExchangeRequest, ExchangeResponse};
 use crate::challenge;
 use crate::credentials;
@@ -56,8 +56,8 @@ impl Service {
         let replayed = proof_replayed();
         let refusal_if_replayed = self.audit_event(
             now,
-            "exchange",
-            replayed.code().as_str(),
+            AuditAction::Exchange,
+            replayed.code(),
             // Nothing was issued: no subject, no new `jti`.
             Trail {
                 subject: None,
@@ -72,7 +72,13 @@ impl Service {
                     .iter()
                     .filter(|row| matches!(row, Row::Revocation(_)))
                     .count() as u64;
-                let event = self.audit_event(now, "exchange", "ok", trail, &response.scope);
+                let event = self.audit_event(
+                    now,
+                    AuditAction::Exchange,
+                    AuditCode::Ok,
+                    trail,
+                    &response.scope,
+                );
                 // The proof is consumed with the credential it bought: a
                 // proof used twice (here or on another replica) buys one.
                 let committed = self
@@ -104,7 +110,7 @@ impl Service {
             // changes nothing.
             Err(e) => {
                 let event =
-                    self.audit_event(now, "exchange", e.code().as_str(), trail, e.message());
+                    self.audit_event(now, AuditAction::Exchange, e.code(), trail, e.message());
                 let committed = self
                     .commit(WriteSet {
                         consume: spend(proof_use, refusal_if_replayed),

@@ -15,7 +15,7 @@
 use time::OffsetDateTime;
 
 use super::exchange::{proof_replayed, spend};
-use super::{is_rate_limited, read, Service, Trail};
+use super::{is_rate_limited, read, AuditAction, AuditCode, Service, Trail};
 use crate::api::{JwtSvidRequest, JwtSvidResponse};
 use crate::credentials;
 use crate::decision::JwtSvidAsk;
@@ -26,7 +26,7 @@ use crate::store::{Committed, Row, WriteSet};
 /// Where the endpoint lives under the issuer (the proof's `htu`).
 pub(crate) const JWT_SVID_PATH: &str = "/v1/jwt-svid";
 /// The audit action.
-const ACTION: &str = "jwt_svid";
+const ACTION: AuditAction = AuditAction::JwtSvid;
 
 impl Service {
     /// `POST /v1/jwt-svid`, audited whatever it decides (but a refusal by
@@ -47,7 +47,7 @@ impl Service {
         let refusal_if_replayed = self.audit_event(
             now,
             ACTION,
-            replayed.code().as_str(),
+            replayed.code(),
             Trail {
                 subject: None,
                 ..trail.clone()
@@ -56,7 +56,7 @@ impl Service {
         );
         let result = match result {
             Ok((response, row, detail)) => {
-                let event = self.audit_event(now, ACTION, "ok", trail, &detail);
+                let event = self.audit_event(now, ACTION, AuditCode::Ok, trail, &detail);
                 // The proof is spent with the credential it bought.
                 let committed = self
                     .commit(WriteSet {
@@ -77,7 +77,7 @@ impl Service {
                 Err(e)
             }
             Err(e) => {
-                let event = self.audit_event(now, ACTION, e.code().as_str(), trail, e.message());
+                let event = self.audit_event(now, ACTION, e.code(), trail, e.message());
                 let committed = self
                     .commit(WriteSet {
                         consume: spend(proof_use, refusal_if_replayed),
@@ -90,10 +90,7 @@ impl Service {
                 }
             }
         };
-        self.metrics.jwt_svid(match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code().as_str(),
-        });
+        self.metrics.jwt_svid(AuditCode::of(&result).as_str());
         result
     }
 

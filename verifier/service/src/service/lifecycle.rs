@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{read, Service, Trail, MAX_FIELD_LEN};
+use super::{read, AuditAction, AuditCode, Service, Trail, MAX_FIELD_LEN};
 use crate::api::{IntentRequest, RevokeRequest, RevokeScope};
 use crate::credentials::JwtSvidClaims;
 use crate::error::{ServiceCode, ServiceError};
@@ -95,6 +95,13 @@ fn canonical_target(kind: Kind, target: &str) -> Result<String, ServiceError> {
     }
 }
 
+/// What introspection was shown: the audit detail names a JWT-SVID.
+#[derive(Debug, Clone, Copy)]
+enum Introspected {
+    AccessToken,
+    JwtSvid,
+}
+
 impl Service {
     /// `POST /v1/admin/revoke`: records the revocation and, for a `jti`, one
     /// row per credential delegated from it (the cascade, recorded as such).
@@ -151,7 +158,7 @@ impl Service {
             kind.as_str(),
             req.reason
         );
-        self.audit(now, "admin.revoke", "ok", trail, &detail)
+        self.audit(now, AuditAction::AdminRevoke, AuditCode::Ok, trail, &detail)
             .await?;
         Ok(json!({"id": id, "kind": kind, "mode": mode, "cascaded": cascaded}))
     }
@@ -284,8 +291,12 @@ impl Service {
             .await
             .map_err(internal)?;
         self.revocations_changed(Mode::Quarantine, 0);
-        let code = if lifted { "ok" } else { "not_found" };
-        self.audit(now, "admin.lift", code, Trail::admin(), id)
+        let code = if lifted {
+            AuditCode::Ok
+        } else {
+            ServiceCode::NotFound.into()
+        };
+        self.audit(now, AuditAction::AdminLift, code, Trail::admin(), id)
             .await?;
         if lifted {
             Ok(json!({"lifted": true, "id": id}))
@@ -382,8 +393,14 @@ impl Service {
                 "a client with this ID exists",
             ));
         }
-        self.audit(now, "admin.add_client", "ok", Trail::admin(), client_id)
-            .await?;
+        self.audit(
+            now,
+            AuditAction::AdminAddClient,
+            AuditCode::Ok,
+            Trail::admin(),
+            client_id,
+        )
+        .await?;
         Ok(json!({"client_id": client_id, "client_secret": secret}))
     }
 
@@ -419,7 +436,7 @@ impl Service {
         now: OffsetDateTime,
     ) -> Result<Value, ServiceError> {
         let inactive = json!({"active": false});
-        let mut trail = Trail {
+        let trail = Trail {
             actor: Some(format!("rp:{client}")),
             ..Trail::default()
         };
@@ -428,32 +445,29 @@ impl Service {
             if let Some(svid) = svid {
                 return self.introspect_jwt_svid(&svid, trail, now).await;
             }
-            self.audit(now, "introspect", "invalid_token", trail, "")
-                .await?;
+            self.audit(
+                now,
+                AuditAction::Introspect,
+                ServiceCode::InvalidToken,
+                trail,
+                "",
+            )
+            .await?;
             return Ok(inactive);
         };
         let claims = verified.claims();
-        trail.jti = Some(claims.jti.clone());
-        let credential = self.store.credential(&claims.jti).await.map_err(internal)?;
-        let Some(credential) = credential.filter(|_| claims.exp > now.unix_timestamp()) else {
-            self.audit(now, "introspect", "inactive", trail, "expired or unknown")
-                .await?;
+        let looked = self
+            .introspected(
+                &claims.jti,
+                claims.exp,
+                Introspected::AccessToken,
+                trail,
+                now,
+            )
+            .await?;
+        let Some((credential, standing)) = looked else {
             return Ok(inactive);
         };
-        trail.subject = Some(credential.subject.clone());
-        trail.session_id = Some(credential.session_id.clone());
-        trail.workload = Some(credential.workload.clone());
-        let (standing, _) = self.standing_of(&credential).await?;
-        let (code, detail) = match &standing {
-            Standing::Clear => ("ok", String::new()),
-            Standing::Graceful { reason } => ("ok", format!("graceful: {reason}")),
-            Standing::Quarantined { reason, .. } => ("quarantined_use", reason.clone()),
-            Standing::Revoked { reason } => ("revoked", reason.clone()),
-        };
-        self.audit(now, "introspect", code, trail, &detail).await?;
-        if matches!(standing, Standing::Revoked { .. }) {
-            return Ok(inactive);
-        }
         let mut answer = json!({
             "active": true,
             "token_type": "DPoP",
@@ -480,44 +494,15 @@ impl Service {
     async fn introspect_jwt_svid(
         &self,
         svid: &JwtSvidClaims,
-        mut trail: Trail,
+        trail: Trail,
         now: OffsetDateTime,
     ) -> Result<Value, ServiceError> {
-        let inactive = json!({"active": false});
-        trail.jti = Some(svid.jti.clone());
-        let credential = self.store.credential(&svid.jti).await.map_err(internal)?;
-        let Some(credential) = credential.filter(|_| svid.exp > now.unix_timestamp()) else {
-            self.audit(
-                now,
-                "introspect",
-                "inactive",
-                trail,
-                "expired or unknown JWT-SVID",
-            )
+        let looked = self
+            .introspected(&svid.jti, svid.exp, Introspected::JwtSvid, trail, now)
             .await?;
-            return Ok(inactive);
+        let Some((credential, standing)) = looked else {
+            return Ok(json!({"active": false}));
         };
-        trail.subject = Some(credential.subject.clone());
-        trail.session_id = Some(credential.session_id.clone());
-        trail.workload = Some(credential.workload.clone());
-        let (standing, _) = self.standing_of(&credential).await?;
-        let (code, detail) = match &standing {
-            Standing::Clear => ("ok", String::new()),
-            Standing::Graceful { reason } => ("ok", format!("graceful: {reason}")),
-            Standing::Quarantined { reason, .. } => ("quarantined_use", reason.clone()),
-            Standing::Revoked { reason } => ("revoked", reason.clone()),
-        };
-        self.audit(
-            now,
-            "introspect",
-            code,
-            trail,
-            &format!("JWT-SVID {detail}"),
-        )
-        .await?;
-        if matches!(standing, Standing::Revoked { .. }) {
-            return Ok(inactive);
-        }
         Ok(json!({
             "active": true,
             "token_type": "jwt-svid",
@@ -531,6 +516,49 @@ impl Service {
             "session": {"id": credential.session_id, "parent": credential.parent_jti},
             "revocation": standing.label(),
         }))
+    }
+
+    /// Introspection's look at a credential this service signed, by its
+    /// `jti` and the expiry its signature carries: audited, and `None`
+    /// (inactive) when it is expired, unknown or revoked immediately; else
+    /// the credential and its standing (graceful and quarantined ones are
+    /// active, and every look at a quarantined one is audited as such).
+    async fn introspected(
+        &self,
+        jti: &str,
+        exp: i64,
+        kind: Introspected,
+        mut trail: Trail,
+        now: OffsetDateTime,
+    ) -> Result<Option<(CredentialRecord, Standing)>, ServiceError> {
+        let named = match kind {
+            Introspected::AccessToken => "",
+            Introspected::JwtSvid => "JWT-SVID ",
+        };
+        trail.jti = Some(jti.to_owned());
+        let credential = self.store.credential(jti).await.map_err(internal)?;
+        let Some(credential) = credential.filter(|_| exp > now.unix_timestamp()) else {
+            let detail = format!("expired or unknown {named}");
+            let (action, code) = (AuditAction::Introspect, AuditCode::Inactive);
+            self.audit(now, action, code, trail, detail.trim_end())
+                .await?;
+            return Ok(None);
+        };
+        trail.subject = Some(credential.subject.clone());
+        trail.session_id = Some(credential.session_id.clone());
+        trail.workload = Some(credential.workload.clone());
+        let (standing, _) = self.standing_of(&credential).await?;
+        let (code, detail) = match &standing {
+            Standing::Clear => (AuditCode::Ok, String::new()),
+            Standing::Graceful { reason } => (AuditCode::Ok, format!("graceful: {reason}")),
+            Standing::Quarantined { reason, .. } => (AuditCode::QuarantinedUse, reason.clone()),
+            Standing::Revoked { reason } => (ServiceCode::Revoked.into(), reason.clone()),
+        };
+        let detail = format!("{named}{detail}");
+        self.audit(now, AuditAction::Introspect, code, trail, &detail)
+            .await?;
+        let revoked = matches!(standing, Standing::Revoked { .. });
+        Ok((!revoked).then_some((credential, standing)))
     }
 
     /// `GET /v1/revocations?since=T`: a JWS (`typ: revocation-list+jwt`)
@@ -622,7 +650,7 @@ impl Service {
                     session_id: Some(session.session_id.clone()),
                     ..Trail::default()
                 };
-                self.audit(now, "reappraise.revoke", e.code().as_str(), trail, &reason)
+                self.audit(now, AuditAction::ReappraiseRevoke, e.code(), trail, &reason)
                     .await?;
                 revoked.push(
                     json!({"session_id": session.session_id, "code": e.code().as_str(), "message": e.message()}),
@@ -635,8 +663,14 @@ impl Service {
             revoked.len(),
             mode.as_str()
         );
-        self.audit(now, "reappraise", "ok", Trail::default(), &detail)
-            .await?;
+        self.audit(
+            now,
+            AuditAction::Reappraise,
+            AuditCode::Ok,
+            Trail::default(),
+            &detail,
+        )
+        .await?;
         Ok(
             json!({"checked": sessions.len(), "revoked": revoked, "not_judged": errors, "mode": mode}),
         )

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 mod attest;
+mod audit_terms;
 mod dry_run;
 mod exchange;
 mod jwt_svid;
@@ -16,6 +17,7 @@ mod presented;
 mod release;
 mod retention;
 
+pub(crate) use audit_terms::{AuditAction, AuditCode};
 pub(crate) use exchange::EXCHANGE_PATH;
 pub(crate) use jwt_svid::JWT_SVID_PATH;
 pub(crate) use release::SECRETS_PATH;
@@ -472,17 +474,17 @@ impl Service {
                 write(&self.appraiser, appraiser);
                 write(&self.tokens, tokens);
                 (
-                    "ok",
+                    AuditCode::Ok,
                     Ok(serde_json::json!({"reloaded": true, "workloads": workloads})),
                 )
             }
             // The operator's own files are broken: say why (admin-only endpoint).
             Err(e) => (
-                "reload_failed",
+                ServiceCode::ReloadFailed.into(),
                 Err(ServiceError::new(ServiceCode::ReloadFailed, e.to_string())),
             ),
         };
-        self.audit(now, "admin.reload", code, Trail::admin(), "")
+        self.audit(now, AuditAction::AdminReload, code, Trail::admin(), "")
             .await?;
         outcome
     }
@@ -496,8 +498,14 @@ impl Service {
             .map_err(ServiceError::internal)?;
         let kid = keys.current.kid().to_string();
         write(&self.tokens, keys);
-        self.audit(now, "admin.rotate_signing_key", "ok", Trail::admin(), &kid)
-            .await?;
+        self.audit(
+            now,
+            AuditAction::AdminRotateSigningKey,
+            AuditCode::Ok,
+            Trail::admin(),
+            &kid,
+        )
+        .await?;
         Ok(serde_json::json!({"rotated": true, "kid": kid}))
     }
 
@@ -506,8 +514,8 @@ impl Service {
     async fn audit(
         &self,
         now: OffsetDateTime,
-        action: &str,
-        code: &str,
+        action: AuditAction,
+        code: impl Into<AuditCode>,
         trail: Trail,
         detail: &str,
     ) -> Result<(), ServiceError> {
@@ -536,11 +544,12 @@ impl Service {
     fn audit_event(
         &self,
         now: OffsetDateTime,
-        action: &str,
-        code: &str,
+        action: AuditAction,
+        code: impl Into<AuditCode>,
         trail: Trail,
         detail: &str,
     ) -> AuditEvent {
+        let code = code.into();
         let detail = match trail.nonce_issued {
             Some(at) => format!(
                 "{detail}; nonce issued {}",
@@ -551,10 +560,10 @@ impl Service {
         AuditEvent {
             id: secrets::ordered_id(now).unwrap_or_default(),
             at: now.unix_timestamp(),
-            action: action.to_string(),
+            action: action.as_str().to_string(),
             actor: trail.actor,
-            decision: if code == "ok" { "allow" } else { "deny" }.to_string(),
-            code: code.to_string(),
+            decision: code.decision().to_string(),
+            code: code.as_str().to_string(),
             tee: trail.tee,
             workload: trail.workload,
             workload_version: trail.workload_version,

@@ -18,7 +18,7 @@ use serde_json::{json, Map};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{read, Service, Trail};
+use super::{read, AuditAction, AuditCode, Service, Trail};
 use crate::api::{decode_b64, PutSecretRequest, SecretInfo, SecretRelease};
 use crate::error::{ServiceCode, ServiceError};
 use crate::ratelimit::Endpoint;
@@ -50,10 +50,10 @@ impl SecretAsk {
         }
     }
 
-    fn action(self) -> &'static str {
+    fn action(self) -> AuditAction {
         match self {
-            Self::Metadata => "secret.metadata",
-            Self::Release => "secret.release",
+            Self::Metadata => AuditAction::SecretMetadata,
+            Self::Release => AuditAction::SecretRelease,
         }
     }
 }
@@ -185,8 +185,14 @@ impl Service {
                 .map_err(ServiceError::internal)?
             {
                 let detail = format!("secret {name} v{version}");
-                self.audit(now, "admin.secret_put", "ok", Trail::admin(), &detail)
-                    .await?;
+                self.audit(
+                    now,
+                    AuditAction::AdminSecretPut,
+                    AuditCode::Ok,
+                    Trail::admin(),
+                    &detail,
+                )
+                .await?;
                 return Ok(info(&row));
             }
         }
@@ -224,8 +230,14 @@ impl Service {
             return Err(not_found());
         };
         let detail = format!("secret {name} v{version}");
-        self.audit(now, "admin.secret_retire", "ok", Trail::admin(), &detail)
-            .await?;
+        self.audit(
+            now,
+            AuditAction::AdminSecretRetire,
+            AuditCode::Ok,
+            Trail::admin(),
+            &detail,
+        )
+        .await?;
         Ok(json!({"name": name, "retired_version": version}))
     }
 
@@ -277,16 +289,13 @@ impl Service {
         let result = self
             .decide_secret(ask, name, token, proof, now, &mut trail, &mut detail)
             .await;
-        let code = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.code().as_str().to_string(),
-        };
+        let code = AuditCode::of(&result);
         if let Err(e) = &result {
             detail = format!("{detail}: {}", e.message());
         }
-        self.metrics.secret(&code);
+        self.metrics.secret(code.as_str());
         if !result.as_ref().is_err_and(super::is_rate_limited) {
-            self.audit(now, ask.action(), &code, trail, &detail).await?;
+            self.audit(now, ask.action(), code, trail, &detail).await?;
         }
         result
     }
