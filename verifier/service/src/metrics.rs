@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::error::ErrorCode;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     tee: String,
@@ -22,6 +24,15 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Code {
     code: String,
+}
+
+impl Code {
+    /// `ok`, or the refusal's code.
+    fn of(refused: Option<ErrorCode>) -> Self {
+        Self {
+            code: refused.map_or("ok", ErrorCode::as_str).to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -159,50 +170,46 @@ impl Metrics {
             .inc();
     }
 
-    /// One attestation decided with `code` (`ok` or the rejection).
-    pub(crate) fn attestation(&self, tee: &str, code: &str, took: Duration) {
-        let outcome = if code == "ok" { "issued" } else { "rejected" };
+    /// One attestation decided: issued, or `refused` with that code.
+    pub(crate) fn attestation(&self, tee: &str, refused: Option<ErrorCode>, took: Duration) {
+        let outcome = if refused.is_none() {
+            "issued"
+        } else {
+            "rejected"
+        };
         self.attestations
             .get_or_create(&Outcome {
                 tee: tee.to_string(),
                 outcome: outcome.to_string(),
             })
             .inc();
-        if code != "ok" {
+        if let Some(code) = refused {
             self.rejection(code);
         }
         self.issuance_seconds.observe(took.as_secs_f64());
     }
 
     /// Any refused request (exchange, introspection...), by code.
-    pub(crate) fn rejection(&self, code: &str) {
+    pub(crate) fn rejection(&self, code: ErrorCode) {
         self.rejections
             .get_or_create(&Code {
-                code: code.to_string(),
+                code: code.as_str().to_string(),
             })
             .inc();
     }
 
-    /// One secret request decided with `code`.
-    pub(crate) fn secret(&self, code: &str) {
-        self.secrets
-            .get_or_create(&Code {
-                code: code.to_string(),
-            })
-            .inc();
-        if code != "ok" {
+    /// One secret request decided: `ok`, or `refused` with that code.
+    pub(crate) fn secret(&self, refused: Option<ErrorCode>) {
+        self.secrets.get_or_create(&Code::of(refused)).inc();
+        if let Some(code) = refused {
             self.rejection(code);
         }
     }
 
-    /// One JWT-SVID request decided with `code`.
-    pub(crate) fn jwt_svid(&self, code: &str) {
-        self.jwt_svids
-            .get_or_create(&Code {
-                code: code.to_string(),
-            })
-            .inc();
-        if code != "ok" {
+    /// One JWT-SVID request decided: `ok`, or `refused` with that code.
+    pub(crate) fn jwt_svid(&self, refused: Option<ErrorCode>) {
+        self.jwt_svids.get_or_create(&Code::of(refused)).inc();
+        if let Some(code) = refused {
             self.rejection(code);
         }
     }

@@ -52,7 +52,7 @@ impl Service {
         };
         self.metrics.attestation(
             trail.tee.as_deref().unwrap_or("unknown"),
-            AuditCode::of(&result).as_str(),
+            result.as_ref().err().map(ServiceError::code),
             started.elapsed(),
         );
         result

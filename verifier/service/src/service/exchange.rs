@@ -124,7 +124,7 @@ impl Service {
             }
         };
         if let Err(e) = &result {
-            self.metrics.rejection(e.code().as_str());
+            self.metrics.rejection(e.code());
         }
         result
     }

@@ -90,7 +90,8 @@ impl Service {
                 }
             }
         };
-        self.metrics.jwt_svid(AuditCode::of(&result).as_str());
+        self.metrics
+            .jwt_svid(result.as_ref().err().map(ServiceError::code));
         result
     }
 

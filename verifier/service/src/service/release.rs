@@ -293,7 +293,8 @@ impl Service {
         if let Err(e) = &result {
             detail = format!("{detail}: {}", e.message());
         }
-        self.metrics.secret(code.as_str());
+        self.metrics
+            .secret(result.as_ref().err().map(ServiceError::code));
         if !result.as_ref().is_err_and(super::is_rate_limited) {
             self.audit(now, ask.action(), code, trail, &detail).await?;
         }
