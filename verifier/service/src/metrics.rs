@@ -189,7 +189,7 @@ impl Metrics {
         self.issuance_seconds.observe(took.as_secs_f64());
     }
 
-    /// Any refused request (exchange, introspection...), by code.
+    /// A refused attestation, exchange, secret or JWT-SVID request, by code.
     pub(crate) fn rejection(&self, code: ErrorCode) {
         self.rejections
             .get_or_create(&Code {

@@ -531,17 +531,16 @@ impl Service {
         mut trail: Trail,
         now: OffsetDateTime,
     ) -> Result<Option<(CredentialRecord, Standing)>, ServiceError> {
-        let named = match kind {
-            Introspected::AccessToken => "",
-            Introspected::JwtSvid => "JWT-SVID ",
+        // These texts are hashed into the audit chain: kept as they were.
+        let (named, unknown) = match kind {
+            Introspected::AccessToken => ("", "expired or unknown"),
+            Introspected::JwtSvid => ("JWT-SVID ", "expired or unknown JWT-SVID"),
         };
         trail.jti = Some(jti.to_owned());
         let credential = self.store.credential(jti).await.map_err(internal)?;
         let Some(credential) = credential.filter(|_| exp > now.unix_timestamp()) else {
-            let detail = format!("expired or unknown {named}");
             let (action, code) = (AuditAction::Introspect, AuditCode::Inactive);
-            self.audit(now, action, code, trail, detail.trim_end())
-                .await?;
+            self.audit(now, action, code, trail, unknown).await?;
             return Ok(None);
         };
         trail.subject = Some(credential.subject.clone());
