@@ -59,7 +59,8 @@ pub(crate) enum AuditCode {
     Inactive,
     /// Introspection of a quarantined token: answered active, flagged.
     QuarantinedUse,
-    /// Refused, with the code the caller was answered with.
+    /// Refused (or, in a reappraisal, revoked) with this code: for a
+    /// request, the one its caller was answered with.
     Refused(ErrorCode),
 }
 
