@@ -313,6 +313,11 @@ impl ServiceError {
         self.code
     }
 
+    /// The code of a decision's refusal; `None` when it was made.
+    pub(crate) fn refusal<T>(outcome: &Result<T, Self>) -> Option<ErrorCode> {
+        outcome.as_ref().err().map(Self::code)
+    }
+
     /// For people.
     pub fn message(&self) -> &str {
         &self.message

@@ -52,7 +52,7 @@ impl Service {
         };
         self.metrics.attestation(
             trail.tee.as_deref().unwrap_or("unknown"),
-            result.as_ref().err().map(ServiceError::code),
+            ServiceError::refusal(&result),
             started.elapsed(),
         );
         result

@@ -79,10 +79,7 @@ impl From<ServiceCode> for AuditCode {
 impl AuditCode {
     /// A decision's code from its outcome: `Ok`, or the refusal's.
     pub(crate) fn of<T>(outcome: &Result<T, ServiceError>) -> Self {
-        match outcome {
-            Ok(_) => Self::Ok,
-            Err(e) => e.code().into(),
-        }
+        ServiceError::refusal(outcome).map_or(Self::Ok, Self::Refused)
     }
 
     /// The stored text: a refusal's is its wire code.

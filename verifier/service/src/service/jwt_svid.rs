@@ -90,8 +90,7 @@ impl Service {
                 }
             }
         };
-        self.metrics
-            .jwt_svid(result.as_ref().err().map(ServiceError::code));
+        self.metrics.jwt_svid(ServiceError::refusal(&result));
         result
     }
 

@@ -465,7 +465,7 @@ impl Service {
             )?;
             Ok((appraiser, tokens, ca))
         });
-        let (code, outcome) = match result {
+        let outcome = match result {
             Ok((appraiser, tokens, ca)) => {
                 let workloads = appraiser.references.workloads().len();
                 // The CA first: a grant decided under the new workloads
@@ -473,17 +473,12 @@ impl Service {
                 write(&self.ca, ca);
                 write(&self.appraiser, appraiser);
                 write(&self.tokens, tokens);
-                (
-                    AuditCode::Ok,
-                    Ok(serde_json::json!({"reloaded": true, "workloads": workloads})),
-                )
+                Ok(serde_json::json!({"reloaded": true, "workloads": workloads}))
             }
             // The operator's own files are broken: say why (admin-only endpoint).
-            Err(e) => (
-                ServiceCode::ReloadFailed.into(),
-                Err(ServiceError::new(ServiceCode::ReloadFailed, e.to_string())),
-            ),
+            Err(e) => Err(ServiceError::new(ServiceCode::ReloadFailed, e.to_string())),
         };
+        let code = AuditCode::of(&outcome);
         self.audit(now, AuditAction::AdminReload, code, Trail::admin(), "")
             .await?;
         outcome

@@ -293,8 +293,7 @@ impl Service {
         if let Err(e) = &result {
             detail = format!("{detail}: {}", e.message());
         }
-        self.metrics
-            .secret(result.as_ref().err().map(ServiceError::code));
+        self.metrics.secret(ServiceError::refusal(&result));
         if !result.as_ref().is_err_and(super::is_rate_limited) {
             self.audit(now, ask.action(), code, trail, &detail).await?;
         }
